@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each creates the environment itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: env demo test lint format bench emulator clean
+
+env: $(VENV)/.synced
+
+# The environment is the lock file, nothing else: uv installs exactly what uv.lock says.
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --locked --extra test --python $(PYTHON)
+	@touch $@
+
+demo: env
+	$(BIN)/python -m airflow_claude_batch.demo
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: env
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: env
+	$(BIN)/python -m bench
+
+emulator: env
+	$(BIN)/claude-batch-emulator --host 127.0.0.1 --port 8765
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""The run folder's layout: where every file of a run lives, in one place.
+
+    {storage}/{dag_id}/{run_id}/
+      round-{r}/shard-{nnnnn}.requests.jsonl   requests, one {"custom_id", "params"} per line
+      round-{r}/shard-{nnnnn}.state.json       the submit state record
+      round-{r}/shard-{nnnnn}/{outcome}.jsonl  results routed by outcome
+      round-{r}/dead-letter.jsonl              requests of round r that retrying will not fix
+      dead-letter.jsonl, pending.jsonl         the whole run's, written by the report
+      manifest.json, report.html
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from airflow_claude_batch.batch.storage import StoragePath
+from airflow_claude_batch.exceptions import InputError
+
+OUTCOMES = ("succeeded", "errored", "expired", "canceled")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.:+~=-]{1,250}$")
+
+
+def safe_segment(value: str, what: str) -> str:
+    """Return ``value`` if it is safe as one path segment; otherwise raise ``InputError``.
+
+    Run folders are built only from validated segments, so no id can climb out of the run folder.
+    """
+    if not isinstance(value, str) or not _SEGMENT.match(value) or value in (".", "..") or ".." in value:
+        raise InputError(
+            f"{what} {value!r} cannot be used in a storage path; use letters, digits and _ . : + ~ = -"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run's files under ``root`` (``{storage}/{dag_id}/{run_id}``)."""
+
+    root: StoragePath
+
+    @classmethod
+    def for_run(cls, storage: StoragePath, dag_id: str, run_id: str) -> RunFolder:
+        return cls(storage / safe_segment(dag_id, "dag_id") / safe_segment(run_id, "run_id"))
+
+    def round_dir(self, round_index: int) -> StoragePath:
+        return self.root / f"round-{round_index}"
+
+    def shard_requests(self, round_index: int, shard_index: int) -> StoragePath:
+        return self.round_dir(round_index) / f"shard-{shard_index:05d}.requests.jsonl"
+
+    def shard_state(self, round_index: int, shard_index: int) -> StoragePath:
+        return self.round_dir(round_index) / f"shard-{shard_index:05d}.state.json"
+
+    def shard_outcome(self, round_index: int, shard_index: int, outcome: str) -> StoragePath:
+        if outcome not in (*OUTCOMES, "invalid_output"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        return self.round_dir(round_index) / f"shard-{shard_index:05d}" / f"{outcome}.jsonl"
+
+    def round_dead_letter(self, round_index: int) -> StoragePath:
+        return self.round_dir(round_index) / "dead-letter.jsonl"
+
+    @property
+    def dead_letter(self) -> StoragePath:
+        return self.root / "dead-letter.jsonl"
+
+    @property
+    def pending(self) -> StoragePath:
+        return self.root / "pending.jsonl"
+
+    @property
+    def manifest(self) -> StoragePath:
+        return self.root / "manifest.json"
+
+    @property
+    def report(self) -> StoragePath:
+        return self.root / "report.html"
+
+    @property
+    def estimate(self) -> StoragePath:
+        return self.root / "estimate.json"

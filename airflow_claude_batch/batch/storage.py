@@ -1,0 +1,111 @@
+"""Whole-or-nothing writes and small JSON files on any path-like storage.
+
+Works with ``pathlib.Path``, ``upath.UPath`` and Airflow's ``ObjectStoragePath`` alike: the core only
+uses ``open``, ``rename``, ``unlink``, ``exists``, ``parent``, ``name`` and ``/``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Protocol, runtime_checkable
+
+import orjson
+
+from airflow_claude_batch.exceptions import StorageError
+
+
+@runtime_checkable
+class StoragePath(Protocol):
+    """The subset of the pathlib API the core needs from a storage location."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def parent(self) -> StoragePath: ...
+
+    def __truediv__(self, other: str) -> StoragePath: ...
+
+    def open(self, mode: str = "r", *args: Any, **kwargs: Any) -> IO[Any]: ...
+
+    def exists(self) -> bool: ...
+
+    def rename(self, target: Any) -> Any: ...
+
+    def unlink(self, missing_ok: bool = False) -> None: ...
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None: ...
+
+
+def _is_local(path: StoragePath) -> bool:
+    protocol = getattr(path, "protocol", "") or ""
+    return protocol in ("", "file", "local")
+
+
+@contextmanager
+def atomic_writer(path: StoragePath) -> Iterator[IO[bytes]]:
+    """Open ``path`` for binary writing so that readers see the whole file or no file.
+
+    Locally the bytes go to a hidden temporary sibling that is renamed over ``path`` on success. On
+    object stores an upload only becomes visible once complete, so the object is written in place.
+    On any error nothing is left at ``path`` (an older complete version stays as it was).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the folder {path.parent}: {exc}; check the storage path and its permissions") from exc
+    target = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial" if _is_local(path) else path
+    try:
+        with target.open("wb") as handle:
+            yield handle
+        if target is not path:
+            target.rename(path)
+    except BaseException as exc:
+        if target is not path:
+            _remove_quietly(target)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {path}: {exc}; check the storage path, permissions and free space") from exc
+        raise
+
+
+def _remove_quietly(path: StoragePath) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_json(path: StoragePath, value: Any) -> None:
+    """Write ``value`` as indented JSON, whole or not at all."""
+    with atomic_writer(path) as handle:
+        handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+
+
+def read_json(path: StoragePath) -> Any | None:
+    """Read a JSON file; ``None`` when it does not exist. Any other failure raises ``StorageError``.
+
+    A read error is never taken to mean "no file": callers use ``None`` to decide that nothing was
+    done yet, and guessing wrong there could pay twice.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}; the run will retry, fix access if it persists") from exc
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StorageError(f"{path} is not valid JSON ({exc}); it was not written by this package") from exc
+
+
+def iter_jsonl(path: StoragePath, chunk_size: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """Yield each line of a JSONL file as a dict, holding one line at a time."""
+    with path.open("rb") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                yield orjson.loads(line)

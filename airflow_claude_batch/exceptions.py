@@ -1,0 +1,60 @@
+"""The package's exceptions: one root, split by whether money may have been spent.
+
+``BeforeSubmitError``: the input or the configuration is wrong and nothing was sent to the API; fix the
+input and run again. ``AfterSubmitError``: a batch exists (or may exist) and the job around it failed;
+the message says how to recover without paying twice.
+"""
+
+from __future__ import annotations
+
+
+class ClaudeBatchError(Exception):
+    """Root of every error this package raises."""
+
+
+class BeforeSubmitError(ClaudeBatchError):
+    """Raised before any batch was created: nothing was spent."""
+
+
+class InputError(BeforeSubmitError):
+    """A record or a parameter is invalid; the message names the record and the fix."""
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class BudgetExceededError(BeforeSubmitError):
+    """The run's cost estimate is above ``max_cost_usd``."""
+
+
+class ConnectionConfigError(BeforeSubmitError):
+    """The Claude connection is missing, unreachable or rejected (wrong base URL or key)."""
+
+
+class StorageError(ClaudeBatchError):
+    """The run folder cannot be read or written (permission, missing bucket, full disk)."""
+
+
+class AfterSubmitError(ClaudeBatchError):
+    """Raised once a batch exists or may exist: the job around it failed."""
+
+
+class SubmitRecoveryError(AfterSubmitError):
+    """A create's outcome is unknown and the batch cannot be identified without help."""
+
+
+class BatchNotFoundError(AfterSubmitError):
+    """The API does not know the batch id."""
+
+
+class ResultsUnavailableError(AfterSubmitError):
+    """The batch's results cannot be downloaded (archived after 29 days, or not ended)."""
+
+
+class ReconciliationError(AfterSubmitError):
+    """Result lines do not account for every request of the shard."""
+
+
+class BatchDeadlineError(AfterSubmitError):
+    """The batch did not end before the wait's deadline."""
