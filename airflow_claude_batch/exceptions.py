@@ -52,6 +52,10 @@ class ResultsUnavailableError(AfterSubmitError):
     """The batch's results cannot be downloaded (archived after 29 days, or not ended)."""
 
 
+class ResultsStreamInterrupted(AfterSubmitError):
+    """The results download stopped (or arrived damaged) before its end; downloading again may succeed."""
+
+
 class ReconciliationError(AfterSubmitError):
     """Result lines do not account for every request of the shard."""
 

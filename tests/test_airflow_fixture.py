@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-DAG_SOURCE = '''
+DAG_SOURCE = """
 import pendulum
 from airflow.sdk import DAG, task
 
@@ -18,7 +18,7 @@ with DAG("fixture_smoke", schedule=None, start_date=pendulum.datetime(2026, 1, 1
         return x * 2
 
     double.expand(x=numbers())
-'''
+"""
 
 
 @pytest.mark.airflow

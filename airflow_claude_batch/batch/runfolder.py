@@ -1,12 +1,12 @@
 """The run folder's layout: where every file of a run lives, in one place.
 
-    {storage}/{dag_id}/{run_id}/
-      round-{r}/shard-{nnnnn}.requests.jsonl   requests, one {"custom_id", "params"} per line
-      round-{r}/shard-{nnnnn}.state.json       the submit state record
-      round-{r}/shard-{nnnnn}/{outcome}.jsonl  results routed by outcome
-      round-{r}/dead-letter.jsonl              requests of round r that retrying will not fix
-      dead-letter.jsonl, pending.jsonl         the whole run's, written by the report
-      manifest.json, report.html
+{storage}/{dag_id}/{run_id}/
+  round-{r}/shard-{nnnnn}.requests.jsonl   requests, one {"custom_id", "params"} per line
+  round-{r}/shard-{nnnnn}.state.json       the submit state record
+  round-{r}/shard-{nnnnn}/{outcome}.jsonl  results routed by outcome
+  round-{r}/dead-letter.jsonl              requests of round r that retrying will not fix
+  dead-letter.jsonl, pending.jsonl         the whole run's, written by the report
+  manifest.json, report.html
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any, Protocol, runtime_checkable
 
 import orjson
@@ -55,7 +55,9 @@ def atomic_writer(path: StoragePath) -> Iterator[IO[bytes]]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create the folder {path.parent}: {exc}; check the storage path and its permissions") from exc
+        raise StorageError(
+            f"cannot create the folder {path.parent}: {exc}; check the storage path and its permissions"
+        ) from exc
     target = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial" if _is_local(path) else path
     try:
         with target.open("wb") as handle:
@@ -66,15 +68,15 @@ def atomic_writer(path: StoragePath) -> Iterator[IO[bytes]]:
         if target is not path:
             _remove_quietly(target)
         if isinstance(exc, OSError):
-            raise StorageError(f"cannot write {path}: {exc}; check the storage path, permissions and free space") from exc
+            raise StorageError(
+                f"cannot write {path}: {exc}; check the storage path, permissions and free space"
+            ) from exc
         raise
 
 
 def _remove_quietly(path: StoragePath) -> None:
-    try:
+    with suppress(OSError):
         path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def write_json(path: StoragePath, value: Any) -> None:
@@ -95,7 +97,9 @@ def read_json(path: StoragePath) -> Any | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc}; the run will retry, fix access if it persists") from exc
+        raise StorageError(
+            f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
+        ) from exc
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
