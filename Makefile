@@ -30,11 +30,26 @@ format: env
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# The side-by-side comparison with the official providers (docs/benchmarks.md); they are installed into a
+# separate environment (/tmp/acb-anchors), never into .venv. BENCH_ARGS= for the full sizes.
+BENCH_ARGS ?= --quick
 bench: env
-	$(BIN)/python -m bench
+	UV="$(UV)" $(BIN)/python -m bench compare $(BENCH_ARGS)
 
 emulator: env
 	$(BIN)/claude-batch-emulator --host 127.0.0.1 --port 8765
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The distributed deployment, checked end to end (docs/operations.md). Both install what they need.
+.PHONY: topology-check compose-check
+# Real processes on 127.0.0.1: PostgreSQL, Redis, moto's S3, the emulator and Airflow's scheduler, DAG
+# processor, triggerer, API server and Celery workers; the nightly DAG through the REST API. ARGS=--ui
+# also checks the UI in headless Chromium and refreshes docs/screenshots/.
+topology-check:
+	bash deploy/topology-check.sh $(ARGS)
+
+# docker-compose.yaml built and run (a private Docker engine when none is running), then the same checks.
+compose-check:
+	bash deploy/compose-check.sh

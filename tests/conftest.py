@@ -17,4 +17,4 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP"] = "airflow_claude_batch\\..*"
 (_AIRFLOW_HOME / "dags").mkdir()
 
-pytest_plugins = ["tests.fixtures.emulator", "tests.fixtures.airflow"]
+pytest_plugins = ["tests.fixtures.emulator", "tests.fixtures.airflow", "tests.fixtures.s3"]

@@ -33,6 +33,16 @@ def safe_segment(value: str, what: str) -> str:
     return value
 
 
+def _number(value: int, what: str) -> int:
+    """Return ``value`` if it is a whole number >= 0 (rounds and shards come through XCom descriptors)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(
+            f"{what} {value!r} is not a whole number >= 0, so it cannot be used in a storage path; pass the "
+            "shard descriptors the tasks of the run returned, unchanged"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """Paths of one run's files under ``root`` (``{storage}/{dag_id}/{run_id}``)."""
@@ -44,18 +54,19 @@ class RunFolder:
         return cls(storage / safe_segment(dag_id, "dag_id") / safe_segment(run_id, "run_id"))
 
     def round_dir(self, round_index: int) -> StoragePath:
-        return self.root / f"round-{round_index}"
+        return self.root / f"round-{_number(round_index, 'round')}"
 
     def shard_requests(self, round_index: int, shard_index: int) -> StoragePath:
-        return self.round_dir(round_index) / f"shard-{shard_index:05d}.requests.jsonl"
+        return self.round_dir(round_index) / f"shard-{_number(shard_index, 'shard index'):05d}.requests.jsonl"
 
     def shard_state(self, round_index: int, shard_index: int) -> StoragePath:
-        return self.round_dir(round_index) / f"shard-{shard_index:05d}.state.json"
+        return self.round_dir(round_index) / f"shard-{_number(shard_index, 'shard index'):05d}.state.json"
 
     def shard_outcome(self, round_index: int, shard_index: int, outcome: str) -> StoragePath:
         if outcome not in (*OUTCOMES, "invalid_output"):
             raise ValueError(f"unknown outcome {outcome!r}")
-        return self.round_dir(round_index) / f"shard-{shard_index:05d}" / f"{outcome}.jsonl"
+        shard = f"shard-{_number(shard_index, 'shard index'):05d}"
+        return self.round_dir(round_index) / shard / f"{outcome}.jsonl"
 
     def round_dead_letter(self, round_index: int) -> StoragePath:
         return self.round_dir(round_index) / "dead-letter.jsonl"

@@ -48,25 +48,26 @@ def _is_local(path: StoragePath) -> bool:
 def atomic_writer(path: StoragePath) -> Iterator[IO[bytes]]:
     """Open ``path`` for binary writing so that readers see the whole file or no file.
 
-    Locally the bytes go to a hidden temporary sibling that is renamed over ``path`` on success. On
-    object stores an upload only becomes visible once complete, so the object is written in place.
-    On any error nothing is left at ``path`` (an older complete version stays as it was).
+    The bytes go to a hidden temporary sibling that is moved over ``path`` once complete: a rename
+    locally, a server-side copy on object stores (where closing a half-written upload after an error
+    would otherwise publish it). On any error nothing is left at ``path``, and an older complete
+    version stays as it was.
     """
+    if _is_local(path):
+        # Object stores have no folders; "creating" one there would create a missing bucket instead.
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the folder {path.parent}: {exc}; check the storage path and its permissions"
+            ) from exc
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create the folder {path.parent}: {exc}; check the storage path and its permissions"
-        ) from exc
-    target = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial" if _is_local(path) else path
-    try:
-        with target.open("wb") as handle:
+        with temporary.open("wb") as handle:
             yield handle
-        if target is not path:
-            target.rename(path)
+        temporary.rename(path)
     except BaseException as exc:
-        if target is not path:
-            _remove_quietly(target)
+        _remove_quietly(temporary)
         if isinstance(exc, OSError):
             raise StorageError(
                 f"cannot write {path}: {exc}; check the storage path, permissions and free space"

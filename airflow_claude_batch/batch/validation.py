@@ -23,7 +23,10 @@ def custom_id_problem(custom_id: Any) -> str | None:
             f"custom_id {custom_id[:20]!r}... is {len(custom_id)} characters, the API allows at most "
             f"{MAX_CUSTOM_ID_LENGTH}; shorten the ids (for example a hash of the long id)"
         )
-    if not CUSTOM_ID_PATTERN.match(custom_id):
+    if custom_id.endswith(("\n", "\r")) and CUSTOM_ID_PATTERN.fullmatch(custom_id.rstrip("\r\n")):
+        return f"custom_id {custom_id!r} ends with a line break; remove it from the source"
+    # fullmatch: with match, the rule's "$" would let one trailing line break through; the API does not
+    if not CUSTOM_ID_PATTERN.fullmatch(custom_id):
         return (
             f"custom_id {custom_id!r} has characters outside letters, digits, '_' and '-'; "
             "clean the ids in the source (they are kept exactly, never rewritten)"

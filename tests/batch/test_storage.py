@@ -8,6 +8,13 @@ from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl, read_j
 from airflow_claude_batch.exceptions import StorageError
 
 
+def write_then_fail(target: object, data: bytes) -> None:
+    """Start a whole-or-nothing write and die halfway, as a killed task would."""
+    with atomic_writer(target) as handle:  # type: ignore[arg-type]
+        handle.write(data)
+        raise RuntimeError("killed halfway")
+
+
 def test_atomic_writer_publishes_the_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "out.jsonl"
     with atomic_writer(target) as handle:
@@ -19,18 +26,16 @@ def test_atomic_writer_publishes_the_whole_file(tmp_path: Path) -> None:
 
 def test_atomic_writer_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
-    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
-        handle.write(b"half")
-        raise RuntimeError("killed halfway")
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        write_then_fail(target, b"half")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_writer_keeps_the_previous_complete_version_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
     target.write_bytes(b"old complete\n")
-    with pytest.raises(RuntimeError), atomic_writer(target) as handle:
-        handle.write(b"new but half")
-        raise RuntimeError("killed halfway")
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        write_then_fail(target, b"new but half")
     assert target.read_bytes() == b"old complete\n"
 
 
@@ -66,3 +71,19 @@ def test_iter_jsonl_skips_blank_lines_and_handles_crlf(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b'{"n":1}\r\n\n{"n":2}\n')
     assert [row["n"] for row in iter_jsonl(path)] == [1, 2]
+
+
+def test_atomic_writer_on_s3_publishes_nothing_when_the_writer_fails(s3: object, moto_endpoint: str) -> None:
+    from upath import UPath
+
+    root = UPath("s3://claude-runs/run", endpoint_url=moto_endpoint, key="testing", secret="testing")
+    target = root / "out.jsonl"
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        write_then_fail(target, b"half of a file")
+    assert s3.list_objects_v2(Bucket="claude-runs").get("KeyCount", 0) == 0
+
+    with atomic_writer(target) as handle:
+        handle.write(b"whole\n")
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="claude-runs")["Contents"]]
+    assert keys == ["run/out.jsonl"]
+    assert s3.get_object(Bucket="claude-runs", Key="run/out.jsonl")["Body"].read() == b"whole\n"

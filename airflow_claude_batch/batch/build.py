@@ -1,0 +1,141 @@
+"""The build step of a run: records → validated shards on storage, a cost estimate, a budget guard.
+
+Order of work, so that nothing is ever half-done in a way a later task could act on:
+
+1. ``round-0/shards.json`` exists: an earlier attempt finished; return its descriptors unchanged
+   (shards that may have been submitted never change), or nothing in a dry run, writing nothing.
+2. Check the settings (model price, budget) before reading any record.
+3. Stream the records: render, validate, check id uniqueness, write shards, sample for the estimate.
+   Any error removes the shards written so far.
+4. Estimate the cost and write ``estimate.json`` (also in a dry run, and also when over budget, so the
+   figures can be read).
+5. Over budget: remove the shards and raise ``BudgetExceededError``.
+6. Write ``round-0/shards.json`` last: from then on the run's shards are fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_claude_batch.batch.estimate import (
+    CostEstimate,
+    EstimateOptions,
+    ReservoirSample,
+    TokenCounter,
+    check_budget,
+    estimate_cost,
+    measure_tokens,
+)
+from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.rendering import RequestTemplate, iter_requests
+from airflow_claude_batch.batch.requeue import shard_list_path
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
+from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.batch.sources import RecordSource
+from airflow_claude_batch.batch.storage import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+FIRST_ROUND = 0
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What the build produced.
+
+    :param shards: round 0's descriptors (empty in a dry run).
+    :param estimate: the estimate, or ``None`` when an earlier attempt's shards were reused.
+    :param reused: whether ``round-0/shards.json`` already existed.
+    """
+
+    shards: tuple[ShardDescriptor, ...]
+    estimate: CostEstimate | None
+    reused: bool = False
+
+    def shard_dicts(self) -> list[dict[str, Any]]:
+        """The descriptors as XCom-ready dicts."""
+        return [shard.to_dict() for shard in self.shards]
+
+
+def build_run(
+    source: RecordSource,
+    template: RequestTemplate,
+    folder: RunFolder,
+    *,
+    limits: ShardLimits | None = None,
+    options: EstimateOptions | None = None,
+    prices: PriceTable | None = None,
+    count_tokens: TokenCounter | None = None,
+    dry_run: bool = False,
+) -> BuildResult:
+    """Build round 0 of a run (see the module's docstring for the order of work).
+
+    :param source: the records with their locations.
+    :param template: how records become requests.
+    :param folder: the run folder.
+    :param limits: count and byte limits per shard.
+    :param options: expected output and budget.
+    :param prices: the price table (default: shipped prices, overlaid by ``CLAUDE_BATCH_PRICES_FILE``).
+    :param count_tokens: counts a request's input tokens (the API's token-counting endpoint), or ``None``
+        for the local estimate.
+    :param dry_run: validate, count and estimate without writing shards or ``shards.json``.
+    :raises InputError: a record or a setting is invalid (nothing was submitted).
+    :raises BudgetExceededError: the upper-bound estimate is over ``max_cost_usd``.
+    :raises StorageError: the run folder cannot be read or written.
+    """
+    limits = limits or ShardLimits()
+    options = options or EstimateOptions()
+    prices = prices or PriceTable.load()
+    existing = read_json(shard_list_path(folder, FIRST_ROUND))
+    if existing is not None:
+        # Also in a dry run: the run's real estimate and shards must not be overwritten.
+        log.info("round 0 was built by an earlier attempt; reusing its %d shard(s)", len(existing))
+        shards = () if dry_run else tuple(ShardDescriptor.from_dict(item) for item in existing)
+        return BuildResult(shards, None, reused=True)
+    if template.model is not None:
+        prices.price(template.model)  # an unknown model fails now, not after reading every record
+    writer = ShardWriter(folder, FIRST_ROUND, limits, dry_run=dry_run)
+    with writer:
+        sample = _write_shards(source, template, writer, options.sample_size)
+        shards = writer.close()
+        rate = measure_tokens(sample.items, template, count_tokens)
+        estimate = estimate_cost(shards, rate, template, prices, options, dry_run=dry_run)
+        write_json(folder.estimate, estimate.to_dict())
+        check_budget(estimate)
+        descriptors = _descriptors(folder, shards, estimate)
+        if not dry_run:
+            write_json(shard_list_path(folder, FIRST_ROUND), [shard.to_dict() for shard in descriptors])
+    log.info(
+        "%s %d request(s) into %d shard(s); estimate at batch prices: upper bound $%.4f, expected $%.4f (%s)",
+        "dry run: checked" if dry_run else "built",
+        estimate.records,
+        estimate.shards,
+        estimate.upper_batch_usd,
+        estimate.expected_batch_usd,
+        estimate.method,
+    )
+    return BuildResult(() if dry_run else descriptors, estimate)
+
+
+def _write_shards(
+    source: RecordSource, template: RequestTemplate, writer: ShardWriter, sample_size: int
+) -> ReservoirSample:
+    sample = ReservoirSample(sample_size)
+    offer, add = sample.offer, writer.add
+    for request in iter_requests(source, template):
+        add(request)
+        offer(request)
+    return sample
+
+
+def _descriptors(
+    folder: RunFolder, shards: list[WrittenShard], estimate: CostEstimate
+) -> tuple[ShardDescriptor, ...]:
+    run_uri = str(folder.root)
+    return tuple(
+        shard.descriptor(run_uri, FIRST_ROUND, round(cost, 6))
+        for shard, cost in zip(shards, estimate.shard_upper_batch_usd, strict=True)
+    )

@@ -1,0 +1,13 @@
+"""A local stand-in for the Message Batches API: same paths, shapes, errors and limits, no key needed.
+
+Start it in-process with :class:`EmulatorServer` (tests, the demo, benchmarks) or from the shell with
+``claude-batch-emulator --port 8787``. It listens on loopback only unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from airflow_claude_batch.emulator.app import create_app
+from airflow_claude_batch.emulator.config import EmulatorConfig
+from airflow_claude_batch.emulator.server import EmulatorServer
+
+__all__ = ["EmulatorConfig", "EmulatorServer", "create_app"]

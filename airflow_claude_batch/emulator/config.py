@@ -1,0 +1,67 @@
+"""The emulator's settings: one frozen record shared by the app, the server and the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_claude_batch.batch.limits import (
+    BATCH_WINDOW_SECONDS,
+    MAX_BATCH_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+    RESULTS_RETENTION_SECONDS,
+)
+
+# Enough that a batch of a few thousand requests ends within seconds.
+DEFAULT_SPEED = 2000.0
+# Idle keep-alive of client connections; longer than most clients' pool expiry, so a pooled connection
+# is not closed under a client that is about to reuse it.
+KEEP_ALIVE_SECONDS = 75
+# The smallest prompt prefix the API caches (Sonnet and Opus models).
+DEFAULT_CACHE_MIN_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulator behaves.
+
+    :param host: interface to listen on; loopback unless a deployment needs more.
+    :param port: port to listen on; ``0`` picks a free one (see ``EmulatorServer.base_url``).
+    :param speed: requests processed per second in each batch.
+    :param start_delay: seconds between a create and the start of processing.
+    :param window_seconds: real seconds that stand for the API's 24-hour window; requests not processed
+        by then end ``expired``.
+    :param cancel_seconds: seconds a batch stays ``canceling`` after a cancel before it ends.
+    :param error_rate: fraction of requests that end ``errored`` with a retryable error.
+    :param api_key: the only key accepted; ``None`` accepts any non-empty key.
+    :param seed: seed of every pseudo-random choice (result order, injected errors).
+    :param max_batch_bytes: largest create body accepted, in bytes.
+    :param max_requests: most requests accepted in one batch.
+    :param cache_min_tokens: smallest cached prefix, in tokens, that the cache stores.
+    :param retention_seconds: seconds after creation when a batch is archived and its results go.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    speed: float = DEFAULT_SPEED
+    start_delay: float = 0.0
+    window_seconds: float = float(BATCH_WINDOW_SECONDS)
+    cancel_seconds: float = 0.5
+    error_rate: float = 0.0
+    api_key: str | None = None
+    seed: int = 0
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_requests: int = MAX_REQUESTS_PER_BATCH
+    cache_min_tokens: int = DEFAULT_CACHE_MIN_TOKENS
+    retention_seconds: float = float(RESULTS_RETENTION_SECONDS)
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0:
+            raise ValueError(f"speed must be above 0 requests per second, got {self.speed}")
+        if self.start_delay < 0 or self.cancel_seconds < 0:
+            raise ValueError("start_delay and cancel_seconds must be 0 or more seconds")
+        if self.window_seconds <= 0:
+            raise ValueError(f"window_seconds must be above 0, got {self.window_seconds}")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be a fraction between 0 and 1, got {self.error_rate}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must be a non-empty key, or None to accept any key")

@@ -1,0 +1,241 @@
+"""The build task: records on object storage (or from a callable) → validated shards and an estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.build import build_run
+from airflow_claude_batch.batch.estimate import EstimateOptions, TokenCounter
+from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.batch.rendering import RenderCallable, RequestTemplate
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sharding import ShardLimits
+from airflow_claude_batch.batch.sources import (
+    CallableRecords,
+    FileRecords,
+    RecordSource,
+    expand_glob,
+    split_glob,
+)
+from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
+from airflow_claude_batch.operators.fanout import load_prices
+
+SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]
+
+
+class ClaudeBatchBuildOperator(BaseOperator):
+    """Render records into Message Batch requests, validate them and write round 0's shards.
+
+    Reads the records as a stream, so a run of millions of records takes the memory of one record and
+    a write buffer. Everything is checked before anything is spent: ids (the API's rule, unique across
+    the run), params, sizes, and the cost against ``max_cost_usd``. Writes
+    ``round-0/shard-*.requests.jsonl``, ``estimate.json`` and, last, ``round-0/shards.json``; a rerun of
+    the same run returns that list without rebuilding, so shards that may have been submitted never
+    change. Returns one ``ShardDescriptor`` dict per shard (never requests), ``[]`` in a dry run.
+
+    :param source: the records: a URI or a glob (``s3://bucket/tickets/{{ ds }}/*.jsonl``), a list of
+        them, or a callable that yields dicts. JSON Lines, CSV and Parquet (with pyarrow).
+    :param storage: the root URI of run folders (``s3://bucket/claude-runs``); the run's files go to
+        ``{storage}/{dag_id}/{run_id}/``.
+    :param storage_conn_id: the connection for ``storage`` (for example an AWS connection).
+    :param source_conn_id: the connection for ``source``.
+    :param conn_id: the Claude connection, used to count tokens for the estimate when it can.
+    :param custom_id_field: the record field that holds each record's id (kept exactly).
+    :param prompt_field: the record field that holds the user turn.
+    :param render: a callable ``record -> Messages params`` used instead of ``prompt_field``
+        (multi-turn, images, tools); ``model``, ``max_tokens`` and ``system`` fill in what it leaves out.
+    :param model: the model (``claude-sonnet-4-6``).
+    :param max_tokens: the output limit per request.
+    :param system: a system prompt for every request.
+    :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
+    :param max_requests_per_shard: requests per batch, at most 100,000.
+    :param max_bytes_per_shard: create-body bytes per batch as sent, at most 256,000,000.
+    :param max_cost_usd: fail before submitting when the upper-bound estimate at batch prices is higher.
+    :param expected_output_tokens: the output a request is expected to use, for the expected cost.
+    :param source_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` when file names do not tell.
+    :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
+    :param prices_file: a prices file over the shipped prices, a local path or a URI read with
+        ``storage_conn_id`` (default: ``CLAUDE_BATCH_PRICES_FILE``).
+    """
+
+    template_fields: Sequence[str] = (
+        "source",
+        "storage",
+        "storage_conn_id",
+        "source_conn_id",
+        "conn_id",
+        "custom_id_field",
+        "prompt_field",
+        "model",
+        "max_tokens",
+        "system",
+        "cache_system",
+        "max_requests_per_shard",
+        "max_bytes_per_shard",
+        "max_cost_usd",
+        "expected_output_tokens",
+        "source_format",
+        "dry_run",
+        "prices_file",
+    )
+    template_fields_renderers = {"system": "md"}
+    ui_color = "#f0e4d7"
+
+    def __init__(
+        self,
+        *,
+        source: SourceSpec,
+        storage: str,
+        storage_conn_id: str | None = None,
+        source_conn_id: str | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        custom_id_field: str = "id",
+        prompt_field: str = "text",
+        render: RenderCallable | None = None,
+        model: str | None = None,
+        max_tokens: int = 1024,
+        system: str | None = None,
+        cache_system: str | None = None,
+        max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
+        max_bytes_per_shard: int = MAX_BATCH_BYTES,
+        max_cost_usd: float | None = None,
+        expected_output_tokens: int | None = None,
+        source_format: str | None = None,
+        dry_run: bool = False,
+        prices_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # Airflow calls callables found in template fields while rendering them; wrapped, the user's
+        # callable is called only when the records are read.
+        self.source: Any = CallableRecords(source) if callable(source) else source
+        self.storage = storage
+        self.storage_conn_id = storage_conn_id
+        self.source_conn_id = source_conn_id
+        self.conn_id = conn_id
+        self.custom_id_field = custom_id_field
+        self.prompt_field = prompt_field
+        self.render = render
+        self.model = model
+        self.max_tokens = max_tokens
+        self.system = system
+        self.cache_system = cache_system
+        self.max_requests_per_shard = max_requests_per_shard
+        self.max_bytes_per_shard = max_bytes_per_shard
+        self.max_cost_usd = max_cost_usd
+        self.expected_output_tokens = expected_output_tokens
+        self.source_format = source_format
+        self.dry_run = dry_run
+        self.prices_file = prices_file
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        try:
+            result = build_run(
+                self._record_source(),
+                self._template(),
+                self._run_folder(context),
+                limits=ShardLimits(
+                    _whole(self.max_requests_per_shard, "max_requests_per_shard"),
+                    _whole(self.max_bytes_per_shard, "max_bytes_per_shard"),
+                ),
+                options=EstimateOptions(
+                    expected_output_tokens=_optional_whole(
+                        self.expected_output_tokens, "expected_output_tokens"
+                    ),
+                    max_cost_usd=_optional_number(self.max_cost_usd, "max_cost_usd"),
+                ),
+                prices=load_prices(self.prices_file, self.storage_conn_id),
+                count_tokens=self._token_counter(),
+                dry_run=_flag(self.dry_run, "dry_run"),
+            )
+        except BeforeSubmitError as exc:
+            # Bad input or over budget: retrying cannot help and nothing was spent.
+            raise AirflowFailException(str(exc)) from exc
+        return result.shard_dicts()
+
+    def _record_source(self) -> RecordSource:
+        if isinstance(self.source, CallableRecords):
+            return self.source
+        uris = [self.source] if isinstance(self.source, str) else list(self.source)
+        paths: list[Any] = []
+        for uri in uris:
+            if not isinstance(uri, str) or not uri.strip():
+                raise InputError(f"source must be a URI, a list of URIs or a callable, got {uri!r}")
+            base, pattern = split_glob(uri.strip())
+            root = ObjectStoragePath(base, conn_id=self.source_conn_id)
+            paths.extend(expand_glob(root, pattern) if pattern else [root])
+        return FileRecords(paths, _optional_text(self.source_format))
+
+    def _template(self) -> RequestTemplate:
+        return RequestTemplate(
+            custom_id_field=self.custom_id_field,
+            prompt_field=self.prompt_field,
+            model=_optional_text(self.model),
+            max_tokens=_whole(self.max_tokens, "max_tokens"),
+            system=_optional_text(self.system),
+            cache_system=_optional_text(self.cache_system),
+            render=self.render,
+        )
+
+    def _run_folder(self, context: Any) -> RunFolder:
+        if not isinstance(self.storage, str) or not self.storage.strip():
+            raise InputError(f"storage must be the root URI of run folders, got {self.storage!r}")
+        root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
+        return RunFolder.for_run(root, context["ti"].dag_id, context["run_id"])
+
+    def _token_counter(self) -> TokenCounter | None:
+        if not self.conn_id:
+            return None
+        # Imported here: the hook pulls in the SDK client, which a DAG file's parse does not need.
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        return ClaudeBatchHook(conn_id=self.conn_id).count_tokens
+
+
+# Templated fields arrive as text when a user templates them ("{{ params.budget }}"): read them back.
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "None") else text
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _optional_whole(value: Any, name: str) -> int | None:
+    return None if _optional_text(value) is None else _whole(value, name)
+
+
+def _optional_number(value: Any, name: str) -> float | None:
+    if _optional_text(value) is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"{name} must be a number, got {value!r}") from None
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise InputError(f"{name} must be true or false, got {value!r}")

@@ -1,0 +1,126 @@
+"""The fanout task: a shard's batch results, streamed once into its outcome files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.exceptions import BeforeSubmitError
+
+
+class ClaudeBatchFanoutOperator(BaseOperator):
+    """Stream a shard's results once and write one row per request into the shard's outcome files.
+
+    Writes ``round-r/shard-nnnnn/{succeeded,invalid_output,errored,expired,canceled}.jsonl``, all
+    published together once every request of the shard has exactly one row, so a retried task never
+    leaves a half file or a line twice. A download cut in the middle is read again from the start (a
+    few times) without writing a line twice. Result lines for ids the shard does not hold, and repeated
+    lines, are left out and counted (``unknown_ids``, ``duplicates`` in ``outcome_counts``); a request
+    without a result line fails the task (``ReconciliationError``, retried).
+
+    Returns the descriptor with ``outcome_counts``, ``tokens`` (by kind, cache writes and reads apart)
+    and ``cost_usd`` at batch prices.
+
+    :param shard: the shard's descriptor (templated) as the wait returns it, with its ``batch_id``.
+    :param conn_id: the Claude connection (templated).
+    :param storage_conn_id: the connection for the run folder's storage (templated).
+    :param output_parser: a callable ``text -> value``; its value is the row's ``parsed``; an exception
+        sends the answer to ``invalid_output.jsonl`` with the error.
+    :param output_schema: a JSON-schema dict or a Pydantic model class the answer (read as JSON, or the
+        parser's value) must satisfy; a violation sends it to ``invalid_output.jsonl``.
+    :param sink: a callable receiving each succeeded row as it streams (for example an upsert into a
+        table). A retried task calls it again for the same rows: make it idempotent on ``custom_id``.
+    :param prices_file: a prices file over the shipped prices (templated; default:
+        ``CLAUDE_BATCH_PRICES_FILE``).
+    """
+
+    template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id", "prices_file")
+    ui_color = "#e4f0d8"
+
+    def __init__(
+        self,
+        *,
+        shard: dict[str, Any],
+        conn_id: str = DEFAULT_CONN_ID,
+        storage_conn_id: str | None = None,
+        output_parser: Callable[[str], Any] | None = None,
+        output_schema: Mapping[str, Any] | type | None = None,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        prices_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.conn_id = conn_id
+        self.storage_conn_id = storage_conn_id
+        self.output_parser = output_parser
+        self.output_schema = output_schema
+        self.sink = sink
+        self.prices_file = prices_file
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        shard = ShardDescriptor.from_dict(self.shard)
+        if not shard.batch_id:
+            raise AirflowFailException(
+                f"round {shard.round}, shard {shard.index} has no batch_id: fan out the output of the wait "
+                "task, which carries it"
+            )
+        batch_id = shard.batch_id
+        folder = RunFolder(ObjectStoragePath(shard.run_uri, conn_id=self.storage_conn_id))
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        try:
+            validator = OutputValidator.from_options(self.output_parser, self.output_schema)
+            prices = load_prices(self.prices_file, self.storage_conn_id)
+            batch = hook.get_batch(batch_id)
+            summary = fan_out_shard(
+                folder=folder,
+                round_index=shard.round,
+                shard_index=shard.index,
+                requests_path=folder.shard_requests(shard.round, shard.index),
+                open_results=lambda: hook.iter_results(batch_id),
+                prices=prices,
+                validator=validator,
+                sink=self.sink,
+                cancel_initiated_at=batch.get("cancel_initiated_at"),
+                batch_id=batch_id,
+            )
+        except BeforeSubmitError as exc:
+            # A configuration fault (schema, prices file, connection): a retry cannot fix it.
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            hook.close()
+        self.log.info(
+            "batch %s (round %d, shard %d): %s; %d tokens in, %d out; $%.4f at batch prices",
+            batch_id,
+            shard.round,
+            shard.index,
+            ", ".join(f"{count} {outcome}" for outcome, count in summary.outcome_counts.items()),
+            summary.tokens.total_input,
+            summary.tokens.output,
+            summary.cost_usd,
+        )
+        return shard.evolve(
+            outcome_counts=summary.descriptor_counts(),
+            tokens=summary.tokens.to_dict(),
+            cost_usd=round(summary.cost_usd, 6),
+        ).to_dict()
+
+
+def load_prices(prices_file: str | None, storage_conn_id: str | None) -> PriceTable:
+    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI)."""
+    text = None if prices_file is None else str(prices_file).strip()
+    if not text or text == "None":
+        return PriceTable.load()
+    if "://" in text:
+        return PriceTable.load(ObjectStoragePath(text, conn_id=storage_conn_id))
+    return PriceTable.load(text)

@@ -1,0 +1,113 @@
+"""The report task: the run's manifest, report page, dead-letter and pending files, and flat output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airflow_claude_batch.batch.ledger import is_dry_run, write_flat_output, write_ledger
+from airflow_claude_batch.batch.report_page import write_report
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.operators.fanout import load_prices
+
+
+class ClaudeBatchReportOperator(BaseOperator):
+    """Account for every record of the run and write what a person and a downstream job read.
+
+    Scans the run folder (``{storage}/{dag_id}/{run_id}``) file by file and writes:
+
+    - ``manifest.json``: input records; outcomes per round and in total; the final dispositions
+      (succeeded, invalid_output, dead_lettered, pending) and whether they add up to the input
+      (``reconciled``); batch ids; tokens by kind; money: the estimate, the actual cost at batch prices,
+      the same work at standard prices, and the savings;
+    - ``report.html``: the same as a page with charts, readable offline;
+    - ``dead-letter.jsonl`` (every round's, plus the last round's non-retryable errors) and
+      ``pending.jsonl`` (what is still unfinished after the last round, or held: never dropped);
+    - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
+      fields (or ``text``), as JSON Lines, or CSV when the URI ends in ``.csv``.
+
+    Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. After a dry
+    run it writes the estimate-only manifest and report, no flat output, and ends skipped so that its
+    outlets announce no new data.
+
+    :param storage: the root URI of run folders, as given to the build (templated).
+    :param storage_conn_id: the connection for ``storage`` and ``output_uri`` (templated).
+    :param max_rounds: the rounds the run may have in all, the first included.
+    :param prices_file: a prices file over the shipped prices (templated).
+    :param output_uri: where to write the flat output (templated), or ``None``.
+    """
+
+    template_fields: Sequence[str] = ("storage", "storage_conn_id", "max_rounds", "prices_file", "output_uri")
+    ui_color = "#d8e4f0"
+
+    def __init__(
+        self,
+        *,
+        storage: str,
+        storage_conn_id: str | None = None,
+        max_rounds: int,
+        prices_file: str | None = None,
+        output_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.storage = storage
+        self.storage_conn_id = storage_conn_id
+        self.max_rounds = max_rounds
+        self.prices_file = prices_file
+        self.output_uri = output_uri
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        root = ObjectStoragePath(str(self.storage).strip(), conn_id=self.storage_conn_id)
+        try:
+            folder = RunFolder.for_run(root, context["ti"].dag_id, context["run_id"])
+            prices = load_prices(self.prices_file, self.storage_conn_id)
+            max_rounds = int(self.max_rounds)
+            dry_run = is_dry_run(folder)
+            output = None if dry_run else self._output_path()
+            extra = {}
+            if output is not None:
+                rows = write_flat_output(folder, output, max_rounds=max_rounds)
+                self.log.info("wrote %d succeeded records to %s", rows, output)
+                extra["output"] = str(output)
+            manifest, samples = write_ledger(folder, prices=prices, max_rounds=max_rounds, extra_files=extra)
+            write_report(folder.report, manifest, samples)
+        except BeforeSubmitError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        summary = manifest.summary()
+        summary["files"] = {name: _uri(folder, path) for name, path in manifest.files.items()}
+        self._log(manifest.summary(), manifest.reconciled, manifest.notes)
+        if dry_run:
+            # Skipped, not succeeded: a dry run produced no results, so no Asset event may announce any.
+            raise AirflowSkipException(
+                f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
+            )
+        return summary
+
+    def _output_path(self) -> ObjectStoragePath | None:
+        text = None if self.output_uri is None else str(self.output_uri).strip()
+        if not text or text == "None":
+            return None
+        return ObjectStoragePath(text, conn_id=self.storage_conn_id)
+
+    def _log(self, summary: dict[str, Any], reconciled: bool, notes: list[str]) -> None:
+        self.log.info(
+            "%d records: %s; %d batches in %d rounds; $%.4f actual, $%.4f synchronous, $%.4f saved",
+            summary["input_records"],
+            ", ".join(f"{count} {name}" for name, count in summary["dispositions"].items()),
+            summary["batches"],
+            summary["rounds"],
+            summary["actual_cost_usd"],
+            summary["synchronous_equivalent_usd"],
+            summary["savings_usd"],
+        )
+        if not reconciled:
+            self.log.warning("the run does not reconcile: %s", "; ".join(notes))
+
+
+def _uri(folder: RunFolder, name: str) -> str:
+    return name if "://" in name else str(folder.root / name)

@@ -1,0 +1,168 @@
+"""The requeue task: the unfinished requests of a round become the next round's shards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.batch.requeue import (
+    RequeueRule,
+    SendMessage,
+    SyncRequestError,
+    SyncRetry,
+    requeue_round,
+)
+from airflow_claude_batch.batch.routing import OutputValidator
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sharding import ShardLimits
+from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.operators.fanout import load_prices
+
+if TYPE_CHECKING:
+    import anthropic
+
+
+class ClaudeBatchRequeueOperator(BaseOperator):
+    """Build the next round's shards from the requests of a round that did not finish.
+
+    Reads the round's outcome files and takes the original request lines (unchanged) of: expired
+    requests; errored requests whose error is retryable (``overloaded_error``, ``api_error``,
+    ``rate_limit_error``, ``timeout_error``); canceled requests when ``requeue_canceled``, except those
+    of a batch that was cancelled on purpose (its ``cancel_initiated_at`` is set), which are listed as
+    pending with the reason "canceled by user" unless ``requeue_user_canceled``. Non-retryable errors go
+    to ``round-r/dead-letter.jsonl`` with the reason.
+
+    A rerun of the task returns what the first run decided (``round-r/requeue.json``), so shards that
+    may have been submitted never change. Returns the next round's descriptors, ``[]`` when nothing is
+    left to requeue.
+
+    :param shards: the round's fanout outputs (a list of descriptors; templated).
+    :param round_index: the round that was fanned out (templated).
+    :param storage_conn_id: the connection for the run folder's storage (templated).
+    :param requeue_canceled: requeue canceled requests of batches nobody cancelled on purpose.
+    :param requeue_user_canceled: requeue canceled requests of batches cancelled on purpose too.
+    :param retry_errored_sync: send retryable errored requests once as synchronous Messages calls at
+        standard prices (rows in the shard's ``sync_retry.jsonl``) before requeueing the ones that
+        still fail. A task killed in the middle of a shard's synchronous calls repeats them.
+    :param conn_id: the Claude connection for the synchronous retries (templated).
+    :param max_requests_per_shard: requests per next-round shard, at most 100,000.
+    :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
+    :param output_parser: as for the fanout, applied to synchronous answers.
+    :param output_schema: as for the fanout, applied to synchronous answers.
+    :param prices_file: a prices file for the synchronous answers' cost (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        "shards",
+        "round_index",
+        "storage_conn_id",
+        "conn_id",
+        "max_requests_per_shard",
+        "max_bytes_per_shard",
+        "prices_file",
+    )
+    ui_color = "#f0ecd8"
+
+    def __init__(
+        self,
+        *,
+        shards: Iterable[dict[str, Any]],
+        round_index: int,
+        storage_conn_id: str | None = None,
+        requeue_canceled: bool = True,
+        requeue_user_canceled: bool = False,
+        retry_errored_sync: bool = False,
+        conn_id: str = DEFAULT_CONN_ID,
+        max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
+        max_bytes_per_shard: int = MAX_BATCH_BYTES,
+        output_parser: Callable[[str], Any] | None = None,
+        output_schema: Mapping[str, Any] | type | None = None,
+        prices_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shards = shards
+        self.round_index = round_index
+        self.storage_conn_id = storage_conn_id
+        self.requeue_canceled = requeue_canceled
+        self.requeue_user_canceled = requeue_user_canceled
+        self.retry_errored_sync = retry_errored_sync
+        self.conn_id = conn_id
+        self.max_requests_per_shard = max_requests_per_shard
+        self.max_bytes_per_shard = max_bytes_per_shard
+        self.output_parser = output_parser
+        self.output_schema = output_schema
+        self.prices_file = prices_file
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        shards = [ShardDescriptor.from_dict(shard) for shard in self.shards or ()]
+        round_index = int(self.round_index)
+        if not shards:
+            self.log.info("round %d has no shards: nothing to requeue", round_index)
+            return []
+        wrong = [s.index for s in shards if s.round != round_index]
+        if wrong:
+            raise AirflowFailException(
+                f"shards {wrong} are not of round {round_index}: pass the fanout output of that round"
+            )
+        folder = RunFolder(ObjectStoragePath(shards[0].run_uri, conn_id=self.storage_conn_id))
+        try:
+            limits = ShardLimits(int(self.max_requests_per_shard), int(self.max_bytes_per_shard))
+            record = requeue_round(
+                folder,
+                round_index,
+                shards,
+                rule=RequeueRule(self.requeue_canceled, self.requeue_user_canceled),
+                limits=limits,
+                sync=self._sync_retry() if self.retry_errored_sync else None,
+            )
+        except BeforeSubmitError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return list(record.next_shards)
+
+    def _sync_retry(self) -> SyncRetry:
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        client = ClaudeBatchHook(conn_id=self.conn_id).get_conn()
+        return SyncRetry(
+            send=synchronous_sender(client),
+            prices=load_prices(self.prices_file, self.storage_conn_id),
+            validator=OutputValidator.from_options(self.output_parser, self.output_schema),
+        )
+
+
+def synchronous_sender(client: anthropic.Anthropic) -> SendMessage:
+    """Return a ``SendMessage`` that sends one request's params with ``client.messages.create``.
+
+    API errors become ``SyncRequestError`` with the API's error type, so that the requeue rule can tell
+    a retryable failure from one that needs a fix.
+    """
+    import anthropic
+
+    def send(params: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            message = client.messages.create(**params)
+        except anthropic.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            error_type = error.get("type") or (
+                "api_error" if exc.status_code >= 500 else "invalid_request_error"
+            )
+            raise SyncRequestError(error_type, error.get("message") or str(exc), exc.request_id) from exc
+        except anthropic.APITimeoutError as exc:
+            raise SyncRequestError("timeout_error", f"the synchronous call timed out ({exc})") from exc
+        except anthropic.APIConnectionError as exc:
+            raise SyncRequestError("api_error", f"the synchronous call failed to connect ({exc})") from exc
+        except TypeError as exc:  # params the SDK's create does not take
+            raise SyncRequestError(
+                "invalid_request_error", f"the params do not fit messages.create: {exc}"
+            ) from exc
+        return message.model_dump(mode="json")
+
+    return send

@@ -1,0 +1,236 @@
+"""One call that wires a whole batch run into a DAG: build, then rounds of submit, wait, fan out and
+requeue, then the report.
+
+::
+
+    build ─► round_0: submit ─► wait ─► fanout ─► requeue ─► round_1: submit ─► ... ─► report
+
+Each round maps its tasks over the round's shards (``.expand(shard=...)``), so a run of twenty shards
+shows twenty submit, wait and fanout task instances per round, and XCom carries only the shards'
+descriptors. A round whose shard list is empty (nothing left to requeue, or a dry run) is skipped by
+Airflow together with the rounds after it; the report still runs. The report runs only when no task
+before it failed: a failed fanout means results are missing, and a manifest written then would
+under-count. Rerunning the failed task (or clearing the run) resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import TaskGroup, TriggerRule
+
+from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
+from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
+from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
+from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
+
+#: The most rounds a pipeline may have; each round adds a few tasks to the DAG.
+MAX_ROUNDS = 10
+
+
+def claude_batch_pipeline(
+    group_id: str = "claude_batch",
+    *,
+    source: Any,
+    storage: str,
+    storage_conn_id: str | None = None,
+    source_conn_id: str | None = None,
+    conn_id: str = DEFAULT_CONN_ID,
+    custom_id_field: str = "id",
+    prompt_field: str = "text",
+    render: Callable[[dict[str, Any]], Any] | None = None,
+    model: str | None = None,
+    max_tokens: int | str = 1024,
+    system: Any = None,
+    cache_system: str | None = None,
+    max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
+    max_bytes_per_shard: int = MAX_BATCH_BYTES,
+    max_cost_usd: float | str | None = None,
+    expected_output_tokens: int | None = None,
+    source_format: str | None = None,
+    dry_run: bool | str = False,
+    max_rounds: int = 3,
+    requeue_rounds: int | str | None = None,
+    poll_interval: float = 60.0,
+    deferrable: bool | None = None,
+    output_parser: Callable[[str], Any] | None = None,
+    output_schema: Any = None,
+    output_uri: str | None = None,
+    outlets: Iterable[Any] | None = None,
+    requeue_canceled: bool = True,
+    retry_errored_sync: bool = False,
+    prices_file: str | None = None,
+) -> TaskGroup:
+    """Add a Claude batch run to the current DAG as one task group and return the group.
+
+    The build operator's parameters (``source`` to ``dry_run``) have the same names and meaning as on
+    :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
+    unchanged, templates included.
+
+    :param group_id: the task group's id; task ids are ``{group_id}.build``,
+        ``{group_id}.round_0.submit`` ... ``{group_id}.report``.
+    :param max_rounds: rounds in all, the first submission included (``1``: no requeue). Fixed when
+        the DAG is parsed, because each round is a set of tasks.
+    :param requeue_rounds: how many of the ``max_rounds - 1`` requeue rounds a run may use, usually a
+        template such as ``"{{ params.requeue_rounds }}"`` so that a manual trigger can lower it.
+        ``None`` uses them all. What a run does not requeue is listed in its ``pending.jsonl``.
+    :param poll_interval: seconds between polls of each batch.
+    :param deferrable: wait in the triggerer (``True``) or in a worker (``False``); ``None`` keeps the
+        sensor's default, ``[operators] default_deferrable``.
+    :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
+    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy.
+    :param output_uri: where the report writes the flat, joinable output (one row per succeeded
+        record); templated, e.g. ``"{{ var.value.out }}/labels/{{ ds }}.jsonl"``.
+    :param outlets: Assets the report task updates, e.g. ``[Asset("ticket_labels")]``.
+    :param requeue_canceled: requeue canceled requests (of batches nobody cancelled on purpose) as
+        well as expired ones.
+    :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
+        before requeueing what still fails (see the requeue operator).
+    :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
+    :return: the task group; ``upstream >> group >> downstream`` works as for a task.
+    """
+    if not 1 <= max_rounds <= MAX_ROUNDS:
+        raise ValueError(f"max_rounds must be between 1 and {MAX_ROUNDS}, got {max_rounds}")
+    with TaskGroup(group_id, tooltip="Claude Message Batches: build, submit, wait, fan out, report") as group:
+        build = ClaudeBatchBuildOperator(
+            task_id="build",
+            source=source,
+            storage=storage,
+            storage_conn_id=storage_conn_id,
+            source_conn_id=source_conn_id,
+            conn_id=conn_id,
+            custom_id_field=custom_id_field,
+            prompt_field=prompt_field,
+            render=render,
+            model=model,
+            max_tokens=max_tokens,
+            system=system,
+            cache_system=cache_system,
+            max_requests_per_shard=max_requests_per_shard,
+            max_bytes_per_shard=max_bytes_per_shard,
+            max_cost_usd=max_cost_usd,
+            expected_output_tokens=expected_output_tokens,
+            source_format=source_format,
+            dry_run=dry_run,
+            prices_file=prices_file,
+        )
+        answer_checks = {"output_parser": output_parser, "output_schema": output_schema}
+        round_settings = _RoundSettings(
+            conn_id=conn_id,
+            storage_conn_id=storage_conn_id,
+            poll_interval=poll_interval,
+            sensor_kwargs={} if deferrable is None else {"deferrable": deferrable},
+            fanout_kwargs={**answer_checks, "prices_file": prices_file},
+            requeue_kwargs={
+                **answer_checks,
+                "prices_file": prices_file,
+                "requeue_canceled": requeue_canceled,
+                "retry_errored_sync": retry_errored_sync,
+                "max_requests_per_shard": max_requests_per_shard,
+                "max_bytes_per_shard": max_bytes_per_shard,
+            },
+            requeue_rounds=requeue_rounds,
+        )
+        shards: Any = build.output
+        ends_of_rounds: list[Any] = []
+        for round_index in range(max_rounds):
+            is_last = round_index == max_rounds - 1
+            with TaskGroup(f"round_{round_index}", tooltip=f"round {round_index}: submit, wait, fan out"):
+                fanout, requeue = _add_round(round_index, shards, round_settings, requeue=not is_last)
+            ends_of_rounds.append(fanout)
+            if requeue is not None:
+                ends_of_rounds.append(requeue)
+                shards = requeue.output
+        report = ClaudeBatchReportOperator(
+            task_id="report",
+            storage=storage,
+            storage_conn_id=storage_conn_id,
+            max_rounds=max_rounds,
+            prices_file=prices_file,
+            output_uri=output_uri,
+            outlets=list(outlets or []),
+            # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
+            # upstream-failed task must stop it: none_failed is exactly that.
+            trigger_rule=TriggerRule.NONE_FAILED,
+        )
+        [build, *ends_of_rounds] >> report
+    return group
+
+
+@dataclass(frozen=True)
+class _RoundSettings:
+    """What every round's tasks share, gathered so that ``_add_round`` stays short."""
+
+    conn_id: str
+    storage_conn_id: str | None
+    poll_interval: float
+    sensor_kwargs: Mapping[str, Any]
+    fanout_kwargs: Mapping[str, Any]
+    requeue_kwargs: Mapping[str, Any]
+    requeue_rounds: int | str | None
+
+
+def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, requeue: bool) -> tuple[Any, Any]:
+    """Add one round's tasks inside the current task group; return its fanout and its requeue task."""
+    submit = ClaudeBatchSubmitOperator.partial(
+        task_id="submit", conn_id=settings.conn_id, storage_conn_id=settings.storage_conn_id
+    ).expand(shard=shards)
+    wait = ClaudeBatchSensor.partial(
+        task_id="wait",
+        conn_id=settings.conn_id,
+        poll_interval=settings.poll_interval,
+        **settings.sensor_kwargs,
+    ).expand(shard=submit.output)
+    fanout = ClaudeBatchFanoutOperator.partial(
+        task_id="fanout",
+        conn_id=settings.conn_id,
+        storage_conn_id=settings.storage_conn_id,
+        **settings.fanout_kwargs,
+    ).expand(shard=wait.output)
+    if not requeue:
+        return fanout, None
+    requeue_task = ClaudeBatchRequeueOperator(
+        task_id="requeue",
+        shards=fanout.output,
+        round_index=round_index,
+        conn_id=settings.conn_id,
+        storage_conn_id=settings.storage_conn_id,
+        **settings.requeue_kwargs,
+    )
+    if settings.requeue_rounds is not None:
+        fanout >> _requeue_gate(round_index, settings.requeue_rounds) >> requeue_task
+    return fanout, requeue_task
+
+
+def _requeue_gate(round_index: int, requeue_rounds: int | str) -> ShortCircuitOperator:
+    """A task that skips this round's requeue (and so the rounds after it) beyond the run's limit.
+
+    Only the requeue is skipped directly; the later rounds skip through their trigger rules and the
+    report, whose rule is ``none_failed``, still runs.
+    """
+    return ShortCircuitOperator(
+        task_id="may_requeue",
+        python_callable=_within_requeue_limit,
+        op_kwargs={"round_index": round_index, "requeue_rounds": requeue_rounds},
+        ignore_downstream_trigger_rules=False,
+        doc_md="Skips the requeue when the run's `requeue_rounds` limit is reached.",
+    )
+
+
+def _within_requeue_limit(round_index: int, requeue_rounds: int | str) -> bool:
+    """Return whether round ``round_index`` may requeue, given the run's limit of requeue rounds."""
+    try:
+        limit = int(requeue_rounds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"requeue_rounds must be a whole number of rounds, got {requeue_rounds!r}; "
+            "check the value given in the trigger form or the template"
+        ) from exc
+    return round_index < limit

@@ -1,0 +1,359 @@
+"""The wait step: a sensor that returns the shard's descriptor once its batch has ended.
+
+Deferrable by default through ``[operators] default_deferrable``: the sensor reads the batch once,
+fixes the wall-clock deadline (the batch's ``expires_at`` plus ``deadline_margin``) and hands over to
+:class:`~airflow_claude_batch.triggers.batch.ClaudeBatchTrigger`. With ``deferrable=False`` it polls
+from the worker, in ``mode="poke"`` (sleeping between polls) or ``mode="reschedule"`` (freeing the slot
+between polls). Both paths take their decisions from :mod:`airflow_claude_batch.batch.polling`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import timezone
+from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
+
+from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.polling import (
+    CANCELING,
+    DEFAULT_DEADLINE_MARGIN_S,
+    DEFAULT_POLL_INTERVAL_S,
+    ENDED,
+    ErrorKind,
+    PollAction,
+    PollDecision,
+    PollError,
+    PollPolicy,
+    ProgressLog,
+    deadline_message,
+    decide_on_batch,
+    decide_on_error,
+    default_end_time,
+    describe_progress,
+    failure_message,
+    format_duration,
+    parse_batch,
+    poll_error_from_exception,
+    request_counts,
+)
+from airflow_claude_batch.exceptions import (
+    AfterSubmitError,
+    BatchDeadlineError,
+    BatchNotFoundError,
+    ConnectionConfigError,
+    InputError,
+)
+from airflow_claude_batch.triggers.batch import (
+    CANCEL_ATTEMPTS,
+    CANCEL_MAX_PAUSE_S,
+    CANCEL_REQUEST_TIMEOUT_S,
+    POLL_REQUEST_TIMEOUT_S,
+    ClaudeBatchTrigger,
+)
+
+if TYPE_CHECKING:
+    import anthropic
+    from airflow.sdk import Context
+
+#: The descriptor keys the sensor needs; the rest of the descriptor is passed through unchanged.
+REQUIRED_SHARD_KEYS = ("run_uri", "round", "index", "uri", "batch_id")
+
+
+class ClaudeBatchSensor(BaseSensorOperator):
+    """Wait for a shard's batch to end; return the descriptor with ``processing_status`` and
+    ``request_counts``.
+
+    Transient API errors (429 honouring ``retry-after``, 5xx, 529, connection errors) are waited out
+    with backoff until the deadline: polling never cancels a batch. An unknown batch or a rejected key
+    fails the task at once. When the deadline passes the task fails with ``BatchDeadlineError`` and the
+    batch is cancelled only if ``cancel_on_timeout``. Killing the task (deferred or not) cancels it.
+
+    The sensor waits for one shard: ``shard`` is a ``ShardDescriptor`` dict as the submit operator
+    returns it (map the sensor over the submit's output with ``.expand(shard=...)``). To wait for a
+    batch submitted elsewhere, pass a dict with at least ``run_uri``, ``round``, ``index``, ``uri`` and
+    ``batch_id``; there is no separate ``batch_id`` parameter.
+
+    Of the base sensor's arguments, ``mode`` is honoured; ``timeout``, ``poke_interval``,
+    ``exponential_backoff``, ``soft_fail`` and ``silent_fail`` are not used: ``poll_interval`` and
+    ``deadline_margin`` govern the wait.
+
+    :param shard: the shard's descriptor (templated), with its ``batch_id``.
+    :param conn_id: the Claude connection (templated).
+    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter. Every
+        poll counts against the organisation's batch requests-per-minute limit, which creates and
+        result downloads share: with hundreds of shards, keep the default minute.
+    :param deferrable: hand the wait to the triggerer (default: ``[operators] default_deferrable``).
+    :param cancel_on_timeout: when the deadline passes, cancel the batch (``True``) or leave it
+        running (``False``, the default: it still ends by itself at its expiry).
+    :param deadline_margin: seconds after the batch's ``expires_at`` at which the wait gives up. A batch
+        always ends by its expiry, so the default hour only trips when the API misbehaves; a negative
+        margin gives up before the expiry.
+    """
+
+    template_fields: Sequence[str] = ("shard", "conn_id")
+    ui_color = "#f0e4d8"
+
+    def __init__(
+        self,
+        *,
+        shard: dict[str, Any],
+        conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        cancel_on_timeout: bool = False,
+        deadline_margin: float = DEFAULT_DEADLINE_MARGIN_S,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.deferrable = deferrable
+        self.cancel_on_timeout = cancel_on_timeout
+        self.deadline_margin = float(deadline_margin)
+        PollPolicy(poll_interval=self.poll_interval)  # fail at parse time on a bad interval
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy(poll_interval=self.poll_interval)
+
+    @property
+    def batch_id(self) -> str:
+        return str(self.shard["batch_id"])
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._check_shard()
+        if self.deferrable:
+            return self._defer_unless_ended()
+        return self._wait_in_worker(context)
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger fired: return the descriptor, or fail with the event's message."""
+        status = event.get("status")
+        if status == "success":
+            self.log.info("%s.", event["message"])
+            return self._result(event)
+        if status == "timeout":
+            raise BatchDeadlineError(event["message"])
+        self._raise_failure(ErrorKind(event.get("error_kind", ErrorKind.REJECTED.value)), event["message"])
+
+    def on_kill(self) -> None:
+        """Cancel the batch: the user killed the task while it polled from the worker."""
+        error = self._cancel()
+        if error is None:
+            self.log.info("Task killed: cancel requested for batch %s.", self.batch_id)
+        else:
+            self.log.warning("Task killed, but cancelling batch %s failed (%s).", self.batch_id, error)
+
+    # --- the two paths -----------------------------------------------------------------------------
+
+    def _defer_unless_ended(self) -> dict[str, Any]:
+        batch, error = self._poll()
+        now = time.time()
+        if batch is not None and batch.get("processing_status") == ENDED:
+            self.log.info("%s.", describe_progress(batch, now=now, end_time=now))
+            return self._result(batch)
+        if error is not None and not error.transient:
+            self._raise_failure(error.kind, failure_message(self.batch_id, conn_id=self.conn_id, error=error))
+        # Fixed here, serialized with the trigger: a triggerer restart does not move the deadline.
+        end_time = default_end_time(batch, margin=self.deadline_margin, now=now)
+        self.log.info(
+            "Deferring: the triggerer polls batch %s every %s until it ends (deadline in %s).",
+            self.batch_id,
+            format_duration(self.poll_interval),
+            format_duration(end_time - now),
+        )
+        self.defer(
+            trigger=ClaudeBatchTrigger(
+                batch_id=self.batch_id,
+                conn_id=self.conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                cancel_on_timeout=self.cancel_on_timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _wait_in_worker(self, context: Context) -> dict[str, Any]:
+        """Poll until the batch ends; in reschedule mode, hand the slot back between polls.
+
+        The deadline comes from the batch's ``expires_at``, so it is the same on every reschedule. A
+        reschedule starts its count of failed polls afresh: its backoff is the first one, at least
+        one poll interval (and any ``retry-after``).
+        """
+        failures = 0
+        end_time: float | None = None
+        last_batch: dict[str, Any] | None = None
+        progress = ProgressLog()
+        while True:
+            batch, error = self._poll()
+            now = time.time()
+            if error is None:
+                failures, last_batch = 0, batch
+                end_time = default_end_time(batch, margin=self.deadline_margin, now=now)
+                decision = decide_on_batch(batch, now=now, end_time=end_time, policy=self.policy)
+                self._log_progress(batch, decision, now, end_time, progress)
+            else:
+                failures += 1
+                if end_time is None:
+                    started = self._first_attempt_time(context, default=now)
+                    end_time = default_end_time(None, margin=self.deadline_margin, now=started)
+                decision = decide_on_error(
+                    error, attempt=failures, now=now, end_time=end_time, policy=self.policy
+                )
+                self._log_failed_poll(error, decision, failures)
+            if decision.action is PollAction.DONE:
+                return self._result(batch)
+            if decision.action is PollAction.DEADLINE:
+                self._give_up_at_deadline(last_batch, end_time)
+            if decision.action is PollAction.FAIL:
+                assert error is not None
+                self._raise_failure(
+                    error.kind, failure_message(self.batch_id, conn_id=self.conn_id, error=error)
+                )
+            if self.reschedule:
+                raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=decision.delay))
+            time.sleep(decision.delay)
+
+    def _give_up_at_deadline(self, last_batch: dict[str, Any] | None, end_time: float) -> NoReturn:
+        last_status = last_batch.get("processing_status") if last_batch else None
+        cancel_error = None
+        if self.cancel_on_timeout and last_status != CANCELING:
+            cancel_error = self._cancel()
+        raise BatchDeadlineError(
+            deadline_message(
+                self.batch_id,
+                end_time=end_time,
+                last_status=last_status,
+                cancel_on_timeout=self.cancel_on_timeout,
+                cancel_error=cancel_error,
+            )
+        )
+
+    # --- the calls ---------------------------------------------------------------------------------
+
+    @cached_property
+    def _client(self) -> anthropic.Anthropic:
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        # The SDK's own retries are off: the backoff between polls is decided here, and shared.
+        return ClaudeBatchHook(self.conn_id).get_conn().with_options(max_retries=0)
+
+    def _poll(self) -> tuple[dict[str, Any] | None, PollError | None]:
+        try:
+            response = self._client.messages.batches.with_raw_response.retrieve(
+                self.batch_id, timeout=POLL_REQUEST_TIMEOUT_S
+            )
+            body = response.read()
+        except Exception as exc:
+            error = poll_error_from_exception(exc, now=time.time())
+            if error is None:
+                raise
+            return None, error
+        return parse_batch(body)
+
+    def _cancel(self) -> str | None:
+        """Ask the API to cancel the batch; return ``None`` when it accepted, else why it did not."""
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                self._client.messages.batches.with_raw_response.cancel(
+                    self.batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S
+                )
+                return None
+            except Exception as exc:
+                error = poll_error_from_exception(exc, now=time.time())
+                if error is None:
+                    return type(exc).__name__
+                if not error.transient or attempt == CANCEL_ATTEMPTS:
+                    return error.describe()
+                time.sleep(min(error.retry_after or attempt, CANCEL_MAX_PAUSE_S))
+        raise AssertionError("unreachable: the last attempt returns")
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _check_shard(self) -> None:
+        shard = self.shard
+        missing = [key for key in REQUIRED_SHARD_KEYS if not isinstance(shard, Mapping) or key not in shard]
+        if missing or not shard.get("batch_id"):
+            where = f"{self.dag_id}.{self.task_id}" if self.has_dag() else self.task_id
+            raise AirflowFailException(
+                str(
+                    InputError(
+                        f"the shard to wait for has no {', '.join(missing) or 'batch_id'}: pass the "
+                        "descriptor the submit operator returned (shard=submit.output), or a dict with "
+                        f"{', '.join(REQUIRED_SHARD_KEYS)}.",
+                        location=where,
+                    )
+                )
+            )
+
+    def _result(self, batch_or_event: Mapping[str, Any]) -> dict[str, Any]:
+        counts = request_counts(batch_or_event)
+        if batch_or_event.get("cancel_initiated_at"):
+            self.log.warning(
+                "Batch %s was canceled before it ended: %d requests canceled, %d expired.",
+                self.batch_id,
+                counts["canceled"],
+                counts["expired"],
+            )
+        expected = self.shard.get("request_count")
+        if isinstance(expected, int) and sum(counts.values()) != expected:
+            self.log.warning(
+                "Batch %s holds %d requests but shard %s has %d: check that the batch id belongs to it.",
+                self.batch_id,
+                sum(counts.values()),
+                self.shard.get("uri"),
+                expected,
+            )
+        return {**self.shard, "processing_status": ENDED, "request_counts": counts}
+
+    def _raise_failure(self, kind: ErrorKind, message: str) -> NoReturn:
+        if kind is ErrorKind.AUTH:
+            # A rejected key stays rejected on retry: fail without retrying, as for any bad input.
+            raise AirflowFailException(message) from ConnectionConfigError(message)
+        if kind is ErrorKind.NOT_FOUND:
+            raise BatchNotFoundError(message)
+        raise AfterSubmitError(message)
+
+    @staticmethod
+    def _first_attempt_time(context: Context, *, default: float) -> float:
+        """When the wait began: the first reschedule's date in reschedule mode, else ``default``."""
+        ti = context.get("ti")
+        first = ti.get_first_reschedule_date(context) if ti is not None else None
+        return first.timestamp() if first is not None else default
+
+    def _log_progress(
+        self,
+        batch: dict[str, Any],
+        decision: PollDecision,
+        now: float,
+        end_time: float,
+        progress: ProgressLog,
+    ) -> None:
+        # In reschedule mode each run is one poll: every run logs its line.
+        final = decision.action is not PollAction.WAIT
+        if not progress.due(batch.get("processing_status"), now=now, final=final):
+            return
+        line = describe_progress(batch, now=now, end_time=end_time)
+        if decision.action is PollAction.WAIT:
+            self.log.info("%s; next poll in %s.", line, format_duration(decision.delay))
+        else:
+            self.log.info("%s.", line)
+
+    def _log_failed_poll(self, error: PollError, decision: PollDecision, failures: int) -> None:
+        if decision.action is PollAction.WAIT:
+            self.log.warning(
+                "Polling batch %s failed (%s), %d in a row; next poll in %s. The batch keeps running.",
+                self.batch_id,
+                error.describe(),
+                failures,
+                format_duration(decision.delay),
+            )

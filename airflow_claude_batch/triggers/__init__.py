@@ -1,0 +1,1 @@
+"""Triggers: the triggerer-side, natively async wait for a batch to end."""

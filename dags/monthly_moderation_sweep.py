@@ -1,0 +1,157 @@
+"""Monthly moderation sweep: re-scan a month of user content against the current content policy.
+
+Each run covers one calendar month (its data interval) and reads that month's partition of user
+content, ``{month}`` = ``YYYY-MM``. Every item is judged by Claude against the versioned policy in
+``prompts/moderation_policy_<version>.md`` (cached for an hour across the batch); requests that
+expire are resubmitted, up to ``MAX_ROUNDS`` rounds in all.
+
+Backfill past months with ``airflow backfill create --dag-id monthly_moderation_sweep --from-date
+2026-08-01 --to-date 2026-10-31``: each month is its own run with its own run folder, and rerunning a
+month resumes it instead of paying again (the build keeps ``round-0/shards.json``, the submit
+re-attaches to its batches through their state files). A manual run needs a logical date: it sweeps
+the last whole month before it.
+
+Where things are (Airflow Variables, or the environment variables ``AIRFLOW_VAR_<NAME>``):
+
+- ``claude_batch_content``: the monthly partitions, a URI in which ``{month}`` becomes ``YYYY-MM``,
+  e.g. ``s3://ugc/posts/{month}.jsonl``. Unset: the bundled sample months 2026-08 to 2026-10.
+- ``claude_batch_storage``: the root of run folders and outputs. Unset: ``$AIRFLOW_HOME/claude-batch``.
+- ``CLAUDE_BATCH_STORAGE_CONN_ID`` and ``CLAUDE_BATCH_SOURCE_CONN_ID`` (environment, read when the
+  file is parsed): the Airflow connections of the storage and of the content, if any.
+
+Outputs per month, under ``{storage}/moderation/policy-<version>/``: ``verdicts/{month}.jsonl`` (every
+item: ``custom_id``, ``verdict``, ``category``, ``reason``, ``policy_version``) and
+``flags/{month}.jsonl`` (the flagged items only, for the moderators' queue; updates the
+``moderation_flags`` Asset). The policy version is part of every path: a new policy sweeps every
+month afresh and never overwrites the verdicts of an older one.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_claude_batch.pipeline import claude_batch_pipeline
+
+TIMEZONE = "UTC"
+POLICY_VERSION = "2026.11"
+CATEGORIES = ("harassment", "spam", "violence", "self_harm", "none")
+MAX_ROUNDS = 3
+MODEL = "claude-sonnet-4-6"
+
+DATA_DIR = Path(__file__).parent / "data"
+AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+DEFAULT_CONTENT = f"file://{DATA_DIR}/content/{{month}}.jsonl"
+DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
+STORAGE_CONN_ID = os.environ.get("CLAUDE_BATCH_STORAGE_CONN_ID") or None
+SOURCE_CONN_ID = os.environ.get("CLAUDE_BATCH_SOURCE_CONN_ID") or None
+
+# Jinja, rendered when a task runs: the month is the start of the run's data interval.
+MONTH = "data_interval_start.in_timezone('" + TIMEZONE + "').format('YYYY-MM')"
+STORAGE_ROOT = f"{{{{ var.value.get('claude_batch_storage', '{DEFAULT_STORAGE}') }}}}"
+CONTENT = (
+    f"{{{{ var.value.get('claude_batch_content', '{DEFAULT_CONTENT}') | replace('{{month}}', {MONTH}) }}}}"
+)
+SWEEP_ROOT = f"{STORAGE_ROOT}/moderation/policy-{POLICY_VERSION}"
+# The report writes no verdicts after a dry run, so a dry run never replaces a month already swept.
+VERDICTS_URI = f"{SWEEP_ROOT}/verdicts/{{{{ {MONTH} }}}}.jsonl"
+FLAGS_URI = f"{SWEEP_ROOT}/flags/{{{{ {MONTH} }}}}.jsonl"
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "verdict": {"enum": ["flag", "allow"]},
+        "category": {"enum": list(CATEGORIES)},
+        "reason": {"type": "string"},
+        # An answer given under another policy is not a verdict of this sweep.
+        "policy_version": {"const": POLICY_VERSION},
+    },
+    "required": ["verdict", "category", "reason", "policy_version"],
+}
+
+moderation_flags = Asset(name="moderation_flags", group="claude_batch")
+
+
+@task(outlets=[moderation_flags])
+def extract_flags(
+    report: dict[str, Any], flags_uri: str, storage_conn_id: str | None = None
+) -> dict[str, Any]:
+    """Write the month's flagged items to ``flags_uri``; return how many were flagged, by category.
+
+    :param report: the report task's summary; its ``files["output"]`` holds the month's verdicts.
+    :param flags_uri: where the flagged rows go, written whole or not at all.
+    :param storage_conn_id: the Airflow connection of the storage, if any.
+    """
+    import orjson
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl
+
+    verdicts_uri = report["files"].get("output")
+    if not verdicts_uri:
+        raise AirflowSkipException("this run wrote no verdicts (a dry run): there are no flags to extract")
+    by_category: dict[str, int] = {}
+    verdicts = ObjectStoragePath(verdicts_uri, conn_id=storage_conn_id)
+    with atomic_writer(ObjectStoragePath(flags_uri, conn_id=storage_conn_id)) as out:
+        for row in iter_jsonl(verdicts):
+            if row.get("verdict") == "flag":
+                by_category[row["category"]] = by_category.get(row["category"], 0) + 1
+                out.write(orjson.dumps(row) + b"\n")
+    return {"flags_uri": flags_uri, "flagged": sum(by_category.values()), "by_category": by_category}
+
+
+with DAG(
+    dag_id="monthly_moderation_sweep",
+    description=f"Re-scan each month of user content against content policy {POLICY_VERSION}",
+    # Each run covers one whole month; it starts once the month is over.
+    schedule=CronDataIntervalTimetable("@monthly", timezone=TIMEZONE),
+    start_date=pendulum.datetime(2026, 8, 1, tz=TIMEZONE),
+    catchup=True,
+    max_active_runs=2,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    render_template_as_native_obj=True,
+    params={
+        "max_cost_usd": Param(
+            50.0,
+            type="number",
+            minimum=0,
+            title="Budget per month (USD)",
+            description="Refuse to submit a month, spending nothing, when its estimated cost at batch "
+            "prices is above this.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Build the month's requests and estimate the cost without submitting anything.",
+        ),
+    },
+    tags=["claude", "batch", "moderation"],
+    doc_md=__doc__,
+) as dag:
+    sweep = claude_batch_pipeline(
+        "moderate_month",
+        source=CONTENT,
+        storage=SWEEP_ROOT,
+        storage_conn_id=STORAGE_CONN_ID,
+        source_conn_id=SOURCE_CONN_ID,
+        custom_id_field="id",
+        prompt_field="text",
+        model=MODEL,
+        max_tokens=128,
+        system=f"{{% include 'prompts/moderation_policy_{POLICY_VERSION}.md' %}}",
+        cache_system="1h",
+        max_cost_usd="{{ params.max_cost_usd }}",
+        dry_run="{{ params.dry_run }}",
+        max_rounds=MAX_ROUNDS,
+        poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
+        output_schema=VERDICT_SCHEMA,
+        output_uri=VERDICTS_URI,
+    )
+    extract_flags(sweep.get_child_by_label("report").output, FLAGS_URI, STORAGE_CONN_ID)

@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+
+from airflow_claude_batch.batch.estimate import (
+    LOCAL_METHOD,
+    EstimateOptions,
+    ReservoirSample,
+    TokenRate,
+    check_budget,
+    count_tokens_params,
+    estimate_cost,
+    measure_tokens,
+)
+from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable
+from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
+from airflow_claude_batch.exceptions import BudgetExceededError, InputError
+
+MILLION = 1_000_000
+
+
+@pytest.fixture
+def prices(monkeypatch: pytest.MonkeyPatch) -> PriceTable:
+    monkeypatch.delenv(PRICES_ENV_VAR, raising=False)
+    return PriceTable.load()
+
+
+def rendered(template: RequestTemplate, count: int, text: str = "a" * 400) -> list[EncodedRequest]:
+    renderer = RequestRenderer(template)
+    # Ids of one length, so that every request has the same size.
+    return [renderer.render({"id": f"r-{n:05d}", "text": text}, f"in.jsonl:{n + 1}") for n in range(count)]
+
+
+def shards_of(requests: list[EncodedRequest], max_requests: int = 100_000) -> list[WrittenShard]:
+    folder = RunFolder.for_run(Path("/unused"), "dag", "run")
+    with ShardWriter(folder, 0, ShardLimits(max_requests=max_requests), dry_run=True) as writer:
+        writer.add_all(requests)
+    return writer.shards
+
+
+# --- sampling ----------------------------------------------------------------------------------------
+
+
+def test_the_sample_keeps_its_size_and_is_spread_over_the_whole_run() -> None:
+    means = []
+    for seed in range(200):
+        sample = ReservoirSample(20, seed=seed)
+        for position in range(10_000):
+            sample.offer(position)  # type: ignore[arg-type]
+        assert len(sample.items) == 20
+        assert len(set(sample.items)) == 20
+        means.append(sum(sample.items) / 20)
+    # A uniform sample of 20 from 0..9999 has mean 4999.5 and standard error 645; 200 runs average out.
+    assert abs(sum(means) / len(means) - 4999.5) < 250
+    assert min(min_ for min_ in means) < 4000 < 6000 < max(means)
+
+
+def test_a_short_run_is_sampled_whole() -> None:
+    sample = ReservoirSample(20)
+    for position in range(7):
+        sample.offer(position)  # type: ignore[arg-type]
+    assert sample.items == list(range(7))
+
+
+def test_the_sample_is_the_same_on_a_rerun() -> None:
+    def draw() -> list[int]:
+        sample = ReservoirSample(5, seed=0)
+        for position in range(1000):
+            sample.offer(position)  # type: ignore[arg-type]
+        return sample.items
+
+    assert draw() == draw()
+
+
+# --- input tokens ------------------------------------------------------------------------------------
+
+
+def test_the_local_estimate_is_bytes_over_four_and_says_so() -> None:
+    template = RequestTemplate(model="claude-haiku-4-5")
+    rate = measure_tokens(rendered(template, 3), template, None)
+    assert rate.tokens_per_byte == 0.25
+    assert rate.method.startswith(LOCAL_METHOD)
+    assert "bytes" in rate.method
+    assert "/ 4" in rate.method
+    assert rate.sample_size == 0
+
+
+def test_count_tokens_on_the_sample_scales_to_the_run_by_bytes() -> None:
+    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=50, system="Sys")
+    sample = rendered(template, 5)
+    seen: list[dict] = []
+
+    def count_tokens(params: dict) -> int:
+        seen.append(params)
+        return 110
+
+    rate = measure_tokens(sample, template, count_tokens)
+    assert len(seen) == 5
+    assert set(seen[0]) == {"model", "messages", "system"}, "max_tokens is not sent to count_tokens"
+    assert rate.tokens_per_byte == pytest.approx(5 * 110 / sum(r.size for r in sample))
+    assert rate.method.startswith("count_tokens on a sample of 5")
+    assert rate.sample_size == 5
+
+
+def test_a_failing_token_counter_falls_back_to_the_local_estimate() -> None:
+    template = RequestTemplate(model="claude-haiku-4-5")
+
+    def unreachable(params: dict) -> int:
+        raise ConnectionError("no route")
+
+    rate = measure_tokens(rendered(template, 2), template, unreachable)
+    assert rate.tokens_per_byte == 0.25
+    assert "count_tokens failed: ConnectionError" in rate.method
+    assert measure_tokens(rendered(template, 2), template, lambda params: "many").tokens_per_byte == 0.25
+
+
+def test_the_cached_prefix_is_measured_on_its_own() -> None:
+    template = RequestTemplate(model="claude-haiku-4-5", system="S" * 4000, cache_system="1h")
+
+    def count_tokens(params: dict) -> int:
+        return 7 + (1000 if "system" in params else 0)
+
+    rate = measure_tokens(rendered(template, 3), template, count_tokens)
+    assert rate.cached_prefix_tokens == 1000
+    local = measure_tokens(rendered(template, 3), template, None)
+    assert local.cached_prefix_tokens == 1000  # 4000 bytes / 4
+
+
+def test_count_tokens_params_keep_what_the_endpoint_takes() -> None:
+    params = {"model": "m", "max_tokens": 5, "messages": [], "tools": [], "temperature": 0.3, "stream": False}
+    assert count_tokens_params(params) == {"model": "m", "messages": [], "tools": []}
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+
+def test_cost_without_cache_at_batch_and_standard_prices(prices: PriceTable) -> None:
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=500)
+    requests = rendered(template, 100)
+    rate = TokenRate(
+        tokens_per_byte=1000 / requests[0].size, cached_prefix_tokens=0, method="m", sample_size=0
+    )
+    estimate = estimate_cost(
+        shards_of(requests), rate, template, prices, EstimateOptions(expected_output_tokens=200)
+    )
+    assert estimate.input_tokens == 100_000
+    assert (estimate.output_tokens_upper, estimate.output_tokens_expected) == (50_000, 20_000)
+    # Sonnet batch: $1.50 / $7.50 per million tokens.
+    assert estimate.upper_batch_usd == pytest.approx(0.1 * 1.5 + 0.05 * 7.5)
+    assert estimate.expected_batch_usd == pytest.approx(0.1 * 1.5 + 0.02 * 7.5)
+    assert estimate.upper_standard_usd == pytest.approx(2 * estimate.upper_batch_usd)
+    assert estimate.expected_standard_usd == pytest.approx(2 * estimate.expected_batch_usd)
+
+
+def test_expected_output_is_capped_by_max_tokens_and_defaults_to_it(prices: PriceTable) -> None:
+    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=100)
+    shards = shards_of(rendered(template, 10))
+    rate = TokenRate(0.25, 0, "m", 0)
+    capped = estimate_cost(shards, rate, template, prices, EstimateOptions(expected_output_tokens=5000))
+    assert capped.output_tokens_expected == 1000
+    unset = estimate_cost(shards, rate, template, prices, EstimateOptions())
+    assert unset.output_tokens_expected == unset.output_tokens_upper == 1000
+    assert any("expected output = max_tokens" in note for note in unset.assumptions)
+
+
+@pytest.mark.parametrize(("ttl", "write_rate"), [("5m", 1.25), ("1h", 2.0)])
+def test_a_cached_system_prompt_is_one_write_per_shard_then_reads(
+    prices: PriceTable, ttl: str, write_rate: float
+) -> None:
+    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=1, system="S", cache_system=ttl)
+    requests = rendered(template, 10)
+    per_request = 1000 / requests[0].size
+    rate = TokenRate(tokens_per_byte=per_request, cached_prefix_tokens=800, method="m", sample_size=0)
+    estimate = estimate_cost(shards_of(requests, max_requests=5), rate, template, prices, EstimateOptions())
+    # Haiku batch input $0.50/M. Each request: 1000 input tokens, 800 of them the cached prefix.
+    plain = 10 * 200 * 0.5 / MILLION
+    output = 10 * 1 * 2.5 / MILLION
+    expected = plain + output + (2 * 800 * write_rate + 8 * 800 * 0.1) * 0.5 / MILLION  # 2 shards
+    upper = plain + output + 10 * 800 * write_rate * 0.5 / MILLION  # no cache hit at all
+    assert estimate.expected_batch_usd == pytest.approx(expected)
+    assert estimate.upper_batch_usd == pytest.approx(upper)
+    assert estimate.cached_prefix_tokens == 800
+    assert estimate.cache_ttl == ttl
+    assert any("one cache write per shard" in note for note in estimate.assumptions)
+
+
+def test_shard_shares_add_up_to_the_upper_bound(prices: PriceTable) -> None:
+    template = RequestTemplate(model="claude-opus-4-6", max_tokens=300)
+    requests = rendered(template, 25)
+    estimate = estimate_cost(
+        shards_of(requests, max_requests=10), TokenRate(0.25, 0, "m", 0), template, prices, EstimateOptions()
+    )
+    assert len(estimate.shard_upper_batch_usd) == 3
+    assert sum(estimate.shard_upper_batch_usd) == pytest.approx(estimate.upper_batch_usd)
+    assert estimate.shard_upper_batch_usd[0] == pytest.approx(estimate.shard_upper_batch_usd[1])
+
+
+def test_several_models_are_priced_each_at_its_own_rate(prices: PriceTable) -> None:
+    def choose(record: dict) -> dict:
+        model = "claude-opus-4-6" if record["id"].endswith(("0", "2", "4", "6", "8")) else "claude-haiku-4-5"
+        return {"model": model, "messages": [{"role": "user", "content": record["text"]}]}
+
+    template = RequestTemplate(render=choose, max_tokens=1000)
+    estimate = estimate_cost(
+        shards_of(rendered(template, 10)), TokenRate(0, 0, "m", 0), template, prices, EstimateOptions()
+    )
+    assert set(estimate.by_model) == {"claude-opus-4-6", "claude-haiku-4-5"}
+    assert estimate.by_model["claude-opus-4-6"]["cost_usd_upper_batch"] == pytest.approx(
+        5 * 1000 * 12.5 / MILLION
+    )
+    assert estimate.by_model["claude-haiku-4-5"]["cost_usd_upper_batch"] == pytest.approx(
+        5 * 1000 * 2.5 / MILLION
+    )
+
+
+def test_an_unknown_model_in_the_estimate_names_the_prices_file(prices: PriceTable) -> None:
+    template = RequestTemplate(
+        render=lambda record: {"model": "claude-next-1", "messages": [{"role": "user", "content": "x"}]}
+    )
+    with pytest.raises(InputError, match=r"no price for model 'claude-next-1'.*prices_file="):
+        estimate_cost(
+            shards_of(rendered(template, 1)), TokenRate(0.25, 0, "m", 0), template, prices, EstimateOptions()
+        )
+
+
+def test_the_estimate_document_has_the_figures(prices: PriceTable) -> None:
+    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=10)
+    shards = shards_of(rendered(template, 4))
+    estimate = estimate_cost(
+        shards, TokenRate(0.25, 0, LOCAL_METHOD, 0), template, prices, EstimateOptions(max_cost_usd=3)
+    )
+    document = orjson.loads(orjson.dumps(estimate.to_dict()))
+    assert document["schema_version"] == 1
+    assert (document["records"], document["shards"], document["method"]) == (4, 1, LOCAL_METHOD)
+    assert document["body_bytes"] == shards[0].body_bytes
+    assert set(document["cost_usd"]) == {"upper_bound", "expected"}
+    assert set(document["cost_usd"]["upper_bound"]) == {"batch", "standard"}
+    assert document["estimated_cost_usd_upper"] == document["cost_usd"]["upper_bound"]["batch"]
+    assert document["estimated_cost_usd_expected"] == document["cost_usd"]["expected"]["batch"]
+    assert document["max_cost_usd"] == 3
+    assert document["price_sources"] == list(prices.sources)
+
+
+# --- budget ------------------------------------------------------------------------------------------
+
+
+def budgeted(prices: PriceTable, budget: float | None) -> object:
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=1000)
+    shards = shards_of(rendered(template, 1000))
+    return estimate_cost(
+        shards, TokenRate(0.25, 0, LOCAL_METHOD, 0), template, prices, EstimateOptions(max_cost_usd=budget)
+    )
+
+
+def test_a_run_over_budget_fails_with_the_figures(prices: PriceTable) -> None:
+    estimate = budgeted(prices, 1.0)
+    assert estimate.upper_batch_usd > 1.0  # 1,000,000 output tokens at $7.50/M alone
+    with pytest.raises(BudgetExceededError) as raised:
+        check_budget(estimate)
+    message = str(raised.value)
+    assert f"${estimate.upper_batch_usd:,.2f}" in message
+    assert "max_cost_usd=$1.00" in message
+    assert "1,000 requests" in message
+    assert "1,000,000 output tokens" in message
+    assert "Nothing was submitted" in message
+    assert "Raise max_cost_usd" in message
+
+
+def test_a_run_within_budget_passes(prices: PriceTable) -> None:
+    estimate = budgeted(prices, None)
+    check_budget(estimate)
+    check_budget(budgeted(prices, math.ceil(estimate.upper_batch_usd)))
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"max_cost_usd": -1}, "negative"),
+        ({"max_cost_usd": float("nan")}, "number of US dollars"),
+        ({"max_cost_usd": "ten"}, "number of US dollars"),
+        ({"expected_output_tokens": -5}, "expected_output_tokens"),
+        ({"sample_size": 0}, "sample_size"),
+    ],
+)
+def test_bad_estimate_options_are_input_errors(options: dict, problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        EstimateOptions(**options)

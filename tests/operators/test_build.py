@@ -1,0 +1,265 @@
+"""The build operator in a real Airflow (dag.test on SQLite), on local storage and on S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_claude_batch.batch.limits import BODY_PREFIX, BODY_SUFFIX
+from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+
+pytestmark = pytest.mark.airflow
+
+TICKETS = [
+    {"id": "t-1", "text": "My invoice is wrong."},
+    {"id": "t-2", "text": "The app crashes on upload."},
+    {"id": "t-3", "text": "Können Sie helfen? 😀"},
+    {"id": "t-4", "text": "Where is my order?"},
+]
+MORE_TICKETS = [
+    {"id": "u-1", "text": "Cancel please."},
+    {"id": "u-2", "text": "Thanks!"},
+    {"id": "u-3", "text": "Hi"},
+]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def task_states(dag_run: Any) -> dict[str, Any]:
+    return {ti.task_id: ti for ti in dag_run.get_task_instances()}
+
+
+def test_the_operator_is_cheap_to_parse_and_templated() -> None:
+    operator = ClaudeBatchBuildOperator(
+        task_id="build",
+        source="s3://nowhere/none/*.jsonl",
+        storage="s3://nowhere/runs",
+        model="claude-haiku-4-5",
+    )
+    for name in (
+        "source",
+        "storage",
+        "model",
+        "max_tokens",
+        "system",
+        "max_cost_usd",
+        "dry_run",
+        "expected_output_tokens",
+        "custom_id_field",
+        "prompt_field",
+    ):
+        assert name in operator.template_fields
+
+
+LOCAL_DAG = """
+import json
+import pendulum
+from airflow.sdk import DAG, task
+from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+
+with DAG("build_local", schedule=None, start_date=pendulum.datetime(2026, 1, 1), params={"budget": 5}) as dag:
+    build = ClaudeBatchBuildOperator(
+        task_id="build",
+        source=INPUT_GLOB,
+        storage=STORAGE,
+        model="claude-haiku-4-5",
+        max_tokens="{{ 16 * 4 }}",
+        system="Label the ticket as billing, bug or other.",
+        cache_system="1h",
+        max_requests_per_shard=3,
+        max_cost_usd="{{ params.budget }}",
+        expected_output_tokens=8,
+    )
+
+    @task
+    def receive(shard):
+        with open(RECEIVED + "/" + str(shard["index"]) + ".json", "w") as handle:
+            json.dump(shard, handle)
+
+    receive.expand(shard=build.output)
+"""
+
+
+def test_build_on_local_storage_counts_tokens_with_the_connection_and_maps_shards(
+    run_dag: Any, emulator: Any, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in" / "a.jsonl", TICKETS)
+    write_jsonl(tmp_path / "in" / "b.jsonl", MORE_TICKETS)
+    received = tmp_path / "received"
+    received.mkdir()
+    dag_file = tmp_path / "build_local.py"
+    dag_file.write_text(
+        f"INPUT_GLOB = {'file://' + str(tmp_path / 'in') + '/*.jsonl'!r}\n"
+        f"STORAGE = {'file://' + str(tmp_path / 'runs')!r}\n"
+        f"RECEIVED = {str(received)!r}\n" + LOCAL_DAG
+    )
+
+    dag_run = run_dag(dag_file, "build_local")
+
+    assert dag_run.state == "success"
+    run_folder = tmp_path / "runs" / "build_local" / dag_run.run_id
+    shards = [json.loads(p.read_text()) for p in sorted(received.glob("*.json"), key=lambda p: int(p.stem))]
+    assert [shard["request_count"] for shard in shards] == [3, 3, 1]
+    assert shards == json.loads((run_folder / "round-0" / "shards.json").read_text())
+    sent_ids = []
+    for shard in shards:
+        assert set(shard) >= {"uri", "request_count", "body_bytes", "round", "index", "estimated_cost_usd"}
+        assert "params" not in json.dumps(shard), "XCom carries descriptors, never requests"
+        lines = Path(shard["uri"].removeprefix("file://")).read_bytes().splitlines()
+        assert len(BODY_PREFIX + b",".join(lines) + BODY_SUFFIX) == shard["body_bytes"]
+        requests = [json.loads(line) for line in lines]
+        assert all(r["params"]["max_tokens"] == 64 for r in requests), "max_tokens was templated"
+        sent_ids += [r["custom_id"] for r in requests]
+    assert sent_ids == [t["id"] for t in TICKETS + MORE_TICKETS]
+    estimate = json.loads((run_folder / "estimate.json").read_text())
+    assert estimate["method"].startswith("count_tokens on a sample of 7")
+    assert emulator.stats()["count_tokens"] == 7 + 2
+    assert estimate["max_cost_usd"] == 5
+    assert estimate["cache_ttl"] == "1h"
+    assert estimate["records"] == 7
+    assert emulator.stats()["batches_created"] == 0
+
+
+CHECKS_DAG = """
+import json
+import pendulum
+from airflow.sdk import DAG, task
+from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+
+with DAG(
+    "build_checks", schedule=None, start_date=pendulum.datetime(2026, 1, 1), params={"dry": True}
+) as dag:
+    duplicated = ClaudeBatchBuildOperator(
+        task_id="duplicated", source=DUPLICATED, storage=STORAGE + "/duplicated", model="claude-haiku-4-5",
+        retries=2,
+    )
+    over_budget = ClaudeBatchBuildOperator(
+        task_id="over_budget", source=GOOD, storage=STORAGE + "/over_budget", model="claude-opus-4-6",
+        max_tokens=64000, max_cost_usd=0.01, retries=2, conn_id="no_such_connection",
+    )
+    def tickets():
+        yield from TICKET_RECORDS
+
+    dry = ClaudeBatchBuildOperator(
+        task_id="dry", source=tickets, storage=STORAGE + "/dry", model="claude-sonnet-4-6",
+        dry_run="{{ params.dry }}", conn_id="no_such_connection",
+    )
+
+    @task
+    def receive(shards):
+        with open(RECEIVED, "w") as handle:
+            json.dump(shards, handle)
+
+    receive(dry.output)
+"""
+
+
+def test_bad_input_fails_without_retry_and_a_dry_run_of_a_callable_submits_nothing(
+    run_dag: Any, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "good.jsonl", TICKETS)
+    write_jsonl(tmp_path / "dup" / "a.jsonl", TICKETS)
+    write_jsonl(tmp_path / "dup" / "b.jsonl", [{"id": "t-3", "text": "again"}])
+    dag_file = tmp_path / "build_checks.py"
+    dag_file.write_text(
+        f"GOOD = {str(tmp_path / 'good.jsonl')!r}\n"
+        f"DUPLICATED = {str(tmp_path / 'dup' / '*.jsonl')!r}\n"
+        f"STORAGE = {str(tmp_path / 'runs')!r}\n"
+        f"RECEIVED = {str(tmp_path / 'received.json')!r}\n"
+        f"TICKET_RECORDS = {TICKETS!r}\n" + CHECKS_DAG
+    )
+
+    dag_run = run_dag(dag_file, "build_checks")
+
+    tis = task_states(dag_run)
+    for task_id in ("duplicated", "over_budget"):
+        assert tis[task_id].state == "failed"
+        assert tis[task_id].try_number == 1, f"{task_id}: bad input must not be retried"
+    assert tis["dry"].state == "success"
+    assert json.loads((tmp_path / "received.json").read_text()) == []
+
+    def files(task_id: str) -> list[str]:
+        run_folder = tmp_path / "runs" / task_id / "build_checks" / dag_run.run_id
+        return sorted(str(p.relative_to(run_folder)) for p in run_folder.rglob("*") if p.is_file())
+
+    def estimate(task_id: str) -> dict[str, Any]:
+        return json.loads(
+            (tmp_path / "runs" / task_id / "build_checks" / dag_run.run_id / "estimate.json").read_text()
+        )
+
+    assert files("duplicated") == []
+    assert files("over_budget") == ["estimate.json"], "over budget: the figures, nothing to submit"
+    assert estimate("over_budget")["estimated_cost_usd_upper"] > 0.01
+    assert files("dry") == ["estimate.json"]
+    assert estimate("dry")["dry_run"] is True
+    assert estimate("dry")["records"] == len(TICKETS)
+    # The connection does not exist: the estimate falls back to the local method and says so.
+    assert estimate("dry")["method"].startswith("local: UTF-8 bytes")
+
+
+# --- S3 through moto and an AWS connection ------------------------------------------------------------
+
+
+S3_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+
+with DAG("build_s3", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+    ClaudeBatchBuildOperator(
+        task_id="build",
+        source="s3://tickets-in/2026-01-*/*",
+        source_conn_id="aws_default",
+        storage="s3://claude-runs/support",
+        storage_conn_id="aws_default",
+        custom_id_field="ticket_id",
+        prompt_field="body",
+        model="claude-sonnet-4.6",
+        max_tokens=32,
+        max_requests_per_shard=4,
+        conn_id="no_such_connection",
+    )
+"""
+
+
+def test_build_reads_from_s3_and_writes_shards_to_s3(run_dag: Any, s3: Any, tmp_path: Path) -> None:
+    jsonl = "".join(json.dumps({"ticket_id": t["id"], "body": t["text"]}) + "\n" for t in TICKETS)
+    s3.put_object(Bucket="tickets-in", Key="2026-01-01/tickets.jsonl", Body=jsonl.encode())
+    csv_rows = "ticket_id,body\n" + "".join(f'{t["id"]},"{t["text"]}, really"\n' for t in MORE_TICKETS)
+    s3.put_object(Bucket="tickets-in", Key="2026-01-02/tickets.csv", Body=b"\xef\xbb\xbf" + csv_rows.encode())
+    dag_file = tmp_path / "build_s3.py"
+    dag_file.write_text(S3_DAG)
+
+    dag_run = run_dag(dag_file, "build_s3")
+
+    assert dag_run.state == "success"
+    prefix = f"support/build_s3/{dag_run.run_id}"
+    listed = json.loads(
+        s3.get_object(Bucket="claude-runs", Key=f"{prefix}/round-0/shards.json")["Body"].read()
+    )
+    assert [shard["request_count"] for shard in listed] == [4, 3]
+    ids = []
+    for shard in listed:
+        assert shard["uri"].startswith("s3://aws_default@claude-runs/")
+        key = shard["uri"].split("@claude-runs/", 1)[1]
+        body = s3.get_object(Bucket="claude-runs", Key=key)["Body"].read()
+        lines = body.splitlines()
+        assert len(BODY_PREFIX + b",".join(lines) + BODY_SUFFIX) == shard["body_bytes"]
+        ids += [json.loads(line)["custom_id"] for line in lines]
+    assert ids == [t["id"] for t in TICKETS + MORE_TICKETS]
+    last = json.loads(
+        s3.get_object(Bucket="claude-runs", Key=listed[1]["uri"].split("@claude-runs/", 1)[1])["Body"]
+        .read()
+        .splitlines()[-1]
+    )
+    assert last["params"]["messages"][0]["content"] == "Hi, really"
+    assert last["params"]["model"] == "claude-sonnet-4.6", "the model name is sent as the user wrote it"
+    estimate = json.loads(s3.get_object(Bucket="claude-runs", Key=f"{prefix}/estimate.json")["Body"].read())
+    assert estimate["records"] == 7

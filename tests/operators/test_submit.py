@@ -1,0 +1,240 @@
+"""The submit operator against the emulator: lost answers, failed creates and reruns never pay twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_claude_batch.batch.limits import batch_body_size
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.batch.state import read_state
+from airflow_claude_batch.exceptions import AfterSubmitError, SubmitRecoveryError
+from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+
+
+def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
+    """Write a round's shard files as the build would, all of the same size; return their descriptors."""
+    folder = RunFolder.for_run(ObjectStoragePath(storage), "submit_dag", run_id)
+    descriptors = []
+    for index in range(shards):
+        lines = [
+            orjson.dumps(
+                {
+                    "custom_id": f"s{index}-r{number}",
+                    "params": {
+                        "model": "claude-haiku-4-5",
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": f"ticket {number} of shard {index}"}],
+                    },
+                }
+            )
+            for number in range(requests_per_shard)
+        ]
+        path = folder.shard_requests(0, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        descriptors.append(
+            ShardDescriptor(
+                run_uri=str(folder.root),
+                round=0,
+                index=index,
+                uri=str(path),
+                request_count=requests_per_shard,
+                body_bytes=batch_body_size(sum(map(len, lines)), requests_per_shard),
+            ).to_dict()
+        )
+    return descriptors
+
+
+def submit(shard: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return ClaudeBatchSubmitOperator(task_id="submit", shard=shard, **kwargs).execute(context={})
+
+
+def state_of(shard: dict[str, Any]) -> Any:
+    descriptor = ShardDescriptor.from_dict(shard)
+    folder = RunFolder(ObjectStoragePath(descriptor.run_uri))
+    return read_state(folder.shard_state(descriptor.round, descriptor.index))
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    return f"file://{tmp_path}/runs"
+
+
+def test_submit_returns_the_descriptor_with_its_batch_and_a_rerun_reattaches(
+    emulator: Any, storage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=40)
+    caplog.set_level("INFO")
+    first = submit(shard)
+    assert first == {**shard, "batch_id": first["batch_id"]}
+    again = submit(shard)
+    assert again == first
+    stats = emulator.stats()
+    assert stats["batches_created"] == 1
+    assert stats["creates_received"] == 1
+    state = state_of(shard)
+    assert state.status == "submitted"
+    assert state.batch_id == first["batch_id"]
+    batch = ClaudeBatchHook().get_batch(first["batch_id"])
+    assert sum(batch["request_counts"].values()) == 40
+    assert first["batch_id"] in caplog.text
+    assert "ticket 3 of shard 0" not in caplog.text  # requests are never logged
+
+
+@pytest.mark.parametrize("mode", ["error", "drop"])
+def test_a_lost_create_answer_is_recovered_without_a_second_batch(
+    emulator: Any, storage: str, mode: str
+) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=25)
+    emulator.faults({"lose_next_create_response": 1, "mode": mode})
+    result = submit(shard)
+    stats = emulator.stats()
+    assert stats["batches_created"] == 1
+    assert stats["creates_received"] == 1
+    [only] = list(ClaudeBatchHook().iter_batches())
+    assert result["batch_id"] == only["id"]
+    assert state_of(shard).batch_id == only["id"]
+    assert submit(shard)["batch_id"] == only["id"]
+    assert emulator.stats()["batches_created"] == 1
+
+
+def test_a_refused_create_is_submitted_again_by_the_retry(emulator: Any, storage: str) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
+    emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
+    with pytest.raises(AfterSubmitError, match=r"was refused \(HTTP 500 api_error\) and made no batch"):
+        submit(shard)
+    assert emulator.stats()["creates_received"] == 1
+    assert state_of(shard).status == "failed"
+    result = submit(shard)  # the task's retry
+    stats = emulator.stats()
+    assert stats["creates_received"] == 2
+    assert stats["batches_created"] == 1
+    assert state_of(shard).batch_id == result["batch_id"]
+
+
+def test_shards_of_one_size_with_lost_answers_get_one_batch_each(emulator: Any, storage: str) -> None:
+    shards = write_shards(storage, "run-1", shards=3, requests_per_shard=20)
+    emulator.faults({"lose_next_create_response": 3, "mode": "drop"})
+    ids = [submit(shard)["batch_id"] for shard in shards]
+    assert len(set(ids)) == 3
+    assert emulator.stats()["batches_created"] == 3
+    assert [submit(shard)["batch_id"] for shard in shards] == ids
+
+
+@pytest.mark.parametrize("lost", [1, 2])
+def test_shards_submitted_at_once_with_lost_answers_never_pay_twice(
+    emulator: Any, storage: str, lost: int
+) -> None:
+    shards = write_shards(storage, "run-1", shards=4, requests_per_shard=20)
+    emulator.faults({"lose_next_create_response": lost, "mode": "drop"})
+    results: dict[int, Any] = {}
+
+    def attempt(index: int) -> None:
+        for _ in range(5):  # the task's retries, with a short retry delay
+            try:
+                results[index] = submit(shards[index])["batch_id"]
+                return
+            except AfterSubmitError as exc:
+                results[index] = exc
+                time.sleep(0.3)
+
+    threads = [threading.Thread(target=attempt, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert emulator.stats()["batches_created"] == 4
+    submitted = [value for value in results.values() if isinstance(value, str)]
+    assert len(set(submitted)) == len(submitted)
+    if lost == 1:
+        assert len(submitted) == 4
+    else:
+        # Two shards of one size that both lost their answer at once cannot tell their batches apart:
+        # they stop and ask for help rather than guess (or pay twice).
+        for value in results.values():
+            assert isinstance(value, str | SubmitRecoveryError)
+
+
+def test_a_rejected_key_fails_the_task_without_retry(emulator: Any, storage: str, monkeypatch: Any) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=5)
+    wrong = {"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong-key-123"}
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_WRONG", json.dumps(wrong))
+    with pytest.raises(AirflowFailException, match="'claude_wrong' was rejected") as raised:
+        submit(shard, conn_id="claude_wrong")
+    assert "sk-ant-wrong-key-123" not in str(raised.value)
+    assert emulator.stats()["batches_created"] == 0
+
+
+def test_a_shard_that_changed_since_the_build_is_not_sent(emulator: Any, storage: str) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=5)
+    with pytest.raises(AirflowFailException, match=r"holds 5 requests"):
+        submit({**shard, "request_count": 6})
+    assert emulator.stats()["creates_received"] == 0
+
+
+DAG_SOURCE = """
+import json
+import pathlib
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, get_current_context, task
+
+from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.operators.test_submit import write_shards
+
+with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+
+    @task
+    def build():
+        return write_shards({storage!r}, get_current_context()["run_id"], shards=3, requests_per_shard=30)
+
+    submitted = ClaudeBatchSubmitOperator.partial(
+        task_id="submit", retries=3, retry_delay=timedelta(seconds=0)
+    ).expand(shard=build())
+
+    @task
+    def keep(descriptors):
+        pathlib.Path({out!r}).write_text(json.dumps(list(descriptors)))
+
+    keep(submitted.output)
+"""
+
+
+@pytest.mark.airflow
+def test_a_dag_run_with_failed_and_lost_creates_submits_each_shard_once(
+    run_dag: Any, emulator: Any, tmp_path: Path, storage: str
+) -> None:
+    out = tmp_path / "submitted.json"
+    dag_file = tmp_path / "submit_dag.py"
+    dag_file.write_text(DAG_SOURCE.format(storage=storage, out=str(out)))
+    emulator.faults(
+        {
+            "fail_next": {"endpoint": "create", "status": 500, "count": 1},
+            "lose_next_create_response": 1,
+            "mode": "drop",
+        }
+    )
+    dag_run = run_dag(dag_file, "submit_dag")
+    assert dag_run.state == "success"
+    descriptors = json.loads(out.read_text())
+    assert sorted(d["index"] for d in descriptors) == [0, 1, 2]
+    ids = {d["batch_id"] for d in descriptors}
+    assert len(ids) == 3
+    stats = emulator.stats()
+    assert stats["batches_created"] == 3
+    assert stats["creates_received"] == 4  # the 500 made no batch; the lost answer was found again
+    assert ids == {batch["id"] for batch in ClaudeBatchHook().iter_batches()}
+    for descriptor in descriptors:
+        assert state_of(descriptor).batch_id == descriptor["batch_id"]
