@@ -53,3 +53,11 @@ topology-check:
 # docker-compose.yaml built and run (a private Docker engine when none is running), then the same checks.
 compose-check:
 	bash deploy/compose-check.sh
+
+# Dependency audit of the locked versions, on demand: pip-audit in a throwaway environment (never in the
+# lock). It needs PyPI's JSON API for vulnerability data; --strict makes a missing data source a failure.
+.PHONY: audit
+audit:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) export --locked --no-hashes --all-extras --no-emit-project -o .audit-requirements.txt
+	$(UV) tool run --from pip-audit==2.10.1 pip-audit -r .audit-requirements.txt --no-deps --disable-pip --strict --progress-spinner off

@@ -108,7 +108,12 @@ export BASE_IMAGE
 log "base image: $BASE_IMAGE"
 
 # --- 4. the stack -----------------------------------------------------------------------------------
-UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" ${UV:-uv} sync --quiet --locked --extra deploy-check --python "$PYTHON"
+UV=${UV:-$(command -v uv || true)}
+if [[ -z "$UV" ]]; then
+  "$PYTHON" -m pip install --quiet "uv==0.13.9"
+  UV="$PYTHON -m uv"
+fi
+UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" $UV sync --quiet --locked --extra deploy-check --python "$PYTHON"
 py="$DEPLOY_VENV/bin/python"
 free_ports=$("$py" -c "
 import socket

@@ -39,12 +39,8 @@ apt_install() {
 
 started=$(date +%s)
 apt_install postgresql redis-server
-(( want_ui )) && apt_install chromium chromium-driver fonts-dejavu-core
-# Debian starts the packaged servers on their default ports; the check runs its own on free ports.
-if [[ $(id -u) -eq 0 ]] && command -v service >/dev/null; then
-  service postgresql stop >/dev/null 2>&1 || true
-  service redis-server stop >/dev/null 2>&1 || true
-fi
+if (( want_ui )); then apt_install chromium chromium-driver fonts-dejavu-core; fi
+# The check runs its own servers on free ports; any server the packages started is left alone.
 
 UV=${UV:-$(command -v uv || true)}
 if [[ -z "$UV" ]]; then

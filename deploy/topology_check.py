@@ -369,7 +369,9 @@ def count_lines(path: Path) -> int:
 
 
 def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) -> dict[str, Any]:
-    dags_folder = REPO / "deploy" / "dags" if args.dag == SMOKE_DAG_ID else REPO / "dags"
+    dags_folder = args.dags_folder or (
+        REPO / "deploy" / "dags" if args.dag == SMOKE_DAG_ID else REPO / "dags"
+    )
     topology = Topology(workspace, dags_folder, args.workers, timings)
     result: dict[str, Any] = {"workspace": str(workspace.root), "ports": topology.ports.__dict__}
     with topology.processes:
@@ -432,6 +434,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m deploy.topology_check", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--dag", default=NIGHTLY_DAG_ID, choices=(NIGHTLY_DAG_ID, SMOKE_DAG_ID))
+    parser.add_argument(
+        "--dags-folder",
+        type=Path,
+        default=None,
+        help="DAGs to deploy (default: dags/, or deploy/dags/ for the smoke DAG)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--run-timeout", type=float, default=600, help="seconds the DAG run may take")
     parser.add_argument("--ui", action="store_true", help="also drive the UI in headless Chromium")

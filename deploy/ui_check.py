@@ -122,7 +122,7 @@ class Browser:
         try:
             return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition)
         except TimeoutException as exc:
-            shot = self.screenshot("failure")
+            shot = self.screenshot("problem-timeout")
             raise CheckFailed(
                 f"UI: {what} not seen within {timeout:.0f} s at {self.driver.current_url} ({shot})"
             ) from exc
@@ -283,7 +283,7 @@ def trigger_dry_run_from_form(
             f"the params form's Trigger button is disabled with the DAG's default values; empty fields the "
             f"form then requires: {empty} (an optional Param needs type ['null', 'string'] and default None)",
         )
-        browser.screenshot("trigger-form-defaults")
+        browser.screenshot("problem-trigger-form-defaults")
         # Fill the input file with what an empty field stands for, to check the rest of the flow.
         dialog.find_element(By.NAME, "element_input_path").send_keys(
             str(Path(__file__).resolve().parent.parent / "dags" / "data" / "tickets" / "sample.jsonl")
@@ -354,6 +354,9 @@ def run_ui_check(context: UiContext, api: AirflowApi, screenshots: Path) -> dict
     :raises CheckFailed: naming every promise the UI did not keep.
     """
     problems = Problems()
+    # Screenshots of problems are named problem-*.png; those of an earlier run must not outlive a fix.
+    for stale in screenshots.glob("problem-*.png"):
+        stale.unlink()
     with chromium() as driver:
         browser = Browser(driver, context.api_url, screenshots)
         sign_in(browser, context.username, context.password)

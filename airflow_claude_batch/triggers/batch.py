@@ -25,6 +25,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.polling import (
     CANCELING,
+    DEFAULT_DEADLINE_MARGIN_S,
     DEFAULT_POLL_INTERVAL_S,
     ErrorKind,
     PollAction,
@@ -90,9 +91,9 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
         self.policy = PollPolicy(poll_interval=self.poll_interval)
-        self.end_time = (
-            float(end_time) if end_time is not None else default_end_time(None, margin=3600, now=time.time())
-        )
+        if end_time is None:
+            end_time = default_end_time(None, margin=DEFAULT_DEADLINE_MARGIN_S, now=time.time())
+        self.end_time = float(end_time)
         self.cancel_on_timeout = cancel_on_timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

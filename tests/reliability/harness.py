@@ -21,9 +21,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from airflow.sdk import ObjectStoragePath
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
@@ -113,6 +115,11 @@ class RunHarness:
     @property
     def run_dir(self) -> Path:
         return self.storage / DAG_ID / self.run_id
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run folder, as the tasks build it."""
+        return RunFolder(ObjectStoragePath(f"file://{self.run_dir}"))
 
     @property
     def output_path(self) -> Path:

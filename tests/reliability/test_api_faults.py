@@ -146,26 +146,29 @@ def test_reads_slower_than_the_connection_timeout_are_retried(
 def test_a_create_answered_after_the_client_gave_up_is_adopted_not_sent_again(
     make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The API finishes a create whose client timed out: the retry finds that batch by listing."""
+    """The API finishes a create whose client timed out: the submit finds that batch by listing."""
     clean = clean_outcome(make_run, faulty_emulator)
-    monkeypatch.setenv(
-        DEFAULT_CONN_ENV,
-        json.dumps(
-            {
-                "conn_type": "claude_batch",
-                "host": faulty_emulator.base_url,
-                "password": faulty_emulator.api_key,
-                "extra": {"timeout": 1.0},
-            }
-        ),
-    )
-    faulty_emulator.transport.arm("create", "late", seconds=1.5)
-    # The retry comes after the API finished, as Airflow's retry_delay (minutes) makes it.
-    run = make_run(RECORDS, name="late-create", retry_delay=1.0)
+    submits = 0
+
+    def impatient_first_submit(task: str) -> None:
+        nonlocal submits
+        submits += task == "submit"
+        timeout = {"timeout": 1.0} if task == "submit" and submits == 1 else {}
+        connection = {
+            "conn_type": "claude_batch",
+            "host": faulty_emulator.base_url,
+            "password": faulty_emulator.api_key,
+            "extra": timeout,
+        }
+        monkeypatch.setenv(DEFAULT_CONN_ENV, json.dumps(connection))
+
+    faulty_emulator.transport.arm("create", "late", seconds=1.5)  # the client gives up after 1 s
+    # A retry comes after the API finished, as Airflow's retry_delay (minutes) makes it.
+    run = make_run(RECORDS, name="late-create", retry_delay=1.0, before_task=impatient_first_submit)
 
     summary = run.run()
 
     figures.add("faults_injected", faulty_emulator.faults_fired)
     assert faulty_emulator.transport.total_fired == 1
-    assert any("no batch for it is listed yet" in error for error in run.attempts.errors)
+    assert faulty_emulator.stats()["creates_received"] == SHARDS  # the late create was never sent again
     check_run(run, summary, faulty_emulator, clean, figures)

@@ -4,7 +4,6 @@ expired requests go to the next round, and a user's cancel is respected (held, n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,11 +74,13 @@ def test_a_real_24_hour_window_running_out_leaves_nothing_dropped(
 def test_a_users_cancel_in_the_middle_of_a_run_is_respected(
     make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
 ) -> None:
-    faulty_emulator.faults({"processing_seconds": 1.5})
     run = make_run(RECORDS, max_rounds=2)
-    shards = [run.submit(shard) for shard in run.build()]
+    first, second = run.build()
+    faulty_emulator.faults({"processing_seconds": 60.0})  # the first batch runs long enough to be cancelled
+    shards = [run.submit(first)]
+    faulty_emulator.faults({"processing_seconds": None})
+    shards.append(run.submit(second))
     cancelled = shards[0]["batch_id"]
-    time.sleep(0.2)
     ClaudeBatchHook().cancel_batch(cancelled)  # the user, from the console
 
     ended = [run.wait(shard) for shard in shards]

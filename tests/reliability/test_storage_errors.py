@@ -132,7 +132,7 @@ def test_a_full_disk_fails_clearly_leaves_nothing_half_written_and_the_rerun_pay
         with pytest.raises(StorageError) as refused:
             run.submit(shards[0])
         monkeypatch.setattr(submit_module._ShardBatchApi, "create_batch", create)
-        state = ShardStateFile(_folder(run), 0, 0).read()
+        state = ShardStateFile(run.folder, 0, 0).read()
         assert state is not None
         assert state.status == INTENT  # the intent survived whole: the rerun will look the batch up
         assert faulty_emulator.stats()["batches_created"] == 1
@@ -192,11 +192,3 @@ def test_a_missing_bucket_is_an_error_before_any_spend_and_is_never_created(
         for item in s3.list_objects_v2(Bucket="claude-runs-typo").get("Contents", []):
             s3.delete_object(Bucket="claude-runs-typo", Key=item["Key"])
         s3.delete_bucket(Bucket="claude-runs-typo")
-
-
-def _folder(run: RunHarness) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_claude_batch.batch.runfolder import RunFolder
-
-    return RunFolder(ObjectStoragePath(f"file://{run.run_dir}"))

@@ -140,7 +140,7 @@ def test_a_worker_killed_during_the_submit_never_makes_a_second_batch(
     stats = faulty_emulator.stats()
     figures.double_submits(stats["batches_created"], SHARDS)
     assert stats["batches_created"] == SHARDS
-    state = ShardStateFile(_folder(run), 0, 0).read()
+    state = ShardStateFile(run.folder, 0, 0).read()
     assert state is not None
     assert state.status == SUBMITTED
     assert again["batch_id"] == state.batch_id
@@ -151,11 +151,3 @@ def test_a_worker_killed_during_the_submit_never_makes_a_second_batch(
     figures.lines(len(lost), len(doubled), RECORDS)
     assert not lost
     assert not doubled
-
-
-def _folder(run: RunHarness) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_claude_batch.batch.runfolder import RunFolder
-
-    return RunFolder(ObjectStoragePath(f"file://{run.run_dir}"))

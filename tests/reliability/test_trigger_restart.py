@@ -2,12 +2,16 @@
 triggerer stores (``Trigger.from_object``, its kwargs read back) keeps its wall-clock deadline, never
 creates anything and never cancels a healthy batch. (Restarting a real triggerer process is the
 deployment check's part.)
+
+The emulator here runs on a clock the test holds: a batch stays in progress, however slow the machine,
+until the test moves the clock on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,48 @@ from airflow.models.trigger import Trigger
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_claude_batch.batch.limits import batch_body_size
+from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
+from tests.fixtures.emulator import DEFAULT_CONN_ENV, FAST_CONFIG, EmulatorHandle
+from tests.reliability.conftest import FaultyEmulator
 from tests.reliability.harness import first_event
+from tests.reliability.transport_faults import TransportFaults
+
+
+class HeldClock:
+    """The emulator's clock: still until :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> HeldClock:
+    return HeldClock()
+
+
+@pytest.fixture
+def held_emulator(clock: HeldClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultyEmulator]:
+    """An emulator with transport faults on the held clock, set as the default connection."""
+    server = EmulatorServer(FAST_CONFIG, clock=clock)
+    transport = TransportFaults(server.app)
+    server.app = transport
+    server.start()
+    handle = EmulatorHandle(base_url=server.base_url)
+    monkeypatch.setenv(DEFAULT_CONN_ENV, handle.connection_json)
+    try:
+        yield FaultyEmulator(handle, transport)
+    finally:
+        handle.client.close()
+        server.stop()
 
 
 def restarted(trigger: ClaudeBatchTrigger) -> ClaudeBatchTrigger:
@@ -62,27 +104,27 @@ async def run_briefly(trigger: ClaudeBatchTrigger, seconds: float) -> None:
 
 
 async def test_three_restarts_with_failing_polls_keep_the_deadline_and_never_create_or_cancel(
-    faulty_emulator: Any, figures: Any, tmp_path: Path
+    held_emulator: FaultyEmulator, clock: HeldClock, figures: Any, tmp_path: Path
 ) -> None:
-    faulty_emulator.faults({"processing_seconds": 2.0})
     batch_id = create_batch(tmp_path)
     deadline = time.time() + 600
     trigger = ClaudeBatchTrigger(batch_id=batch_id, poll_interval=0.05, end_time=deadline)
-    polls_before = faulty_emulator.stats()["retrieves"]
+    polls_before = held_emulator.stats()["retrieves"]
 
     for kind in ("429", "reset", "529"):
         if kind == "reset":
-            faulty_emulator.transport.arm("retrieve", "reset", count=2)
+            held_emulator.transport.arm("retrieve", "reset", count=2)
         else:
-            faulty_emulator.faults({"fail_next": {"endpoint": "retrieve", "status": int(kind), "count": 2}})
+            held_emulator.faults({"fail_next": {"endpoint": "retrieve", "status": int(kind), "count": 2}})
         await run_briefly(trigger, 0.3)
         trigger = restarted(trigger)
         assert trigger.end_time == deadline
+    clock.advance(60)  # the batch ends
     event = await first_event(trigger)
 
-    stats = faulty_emulator.stats()
+    stats = held_emulator.stats()
     restarts = 3
-    figures.add("faults_injected", faulty_emulator.faults_fired + restarts)
+    figures.add("faults_injected", held_emulator.faults_fired + restarts)
     assert event["status"] == "success"
     assert event["end_time"] == deadline
     assert stats["retrieves"] > polls_before
@@ -91,26 +133,27 @@ async def test_three_restarts_with_failing_polls_keep_the_deadline_and_never_cre
 
 
 async def test_a_trigger_restarted_after_its_deadline_gives_up_without_cancelling(
-    faulty_emulator: Any, figures: Any, tmp_path: Path
+    held_emulator: FaultyEmulator, figures: Any, tmp_path: Path
 ) -> None:
-    faulty_emulator.faults({"processing_seconds": 60.0})
     batch_id = create_batch(tmp_path)
-    trigger = ClaudeBatchTrigger(batch_id=batch_id, poll_interval=0.05, end_time=time.time() + 0.5)
+    deadline = time.time() + 1.5
+    trigger = ClaudeBatchTrigger(batch_id=batch_id, poll_interval=0.05, end_time=deadline)
     await run_briefly(trigger, 0.2)
-    await asyncio.sleep(0.5)  # the triggerer was down past the deadline
+    await asyncio.sleep(max(deadline - time.time(), 0) + 0.1)  # the triggerer was down past the deadline
 
     event = await first_event(restarted(trigger))
 
     figures.add("faults_injected")
     assert event["status"] == "timeout"
     assert event["cancel_requested"] is False
-    assert faulty_emulator.stats()["cancels"] == 0
-    assert faulty_emulator.stats()["creates_received"] == 1
+    assert held_emulator.stats()["cancels"] == 0
+    assert held_emulator.stats()["creates_received"] == 1
 
 
-def test_a_sensor_deferred_twice_fixes_the_same_deadline(faulty_emulator: Any, tmp_path: Path) -> None:
+def test_a_sensor_deferred_twice_fixes_the_same_deadline(
+    held_emulator: FaultyEmulator, tmp_path: Path
+) -> None:
     """A worker restarted before the deferral computes the deadline again: from the batch, so the same."""
-    faulty_emulator.faults({"processing_seconds": 60.0})
     batch_id = create_batch(tmp_path)
     shard = {
         "run_uri": "file:///runs/x",
@@ -131,5 +174,5 @@ def test_a_sensor_deferred_twice_fixes_the_same_deadline(faulty_emulator: Any, t
     assert deadlines[0] == deadlines[1]
     assert deadlines[0] > time.time() + 60  # the batch's expiry plus the margin, not "now plus something"
     assert batch["processing_status"] == "in_progress"
-    assert faulty_emulator.stats()["creates_received"] == 1
-    assert faulty_emulator.stats()["cancels"] == 0
+    assert held_emulator.stats()["creates_received"] == 1
+    assert held_emulator.stats()["cancels"] == 0
