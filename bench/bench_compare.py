@@ -24,19 +24,18 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+
+from bench.support import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_CASE = Path(__file__).resolve().parent / "compare" / "run_case.py"
@@ -116,43 +115,6 @@ def load() -> list[float]:
 
 
 # --- emulator ----------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start ``claude-batch-emulator`` on a free loopback port; yield its base URL; stop it."""
-    port = _free_port()
-    script = Path(sys.executable).parent / "claude-batch-emulator"
-    command = [
-        str(script),
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        "--speed",
-        "1e9",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base_url}/_emulator/stats", timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def emulator_call(base_url: str, method: str, path: str) -> dict[str, Any]:
@@ -489,7 +451,8 @@ def main() -> None:
     }
     scratch = Path(tempfile.mkdtemp(prefix="acb-compare-"))
     try:
-        with emulator_process() as base_url:
+        with emulator_process(api_key=API_KEY) as emulator:
+            base_url = emulator.base_url
             if "e2e" in cases:
                 templates: dict[str, Path] = {}
                 for env, python in (("project", project_python), ("anchors", anchors_python)):

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/bench_fanout.py [--results 100000] [--small-results 10000]``
 
-The emulator (``EmulatorServer``) runs in a process of its own. For each size, one shard file is
+The emulator (``claude-batch-emulator``) runs in a process of its own. For each size, one shard file is
 written and submitted as a batch, which is left to end. Then each path fans the results out in a fresh
 child process, so that each one's time and peak memory are its own:
 
@@ -22,65 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-API_KEY = "bench-key"
+from bench.support import API_KEY, emulator_process, status_kib
+
+# 2% of requests end errored, so the errored file is written too.
+EMULATOR_OPTIONS = ("--error-rate", "0.02")
 HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
 OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(port: int) -> None:
-    """Child: run ``EmulatorServer`` on ``port`` until the parent closes our stdin."""
-    from airflow_claude_batch.emulator.config import EmulatorConfig
-    from airflow_claude_batch.emulator.server import EmulatorServer
-
-    # 2% of requests end errored, so the errored file is written too.
-    config = EmulatorConfig(port=port, api_key=API_KEY, speed=1e9, error_rate=0.02)
-    with EmulatorServer(config):
-        sys.stdin.read()
-
-
-@contextmanager
-def emulator_process() -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdin=subprocess.PIPE)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base_url}/v1/messages/batches", headers=HEADERS, timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=30)
 
 
 def write_shard(run_root: Path, count: int) -> Path:
@@ -177,7 +134,7 @@ def fan_out_with_package(base_url: str, batch_id: str, run_root: Path) -> None:
 def _measure(run: Any) -> None:
     # Reset the peak to the current size (Linux): what the imports needed does not count.
     Path("/proc/self/clear_refs").write_text("5")
-    before_kib = _status_kib("VmRSS")
+    before_kib = status_kib("VmRSS")
     started = time.perf_counter()
     rows = run()
     seconds = time.perf_counter() - started
@@ -187,7 +144,7 @@ def _measure(run: Any) -> None:
                 "rows": rows,
                 "seconds": seconds,
                 "rows_per_second": rows / seconds,
-                "peak_above_start_mib": (_status_kib("VmHWM") - before_kib) / 1024,
+                "peak_above_start_mib": (status_kib("VmHWM") - before_kib) / 1024,
             }
         )
     )
@@ -221,26 +178,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Fanout against the SDK's results() loop")
     parser.add_argument("--results", type=int, default=100_000)
     parser.add_argument("--small-results", type=int, default=10_000)
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--child", nargs=4, metavar=("PATH", "BASE_URL", "BATCH_ID", "RUN"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve)
-        return
     if args.child:
         path, base_url, batch_id, run_root = args.child
         {"sdk": fan_out_with_sdk, "ours": fan_out_with_package}[path](base_url, batch_id, Path(run_root))
         return
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as scratch, emulator_process() as base_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-fanout-") as scratch,
+        emulator_process(extra_args=EMULATOR_OPTIONS) as emulator,
+    ):
         for count in (args.small_results, args.results):
             shard = write_shard(Path(scratch, "sdk", str(count)), count)
-            batch_id = create_ended_batch(base_url, shard)
+            batch_id = create_ended_batch(emulator.base_url, shard)
             write_shard(Path(scratch, "ours", str(count)), count)
             for path in ("sdk", "ours"):
-                result = run_child(path, base_url, batch_id, Path(scratch, path, str(count)))
+                result = run_child(path, emulator.base_url, batch_id, Path(scratch, path, str(count)))
                 assert result["rows"] == count, result
                 rows.append((path, count, result))
             same = outcome_rows(Path(scratch, "sdk", str(count))) == outcome_rows(

@@ -22,63 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import orjson
 
-API_KEY = "bench-key"
+from bench.support import API_KEY, emulator_process, status_kib
+
 HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start ``claude-batch-emulator`` on a free loopback port; yield its base URL; stop it."""
-    port = _free_port()
-    script = Path(sys.executable).parent / "claude-batch-emulator"
-    command = [
-        str(script),
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        "--speed",
-        "1e9",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base_url}/v1/messages/batches", headers=HEADERS, timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def create_ended_batch(base_url: str, count: int) -> str:
@@ -133,7 +87,7 @@ def read_with_hook(base_url: str, batch_id: str) -> int:
 def _measure(read) -> int:  # type: ignore[no-untyped-def]
     # Reset the peak to the current size (Linux): what the imports needed does not count.
     Path("/proc/self/clear_refs").write_text("5")
-    before_kib = _status_kib("VmRSS")
+    before_kib = status_kib("VmRSS")
     started = time.perf_counter()
     lines = sum(1 for _ in read())
     seconds = time.perf_counter() - started
@@ -143,7 +97,7 @@ def _measure(read) -> int:  # type: ignore[no-untyped-def]
                 "lines": lines,
                 "seconds": seconds,
                 "lines_per_second": lines / seconds,
-                "peak_above_start_mib": (_status_kib("VmHWM") - before_kib) / 1024,
+                "peak_above_start_mib": (status_kib("VmHWM") - before_kib) / 1024,
             }
         )
     )
@@ -188,12 +142,14 @@ def main() -> None:
         reader, base_url, batch_id = args.child
         {"sdk": read_with_sdk, "ours": read_with_hook}[reader](base_url, batch_id)
         return
-    with emulator_process() as base_url:
-        batches = {count: create_ended_batch(base_url, count) for count in (args.small_lines, args.lines)}
+    with emulator_process() as emulator:
+        batches = {
+            count: create_ended_batch(emulator.base_url, count) for count in (args.small_lines, args.lines)
+        }
         rows = []
         for count, batch_id in batches.items():
             for reader in ("sdk", "ours"):
-                result = run_child(reader, base_url, batch_id)
+                result = run_child(reader, emulator.base_url, batch_id)
                 assert result["lines"] == count, result
                 rows.append((reader, count, result))
     print(f"{'reader':<6} {'lines':>8} {'seconds':>8} {'lines/s':>10} {'peak MiB':>9}")

@@ -20,56 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import orjson
 
 from airflow_claude_batch.batch.limits import batch_body_size
-
-API_KEY = "bench-key"
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def emulator_process() -> Iterator[str]:
-    """Start ``claude-batch-emulator`` on a free loopback port; yield its base URL; stop it."""
-    port = _free_port()
-    script = Path(sys.executable).parent / "claude-batch-emulator"
-    options = ["--port", str(port), "--api-key", API_KEY, "--speed", "1e9", "--log-level", "warning"]
-    server = subprocess.Popen([str(script), *options])
-    base_url = f"http://127.0.0.1:{port}"
-    headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{base_url}/v1/messages/batches", headers=headers, timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+from bench.support import API_KEY, emulator_process, status_kib
 
 
 def write_shard(path: Path, requests: int, request_bytes: int) -> tuple[int, int]:
@@ -123,14 +83,14 @@ def submit_with_sdk(base_url: str, shard: str, count: int, body_bytes: int) -> N
 
 def _measure(submit) -> None:  # type: ignore[no-untyped-def]
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak: the imports do not count
-    before_kib = _status_kib("VmRSS")
+    before_kib = status_kib("VmRSS")
     started = time.perf_counter()
     batch = submit()
     seconds = time.perf_counter() - started
     report = {
         "seconds": seconds,
         "requests": sum(batch["request_counts"].values()),
-        "peak_above_start_mib": (_status_kib("VmHWM") - before_kib) / 1024,
+        "peak_above_start_mib": (status_kib("VmHWM") - before_kib) / 1024,
         "start_rss_mib": before_kib / 1024,
     }
     print(json.dumps(report))
@@ -157,8 +117,10 @@ def main() -> None:
         shard = Path(folder) / "shard-00000.requests.jsonl"
         count, body_bytes = write_shard(shard, args.requests, args.request_bytes)
         print(f"shard: {count:,} requests, create body {body_bytes / 1e6:,.1f} MB")
-        with emulator_process() as base_url:
-            results = {how: run_child(how, base_url, shard, count, body_bytes) for how in ("ours", "sdk")}
+        with emulator_process() as emulator:
+            results = {
+                how: run_child(how, emulator.base_url, shard, count, body_bytes) for how in ("ours", "sdk")
+            }
     print(f"{'submit':<6} {'seconds':>8} {'peak MiB above start':>21} {'x body':>7}")
     for how, result in results.items():
         assert result["requests"] == count, result

@@ -37,7 +37,6 @@ import gc
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,8 @@ from typing import Any
 import anthropic
 import httpx
 
-API_KEY = "bench-key"
+from bench.support import API_KEY, emulator_process, status_kib
+
 CONN_ID = "claude_batch_default"
 TICK_S = 0.05
 BATCHES = 50  # triggers poll these round-robin: the server's work per poll does not depend on N
@@ -199,13 +199,6 @@ def thread_factory(meter: Meter, interval: float, base_url: str) -> Any:
     return run
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -245,7 +238,7 @@ async def worker(args: argparse.Namespace, batch_ids: list[str]) -> dict[str, An
     await warm_up(args.variant, args.base_url, batch_ids[0])
     gc.collect()
     gc.callbacks.append(meter.on_gc)
-    rss_before = rss_mib()
+    rss_before = status_kib("VmRSS") / 1024
     started = time.perf_counter()
     tick = asyncio.create_task(ticker(meter))
     tasks = [
@@ -259,7 +252,7 @@ async def worker(args: argparse.Namespace, batch_ids: list[str]) -> dict[str, An
     cpu_start = cpu_seconds()
     await asyncio.sleep(max(meter.window_end - time.perf_counter(), 0))
     cpu_used = cpu_seconds() - cpu_start
-    rss_after = rss_mib()
+    rss_after = status_kib("VmRSS") / 1024
     threads = threading.active_count()
     for task in [*tasks, tick]:
         task.cancel()
@@ -305,29 +298,6 @@ async def wait_for_every_trigger(meter: Meter, args: argparse.Namespace, started
 
 
 # --- the driver: an emulator process, then one worker process per run ------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    script = Path(sys.executable).parent / "claude-batch-emulator"
-    command = [str(script), "--port", str(port), "--api-key", API_KEY, "--log-level", "warning"]
-    server = subprocess.Popen(command)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base_url}/_emulator/stats", timeout=1).raise_for_status()
-            return server, base_url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.terminate()
-    raise RuntimeError("the emulator did not start within 30 s")
 
 
 def create_running_batches(base_url: str, count: int) -> list[str]:
@@ -430,33 +400,32 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def drive(args: argparse.Namespace) -> None:
-    server, base_url = start_emulator()
     rows = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-triggerer-") as scratch:
-            batch_file = Path(scratch) / "batch_ids.json"
-            if "idle" in args.variants.split(","):
-                batch_file.write_text(json.dumps(create_running_batches(base_url, 1)))
-                rows.append({**run_worker("idle", 0, base_url, batch_file, args), "server_cpu_share": 0.0})
-                print(json.dumps(rows[-1]), flush=True)
-            for triggers in [int(n) for n in args.triggers.split(",")]:
-                for variant in args.variants.split(","):
-                    if variant == "idle":
-                        continue
-                    if variant == "async-per-trigger" and triggers > args.per_trigger_client_max:
-                        # Building each client blocks the loop ~0.1 s: N of them, N x 0.1 s at start.
-                        continue
-                    batch_file.write_text(json.dumps(create_running_batches(base_url, BATCHES)))
-                    server_cpu, wall = process_cpu_seconds(server.pid), time.monotonic()
-                    row = run_worker(variant, triggers, base_url, batch_file, args)
-                    row["server_cpu_share"] = (process_cpu_seconds(server.pid) - server_cpu) / (
-                        time.monotonic() - wall
-                    )
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with (
+        emulator_process(speed=None) as emulator,
+        tempfile.TemporaryDirectory(prefix="bench-triggerer-") as scratch,
+    ):
+        base_url = emulator.base_url
+        batch_file = Path(scratch) / "batch_ids.json"
+        if "idle" in args.variants.split(","):
+            batch_file.write_text(json.dumps(create_running_batches(base_url, 1)))
+            rows.append({**run_worker("idle", 0, base_url, batch_file, args), "server_cpu_share": 0.0})
+            print(json.dumps(rows[-1]), flush=True)
+        for triggers in [int(n) for n in args.triggers.split(",")]:
+            for variant in args.variants.split(","):
+                if variant == "idle":
+                    continue
+                if variant == "async-per-trigger" and triggers > args.per_trigger_client_max:
+                    # Building each client blocks the loop ~0.1 s: N of them, N x 0.1 s at start.
+                    continue
+                batch_file.write_text(json.dumps(create_running_batches(base_url, BATCHES)))
+                server_cpu, wall = process_cpu_seconds(emulator.pid), time.monotonic()
+                row = run_worker(variant, triggers, base_url, batch_file, args)
+                row["server_cpu_share"] = (process_cpu_seconds(emulator.pid) - server_cpu) / (
+                    time.monotonic() - wall
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print(f"\nload average at the end: {os.getloadavg()}")
     print(table(rows))
 

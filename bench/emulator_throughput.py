@@ -11,18 +11,13 @@ read after the end (when the result lines are rendered), and the results downloa
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import orjson
 
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
-
-API_KEY = "bench-key"
+from bench.support import API_KEY, emulator_process, status_kib
 
 
 def build_body(requests: int, prompt_bytes: int) -> bytes:
@@ -40,69 +35,33 @@ def build_body(requests: int, prompt_bytes: int) -> bytes:
     return b'{"requests":[' + b",".join(parts) + b"]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def run(requests: int, prompt_bytes: int) -> dict[str, float]:
     """Create one batch of ``requests`` on a fresh emulator process and read its results back."""
     body = build_body(requests, prompt_bytes)
-    port = _free_port()
-    script = Path(sys.executable).parent / "claude-batch-emulator"
-    command = [
-        str(script),
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        "--speed",
-        "1e9",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command)
-    base_url = f"http://127.0.0.1:{port}"
     headers = {
         "x-api-key": API_KEY,
         "anthropic-version": ANTHROPIC_VERSION,
         "content-type": "application/json",
     }
-    try:
-        with httpx.Client(timeout=600) as client:
-            for _ in range(600):
-                try:
-                    client.get(f"{base_url}/v1/messages/batches", headers=headers)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            idle_rss = _peak_rss_mib(server.pid)
-            started = time.perf_counter()
-            response = client.post(f"{base_url}/v1/messages/batches", content=body, headers=headers)
-            create_seconds = time.perf_counter() - started
-            response.raise_for_status()
-            batch_id = response.json()["id"]
-            started = time.perf_counter()
-            batch = client.get(f"{base_url}/v1/messages/batches/{batch_id}", headers=headers).json()
-            render_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            lines = 0
-            with client.stream("GET", batch["results_url"], headers=headers) as stream:
-                for chunk in stream.iter_raw(1 << 20):
-                    lines += chunk.count(b"\n")
-            download_seconds = time.perf_counter() - started
-            peak_rss = _peak_rss_mib(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with emulator_process() as emulator, httpx.Client(timeout=600) as client:
+        base_url = emulator.base_url
+        client.get(f"{base_url}/v1/messages/batches", headers=headers)  # connection warm, outside the clock
+        idle_rss = status_kib("VmHWM", pid=emulator.pid) / 1024
+        started = time.perf_counter()
+        response = client.post(f"{base_url}/v1/messages/batches", content=body, headers=headers)
+        create_seconds = time.perf_counter() - started
+        response.raise_for_status()
+        batch_id = response.json()["id"]
+        started = time.perf_counter()
+        batch = client.get(f"{base_url}/v1/messages/batches/{batch_id}", headers=headers).json()
+        render_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        lines = 0
+        with client.stream("GET", batch["results_url"], headers=headers) as stream:
+            for chunk in stream.iter_raw(1 << 20):
+                lines += chunk.count(b"\n")
+        download_seconds = time.perf_counter() - started
+        peak_rss = status_kib("VmHWM", pid=emulator.pid) / 1024
     return {
         "requests": requests,
         "body_mb": len(body) / 1e6,

@@ -40,6 +40,9 @@ cleanup() {
     kill -TERM "$dockerd_pid" 2>/dev/null || true
     for _ in $(seq 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
     kill -KILL "$dockerd_pid" 2>/dev/null || true
+    # dockerd leaves its network namespace file mounted under the exec root; logs stay in $work.
+    awk -v root="$work/" 'index($2, root) == 1 {print $2}' /proc/mounts | xargs -r -n1 umount 2>/dev/null || true
+    rm -rf "$work/exec"
   fi
   rm -f "$work/merged.yaml"
   log "finished with status $status in $(( $(date +%s) - started )) s (logs in $work)"
@@ -95,7 +98,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 && ! timeout 60 docker p
       http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1
     # Trust what this machine trusts (a TLS-intercepting proxy's CA, say), for pip and uv in builds.
     cp /usr/local/share/ca-certificates/*.crt "$work/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
-    chroot "$work/rootfs" update-ca-certificates >/dev/null
+    chroot "$work/rootfs" update-ca-certificates >/dev/null 2>&1
     bundle=/etc/ssl/certs/ca-certificates.crt
     tar -C "$work/rootfs" -c . | docker import \
       --change "ENV SSL_CERT_FILE=$bundle" --change "ENV PIP_CERT=$bundle" --change "ENV REQUESTS_CA_BUNDLE=$bundle" \

@@ -148,11 +148,10 @@ class Topology:
     :param workers: how many Celery worker processes to start.
     """
 
-    def __init__(self, workspace: Workspace, dags_folder: Path, workers: int, timings: Timings) -> None:
+    def __init__(self, workspace: Workspace, dags_folder: Path, workers: int) -> None:
         self.ws = workspace
         self.dags_folder = dags_folder
         self.workers = workers
-        self.timings = timings
         self.ports = Ports.pick()
         self.processes = ProcessGroup(workspace.logs, workspace.pid_file)
         self.admin_password = secrets.token_urlsafe(16)
@@ -372,7 +371,7 @@ def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) 
     dags_folder = args.dags_folder or (
         REPO / "deploy" / "dags" if args.dag == SMOKE_DAG_ID else REPO / "dags"
     )
-    topology = Topology(workspace, dags_folder, args.workers, timings)
+    topology = Topology(workspace, dags_folder, args.workers)
     result: dict[str, Any] = {"workspace": str(workspace.root), "ports": topology.ports.__dict__}
     with topology.processes:
         with timings.phase("postgres, redis, s3, emulator"):

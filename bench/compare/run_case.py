@@ -120,13 +120,6 @@ with DAG("cmp_common_ai", schedule=None, start_date={start}, default_args={{"ret
 """
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def set_airflow_env(home: Path, base_url: str, api_key: str) -> None:
     """Point Airflow at ``home`` (SQLite there) and every connection at the emulator."""
     (home / "dags").mkdir(parents=True, exist_ok=True)
@@ -152,6 +145,10 @@ def load_module(path: Path, name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# By path: this file runs in the anchors environment too, where ``bench`` is not a package to import.
+support = load_module(Path(__file__).resolve().parent.parent / "support.py", "bench_support")
 
 
 def write_dag(kind: str, dag_file: Path, records: Path, workdir: Path) -> tuple[str, Path]:
@@ -230,7 +227,7 @@ def run_e2e(args: argparse.Namespace) -> dict[str, Any]:
         "parse_seconds": round(parsed - started, 3),
         "run_seconds": round(finished - parsed, 3),
         "wall_seconds": round(finished - started, 3),
-        "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1),
+        "peak_rss_mib": round(support.status_kib("VmHWM") / 1024, 1),
         "result_lines": count_result_lines(output),
         "db": {
             name: db_after[name] - (db_before[name] if name == "db_file_bytes" else 0) for name in db_after
@@ -316,7 +313,7 @@ def run_parse(args: argparse.Namespace) -> dict[str, Any]:
         "median_seconds": {label: round(statistics.median(values), 4) for label, values in times.items()},
         "all_seconds": {label: [round(value, 4) for value in values] for label, values in times.items()},
         "serialized_bytes": sizes,
-        "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1),
+        "peak_rss_mib": round(support.status_kib("VmHWM") / 1024, 1),
     }
 
 
