@@ -90,9 +90,10 @@ with DAG(
     render_template_as_native_obj=True,
     user_defined_filters={"local_day": local_day},
     params={
+        # Nullable, so the form treats the field as optional and its Trigger button stays enabled.
         "input_path": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Input file",
             description="Tickets to label: a JSONL, CSV or Parquet path or URI (s3://..., gs://...) with "
             "`id` and `text` fields. `{date}` becomes the run's day. Leave empty for the nightly input "
