@@ -247,8 +247,7 @@ def format_summary(result: DemoResult) -> str:
     manifest = result.manifest
     done = manifest["dispositions"]
     money = manifest["money"]
-    # A round's requeue writes the next round's (maybe empty) shard list: count the rounds that ran.
-    rounds = [entry for entry in manifest["rounds"] if entry["requests"]]
+    rounds = manifest["rounds"]
     batches = len(manifest["batch_ids"])
     requeued = sum(entry["requeued"] for entry in rounds)
     labels = ", ".join(f"{label} {count:,}" for label, count in result.label_counts.items())

@@ -29,14 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from bench.support import API_KEY, emulator_process, status_kib
+from bench.support import create_ended_batch as support_create_ended_batch
 
 # 2% of requests end errored, so the errored file is written too.
 EMULATOR_OPTIONS = ("--error-rate", "0.02")
-HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
 OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
 
 
@@ -64,16 +63,7 @@ def write_shard(run_root: Path, count: int) -> Path:
 def create_ended_batch(base_url: str, shard: Path) -> str:
     """Submit the shard file as a batch, wait for its end, warm its results; return its id."""
     body = b'{"requests":[' + b",".join(shard.read_bytes().splitlines()) + b"]}"
-    with httpx.Client(base_url=base_url, headers=HEADERS, timeout=600) as client:
-        batch = client.post("/v1/messages/batches", content=body).raise_for_status().json()
-        while batch["processing_status"] != "ended":
-            time.sleep(0.2)
-            batch = client.get(f"/v1/messages/batches/{batch['id']}").raise_for_status().json()
-        # The first download renders the lines on the server; warm it so both paths see the same.
-        with client.stream("GET", batch["results_url"], headers={"accept": "application/binary"}) as stream:
-            for _ in stream.iter_raw():
-                pass
-    return batch["id"]
+    return support_create_ended_batch(base_url, body)
 
 
 def fan_out_with_sdk(base_url: str, batch_id: str, run_root: Path) -> None:

@@ -27,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 
 from bench.support import API_KEY, emulator_process, status_kib
-
-HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+from bench.support import create_ended_batch as support_create_ended_batch
 
 
 def create_ended_batch(base_url: str, count: int) -> str:
@@ -52,16 +50,7 @@ def create_ended_batch(base_url: str, count: int) -> str:
         for index in range(count)
     ]
     body = b'{"requests":[' + b",".join(parts) + b"]}"
-    with httpx.Client(base_url=base_url, headers=HEADERS, timeout=600) as client:
-        batch = client.post("/v1/messages/batches", content=body).raise_for_status().json()
-        while batch["processing_status"] != "ended":
-            time.sleep(0.2)
-            batch = client.get(f"/v1/messages/batches/{batch['id']}").raise_for_status().json()
-        # The first download renders the lines on the server; warm it so both readers see the same.
-        with client.stream("GET", batch["results_url"], headers={"accept": "application/binary"}) as stream:
-            for _ in stream.iter_raw():
-                pass
-    return batch["id"]
+    return support_create_ended_batch(base_url, body)
 
 
 def read_with_sdk(base_url: str, batch_id: str) -> int:

@@ -94,3 +94,23 @@ def _wait_until_answering(base_url: str) -> None:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise RuntimeError(f"the emulator at {base_url} did not answer within {STARTUP_SECONDS:g} s")
+
+
+def create_ended_batch(base_url: str, body: bytes) -> str:
+    """Create a batch from a whole create ``body``, wait for its end, warm its results; return its id.
+
+    The first results download renders the lines on the server, so it is done here, outside any
+    measurement, and every reader measured afterwards sees the same server.
+    """
+    import httpx
+
+    headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=600) as client:
+        batch = client.post("/v1/messages/batches", content=body).raise_for_status().json()
+        while batch["processing_status"] != "ended":
+            time.sleep(0.2)
+            batch = client.get(f"/v1/messages/batches/{batch['id']}").raise_for_status().json()
+        with client.stream("GET", batch["results_url"], headers={"accept": "application/binary"}) as stream:
+            for _ in stream.iter_raw():
+                pass
+    return batch["id"]
