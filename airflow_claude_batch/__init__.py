@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 CONNECTION_TYPE = "claude_batch"
 DEFAULT_CONN_ID = "claude_batch_default"
+#: The pipeline id (task group id) of ``claude_batch_pipeline()`` and of operators used outside a group.
+DEFAULT_PIPELINE_ID = "claude_batch"
 
 
 def get_provider_info() -> dict:

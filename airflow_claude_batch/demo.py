@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 from airflow_claude_batch.batch.storage import iter_jsonl, read_json
 
 DAG_ID = "overnight_classification"
+#: The nightly DAG's pipeline (task group) id: the last segment of its run folder.
+PIPELINE_ID = "classify_tickets"
 DAG_FILE = "overnight_classification.py"
 DEFAULT_DAY = date(2026, 11, 2)
 # The nightly DAG's cutoff hour: the run for day D is the one at 18:00 on D.
@@ -212,7 +214,7 @@ def _post_json(url: str, payload: Mapping[str, Any]) -> None:
 
 
 def _read_result(paths: DemoPaths, day: date, outcome: Mapping[str, Any]) -> DemoResult:
-    run_folder = paths.storage / DAG_ID / outcome["run_id"]
+    run_folder = paths.storage / DAG_ID / outcome["run_id"] / PIPELINE_ID
     manifest_path = run_folder / "manifest.json"
     manifest = read_json(manifest_path)
     if not isinstance(manifest, dict):

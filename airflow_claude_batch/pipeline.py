@@ -75,7 +75,8 @@ def claude_batch_pipeline(
     unchanged, templates included.
 
     :param group_id: the task group's id; task ids are ``{group_id}.build``,
-        ``{group_id}.round_0.submit`` ... ``{group_id}.report``.
+        ``{group_id}.round_0.submit`` ... ``{group_id}.report``. It is also the pipeline's name in its
+        run folder, ``{storage}/{dag_id}/{run_id}/{group_id}/``: give each pipeline of a DAG its own.
     :param max_rounds: rounds in all, the first submission included (``1``: no requeue). Fixed when
         the DAG is parsed, because each round is a set of tasks.
     :param requeue_rounds: how many of the ``max_rounds - 1`` requeue rounds a run may use, usually a
@@ -120,6 +121,7 @@ def claude_batch_pipeline(
             source_format=source_format,
             dry_run=dry_run,
             prices_file=prices_file,
+            pipeline_id=group.group_id,
         )
         answer_checks = {"output_parser": output_parser, "output_schema": output_schema}
         round_settings = _RoundSettings(
@@ -156,6 +158,7 @@ def claude_batch_pipeline(
             prices_file=prices_file,
             output_uri=output_uri,
             outlets=list(outlets or []),
+            pipeline_id=group.group_id,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
             # upstream-failed task must stop it: none_failed is exactly that.
             trigger_rule=TriggerRule.NONE_FAILED,

@@ -61,7 +61,7 @@ def run_package(source: Path, workdir: Path) -> dict[str, Any]:
     from airflow_claude_batch.batch.runfolder import RunFolder
     from airflow_claude_batch.batch.sources import FileRecords
 
-    folder = RunFolder.for_run(workdir / "runs", "bench", "package")
+    folder = RunFolder.for_run(workdir / "runs", "bench", "package", "claude_batch")
     template = RequestTemplate(model=MODEL, max_tokens=MAX_TOKENS, system=SYSTEM, cache_system="1h")
     started = time.perf_counter()
     result = build_run(FileRecords([source]), template, folder)

@@ -20,6 +20,8 @@ from airflow_claude_batch.batch.runfolder import RunFolder
 from deploy.airflow_api import AirflowApi, CheckFailed, RunObservation, ti_key
 
 NIGHTLY_DAG_ID = "overnight_classification"
+#: The nightly DAG's pipeline (its task group), the last segment of its run folder.
+NIGHTLY_PIPELINE_ID = "classify_tickets"
 NIGHTLY_LABELS = frozenset({"billing", "bug", "feature_request", "account", "shipping", "other"})
 SMOKE_DAG_ID = "topology_smoke"
 # What a task's log shows (lower-cased) when it deferred, the triggerer fired its trigger, and a worker
@@ -158,7 +160,9 @@ def check_nightly_outputs(
     :param emulator_stats: ``GET /_emulator/stats`` after the run (the emulator served only this run).
     :param input_records: how many tickets the run read.
     """
-    folder = RunFolder.for_run(PurePosixPath(location.prefix), NIGHTLY_DAG_ID, run["dag_run_id"])
+    folder = RunFolder.for_run(
+        PurePosixPath(location.prefix), NIGHTLY_DAG_ID, run["dag_run_id"], NIGHTLY_PIPELINE_ID
+    )
     manifest = json.loads(_get_text(s3, location, str(folder.manifest)))
     report_html = _get_text(s3, location, str(folder.report))
     labels_key = f"{location.prefix}/labels/{run_day(run)}.jsonl"

@@ -214,7 +214,7 @@ def states_of(dag_run: Any) -> dict[str, str]:
 
 
 def manifest_of(storage: Path, dag_id: str, dag_run: Any) -> dict[str, Any]:
-    return json.loads((storage / dag_id / dag_run.run_id / "manifest.json").read_text())
+    return json.loads((storage / dag_id / dag_run.run_id / "claude_batch" / "manifest.json").read_text())
 
 
 @pytest.mark.airflow

@@ -1,6 +1,9 @@
 """The run folder's layout: where every file of a run lives, in one place.
 
-{storage}/{dag_id}/{run_id}/
+A run folder belongs to exactly one pipeline of one DAG run: several pipelines of a DAG (an eval
+sweep of two models, say) and any number of runs share one storage root without sharing a file.
+
+{storage}/{dag_id}/{run_id}/{pipeline_id}/
   round-{r}/shard-{nnnnn}.requests.jsonl   requests, one {"custom_id", "params"} per line
   round-{r}/shard-{nnnnn}.state.json       the submit state record
   round-{r}/shard-{nnnnn}/{outcome}.jsonl  results routed by outcome
@@ -45,13 +48,24 @@ def _number(value: int, what: str) -> int:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Paths of one run's files under ``root`` (``{storage}/{dag_id}/{run_id}``)."""
+    """Paths of one pipeline run's files under ``root`` (``{storage}/{dag_id}/{run_id}/{pipeline_id}``)."""
 
     root: StoragePath
 
     @classmethod
-    def for_run(cls, storage: StoragePath, dag_id: str, run_id: str) -> RunFolder:
-        return cls(storage / safe_segment(dag_id, "dag_id") / safe_segment(run_id, "run_id"))
+    def for_run(cls, storage: StoragePath, dag_id: str, run_id: str, pipeline_id: str) -> RunFolder:
+        """Return the run folder of pipeline ``pipeline_id`` (its task group's id) in DAG run ``run_id``."""
+        return cls(
+            storage
+            / safe_segment(dag_id, "dag_id")
+            / safe_segment(run_id, "run_id")
+            / safe_segment(pipeline_id, "pipeline_id")
+        )
+
+    @property
+    def storage_root(self) -> StoragePath:
+        """The storage root the run folder lives under (shared by every pipeline and run)."""
+        return self.root.parent.parent.parent  # type: ignore[attr-defined]
 
     def round_dir(self, round_index: int) -> StoragePath:
         return self.root / f"round-{_number(round_index, 'round')}"

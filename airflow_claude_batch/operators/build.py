@@ -24,6 +24,7 @@ from airflow_claude_batch.batch.sources import (
 )
 from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
 from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
 
 SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -41,7 +42,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param source: the records: a URI or a glob (``s3://bucket/tickets/{{ ds }}/*.jsonl``), a list of
         them, or a callable that yields dicts. JSON Lines, CSV and Parquet (with pyarrow).
     :param storage: the root URI of run folders (``s3://bucket/claude-runs``); the run's files go to
-        ``{storage}/{dag_id}/{run_id}/``.
+        ``{storage}/{dag_id}/{run_id}/{pipeline_id}/``.
     :param storage_conn_id: the connection for ``storage`` (for example an AWS connection).
     :param source_conn_id: the connection for ``source``.
     :param conn_id: the Claude connection, used to count tokens for the estimate when it can.
@@ -61,6 +62,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
     :param prices_file: a prices file over the shipped prices, a local path or a URI read with
         ``storage_conn_id`` (default: ``CLAUDE_BATCH_PRICES_FILE``).
+    :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group
+        the task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the
+        same pipeline must use the same id.
     """
 
     template_fields: Sequence[str] = (
@@ -108,9 +112,11 @@ class ClaudeBatchBuildOperator(BaseOperator):
         source_format: str | None = None,
         dry_run: bool = False,
         prices_file: str | None = None,
+        pipeline_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pipeline_id = pipeline_id
         # Airflow calls callables found in template fields while rendering them; wrapped, the user's
         # callable is called only when the records are read.
         self.source: Any = CallableRecords(source) if callable(source) else source
@@ -183,10 +189,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
         )
 
     def _run_folder(self, context: Any) -> RunFolder:
-        if not isinstance(self.storage, str) or not self.storage.strip():
-            raise InputError(f"storage must be the root URI of run folders, got {self.storage!r}")
-        root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
-        return RunFolder.for_run(root, context["ti"].dag_id, context["run_id"])
+        return run_folder_for(
+            context, self.storage, self.storage_conn_id, pipeline_id_of(self, self.pipeline_id)
+        )
 
     def _token_counter(self) -> TokenCounter | None:
         if not self.conn_id:

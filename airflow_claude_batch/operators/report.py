@@ -13,12 +13,13 @@ from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
 
 
 class ClaudeBatchReportOperator(BaseOperator):
     """Account for every record of the run and write what a person and a downstream job read.
 
-    Scans the run folder (``{storage}/{dag_id}/{run_id}``) file by file and writes:
+    Scans the run folder (``{storage}/{dag_id}/{run_id}/{pipeline_id}``) file by file and writes:
 
     - ``manifest.json``: input records; outcomes per round and in total; the final dispositions
       (succeeded, invalid_output, dead_lettered, pending) and whether they add up to the input
@@ -39,6 +40,8 @@ class ClaudeBatchReportOperator(BaseOperator):
     :param max_rounds: the rounds the run may have in all, the first included.
     :param prices_file: a prices file over the shipped prices (templated).
     :param output_uri: where to write the flat output (templated), or ``None``.
+    :param pipeline_id: the pipeline's name in the run folder path, as given to its build (default: the
+        id of the task group the task is in, else ``claude_batch``).
     """
 
     template_fields: Sequence[str] = ("storage", "storage_conn_id", "max_rounds", "prices_file", "output_uri")
@@ -52,9 +55,11 @@ class ClaudeBatchReportOperator(BaseOperator):
         max_rounds: int,
         prices_file: str | None = None,
         output_uri: str | None = None,
+        pipeline_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pipeline_id = pipeline_id
         self.storage = storage
         self.storage_conn_id = storage_conn_id
         self.max_rounds = max_rounds
@@ -62,9 +67,10 @@ class ClaudeBatchReportOperator(BaseOperator):
         self.output_uri = output_uri
 
     def execute(self, context: Any) -> dict[str, Any]:
-        root = ObjectStoragePath(str(self.storage).strip(), conn_id=self.storage_conn_id)
         try:
-            folder = RunFolder.for_run(root, context["ti"].dag_id, context["run_id"])
+            folder = run_folder_for(
+                context, str(self.storage), self.storage_conn_id, pipeline_id_of(self, self.pipeline_id)
+            )
             prices = load_prices(self.prices_file, self.storage_conn_id)
             max_rounds = int(self.max_rounds)
             dry_run = is_dry_run(folder)

@@ -30,7 +30,9 @@ def shipped_prices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path / "runs", "nightly", "scheduled__2026-01-01T00:00:00+00:00")
+    return RunFolder.for_run(
+        tmp_path / "runs", "nightly", "scheduled__2026-01-01T00:00:00+00:00", "claude_batch"
+    )
 
 
 def files_under(path: Path) -> list[str]:
@@ -168,8 +170,8 @@ def test_a_custom_prices_table_is_used(folder: RunFolder, tmp_path: Path) -> Non
 
 def test_an_unreadable_run_folder_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "runs").write_text("a file, not a folder")
-    folder = RunFolder.for_run(tmp_path / "runs", "dag", "run")
-    with pytest.raises(StorageError, match=r"cannot read .*runs/dag/run/round-0/shards.json"):
+    folder = RunFolder.for_run(tmp_path / "runs", "dag", "run", "claude_batch")
+    with pytest.raises(StorageError, match=r"cannot read .*runs/dag/run/claude_batch/round-0/shards.json"):
         build_run(FileRecords([DATA / "tickets.jsonl"]), TEMPLATE, folder)
 
 

@@ -38,7 +38,7 @@ def rendered(template: RequestTemplate, count: int, text: str = "a" * 400) -> li
 
 
 def shards_of(requests: list[EncodedRequest], max_requests: int = 100_000) -> list[WrittenShard]:
-    folder = RunFolder.for_run(Path("/unused"), "dag", "run")
+    folder = RunFolder.for_run(Path("/unused"), "dag", "run", "claude_batch")
     with ShardWriter(folder, 0, ShardLimits(max_requests=max_requests), dry_run=True) as writer:
         writer.add_all(requests)
     return writer.shards

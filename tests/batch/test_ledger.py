@@ -42,7 +42,7 @@ USER_CANCEL = "2026-01-01T00:00:00Z"
 
 @pytest.fixture
 def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1")
+    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def submitted(folder: RunFolder, shard: ShardDescriptor, batch_id: str) -> None:

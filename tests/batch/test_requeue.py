@@ -37,7 +37,7 @@ from tests.batch.batch_results import (
 
 @pytest.fixture
 def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1")
+    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def original_lines(folder: RunFolder, round_index: int, index: int) -> dict[str, bytes]:

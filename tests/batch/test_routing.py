@@ -39,7 +39,7 @@ PRICER = RowPricer(PRICES)
 
 @pytest.fixture
 def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1")
+    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def fan_out(folder: RunFolder, ids: list[str], lines: list[dict[str, Any]], **kwargs: Any) -> Any:

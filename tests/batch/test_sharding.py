@@ -27,7 +27,7 @@ def request(n: int, text: str = "x") -> EncodedRequest:
 
 
 def folder_in(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path / "runs", "dag", "run")
+    return RunFolder.for_run(tmp_path / "runs", "dag", "run", "claude_batch")
 
 
 def sent_body(shard: WrittenShard) -> bytes:
@@ -177,7 +177,7 @@ def test_tallies_by_model_for_the_estimate(tmp_path: Path) -> None:
 def test_an_unwritable_storage_path_names_it(tmp_path: Path) -> None:
     blocker = tmp_path / "runs"
     blocker.write_text("a file where the run folder should be")
-    with pytest.raises(StorageError, match=r"cannot create the folder .*runs/dag/run/round-0"):
+    with pytest.raises(StorageError, match=r"cannot create the folder .*runs/dag/run/claude_batch/round-0"):
         write(tmp_path, [request(1)], ShardLimits())
 
 

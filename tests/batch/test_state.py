@@ -101,7 +101,7 @@ def test_fingerprint_of_a_missing_shard_says_how_to_rebuild(tmp_path: Path) -> N
 
 
 def test_siblings_are_every_other_state_file_of_the_run(tmp_path: Path) -> None:
-    folder = RunFolder.for_run(tmp_path, "dag", "run")
+    folder = RunFolder.for_run(tmp_path, "dag", "run", "claude_batch")
     mine = folder.shard_state(0, 0)
     write_state(mine, intent())
     write_state(folder.shard_state(0, 1), intent().submitted("msgbatch_a", None))
@@ -114,5 +114,5 @@ def test_siblings_are_every_other_state_file_of_the_run(tmp_path: Path) -> None:
 
 
 def test_siblings_of_a_run_without_folder_are_none(tmp_path: Path) -> None:
-    folder = RunFolder.for_run(tmp_path, "dag", "run")
+    folder = RunFolder.for_run(tmp_path, "dag", "run", "claude_batch")
     assert list(sibling_states(folder, folder.shard_state(0, 0))) == []

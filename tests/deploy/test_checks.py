@@ -18,6 +18,7 @@ from airflow_claude_batch.batch.runfolder import RunFolder
 from deploy.airflow_api import CheckFailed, RunObservation, ti_key
 from deploy.checks import (
     NIGHTLY_DAG_ID,
+    NIGHTLY_PIPELINE_ID,
     PromisedForm,
     S3Location,
     check_nightly_outputs,
@@ -55,7 +56,9 @@ def manifest(records: int = 3, shards: int = 1, batch_ids: list[str] | None = No
 
 
 def store_outputs(s3: Any, manifest_doc: dict[str, Any], labels: list[dict[str, Any]]) -> None:
-    folder = RunFolder.for_run(PurePosixPath(LOCATION.prefix), NIGHTLY_DAG_ID, RUN["dag_run_id"])
+    folder = RunFolder.for_run(
+        PurePosixPath(LOCATION.prefix), NIGHTLY_DAG_ID, RUN["dag_run_id"], NIGHTLY_PIPELINE_ID
+    )
     s3.put_object(Bucket=LOCATION.bucket, Key=str(folder.manifest), Body=json.dumps(manifest_doc))
     s3.put_object(Bucket=LOCATION.bucket, Key=str(folder.report), Body="<html><svg></svg></html>")
     body = "\n".join(json.dumps(row) for row in labels)

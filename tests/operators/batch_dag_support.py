@@ -37,7 +37,9 @@ def request(number: int) -> dict[str, Any]:
 
 def write_round_0(storage: str, context: Any, records: int) -> list[dict[str, Any]]:
     """Write one shard of ``records`` requests, ``round-0/shards.json`` and ``estimate.json``."""
-    folder = RunFolder.for_run(ObjectStoragePath(storage), context["ti"].dag_id, context["run_id"])
+    folder = RunFolder.for_run(
+        ObjectStoragePath(storage), context["ti"].dag_id, context["run_id"], "claude_batch"
+    )
     lines = [orjson.dumps(request(number)) + b"\n" for number in range(records)]
     path = folder.shard_requests(0, 0)
     with atomic_writer(path) as out:

@@ -104,7 +104,7 @@ def test_build_on_local_storage_counts_tokens_with_the_connection_and_maps_shard
     dag_run = run_dag(dag_file, "build_local")
 
     assert dag_run.state == "success"
-    run_folder = tmp_path / "runs" / "build_local" / dag_run.run_id
+    run_folder = tmp_path / "runs" / "build_local" / dag_run.run_id / "claude_batch"
     shards = [json.loads(p.read_text()) for p in sorted(received.glob("*.json"), key=lambda p: int(p.stem))]
     assert [shard["request_count"] for shard in shards] == [3, 3, 1]
     assert shards == json.loads((run_folder / "round-0" / "shards.json").read_text())
@@ -186,12 +186,20 @@ def test_bad_input_fails_without_retry_and_a_dry_run_of_a_callable_submits_nothi
     assert json.loads((tmp_path / "received.json").read_text()) == []
 
     def files(task_id: str) -> list[str]:
-        run_folder = tmp_path / "runs" / task_id / "build_checks" / dag_run.run_id
+        run_folder = tmp_path / "runs" / task_id / "build_checks" / dag_run.run_id / "claude_batch"
         return sorted(str(p.relative_to(run_folder)) for p in run_folder.rglob("*") if p.is_file())
 
     def estimate(task_id: str) -> dict[str, Any]:
         return json.loads(
-            (tmp_path / "runs" / task_id / "build_checks" / dag_run.run_id / "estimate.json").read_text()
+            (
+                tmp_path
+                / "runs"
+                / task_id
+                / "build_checks"
+                / dag_run.run_id
+                / "claude_batch"
+                / "estimate.json"
+            ).read_text()
         )
 
     assert files("duplicated") == []
@@ -240,7 +248,7 @@ def test_build_reads_from_s3_and_writes_shards_to_s3(run_dag: Any, s3: Any, tmp_
     dag_run = run_dag(dag_file, "build_s3")
 
     assert dag_run.state == "success"
-    prefix = f"support/build_s3/{dag_run.run_id}"
+    prefix = f"support/build_s3/{dag_run.run_id}/claude_batch"
     listed = json.loads(
         s3.get_object(Bucket="claude-runs", Key=f"{prefix}/round-0/shards.json")["Body"].read()
     )

@@ -35,7 +35,9 @@ with DAG("report_only", schedule=None, start_date=pendulum.datetime(2026, 1, 1, 
     @task
     def one_round():
         context = get_current_context()
-        folder = RunFolder.for_run(ObjectStoragePath(STORAGE), context["ti"].dag_id, context["run_id"])
+        folder = RunFolder.for_run(
+            ObjectStoragePath(STORAGE), context["ti"].dag_id, context["run_id"], "claude_batch"
+        )
         write_json(folder.estimate, {{"records": 4, "estimated_cost_usd_upper": 0.02}})
         lines = [
             succeeded("a", '{{"label": "bug"}}'),
@@ -85,7 +87,7 @@ def test_the_report_task_writes_the_run_files_and_returns_a_small_summary(
 
     assert dag_run.state == "success"
     summary = json.loads(out.read_text())
-    run = tmp_path / "runs" / "report_only" / dag_run.run_id
+    run = tmp_path / "runs" / "report_only" / dag_run.run_id / "claude_batch"
     assert summary["run_uri"] == f"file://{run}"
     assert summary["dispositions"] == {"succeeded": 2, "invalid_output": 0, "dead_lettered": 1, "pending": 1}
     assert summary["reconciled"] is True

@@ -93,7 +93,7 @@ def test_expired_requests_are_requeued_and_the_report_agrees_with_the_files(
 
     assert dag_run.state == "success"
     result = json.loads(out.read_text())
-    run = tmp_path / "runs" / "requeue_and_report" / dag_run.run_id
+    run = tmp_path / "runs" / "requeue_and_report" / dag_run.run_id / "claude_batch"
     round_0, round_1 = run / "round-0", run / "round-1"
 
     # round 1 holds exactly the expired requests of round 0, as their original lines

@@ -24,7 +24,7 @@ from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 
 def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
     """Write a round's shard files as the build would, all of the same size; return their descriptors."""
-    folder = RunFolder.for_run(ObjectStoragePath(storage), "submit_dag", run_id)
+    folder = RunFolder.for_run(ObjectStoragePath(storage), "submit_dag", run_id, "claude_batch")
     descriptors = []
     for index in range(shards):
         lines = [

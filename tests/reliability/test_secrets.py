@@ -250,7 +250,7 @@ def _one_shard(tmp_path: Path) -> dict[str, Any]:
     from airflow_claude_batch.batch.limits import batch_body_size
     from airflow_claude_batch.batch.shards import ShardDescriptor
 
-    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", "run")
+    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", "run", "claude_batch")
     line = orjson.dumps(
         {
             "custom_id": "a",
@@ -296,14 +296,14 @@ AIRFLOW_RUN_IDS = [
 def test_a_dag_id_or_run_id_that_is_not_one_path_segment_is_refused(value: str, tmp_path: Path) -> None:
     storage = ObjectStoragePath(f"file://{tmp_path}/runs")
     with pytest.raises(InputError, match="cannot be used in a storage path"):
-        RunFolder.for_run(storage, value, "manual__2026-11-02T18:00:00+00:00")
+        RunFolder.for_run(storage, value, "manual__2026-11-02T18:00:00+00:00", "claude_batch")
     with pytest.raises(InputError, match="cannot be used in a storage path"):
-        RunFolder.for_run(storage, "dag", value)
+        RunFolder.for_run(storage, "dag", value, "claude_batch")
 
 
 @pytest.mark.parametrize("run_id", AIRFLOW_RUN_IDS)
 def test_the_run_ids_airflow_makes_are_accepted_as_one_segment(run_id: str, tmp_path: Path) -> None:
-    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", run_id)
+    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", run_id, "claude_batch")
     assert (
         str(folder.shard_requests(0, 0))
         == f"file://{tmp_path}/runs/dag/{run_id}/round-0/shard-00000.requests.jsonl"
@@ -325,7 +325,7 @@ def test_the_run_ids_airflow_makes_are_accepted_as_one_segment(run_id: str, tmp_
 def test_round_and_shard_numbers_from_a_descriptor_cannot_climb_out_of_the_run_folder(
     round_index: Any, shard_index: Any, tmp_path: Path
 ) -> None:
-    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", "run")
+    folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", "run", "claude_batch")
     for build in (folder.shard_requests, folder.shard_state):
         with pytest.raises(InputError, match="whole number >= 0"):
             build(round_index, shard_index)
