@@ -23,7 +23,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
@@ -50,8 +50,8 @@ def claude_batch_pipeline(
     max_tokens: int | str = 1024,
     system: Any = None,
     cache_system: str | None = None,
-    max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
-    max_bytes_per_shard: int = MAX_BATCH_BYTES,
+    max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
+    max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
     max_cost_usd: float | str | None = None,
     expected_output_tokens: int | None = None,
     source_format: str | None = None,
@@ -83,8 +83,8 @@ def claude_batch_pipeline(
         template such as ``"{{ params.requeue_rounds }}"`` so that a manual trigger can lower it.
         ``None`` uses them all. What a run does not requeue is listed in its ``pending.jsonl``.
     :param poll_interval: seconds between polls of each batch.
-    :param deferrable: wait in the triggerer (``True``) or in a worker (``False``); ``None`` keeps the
-        sensor's default, ``[operators] default_deferrable``.
+    :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
+        the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
     :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy.
     :param output_uri: where the report writes the flat, joinable output (one row per succeeded
@@ -183,7 +183,12 @@ class _RoundSettings:
 def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, requeue: bool) -> tuple[Any, Any]:
     """Add one round's tasks inside the current task group; return its fanout and its requeue task."""
     submit = ClaudeBatchSubmitOperator.partial(
-        task_id="submit", conn_id=settings.conn_id, storage_conn_id=settings.storage_conn_id
+        task_id="submit",
+        conn_id=settings.conn_id,
+        storage_conn_id=settings.storage_conn_id,
+        # a lost create's candidates are looked at as often as batches are polled
+        recheck_interval=max(settings.poll_interval, 1.0),
+        **settings.sensor_kwargs,
     ).expand(shard=shards)
     wait = ClaudeBatchSensor.partial(
         task_id="wait",

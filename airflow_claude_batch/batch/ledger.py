@@ -314,6 +314,10 @@ class _RunScanner:
             for row in iter_jsonl(self.folder.shard_outcome(scan.round, shard_index, outcome)):
                 scan.outcomes[outcome] += 1
                 scan.batch_tokens.add(row.get("model") or "", row.get("usage"))
+        # The batch's marker request is no record, but it was billed: its tokens count in the money.
+        marker = read_json(self.folder.shard_marker(scan.round, shard_index))
+        if isinstance(marker, dict) and marker.get("usage"):
+            scan.batch_tokens.add(marker.get("model") or "", marker.get("usage"))
 
     def _unfinished(self, scan: _RoundScan, shard_index: int, rule: RequeueRule) -> None:
         last_round = scan.record is None

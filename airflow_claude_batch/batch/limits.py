@@ -7,6 +7,11 @@ import re
 MAX_REQUESTS_PER_BATCH = 100_000
 # "256 MB" of request body; taken as decimal megabytes, the stricter reading.
 MAX_BATCH_BYTES = 256_000_000
+# Every batch carries one marker request besides the shard's own (see ``batch/marker.py``): a shard
+# leaves room for it in both limits.
+MARKER_RESERVED_BYTES = 1024
+MAX_REQUESTS_PER_SHARD = MAX_REQUESTS_PER_BATCH - 1
+MAX_BYTES_PER_SHARD = MAX_BATCH_BYTES - MARKER_RESERVED_BYTES
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_CUSTOM_ID_LENGTH = 64
 ANTHROPIC_VERSION = "2023-06-01"

@@ -28,6 +28,7 @@ import orjson
 
 from airflow_claude_batch.batch.encoding import decode_request, encode_json, encode_text, sdk_json_bytes
 from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
+from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
 from airflow_claude_batch.batch.sources import Record, RecordSource
 from airflow_claude_batch.batch.validation import custom_id_problem, params_problem
 from airflow_claude_batch.exceptions import InputError
@@ -174,6 +175,12 @@ class RequestRenderer:
         :raises InputError: the id is missing or breaks the rule; the message says how to fix it.
         """
         value = record.get(self._id_field, _MISSING)
+        if is_marker(value):
+            raise InputError(
+                f"custom_id {value!r} starts with {MARKER_PREFIX!r}, which marks the package's own marker "
+                "request in every batch; rename the ids that start with it in the source",
+                location=location,
+            )
         if type(value) is str and CUSTOM_ID_PATTERN.fullmatch(value):
             return value
         if type(value) is int:

@@ -28,9 +28,10 @@ from typing import IO, Any, NamedTuple
 
 import orjson
 
+from airflow_claude_batch.batch.marker import MarkerWatch
 from airflow_claude_batch.batch.pricing import PriceTable, TokenTotals
 from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
+from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, write_json
 from airflow_claude_batch.exceptions import InputError, ReconciliationError, ResultsStreamInterrupted
 
 log = logging.getLogger(__name__)
@@ -580,6 +581,7 @@ def fan_out_shard(
     sink: Callable[[dict[str, Any]], None] | None = None,
     cancel_initiated_at: str | None = None,
     batch_id: str | None = None,
+    marker_id: str | None = None,
     max_stream_restarts: int = DEFAULT_MAX_STREAM_RESTARTS,
 ) -> FanoutSummary:
     """Stream a shard's results once into its outcome files and reconcile them with its requests.
@@ -596,6 +598,8 @@ def fan_out_shard(
         same rows, so it should upsert by ``custom_id``.
     :param cancel_initiated_at: the batch's ``cancel_initiated_at``, kept on canceled rows.
     :param batch_id: for messages.
+    :param marker_id: the batch's marker request: its line must be in the results (else nothing is
+        written) and goes to ``marker.json``, out of the outcome files.
     :param max_stream_restarts: downloads again from the start after a cut, at most this many times.
     :raises ReconciliationError: when a request of the shard has no result line.
     :raises ResultsStreamInterrupted: when the stream was cut more often than allowed.
@@ -604,12 +608,13 @@ def fan_out_shard(
     reconciler = Reconciler(custom_id for custom_id, _ in iter_request_lines(requests_path))
     pricer = RowPricer(prices, batch=True)
     accounts = _Accounts(pricer)
+    marker = MarkerWatch(marker_id)
     restarts = 0
     with OutcomeFiles(shard_outcome_paths(folder, round_index, shard_index)) as files:
         while True:
             try:
                 for line in open_results():
-                    if not reconciler.accept(line.get("custom_id")):
+                    if marker.take(line) or not reconciler.accept(line.get("custom_id")):
                         continue
                     routed = route_line(
                         line, pricer=pricer, validator=validator, cancel_initiated_at=cancel_initiated_at
@@ -633,6 +638,12 @@ def fan_out_shard(
                 )
                 reconciler.begin_attempt()
         _check_shortfall(reconciler, where)
+        marker.check(where)
+        if marker.line is not None:
+            routed = route_line(marker.line, pricer=pricer, validator=None)
+            write_json(
+                folder.shard_marker(round_index, shard_index), {"outcome": routed.outcome, **routed.row}
+            )
     summary = FanoutSummary(
         outcome_counts=accounts.counts,
         unknown_ids=reconciler.unknown_ids,

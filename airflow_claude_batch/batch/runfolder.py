@@ -21,6 +21,8 @@ from airflow_claude_batch.batch.storage import StoragePath
 from airflow_claude_batch.exceptions import InputError
 
 OUTCOMES = ("succeeded", "errored", "expired", "canceled")
+#: The claims index's folder at the storage root (``batch/claims.py``); no DAG may take its name.
+CLAIMS_FOLDER = "_claims"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.:+~=-]{1,250}$")
 
 
@@ -55,6 +57,8 @@ class RunFolder:
     @classmethod
     def for_run(cls, storage: StoragePath, dag_id: str, run_id: str, pipeline_id: str) -> RunFolder:
         """Return the run folder of pipeline ``pipeline_id`` (its task group's id) in DAG run ``run_id``."""
+        if dag_id == CLAIMS_FOLDER:
+            raise InputError(f"dag_id {dag_id!r} is the storage root's claims folder; rename the DAG")
         return cls(
             storage
             / safe_segment(dag_id, "dag_id")
@@ -81,6 +85,11 @@ class RunFolder:
             raise ValueError(f"unknown outcome {outcome!r}")
         shard = f"shard-{_number(shard_index, 'shard index'):05d}"
         return self.round_dir(round_index) / shard / f"{outcome}.jsonl"
+
+    def shard_marker(self, round_index: int, shard_index: int) -> StoragePath:
+        """The shard's marker result: the proof its batch was its own, and what the marker cost."""
+        shard = f"shard-{_number(shard_index, 'shard index'):05d}"
+        return self.round_dir(round_index) / shard / "marker.json"
 
     def round_dead_letter(self, round_index: int) -> StoragePath:
         return self.round_dir(round_index) / "dead-letter.jsonl"

@@ -18,8 +18,8 @@ from typing import IO
 from airflow_claude_batch.batch.limits import (
     BODY_PREFIX,
     BODY_SUFFIX,
-    MAX_BATCH_BYTES,
-    MAX_REQUESTS_PER_BATCH,
+    MAX_BYTES_PER_SHARD,
+    MAX_REQUESTS_PER_SHARD,
     batch_body_size,
 )
 from airflow_claude_batch.batch.rendering import EncodedRequest
@@ -36,24 +36,26 @@ _EMPTY_BODY = len(BODY_PREFIX) + len(BODY_SUFFIX)
 class ShardLimits:
     """The most one shard (one batch) may hold.
 
-    :param max_requests: requests per shard, 1 to 100,000.
-    :param max_bytes: create-body bytes per shard, measured as sent, at most 256,000,000.
+    :param max_requests: requests per shard, 1 to 99,999 (a batch also carries its marker request).
+    :param max_bytes: create-body bytes per shard, measured as sent, at most 255,998,976 (256 MB less
+        room for the batch's marker request).
     """
 
-    max_requests: int = MAX_REQUESTS_PER_BATCH
-    max_bytes: int = MAX_BATCH_BYTES
+    max_requests: int = MAX_REQUESTS_PER_SHARD
+    max_bytes: int = MAX_BYTES_PER_SHARD
 
     def __post_init__(self) -> None:
-        if not _is_whole(self.max_requests) or not 1 <= self.max_requests <= MAX_REQUESTS_PER_BATCH:
+        if not _is_whole(self.max_requests) or not 1 <= self.max_requests <= MAX_REQUESTS_PER_SHARD:
             raise InputError(
-                f"max_requests_per_shard must be a whole number from 1 to {MAX_REQUESTS_PER_BATCH:,} "
-                f"(the API's limit per batch), got {self.max_requests!r}"
+                f"max_requests_per_shard must be a whole number from 1 to {MAX_REQUESTS_PER_SHARD:,} "
+                f"(the API's 100,000 per batch, less the batch's marker request), got {self.max_requests!r}"
             )
         smallest = _EMPTY_BODY + 1
-        if not _is_whole(self.max_bytes) or not smallest <= self.max_bytes <= MAX_BATCH_BYTES:
+        if not _is_whole(self.max_bytes) or not smallest <= self.max_bytes <= MAX_BYTES_PER_SHARD:
             raise InputError(
-                f"max_bytes_per_shard must be a whole number from {smallest} to {MAX_BATCH_BYTES:,} "
-                f"(the API's 256 MB limit per batch), got {self.max_bytes!r}"
+                f"max_bytes_per_shard must be a whole number from {smallest} to {MAX_BYTES_PER_SHARD:,} "
+                "(the API's 256 MB per batch, less room for the batch's marker request), "
+                f"got {self.max_bytes!r}"
             )
 
 
@@ -205,10 +207,10 @@ class ShardWriter:
         body = batch_body_size(size, 1)
         if body <= self.limits.max_bytes:
             return
-        if body > MAX_BATCH_BYTES:
+        if body > MAX_BYTES_PER_SHARD:
             fix = "the API takes at most 256 MB per batch: shorten the prompt or split the document"
         else:
-            fix = f"raise max_bytes_per_shard (at most {MAX_BATCH_BYTES:,}) or shorten the prompt"
+            fix = f"raise max_bytes_per_shard (at most {MAX_BYTES_PER_SHARD:,}) or shorten the prompt"
         raise InputError(
             f"request {request.custom_id!r} alone makes a {body:,}-byte batch body, over the "
             f"{self.limits.max_bytes:,}-byte limit per shard; {fix}",

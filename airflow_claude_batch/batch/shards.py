@@ -17,7 +17,7 @@ SHARD_SCHEMA_VERSION = 1
 class ShardDescriptor:
     """One shard of one round of a run.
 
-    :param run_uri: the run folder (``{storage}/{dag_id}/{run_id}``) as a URI string.
+    :param run_uri: the run folder (``{storage}/{dag_id}/{run_id}/{pipeline_id}``) as a URI string.
     :param round: the round (0 for the first submission, then one per requeue).
     :param index: the shard's number within its round.
     :param uri: the shard's requests file.
@@ -25,6 +25,8 @@ class ShardDescriptor:
     :param body_bytes: size of the create body exactly as it is sent.
     :param estimated_cost_usd: upper-bound estimate at batch prices.
     :param batch_id: set once submitted.
+    :param marker_id: the custom_id of the batch's marker request (``batch/marker.py``), set with
+        ``batch_id``; its result line is kept out of the outcome files.
     :param request_counts: the batch's final counts, set once it ended.
     :param processing_status: the batch's last known status.
     :param outcome_counts: rows written per outcome by the fanout.
@@ -40,6 +42,7 @@ class ShardDescriptor:
     body_bytes: int
     estimated_cost_usd: float = 0.0
     batch_id: str | None = None
+    marker_id: str | None = None
     request_counts: dict[str, int] = field(default_factory=dict)
     processing_status: str | None = None
     outcome_counts: dict[str, int] = field(default_factory=dict)

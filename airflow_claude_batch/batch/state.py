@@ -1,10 +1,11 @@
 """The submit state of a shard: the record that makes its submission happen at most once.
 
 Stored as ``round-{r}/shard-{nnnnn}.state.json`` next to the shard (:meth:`RunFolder.shard_state`).
-It is written twice per submission: ``intent`` just before the create call (with the time and the
-newest batch that existed then, so that a lost create can be found again), and ``submitted`` with the
-batch id once the API answered, or ``failed`` when the API refused the create and made no batch. It
-never holds a request, an output or a key.
+It is written twice per submission: ``intent`` just before the create call (the attempt's id and
+marker, the time, the newest batch that existed then and when an unanswered create can no longer
+land, so that a lost create can be found again and proven), and ``submitted`` with the batch id once
+the API answered or the batch was proven by its marker, or ``failed`` when the API refused the create
+and made no batch. It never holds a request, an output or a key.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
+
+import orjson
 
 from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, LineSplitter
@@ -23,15 +25,14 @@ from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
 from airflow_claude_batch.exceptions import StorageError
 
-STATE_SCHEMA_VERSION = 1
+STATE_SCHEMA_VERSION = 2
+# Version 1 states (no marker) are still read: their batches were recorded from answered creates.
+_READABLE_VERSIONS = (1, 2)
 INTENT = "intent"
 SUBMITTED = "submitted"
 FAILED = "failed"
 SubmitStatus = Literal["intent", "submitted", "failed"]
 _STATUSES = (INTENT, SUBMITTED, FAILED)
-
-_STATE_FILE = re.compile(r"^shard-\d{5}\.state\.json$")
-_ROUND_DIR = re.compile(r"^round-\d+$")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ class SubmitState:
     :param newest_batch_before: id of the newest batch of the workspace just before the intent, or
         ``None`` when there was none: a batch listed before it cannot be this shard's.
     :param failure: for ``"failed"``, the error the create was answered with (no request content).
+    :param intent_id: the create attempt's id (a new one for every attempt).
+    :param marker_id: the custom_id of the attempt's marker request (``batch/marker.py``).
+    :param settle_at: when a create sent for this intent can no longer make a batch (its answer came,
+        or the client's timeout and a margin passed); until then a new create would risk a second one.
+    :param earlier_markers: markers of earlier attempts whose outcome was never learned: a batch that
+        holds one of them is this shard's too.
+    :param not_ours: batches checked after they ended and found to hold none of this shard's markers.
     """
 
     shard_uri: str
@@ -62,6 +70,11 @@ class SubmitState:
     created_at: str | None = None
     newest_batch_before: str | None = None
     failure: str | None = None
+    intent_id: str | None = None
+    marker_id: str | None = None
+    settle_at: str | None = None
+    earlier_markers: tuple[str, ...] = ()
+    not_ours: tuple[str, ...] = ()
     schema_version: int = STATE_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -80,6 +93,11 @@ class SubmitState:
         return dataclasses.replace(self, status=FAILED, failure=failure)
 
     @property
+    def markers(self) -> tuple[str, ...]:
+        """Every marker a batch of this shard may hold: this attempt's and the unresolved earlier ones'."""
+        return ((self.marker_id,) if self.marker_id else ()) + self.earlier_markers
+
+    @property
     def intent_time(self) -> datetime:
         return parse_utc(self.intent_at)
 
@@ -92,14 +110,17 @@ class SubmitState:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != STATE_SCHEMA_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
-                f"schema_version {version!r} is not {STATE_SCHEMA_VERSION}; it was written by another "
+                f"schema_version {version!r} is not one of {_READABLE_VERSIONS}; it was written by another "
                 "version of airflow-claude-batch"
             )
         known = {f.name for f in dataclasses.fields(cls)}
+        fields = {key: value for key, value in data.items() if key in known}
+        for name in ("earlier_markers", "not_ours"):
+            fields[name] = tuple(fields.get(name) or ())
         try:
-            state = cls(**{key: value for key, value in data.items() if key in known})
+            state = cls(**fields)
         except TypeError as exc:
             raise ValueError(str(exc)) from None
         parse_utc(state.intent_at)
@@ -154,11 +175,13 @@ class ShardFingerprint:
     :param sha256: hex digest of the file's bytes.
     :param request_count: non-blank lines (one request each).
     :param body_bytes: size of the create body made of those lines.
+    :param model: the first request's model (the marker request asks the same model), if it names one.
     """
 
     sha256: str
     request_count: int
     body_bytes: int
+    model: str | None = None
 
 
 def fingerprint_shard(path: StoragePath, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ShardFingerprint:
@@ -167,6 +190,7 @@ def fingerprint_shard(path: StoragePath, chunk_size: int = DEFAULT_CHUNK_SIZE) -
     splitter = LineSplitter()
     count = 0
     total = 0
+    first: bytes | None = None
     try:
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(chunk_size), b""):
@@ -174,6 +198,7 @@ def fingerprint_shard(path: StoragePath, chunk_size: int = DEFAULT_CHUNK_SIZE) -
                 for line in splitter.feed(chunk):
                     count += 1
                     total += len(line)
+                    first = line if first is None else first
     except FileNotFoundError:
         raise StorageError(
             f"the shard file {path} does not exist; it is written by the build task: clear the build "
@@ -185,31 +210,20 @@ def fingerprint_shard(path: StoragePath, chunk_size: int = DEFAULT_CHUNK_SIZE) -
     if tail is not None:
         count += 1
         total += len(tail)
-    return ShardFingerprint(digest.hexdigest(), count, batch_body_size(total, count))
+        first = tail if first is None else first
+    return ShardFingerprint(digest.hexdigest(), count, batch_body_size(total, count), _model_of(first))
 
 
-def sibling_states(folder: RunFolder, own_state: StoragePath) -> Iterator[tuple[str, SubmitState]]:
-    """Yield ``(location, state)`` for every other shard's state file of the run, all rounds included.
-
-    ``folder.root`` must support ``iterdir`` (``pathlib.Path``, ``UPath`` and ``ObjectStoragePath`` do).
-    """
-    own = str(own_state)
+def _model_of(line: bytes | None) -> str | None:
     try:
-        rounds = [entry for entry in folder.root.iterdir() if _ROUND_DIR.match(entry.name)]  # type: ignore[attr-defined]
-        for round_dir in rounds:
-            for entry in round_dir.iterdir():
-                if _STATE_FILE.match(entry.name) and str(entry) != own:
-                    state = read_state(entry)
-                    if state is not None:
-                        yield str(entry), state
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StorageError(f"cannot list the run folder {folder.root}: {exc}; the task will retry") from exc
+        model = orjson.loads(line)["params"]["model"] if line else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return model if isinstance(model, str) else None
 
 
 class ShardStateFile:
-    """The state file of one shard of a run, with its siblings: the submit's ``StateStore``.
+    """The state file of one shard of a run: the submit's ``StateStore``.
 
     :param folder: the run folder.
     :param round_index: the shard's round.
@@ -226,6 +240,3 @@ class ShardStateFile:
 
     def write(self, state: SubmitState) -> None:
         write_state(self.path, state)
-
-    def siblings(self) -> Iterator[tuple[str, SubmitState]]:
-        return sibling_states(self.folder, self.path)

@@ -1,36 +1,45 @@
 """Submit a shard exactly once: the state machine, with every I/O passed in.
 
 The API has no idempotency key and no metadata on a batch, so "at most once" rests on the shard's
-state file (:mod:`~airflow_claude_batch.batch.state`):
+state file (:mod:`~airflow_claude_batch.batch.state`), one marker request per create
+(:mod:`~airflow_claude_batch.batch.marker`) and the storage root's claims index
+(:mod:`~airflow_claude_batch.batch.claims`):
 
 1. ``submitted`` with the same fingerprint: re-attach to the recorded batch, no call.
-2. ``intent`` (a create may have been sent, its answer never recorded): look the batch up. Candidates
-   are the batches listed after the newest batch recorded with the intent (or, if that one is gone,
-   created at most ``clock_skew`` before the intent), with the shard's request count, and not recorded
-   by another shard of the run. One → adopt it. None → the create never happened: create. Several,
-   or one that another shard still in flight could own → :class:`SubmitRecoveryError` (retryable: the
-   other shard usually records its batch a moment later; otherwise the message says how to resolve).
-3. No state, or ``failed``: write the intent, create once (the create is never retried
-   automatically), write ``submitted``. A create that failed is looked up on the spot. If its batch is
-   not listed and the API had answered with an error (:class:`CreateRefused`, or a
-   ``BeforeSubmitError`` such as a rejected key), the create made no batch: the state becomes
-   ``failed`` and the retry submits again. Without an answer (a timeout, a dropped connection) the
-   intent stays, and the task's retry looks the batch up again before creating.
+2. ``intent`` (a create may have been sent, its answer never recorded): find out what became of it
+   (:mod:`~airflow_claude_batch.batch.recovery`): adopt the batch only with proof (a claim, or the
+   shard's marker in its results), wait while a candidate still runs or the create may still land,
+   and send again only when it can no longer have made a batch.
+3. No state, or ``failed``: write the intent (a new attempt id and marker), create once (never retried
+   automatically), then claim the batch and write ``submitted``. A create the API refused (4xx, 429,
+   529) made no batch: the state becomes ``failed``, nothing is adopted, and the task's retry sends it
+   again. A create the API answered with a server error (500, 502-504) may have made one: it is looked
+   for at once. A create without an answer (a timeout, a dropped connection) is looked for after it
+   can no longer land.
 
-Whatever step a crash interrupts, the next attempt lands in one of these cases and never creates a
-second batch for a shard whose first create reached the API.
+Whatever step a crash interrupts, the next attempt lands in one of these cases: no shard ever adopts a
+batch that is not its own, and none creates again while its first create may still have made one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from airflow_claude_batch.batch.limits import BODY_PREFIX, BODY_SUFFIX
-from airflow_claude_batch.batch.results_reader import LineSplitter
+from airflow_claude_batch.batch.claims import Claim
+from airflow_claude_batch.batch.marker import marker_id, marker_line
+from airflow_claude_batch.batch.recovery import (
+    DEFAULT_CLOCK_SKEW,
+    Adopt,
+    CreateAgain,
+    Wait,
+    resolve_intent,
+)
 from airflow_claude_batch.batch.state import (
     FAILED,
     INTENT,
@@ -38,42 +47,37 @@ from airflow_claude_batch.batch.state import (
     ShardFingerprint,
     SubmitState,
     format_utc,
-    parse_utc,
     utc_now,
 )
-from airflow_claude_batch.exceptions import (
-    AfterSubmitError,
-    BeforeSubmitError,
-    InputError,
-    SubmitRecoveryError,
-)
+from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError, InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLOCK_SKEW = timedelta(minutes=10)
-#: Page size when listing batches to recover a lost create.
-RECOVERY_PAGE_SIZE = 100
+#: How long after its client gave up an unanswered create is still taken to be able to make a batch.
+DEFAULT_SETTLE_MARGIN = timedelta(minutes=15)
+#: How often a running candidate batch is looked at again.
+DEFAULT_RECHECK = timedelta(minutes=5)
 
 Batch = Mapping[str, Any]
 
 
 class CreateRefused(Exception):
-    """The API answered the create with an error status (429, 5xx, 529).
+    """The API refused the create (4xx, 429, 529): it made no batch. Nothing may be adopted for it."""
 
-    The API finished with the request: if it made a batch anyway, that batch is listed by now, and if
-    none is listed, none was made. ``BatchApi.create_batch`` raises it (from the original error).
-    """
+
+class CreateAnsweredWithError(Exception):
+    """The API answered the create with a server error (500, 502-504): a batch may have been made."""
 
 
 class BatchApi(Protocol):
-    """The two API calls the submit needs."""
+    """The API calls the submit needs."""
 
-    def create_batch(self) -> Batch:
-        """Send the shard as a new batch, once (no automatic retry); return the batch object.
+    def create_batch(self, marker: bytes) -> Batch:
+        """Send the shard, followed by the ``marker`` request line, as a new batch, once; return it.
 
-        Raise :class:`CreateRefused` when the API answered with an error status, a
-        ``BeforeSubmitError`` when it refused the request for good, anything else when the outcome
-        is unknown (a timeout, a dropped connection).
+        Raise :class:`CreateRefused` or :class:`CreateAnsweredWithError` as their docs say, a
+        ``BeforeSubmitError`` when the request was refused for good, anything else when the outcome is
+        unknown (a timeout, a dropped connection).
         """
         ...
 
@@ -81,9 +85,13 @@ class BatchApi(Protocol):
         """Yield the workspace's batches, newest first, fetching pages of ``page_size`` lazily."""
         ...
 
+    def result_ids(self, batch_id: str) -> Iterable[str]:
+        """Yield the custom_ids of an ended batch's results."""
+        ...
+
 
 class StateStore(Protocol):
-    """Where the shard's submit state lives, and its siblings' states."""
+    """Where the shard's submit state lives."""
 
     location: str
 
@@ -95,9 +103,13 @@ class StateStore(Protocol):
         """Write the state whole or not at all."""
         ...
 
-    def siblings(self) -> Iterable[tuple[str, SubmitState]]:
-        """Yield ``(location, state)`` of the other shards of the same run."""
-        ...
+
+class Claims(Protocol):
+    """The storage root's claims index (:class:`~airflow_claude_batch.batch.claims.ClaimsIndex`)."""
+
+    def read(self, batch_id: str) -> Claim | None: ...
+
+    def write(self, claim: Claim) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,13 +132,53 @@ class SubmitResult:
 
     :param batch_id: the shard's batch.
     :param action: ``created`` (a create was sent now), ``reattached`` (recorded earlier) or
-        ``recovered`` (an earlier create whose answer was lost, found by listing).
-    :param request_count: requests in the batch.
+        ``recovered`` (an earlier create whose answer was lost, proven by its claim or marker).
+    :param request_count: requests of the shard in the batch (its marker not counted).
+    :param marker_id: the marker request the batch holds (``None`` for a batch made without one).
     """
 
     batch_id: str
     action: Literal["created", "reattached", "recovered"]
     request_count: int
+    marker_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitWait:
+    """Nothing may be sent yet: call :func:`submit_shard` again at ``until``.
+
+    :param until: when to look again (UTC).
+    :param reason: what the submit waits for.
+    """
+
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class SubmitTiming:
+    """The submit's clocks.
+
+    :param now: the clock (UTC).
+    :param settle_after: from the intent, how long an unanswered create may still make a batch (the
+        client's timeout plus :data:`DEFAULT_SETTLE_MARGIN`).
+    :param recheck: how long to wait before looking at a running candidate again.
+    :param clock_skew: how far the API's clock may be behind ours when matching a lost create by time.
+    """
+
+    now: Callable[[], datetime] = utc_now
+    settle_after: timedelta = timedelta(minutes=10) + DEFAULT_SETTLE_MARGIN
+    recheck: timedelta = DEFAULT_RECHECK
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW
+
+
+@dataclass(frozen=True)
+class _Submission:
+    shard: ShardToSubmit
+    api: BatchApi
+    store: StateStore
+    claims: Claims
+    timing: SubmitTiming
 
 
 def submit_shard(
@@ -134,41 +186,73 @@ def submit_shard(
     *,
     api: BatchApi,
     store: StateStore,
+    claims: Claims,
     fingerprint: Callable[[], ShardFingerprint],
-    now: Callable[[], datetime] = utc_now,
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
-) -> SubmitResult:
+    timing: SubmitTiming | None = None,
+) -> SubmitResult | SubmitWait:
     """Make sure the shard has exactly one batch, creating it only if no earlier attempt did.
 
     :param shard: the shard as built.
-    :param api: create and list calls.
-    :param store: the shard's state file and its siblings'.
-    :param fingerprint: reads the shard file (digest, request count, body size).
-    :param now: the clock (UTC).
-    :param clock_skew: how far the API's clock may be behind ours when matching a lost create by time.
+    :param api: create, list and result-id calls.
+    :param store: the shard's state file.
+    :param claims: the storage root's claims index.
+    :param fingerprint: reads the shard file (digest, request count, body size, model).
+    :param timing: clocks and waits.
+    :return: the shard's batch, or a :class:`SubmitWait` saying when to call again.
     :raises InputError: the shard file does not match its descriptor (nothing sent).
-    :raises SubmitRecoveryError: an earlier create cannot be matched to one batch without help.
-    :raises AfterSubmitError: the shard changed after it was submitted, or a create failed and its
-        batch is not listed yet (the task's retry looks again before creating).
+    :raises SubmitRecoveryError: an earlier create cannot be proven without help.
+    :raises AfterSubmitError: the shard changed after it was submitted, or a create failed and the
+        task's retry must send it again.
     """
+    job = _Submission(shard, api, store, claims, timing or SubmitTiming())
     current = fingerprint()
     state = store.read()
     if state is not None and state.status == SUBMITTED:
         _check_unchanged(state, current, store)
         log.info("Shard %s was submitted before as batch %s; re-attaching", shard.uri, state.batch_id)
-        return SubmitResult(str(state.batch_id), "reattached", state.request_count)
+        return SubmitResult(str(state.batch_id), "reattached", state.request_count, state.marker_id)
     if state is not None and state.status == FAILED:
         log.info("The last create for shard %s was refused (%s); submitting again", shard.uri, state.failure)
         state = None
+    earlier: SubmitState | None = None
     if state is not None:
-        found = _recover(state, api, store, clock_skew)
-        if found is not None:
-            return _adopt(state, found, current, store)
+        outcome = _follow_up(job, state, current)
+        if outcome is not None:
+            return outcome
         log.info(
-            "No batch matches the intent recorded at %s for shard %s: creating it", state.intent_at, shard.uri
+            "The create recorded at %s for shard %s made no batch: creating it", state.intent_at, shard.uri
         )
+        earlier = store.read()
     _check_matches_descriptor(shard, current)
-    return _create(shard, current, api=api, store=store, now=now, clock_skew=clock_skew)
+    return _create(job, current, earlier)
+
+
+def _follow_up(
+    job: _Submission, intent: SubmitState, current: ShardFingerprint
+) -> SubmitResult | SubmitWait | None:
+    """Resolve an unanswered intent: the adopted batch, a wait, or ``None`` when it made no batch."""
+    now = job.timing.now()
+    decision, not_ours = resolve_intent(
+        intent,
+        api=job.api,
+        claims=job.claims,
+        owner=job.store.location,
+        now=now,
+        recheck=job.timing.recheck,
+        clock_skew=job.timing.clock_skew,
+    )
+    if not_ours != intent.not_ours:
+        intent = dataclasses.replace(intent, not_ours=not_ours)
+        job.store.write(intent)
+    if isinstance(decision, Adopt):
+        return _adopt(job, intent, decision, current)
+    if isinstance(decision, Wait):
+        log.info(
+            "Shard %s: %s; looking again at %s", job.shard.uri, decision.reason, format_utc(decision.until)
+        )
+        return SubmitWait(decision.until, decision.reason)
+    assert isinstance(decision, CreateAgain)
+    return None
 
 
 def _check_matches_descriptor(shard: ShardToSubmit, current: ShardFingerprint) -> None:
@@ -178,6 +262,11 @@ def _check_matches_descriptor(shard: ShardToSubmit, current: ShardFingerprint) -
             f"{current.body_bytes:,}-byte body, but its descriptor says {shard.request_count:,} requests "
             f"and {shard.body_bytes:,} bytes; the file changed or is incomplete since the build: clear "
             "the build task of this run to rebuild the shards (nothing was submitted)"
+        )
+    if current.model is None:
+        raise InputError(
+            f"the first request of shard file {shard.uri} names no model, so its batch's marker request "
+            "cannot be made; clear the build task of this run to rebuild the shards (nothing was submitted)"
         )
 
 
@@ -190,204 +279,96 @@ def _check_unchanged(state: SubmitState, current: ShardFingerprint, store: State
         )
 
 
-def _create(
-    shard: ShardToSubmit,
-    current: ShardFingerprint,
-    *,
-    api: BatchApi,
-    store: StateStore,
-    now: Callable[[], datetime],
-    clock_skew: timedelta,
-) -> SubmitResult:
-    newest = next(iter(api.iter_batches(1)), None)
-    intent = SubmitState(
-        shard_uri=shard.uri,
+def _new_intent(job: _Submission, current: ShardFingerprint, earlier: SubmitState | None) -> SubmitState:
+    newest = next(iter(job.api.iter_batches(1)), None)
+    intent_id = uuid.uuid4().hex
+    moment = job.timing.now()
+    return SubmitState(
+        shard_uri=job.shard.uri,
         fingerprint=current.sha256,
         request_count=current.request_count,
         body_bytes=current.body_bytes,
-        intent_at=format_utc(now()),
+        intent_at=format_utc(moment),
         status=INTENT,
         newest_batch_before=str(newest["id"]) if newest is not None else None,
+        intent_id=intent_id,
+        marker_id=marker_id(job.shard.uri, current.sha256, intent_id),
+        settle_at=format_utc(moment + job.timing.settle_after),
+        earlier_markers=earlier.markers if earlier is not None else (),
+        not_ours=earlier.not_ours if earlier is not None else (),
     )
-    store.write(intent)
+
+
+def _create(
+    job: _Submission, current: ShardFingerprint, earlier: SubmitState | None
+) -> SubmitResult | SubmitWait:
+    intent = _new_intent(job, current, earlier)
+    job.store.write(intent)
     try:
-        batch = api.create_batch()
+        batch = job.api.create_batch(marker_line(str(intent.marker_id), str(current.model)))
     except BeforeSubmitError as exc:
         # A definite refusal (a rejected key, an invalid body): no batch exists, no create is in flight.
-        store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
+        job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
         raise
-    except Exception as exc:
-        log.warning(
-            "The create call for shard %s failed (%s); looking for its batch", shard.uri, type(exc).__name__
-        )
-        found = _recover(intent, api, store, clock_skew)
-        if found is not None:
-            return _adopt(intent, found, current, store)
-        if isinstance(exc, CreateRefused):
-            store.write(intent.failed(str(exc)))
-            raise AfterSubmitError(
-                f"the create call for shard {shard.uri} was refused ({exc}) and made no batch; the task's "
-                "retry submits it again"
-            ) from exc
+    except CreateRefused as exc:
+        job.store.write(intent.failed(str(exc)))
         raise AfterSubmitError(
-            f"the create call for shard {shard.uri} failed ({type(exc).__name__}: {exc}) and no batch "
-            f"for it is listed yet; the intent is recorded in {store.location}, so the task's retry "
-            "looks for the batch again before creating one"
+            f"the create call for shard {job.shard.uri} was refused ({exc}) and made no batch; the task's "
+            "retry submits it again"
         ) from exc
-    store.write(intent.submitted(str(batch["id"]), _created_at(batch)))
-    log.info("Created batch %s for shard %s (%d requests)", batch["id"], shard.uri, intent.request_count)
-    return SubmitResult(str(batch["id"]), "created", intent.request_count)
+    except Exception as exc:
+        return _after_lost_answer(job, intent, current, exc)
+    job.claims.write(
+        Claim(str(batch["id"]), job.store.location, intent.marker_id, format_utc(job.timing.now()))
+    )
+    job.store.write(intent.submitted(str(batch["id"]), _created_at(batch)))
+    log.info("Created batch %s for shard %s (%d requests)", batch["id"], job.shard.uri, intent.request_count)
+    return SubmitResult(str(batch["id"]), "created", intent.request_count, intent.marker_id)
 
 
-def _adopt(intent: SubmitState, batch: Batch, current: ShardFingerprint, store: StateStore) -> SubmitResult:
-    state = intent.submitted(str(batch["id"]), _created_at(batch))
-    store.write(state)
+def _after_lost_answer(
+    job: _Submission, intent: SubmitState, current: ShardFingerprint, exc: Exception
+) -> SubmitResult | SubmitWait:
+    """The create was sent and its answer is lost: look for its batch, or wait until it can be told."""
+    answered = isinstance(exc, CreateAnsweredWithError)
+    log.warning(
+        "The create call for shard %s %s (%s); looking for its batch",
+        job.shard.uri,
+        "was answered with a server error" if answered else "got no answer",
+        type(exc).__name__,
+    )
+    if answered:
+        # The API finished with the request: whatever it made is listed now, nothing more can land.
+        intent = dataclasses.replace(intent, settle_at=format_utc(job.timing.now()))
+        job.store.write(intent)
+    outcome = _follow_up(job, intent, current)
+    if outcome is not None:
+        return outcome
+    job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
+    raise AfterSubmitError(
+        f"the create call for shard {job.shard.uri} failed ({type(exc).__name__}: {exc}) and made no batch; "
+        "the task's retry submits it again"
+    ) from exc
+
+
+def _adopt(job: _Submission, intent: SubmitState, found: Adopt, current: ShardFingerprint) -> SubmitResult:
+    batch_id = str(found.batch["id"])
+    job.claims.write(Claim(batch_id, job.store.location, found.marker_id, format_utc(job.timing.now())))
+    state = dataclasses.replace(
+        intent.submitted(batch_id, _created_at(found.batch)), marker_id=found.marker_id
+    )
+    job.store.write(state)
     log.info(
-        "Found batch %s created for shard %s by an earlier attempt (intent at %s); adopted it",
-        state.batch_id,
+        "Found batch %s created for shard %s by an earlier attempt (intent at %s), proven by %s; adopted it",
+        batch_id,
         intent.shard_uri,
         intent.intent_at,
+        "its claim" if found.marker_id is None else f"its marker {found.marker_id}",
     )
-    _check_unchanged(state, current, store)
-    return SubmitResult(str(state.batch_id), "recovered", state.request_count)
-
-
-def _recover(intent: SubmitState, api: BatchApi, store: StateStore, clock_skew: timedelta) -> Batch | None:
-    """Return the batch an earlier create made for ``intent``, ``None`` if it made none."""
-    siblings = list(store.siblings())
-    recorded = {state.batch_id for _, state in siblings if state.batch_id}
-    in_flight = [(where, state) for where, state in siblings if state.status == INTENT]
-    candidates = [
-        batch
-        for batch in _listed_after_intent(intent, api, clock_skew)
-        if str(batch["id"]) not in recorded and total_requests(batch) == intent.request_count
-    ]
-    if not candidates:
-        return None
-    if len(candidates) > 1:
-        raise SubmitRecoveryError(_several_candidates_message(intent, candidates, store))
-    claimants = [
-        where
-        for where, state in in_flight
-        if state.request_count == intent.request_count and _could_be_for(candidates[0], state, clock_skew)
-    ]
-    if claimants:
-        raise SubmitRecoveryError(_shared_candidate_message(intent, candidates[0], claimants, store))
-    return candidates[0]
-
-
-def _listed_after_intent(intent: SubmitState, api: BatchApi, clock_skew: timedelta) -> Iterator[Batch]:
-    """Yield the batches that may have been created by the intent's create call, newest first."""
-    earliest = intent.intent_time - clock_skew
-    for batch in api.iter_batches(RECOVERY_PAGE_SIZE):
-        if intent.newest_batch_before is not None and batch.get("id") == intent.newest_batch_before:
-            return
-        created_at = _created_time(batch)
-        if created_at is not None and created_at < earliest:
-            return
-        yield batch
-
-
-def _could_be_for(batch: Batch, state: SubmitState, clock_skew: timedelta) -> bool:
-    created_at = _created_time(batch)
-    return created_at is None or created_at >= state.intent_time - clock_skew
-
-
-def total_requests(batch: Batch) -> int:
-    """Return the number of requests of a batch (its ``request_counts`` always sum to it)."""
-    counts = batch.get("request_counts") or {}
-    return sum(int(value or 0) for value in counts.values())
+    _check_unchanged(state, current, job.store)
+    return SubmitResult(batch_id, "recovered", state.request_count, state.marker_id)
 
 
 def _created_at(batch: Batch) -> str | None:
     value = batch.get("created_at")
     return str(value) if value is not None else None
-
-
-def _created_time(batch: Batch) -> datetime | None:
-    value = batch.get("created_at")
-    try:
-        return parse_utc(value) if value else None
-    except ValueError:
-        return None
-
-
-def _describe(batch: Batch) -> str:
-    return (
-        f"{batch.get('id')} (created {batch.get('created_at')}, {total_requests(batch):,} requests, "
-        f"{batch.get('processing_status')})"
-    )
-
-
-def _several_candidates_message(intent: SubmitState, candidates: list[Batch], store: StateStore) -> str:
-    listed = "; ".join(_describe(batch) for batch in candidates)
-    return (
-        f"an earlier create for shard {intent.shard_uri} (intent at {intent.intent_at}) may have made one "
-        f"of {len(candidates)} batches with its {intent.request_count:,} requests, and none of them is "
-        f"recorded by another shard of this run: {listed}. The submit will not guess. To resolve: write the "
-        f'right id into {store.location} as "batch_id" with "status": "submitted" and clear the task, or '
-        "cancel the extra batches (another run's shards may own them: check before cancelling)"
-    )
-
-
-def _shared_candidate_message(
-    intent: SubmitState, candidate: Batch, claimants: list[str], store: StateStore
-) -> str:
-    return (
-        f"an earlier create for shard {intent.shard_uri} (intent at {intent.intent_at}) may have made batch "
-        f"{_describe(candidate)}, but so may the shards whose submit is still in flight: "
-        f"{', '.join(claimants)}. A retry resolves this once they record their batch. If it persists, "
-        f'write the right id into {store.location} as "batch_id" with "status": "submitted" and clear '
-        "the task"
-    )
-
-
-def iter_batch_body(
-    chunks: Iterable[bytes], *, request_count: int, body_bytes: int, source: str
-) -> Iterator[bytes]:
-    """Yield the create body ``{"requests":[line1,line2,...]}`` of a shard, in blocks of about 1 MB.
-
-    The lines are sent as they are stored (the build encodes them exactly as the SDK would). The body
-    is checked against the declared size as it goes: if the file does not match, :class:`InputError`
-    is raised before a byte beyond ``body_bytes`` is produced, so a request sent with that
-    ``Content-Length`` is cut short and cannot create a batch.
-
-    :param chunks: the shard file, in blocks.
-    :param request_count: requests the shard must hold.
-    :param body_bytes: the exact size the body must have.
-    :param source: the shard's location, for error messages.
-    """
-    produced = 0
-    count = 0
-    block: list[bytes] = [BODY_PREFIX]
-    block_size = len(BODY_PREFIX)
-    splitter = LineSplitter()
-
-    def mismatch() -> InputError:
-        return InputError(
-            f"the shard file {source} does not match its descriptor ({request_count:,} requests, "
-            f"{body_bytes:,} body bytes); it changed since the build: clear the build task to rebuild"
-        )
-
-    def lines() -> Iterator[bytes]:
-        for chunk in chunks:
-            yield from splitter.feed(chunk)
-        tail = splitter.finish()
-        if tail is not None:
-            yield tail
-
-    for line in lines():
-        count += 1
-        piece = line if count == 1 else b"," + line
-        block.append(piece)
-        block_size += len(piece)
-        if produced + block_size + len(BODY_SUFFIX) > body_bytes or count > request_count:
-            raise mismatch()
-        if block_size >= 1 << 20:
-            produced += block_size
-            yield b"".join(block)
-            block, block_size = [], 0
-    if count != request_count or produced + block_size + len(BODY_SUFFIX) != body_bytes:
-        raise mismatch()
-    block.append(BODY_SUFFIX)
-    yield b"".join(block)

@@ -55,11 +55,11 @@ from anthropic.resources.messages import Messages
 from anthropic.types.messages import MessageBatch
 
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID, get_provider_info
+from airflow_claude_batch.batch.create_body import iter_batch_body, sent_body_size
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.batch.polling import parse_retry_after
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, iter_records
 from airflow_claude_batch.batch.storage import StoragePath
-from airflow_claude_batch.batch.submission import iter_batch_body
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,
     BatchNotFoundError,
@@ -390,7 +390,7 @@ class ClaudeBatchHook(BaseHook):
         return batch.model_dump(mode="json")
 
     def create_batch_from_file(
-        self, path: StoragePath | str, request_count: int, body_bytes: int
+        self, path: StoragePath | str, request_count: int, body_bytes: int, marker: bytes | None = None
     ) -> dict[str, Any]:
         """Create a batch from a shard file, streamed as the request body; one POST, never retried.
 
@@ -401,7 +401,8 @@ class ClaudeBatchHook(BaseHook):
 
         :param path: the shard file (any path-like storage location, or a local path string).
         :param request_count: requests in the shard.
-        :param body_bytes: the exact size of the body (see ``limits.batch_body_size``).
+        :param body_bytes: the exact size of the shard's body (see ``limits.batch_body_size``).
+        :param marker: the batch's marker request line, sent after the shard's (``batch/marker.py``).
         """
         location = Path(path) if isinstance(path, str) else path
         with location.open("rb") as handle:
@@ -410,13 +411,15 @@ class ClaudeBatchHook(BaseHook):
                 request_count=request_count,
                 body_bytes=body_bytes,
                 source=str(location),
+                marker=marker,
             )
+            length = sent_body_size(body_bytes, request_count, marker)
             response = self._send(
                 CREATE,
                 "POST",
                 BATCHES_PATH,
                 content=body,
-                headers={"Content-Length": str(body_bytes), "Content-Type": "application/json"},
+                headers={"Content-Length": str(length), "Content-Type": "application/json"},
             )
         try:
             return MessageBatch.model_validate(orjson.loads(response.content)).model_dump(mode="json")

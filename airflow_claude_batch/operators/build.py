@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
 from airflow_claude_batch.batch.estimate import EstimateOptions, TokenCounter
-from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.rendering import RenderCallable, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
@@ -105,8 +105,8 @@ class ClaudeBatchBuildOperator(BaseOperator):
         max_tokens: int = 1024,
         system: str | None = None,
         cache_system: str | None = None,
-        max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
-        max_bytes_per_shard: int = MAX_BATCH_BYTES,
+        max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
+        max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
         max_cost_usd: float | None = None,
         expected_output_tokens: int | None = None,
         source_format: str | None = None,

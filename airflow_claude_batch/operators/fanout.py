@@ -93,6 +93,7 @@ class ClaudeBatchFanoutOperator(BaseOperator):
                 sink=self.sink,
                 cancel_initiated_at=batch.get("cancel_initiated_at"),
                 batch_id=batch_id,
+                marker_id=shard.marker_id,
             )
         except BeforeSubmitError as exc:
             # A configuration fault (schema, prices file, connection): a retry cannot fix it.

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.requeue import (
     RequeueRule,
     SendMessage,
@@ -79,8 +79,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         requeue_user_canceled: bool = False,
         retry_errored_sync: bool = False,
         conn_id: str = DEFAULT_CONN_ID,
-        max_requests_per_shard: int = MAX_REQUESTS_PER_BATCH,
-        max_bytes_per_shard: int = MAX_BATCH_BYTES,
+        max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
+        max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
         output_parser: Callable[[str], Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
         prices_file: str | None = None,

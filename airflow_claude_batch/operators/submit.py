@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.claims import ClaimsIndex
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.state import ShardStateFile, fingerprint_shard
-from airflow_claude_batch.batch.submission import CreateRefused, ShardToSubmit, submit_shard
+from airflow_claude_batch.batch.state import ShardStateFile, fingerprint_shard, utc_now
+from airflow_claude_batch.batch.submission import (
+    DEFAULT_RECHECK,
+    DEFAULT_SETTLE_MARGIN,
+    CreateAnsweredWithError,
+    CreateRefused,
+    ShardToSubmit,
+    SubmitResult,
+    SubmitTiming,
+    SubmitWait,
+    submit_shard,
+)
 from airflow_claude_batch.exceptions import BeforeSubmitError
+
+#: HTTP statuses with which the API refuses a create without making a batch.
+REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 529})
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
     """Submit a shard's requests file as one Message Batch; return the descriptor with its ``batch_id``.
 
     The shard's state file (``round-r/shard-nnnnn.state.json``) makes the submit safe to retry, rerun
-    or clear: a shard already submitted re-attaches to its batch; a create whose answer was lost (a
-    timeout, a dropped connection, a worker killed at the wrong moment) is found again by listing the
-    workspace's batches instead of being sent twice. The create itself is never retried automatically,
-    so give the task ``retries``: a retry looks the batch up before it creates anything.
+    or clear: a shard already submitted re-attaches to its batch. Every create also sends one marker
+    request naming the shard and the attempt, so that a create whose answer was lost (a timeout, a
+    dropped connection, a worker killed at the wrong moment) is adopted only with proof: a claim in the
+    storage root's claims index, or the marker in the batch's results. While that cannot be told yet (a
+    candidate batch still running, or a create that may still land), the task waits, deferred by
+    default, and never creates a second batch. The create itself is never retried automatically, so
+    give the task ``retries``: a refused create is sent again by the retry.
 
     The shard file is streamed as the request body, so memory stays flat whatever its size. Only ids,
     counts and paths are logged, never a request.
@@ -33,6 +53,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         build's output with ``.partial(task_id=..., conn_id=...).expand(shard=build.output)``.
     :param conn_id: the Claude connection (templated).
     :param storage_conn_id: the connection for the run folder's storage (templated).
+    :param recheck_interval: seconds between looks at a running batch that may hold a lost create.
+    :param create_settle_margin: seconds past the connection's timeout during which an unanswered create
+        is still taken to be able to make a batch (no second create before then).
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id")
@@ -44,14 +68,35 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         shard: dict[str, Any],
         conn_id: str = DEFAULT_CONN_ID,
         storage_conn_id: str | None = None,
+        recheck_interval: float = DEFAULT_RECHECK.total_seconds(),
+        create_settle_margin: float = DEFAULT_SETTLE_MARGIN.total_seconds(),
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.shard = shard
         self.conn_id = conn_id
         self.storage_conn_id = storage_conn_id
+        self.recheck_interval = recheck_interval
+        self.create_settle_margin = create_settle_margin
+        self.deferrable = deferrable
 
     def execute(self, context: Any) -> dict[str, Any]:
+        outcome = self._submit_once()
+        while isinstance(outcome, SubmitWait):
+            if self.deferrable:
+                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+                self.defer(trigger=DateTimeTrigger(moment=outcome.until), method_name="execute_complete")
+            time.sleep(max(0.0, (outcome.until - utc_now()).total_seconds()))
+            outcome = self._submit_once()
+        return self._finish(outcome)
+
+    def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
+        """Look again after a deferred wait (the same steps as ``execute``)."""
+        return self.execute(context)
+
+    def _submit_once(self) -> SubmitResult | SubmitWait:
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
         shard = ShardDescriptor.from_dict(self.shard)
@@ -59,17 +104,25 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         requests_path = ObjectStoragePath(shard.uri, conn_id=self.storage_conn_id)
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         try:
-            result = submit_shard(
+            return submit_shard(
                 ShardToSubmit(uri=shard.uri, request_count=shard.request_count, body_bytes=shard.body_bytes),
                 api=_ShardBatchApi(hook, requests_path, shard),
                 store=ShardStateFile(folder, shard.round, shard.index),
+                claims=ClaimsIndex(folder.storage_root),
                 fingerprint=lambda: fingerprint_shard(requests_path),
+                timing=SubmitTiming(
+                    settle_after=timedelta(seconds=hook.settings.timeout + float(self.create_settle_margin)),
+                    recheck=timedelta(seconds=float(self.recheck_interval)),
+                ),
             )
         except BeforeSubmitError as exc:
             # Bad input or configuration, and no batch was made: a retry cannot fix it.
             raise AirflowFailException(str(exc)) from exc
         finally:
             hook.close()
+
+    def _finish(self, result: SubmitResult) -> dict[str, Any]:
+        shard = ShardDescriptor.from_dict(self.shard)
         self.log.info(
             "Round %d, shard %d: batch %s with %d requests (%s)",
             shard.round,
@@ -78,24 +131,31 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             result.request_count,
             result.action,
         )
-        return shard.evolve(batch_id=result.batch_id).to_dict()
+        return shard.evolve(batch_id=result.batch_id, marker_id=result.marker_id).to_dict()
 
 
 class _ShardBatchApi:
-    """The submit's two API calls for one shard, made through the hook."""
+    """The submit's API calls for one shard, made through the hook."""
 
     def __init__(self, hook: Any, requests_path: ObjectStoragePath, shard: ShardDescriptor) -> None:
         self.hook = hook
         self.requests_path = requests_path
         self.shard = shard
 
-    def create_batch(self) -> dict[str, Any]:
+    def create_batch(self, marker: bytes) -> dict[str, Any]:
         try:
             return self.hook.create_batch_from_file(
-                self.requests_path, self.shard.request_count, self.shard.body_bytes
+                self.requests_path, self.shard.request_count, self.shard.body_bytes, marker
             )
         except anthropic.APIStatusError as exc:
-            raise CreateRefused(f"HTTP {exc.status_code} {exc.type or 'error'}") from exc
+            error = f"HTTP {exc.status_code} {exc.type or 'error'}"
+            if exc.status_code in REFUSING_STATUSES:
+                raise CreateRefused(error) from exc
+            raise CreateAnsweredWithError(error) from exc
 
     def iter_batches(self, page_size: int) -> Iterator[dict[str, Any]]:
         return self.hook.iter_batches(limit=page_size)
+
+    def result_ids(self, batch_id: str) -> Iterator[str]:
+        for line in self.hook.iter_results(batch_id):
+            yield str(line.get("custom_id"))

@@ -305,6 +305,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 counts["expired"],
             )
         expected = self.shard.get("request_count")
+        if isinstance(expected, int) and self.shard.get("marker_id"):
+            expected += 1  # the batch's marker request
         if isinstance(expected, int) and sum(counts.values()) != expected:
             self.log.warning(
                 "Batch %s holds %d requests but shard %s has %d: check that the batch id belongs to it.",

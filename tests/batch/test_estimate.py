@@ -37,7 +37,7 @@ def rendered(template: RequestTemplate, count: int, text: str = "a" * 400) -> li
     return [renderer.render({"id": f"r-{n:05d}", "text": text}, f"in.jsonl:{n + 1}") for n in range(count)]
 
 
-def shards_of(requests: list[EncodedRequest], max_requests: int = 100_000) -> list[WrittenShard]:
+def shards_of(requests: list[EncodedRequest], max_requests: int = 99_999) -> list[WrittenShard]:
     folder = RunFolder.for_run(Path("/unused"), "dag", "run", "claude_batch")
     with ShardWriter(folder, 0, ShardLimits(max_requests=max_requests), dry_run=True) as writer:
         writer.add_all(requests)

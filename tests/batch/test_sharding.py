@@ -12,6 +12,7 @@ from airflow_claude_batch.batch.limits import (
     BODY_SUFFIX,
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
+    MAX_REQUESTS_PER_SHARD,
     batch_body_size,
 )
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
@@ -42,14 +43,18 @@ def write(tmp_path: Path, requests: list[EncodedRequest], limits: ShardLimits) -
     return writer.shards
 
 
-def test_exactly_100000_requests_make_one_shard_and_one_more_makes_two(tmp_path: Path) -> None:
-    requests = [request(n) for n in range(MAX_REQUESTS_PER_BATCH + 1)]
+def test_exactly_99999_requests_make_one_shard_and_one_more_makes_two(tmp_path: Path) -> None:
+    """A shard leaves room for its batch's marker request: 99,999 and the marker make the API's 100,000."""
+    assert MAX_REQUESTS_PER_SHARD + 1 == MAX_REQUESTS_PER_BATCH
+    requests = [request(n) for n in range(MAX_REQUESTS_PER_SHARD + 1)]
     one = write(tmp_path / "a", requests[:-1], ShardLimits())
-    assert [shard.request_count for shard in one] == [MAX_REQUESTS_PER_BATCH]
+    assert [shard.request_count for shard in one] == [MAX_REQUESTS_PER_SHARD]
     two = write(tmp_path / "b", requests, ShardLimits())
-    assert [shard.request_count for shard in two] == [MAX_REQUESTS_PER_BATCH, 1]
+    assert [shard.request_count for shard in two] == [MAX_REQUESTS_PER_SHARD, 1]
     assert len(sent_body(two[0])) == two[0].body_bytes
-    assert orjson.loads(sent_body(two[1]))["requests"][0]["custom_id"] == f"r-{MAX_REQUESTS_PER_BATCH}"
+    assert orjson.loads(sent_body(two[1]))["requests"][0]["custom_id"] == f"r-{MAX_REQUESTS_PER_SHARD}"
+    with pytest.raises(InputError, match="less the batch's marker request"):
+        ShardLimits(max_requests=MAX_REQUESTS_PER_BATCH)
 
 
 def test_a_shard_that_would_pass_the_byte_limit_by_one_byte_starts_a_new_shard(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The submit state record, its file, the shard fingerprint and the siblings' states."""
+"""The submit state record, its file, the shard fingerprint, and the claims index."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from airflow_claude_batch.batch.claims import Claim, ClaimsIndex
 from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.state import (
@@ -17,10 +18,9 @@ from airflow_claude_batch.batch.state import (
     format_utc,
     parse_utc,
     read_state,
-    sibling_states,
     write_state,
 )
-from airflow_claude_batch.exceptions import StorageError
+from airflow_claude_batch.exceptions import InputError, StorageError
 
 
 def intent(**changes: object) -> SubmitState:
@@ -100,19 +100,52 @@ def test_fingerprint_of_a_missing_shard_says_how_to_rebuild(tmp_path: Path) -> N
         fingerprint_shard(tmp_path / "nope.jsonl")
 
 
-def test_siblings_are_every_other_state_file_of_the_run(tmp_path: Path) -> None:
-    folder = RunFolder.for_run(tmp_path, "dag", "run", "claude_batch")
-    mine = folder.shard_state(0, 0)
-    write_state(mine, intent())
-    write_state(folder.shard_state(0, 1), intent().submitted("msgbatch_a", None))
-    write_state(folder.shard_state(1, 0), intent())
-    folder.shard_requests(0, 2).parent.mkdir(parents=True, exist_ok=True)
-    folder.shard_requests(0, 2).write_text("{}\n")  # not a state file
-    found = dict(sibling_states(folder, mine))
-    assert set(found) == {str(folder.shard_state(0, 1)), str(folder.shard_state(1, 0))}
-    assert found[str(folder.shard_state(0, 1))].batch_id == "msgbatch_a"
+def test_a_version_1_state_is_still_read_without_a_marker(tmp_path: Path) -> None:
+    path = tmp_path / "shard-00000.state.json"
+    old = {**intent().submitted("msgbatch_1", None).to_dict(), "schema_version": 1}
+    for name in ("intent_id", "marker_id", "settle_at", "earlier_markers", "not_ours"):
+        old.pop(name)
+    path.write_bytes(orjson.dumps(old))
+    state = read_state(path)
+    assert state is not None
+    assert (state.batch_id, state.marker_id, state.markers) == ("msgbatch_1", None, ())
 
 
-def test_siblings_of_a_run_without_folder_are_none(tmp_path: Path) -> None:
-    folder = RunFolder.for_run(tmp_path, "dag", "run", "claude_batch")
-    assert list(sibling_states(folder, folder.shard_state(0, 0))) == []
+def test_the_markers_of_a_state_are_its_own_and_the_unresolved_earlier_ones() -> None:
+    state = intent(marker_id="acb-marker-2", earlier_markers=("acb-marker-1",))
+    assert state.markers == ("acb-marker-2", "acb-marker-1")
+    assert intent().markers == ()
+
+
+def test_fingerprint_reads_the_first_requests_model(tmp_path: Path) -> None:
+    path = tmp_path / "shard.jsonl"
+    path.write_bytes(
+        b'{"custom_id":"a","params":{"model":"claude-haiku-4-5"}}\n{"custom_id":"b","params":{}}\n'
+    )
+    assert fingerprint_shard(path).model == "claude-haiku-4-5"
+    path.write_bytes(b'{"custom_id":"a","params":{}}\n')
+    assert fingerprint_shard(path).model is None
+
+
+def test_claims_round_trip_and_name_their_owner(tmp_path: Path) -> None:
+    claims = ClaimsIndex(tmp_path)
+    assert claims.read("msgbatch_1") is None
+    claim = Claim("msgbatch_1", "s3://root/d/r/p/round-0/shard-00000.state.json", "acb-marker-x", "t")
+    claims.write(claim)
+    assert claims.read("msgbatch_1") == claim
+    assert (tmp_path / "_claims" / "msgbatch_1.json").is_file()
+
+
+def test_a_damaged_claim_is_an_error_and_a_batch_id_cannot_leave_the_index(tmp_path: Path) -> None:
+    claims = ClaimsIndex(tmp_path)
+    (tmp_path / "_claims").mkdir()
+    (tmp_path / "_claims" / "msgbatch_2.json").write_text('{"schema_version": 1}')
+    with pytest.raises(StorageError, match="not a valid claim"):
+        claims.read("msgbatch_2")
+    with pytest.raises(InputError, match="cannot be used in a storage path"):
+        claims.read("../escape")
+
+
+def test_no_dag_can_take_the_claims_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="claims folder"):
+        RunFolder.for_run(tmp_path, "_claims", "run", "p")

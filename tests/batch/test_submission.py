@@ -1,4 +1,4 @@
-"""The exactly-once submit: every crash point, lost answers, recovery by listing, and the body."""
+"""The exactly-once submit: every crash point, lost answers, and adoption only with proof."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.limits import batch_body_size
+from airflow_claude_batch.batch.claims import Claim
 from airflow_claude_batch.batch.state import ShardFingerprint, SubmitState, format_utc
 from airflow_claude_batch.batch.submission import (
+    CreateAnsweredWithError,
     CreateRefused,
     ShardToSubmit,
     SubmitResult,
-    iter_batch_body,
+    SubmitTiming,
+    SubmitWait,
     submit_shard,
 )
 from airflow_claude_batch.exceptions import (
@@ -28,17 +30,19 @@ from airflow_claude_batch.exceptions import (
 
 START = datetime(2026, 1, 31, 18, 0, tzinfo=timezone.utc)
 SHARD = ShardToSubmit(
-    uri="file:///runs/d/r/round-0/shard-00000.requests.jsonl", request_count=3, body_bytes=99
+    uri="file:///runs/d/r/p/round-0/shard-00000.requests.jsonl", request_count=3, body_bytes=99
 )
-PRINT = ShardFingerprint(sha256="f" * 64, request_count=3, body_bytes=99)
+PRINT = ShardFingerprint(sha256="f" * 64, request_count=3, body_bytes=99, model="claude-sonnet-4-6")
+SETTLE = timedelta(minutes=20)
+RECHECK = timedelta(minutes=5)
 
 
 class WorkerKilled(BaseException):
     """The worker process dies: nothing after this point of the attempt runs."""
 
 
-class ServerError(Exception):
-    """A 5xx / dropped connection: the caller cannot tell whether the batch was made."""
+class ServerGone(Exception):
+    """A dropped connection or a timeout: the caller cannot tell whether the batch was made."""
 
 
 @dataclass
@@ -68,61 +72,84 @@ class Faults:
 
 @dataclass
 class FakeApi:
-    """The API as the submit sees it; ``batches`` oldest first, listed newest first."""
+    """The workspace as the submit sees it; ``batches`` oldest first, listed newest first.
+
+    A batch holds custom_ids (a created one: three records and the marker sent with it); its results
+    can be read only once it has ended, as with the real API.
+    """
 
     faults: Faults
     clock: Clock
-    request_count: int = 3
     batches: list[dict[str, Any]] = field(default_factory=list)
+    contents: dict[str, list[str]] = field(default_factory=dict)
     creates_received: int = 0
-    # "after_create": the batch is made, the connection drops before the answer (outcome unknown);
-    # "before_create": the connection drops before the API made anything (outcome unknown);
-    # "refused": answered 5xx, nothing made; "refused_after_create": answered 500 after making it.
+    results_read: list[str] = field(default_factory=list)
+    # "after_create": made, then the connection drops (unknown); "before_create": dropped before the
+    # API made anything (unknown); "refused": 429, nothing made; "server_error": 500, nothing made;
+    # "server_error_after_create": 500 after making it; "late": the client gives up, the API makes the
+    # batch on the next list call (an API finishing work its client stopped waiting for).
     lose_next: str | None = None
+    late_marker: bytes | None = None
 
-    def add_batch(self, count: int, *, created_at: datetime | None = None) -> dict[str, Any]:
+    def add_batch(self, custom_ids: list[str], *, created_at: datetime | None = None) -> dict[str, Any]:
+        batch_id = f"msgbatch_{len(self.batches):03d}"
         batch = {
-            "id": f"msgbatch_{len(self.batches):03d}",
+            "id": batch_id,
             "created_at": format_utc(created_at or self.clock()),
             "processing_status": "in_progress",
-            "request_counts": {
-                "processing": count,
-                "succeeded": 0,
-                "errored": 0,
-                "canceled": 0,
-                "expired": 0,
-            },
+            "request_counts": {"processing": len(custom_ids), "succeeded": 0, "errored": 0},
         }
         self.batches.append(batch)
+        self.contents[batch_id] = list(custom_ids)
         return batch
 
-    def create_batch(self) -> dict[str, Any]:
+    def end_all(self) -> None:
+        for batch in self.batches:
+            batch["processing_status"] = "ended"
+
+    def _make(self, marker: bytes) -> dict[str, Any]:
+        return self.add_batch(["r0", "r1", "r2", orjson.loads(marker)["custom_id"]])
+
+    def create_batch(self, marker: bytes) -> dict[str, Any]:
         self.faults.checkpoint("create: before it reaches the API")
         mode, self.lose_next = self.lose_next, None
         if mode == "before_create":
-            raise ServerError("connection reset before the API read the body")
+            raise ServerGone("connection reset before the API read the body")
         self.creates_received += 1
         if mode == "refused":
-            raise CreateRefused("HTTP 529 overloaded_error")
-        batch = self.add_batch(self.request_count)
+            raise CreateRefused("HTTP 429 rate_limit_error")
+        if mode == "server_error":
+            raise CreateAnsweredWithError("HTTP 500 api_error")
+        if mode == "late":
+            self.late_marker = marker
+            raise ServerGone("timed out")
+        batch = self._make(marker)
         self.faults.checkpoint("create: batch made, answer on its way")
         if mode == "after_create":
-            raise ServerError("connection dropped before the answer")
-        if mode == "refused_after_create":
-            raise CreateRefused("HTTP 500 api_error")
+            raise ServerGone("connection dropped before the answer")
+        if mode == "server_error_after_create":
+            raise CreateAnsweredWithError("HTTP 500 api_error")
         return dict(batch)
 
     def iter_batches(self, page_size: int) -> Iterator[dict[str, Any]]:
         self.faults.checkpoint(f"list (page {page_size})")
+        if self.late_marker is not None:
+            self._make(self.late_marker)
+            self.late_marker = None
         yield from (dict(batch) for batch in reversed(self.batches))
+
+    def result_ids(self, batch_id: str) -> Iterator[str]:
+        batch = next(b for b in self.batches if b["id"] == batch_id)
+        assert batch["processing_status"] == "ended", "results are read only from ended batches"
+        self.results_read.append(batch_id)
+        yield from self.contents[batch_id]
 
 
 @dataclass
 class FakeStore:
     faults: Faults
-    location: str = "round-0/shard-00000.state.json"
+    location: str = "p/round-0/shard-00000.state.json"
     state: SubmitState | None = None
-    others: dict[str, SubmitState] = field(default_factory=dict)
     writes: list[SubmitState] = field(default_factory=list)
 
     def read(self) -> SubmitState | None:
@@ -135,69 +162,122 @@ class FakeStore:
         self.writes.append(state)
         self.faults.checkpoint(f"write {state.status}: after")
 
-    def siblings(self) -> Iterator[tuple[str, SubmitState]]:
-        self.faults.checkpoint("read siblings")
-        yield from self.others.items()
+
+@dataclass
+class FakeClaims:
+    faults: Faults
+    claims: dict[str, Claim] = field(default_factory=dict)
+
+    def read(self, batch_id: str) -> Claim | None:
+        return self.claims.get(batch_id)
+
+    def write(self, claim: Claim) -> None:
+        self.faults.checkpoint("write claim: before")
+        self.claims[claim.batch_id] = claim
+        self.faults.checkpoint("write claim: after")
 
 
 @dataclass
 class World:
+    """One shard of one run; several worlds may share the workspace (``api``) and the claims index."""
+
     faults: Faults = field(default_factory=Faults)
     clock: Clock = field(default_factory=Clock)
     fingerprint: ShardFingerprint = PRINT
+    shard: ShardToSubmit = SHARD
 
     def __post_init__(self) -> None:
         self.api = FakeApi(self.faults, self.clock)
         self.store = FakeStore(self.faults)
+        self.claims = FakeClaims(self.faults)
 
-    def submit(self, shard: ShardToSubmit = SHARD) -> SubmitResult:
+    def join(self, other: World, location: str, uri: str) -> World:
+        """Make this world another shard of ``other``'s workspace and storage root."""
+        self.api, self.claims, self.clock = other.api, other.claims, other.clock
+        self.store.location = location
+        self.shard = ShardToSubmit(uri=uri, request_count=3, body_bytes=99)
+        return self
+
+    def submit(self) -> SubmitResult | SubmitWait:
+        self.api.faults = self.claims.faults = self.faults
         return submit_shard(
-            shard, api=self.api, store=self.store, fingerprint=lambda: self.fingerprint, now=self.clock
+            self.shard,
+            api=self.api,
+            store=self.store,
+            claims=self.claims,
+            fingerprint=lambda: self.fingerprint,
+            timing=SubmitTiming(now=self.clock, settle_after=SETTLE, recheck=RECHECK),
         )
 
-    def submit_until_done(self, attempts: int = 6) -> SubmitResult:
-        """Run attempts the way task retries do, until one succeeds."""
+    def submit_until_done(self, attempts: int = 8, *, end_batches: bool = True) -> SubmitResult:
+        """Run attempts the way task retries and deferred waits do, until one returns a batch."""
         for _ in range(attempts):
             try:
-                return self.submit()
+                outcome = self.submit()
             except (WorkerKilled, AfterSubmitError):
                 continue
+            if isinstance(outcome, SubmitResult):
+                return outcome
+            self.clock.moment = max(self.clock.moment, outcome.until)
+            if end_batches:
+                self.api.end_all()
         raise AssertionError("the submit never succeeded")
 
 
-def test_first_submit_writes_intent_creates_once_and_records_the_batch() -> None:
+def created(world: World, index: int = 0) -> dict[str, Any]:
+    return world.api.batches[index]
+
+
+def markers_in(world: World, batch_id: str) -> list[str]:
+    return [cid for cid in world.api.contents[batch_id] if cid.startswith("acb-marker-")]
+
+
+def test_first_submit_writes_intent_creates_once_with_a_marker_and_claims_the_batch() -> None:
     world = World()
     result = world.submit()
-    assert result == SubmitResult("msgbatch_000", "created", 3)
+    assert isinstance(result, SubmitResult)
+    assert (result.batch_id, result.action, result.request_count) == ("msgbatch_000", "created", 3)
     assert [state.status for state in world.store.writes] == ["intent", "submitted"]
-    assert world.store.writes[0].intent_at < world.api.batches[0]["created_at"]
-    assert world.store.state is not None
-    assert world.store.state.batch_id == "msgbatch_000"
-    assert world.store.state.fingerprint == PRINT.sha256
+    intent, done = world.store.writes
+    assert intent.intent_at < created(world)["created_at"]
+    assert intent.marker_id is not None
+    assert markers_in(world, "msgbatch_000") == [intent.marker_id] == [result.marker_id]
+    assert intent.settle_at == format_utc(world.store.writes[0].intent_time + SETTLE)
+    assert done.batch_id == "msgbatch_000"
+    assert world.claims.claims["msgbatch_000"].owner == world.store.location
     assert world.api.creates_received == 1
+
+
+def test_every_attempt_and_every_shard_sends_its_own_marker() -> None:
+    first, second = World(), World()
+    second.join(first, "p/round-0/shard-00001.state.json", SHARD.uri.replace("00000", "00001"))
+    first.submit()
+    second.submit()
+    assert len({markers_in(first, "msgbatch_000")[0], markers_in(first, "msgbatch_001")[0]}) == 2
 
 
 def test_a_rerun_reattaches_without_calling_the_api() -> None:
     world = World()
     world.submit()
-    checkpoints_before = world.faults.names[:]
-    assert world.submit() == SubmitResult("msgbatch_000", "reattached", 3)
-    new = world.faults.names[len(checkpoints_before) :]
-    assert new == ["read state"]
+    before = len(world.faults.names)
+    again = world.submit()
+    assert isinstance(again, SubmitResult)
+    assert again.action == "reattached"
+    assert world.faults.names[before:] == ["read state"]
     assert world.api.creates_received == 1
 
 
 def test_a_shard_changed_after_submit_is_refused() -> None:
     world = World()
     world.submit()
-    world.fingerprint = ShardFingerprint("0" * 64, 3, 99)
+    world.fingerprint = ShardFingerprint("0" * 64, 3, 99, "claude-sonnet-4-6")
     with pytest.raises(AfterSubmitError, match=r"changed after it was submitted as batch msgbatch_000"):
         world.submit()
     assert world.api.creates_received == 1
 
 
 def test_a_shard_that_does_not_match_its_descriptor_is_not_sent() -> None:
-    world = World(fingerprint=ShardFingerprint("f" * 64, 2, 70))
+    world = World(fingerprint=ShardFingerprint("f" * 64, 2, 70, "claude-sonnet-4-6"))
     with pytest.raises(InputError, match="holds 2 requests in a 70-byte body"):
         world.submit()
     assert world.api.creates_received == 0
@@ -210,25 +290,7 @@ def count_checkpoints_of_a_clean_submit() -> int:
     return world.faults.seen
 
 
-@pytest.mark.parametrize("crash_at", range(1, count_checkpoints_of_a_clean_submit() + 1))
-def test_a_crash_at_any_point_never_leads_to_a_second_create(crash_at: int) -> None:
-    world = World()
-    world.faults.crash_at = crash_at
-    with pytest.raises(WorkerKilled):
-        world.submit()
-    crashed_at = world.faults.names[-1]
-    result = world.submit_until_done()
-    assert world.api.creates_received == 1, f"crash at {crashed_at!r} led to a second create"
-    assert result.batch_id == world.api.batches[0]["id"]
-    assert world.store.state is not None
-    assert world.store.state.status == "submitted"
-    assert world.store.state.batch_id == result.batch_id
-    # Once recorded, any number of further runs re-attach.
-    assert world.submit().action == "reattached"
-    assert world.api.creates_received == 1
-
-
-def test_the_crash_points_cover_intent_create_answer_and_state() -> None:
+def test_the_crash_points_cover_intent_create_answer_claim_and_state() -> None:
     world = World()
     world.submit()
     assert world.faults.names == [
@@ -238,13 +300,34 @@ def test_the_crash_points_cover_intent_create_answer_and_state() -> None:
         "write intent: after",
         "create: before it reaches the API",
         "create: batch made, answer on its way",
+        "write claim: before",
+        "write claim: after",
         "write submitted: before",
         "write submitted: after",
     ]
 
 
-@pytest.mark.parametrize("first_crash", range(1, 9))
-@pytest.mark.parametrize("second_crash", range(1, 12))
+@pytest.mark.parametrize("crash_at", range(1, count_checkpoints_of_a_clean_submit() + 1))
+def test_a_crash_at_any_point_never_leads_to_a_second_create(crash_at: int) -> None:
+    world = World()
+    world.faults.crash_at = crash_at
+    with pytest.raises(WorkerKilled):
+        world.submit()
+    crashed_at = world.faults.names[-1]
+    result = world.submit_until_done()
+    assert world.api.creates_received == 1, f"crash at {crashed_at!r} led to a second create"
+    assert result.batch_id == created(world)["id"]
+    assert world.store.state is not None
+    assert world.store.state.status == "submitted"
+    assert world.store.state.batch_id == result.batch_id
+    assert world.claims.claims[result.batch_id].owner == world.store.location
+    again = world.submit()
+    assert isinstance(again, SubmitResult)
+    assert again.action == "reattached"
+
+
+@pytest.mark.parametrize("first_crash", range(1, 11))
+@pytest.mark.parametrize("second_crash", range(1, 14))
 def test_two_crashes_in_a_row_still_create_once(first_crash: int, second_crash: int) -> None:
     world = World()
     world.faults.crash_at = first_crash
@@ -258,47 +341,91 @@ def test_two_crashes_in_a_row_still_create_once(first_crash: int, second_crash: 
     assert world.store.state.batch_id == result.batch_id
 
 
-@pytest.mark.parametrize("mode", ["after_create", "refused_after_create"])
-def test_a_lost_create_answer_is_recovered_on_the_spot(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["after_create", "server_error_after_create"])
+def test_a_lost_answer_waits_for_the_batch_to_end_and_adopts_it_by_its_marker(mode: str) -> None:
     world = World()
     world.api.lose_next = mode
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait), "a running candidate cannot be proven yet"
+    assert "msgbatch_000" in waiting.reason
+    assert world.api.results_read == []
+    world.api.end_all()
+    world.clock.moment = waiting.until
     result = world.submit()
-    assert result == SubmitResult("msgbatch_000", "recovered", 3)
+    assert isinstance(result, SubmitResult)
+    assert (result.batch_id, result.action) == ("msgbatch_000", "recovered")
+    assert result.marker_id == markers_in(world, "msgbatch_000")[0]
     assert world.api.creates_received == 1
-    assert world.store.state is not None
-    assert world.store.state.batch_id == "msgbatch_000"
+    assert world.claims.claims["msgbatch_000"].owner == world.store.location
 
 
-def test_a_refused_create_is_recorded_as_failed_and_the_retry_creates_once() -> None:
+def test_a_refused_create_never_adopts_even_when_another_batch_of_its_size_appears() -> None:
+    """The 429 race: another run's same-size batch lands right after this shard's create was refused."""
     world = World()
     world.api.lose_next = "refused"
+    other = World()
+    other.join(world, "other/round-0/shard-00000.state.json", "file:///runs/d/other/p/s0")
     with pytest.raises(AfterSubmitError, match=r"was refused .* and made no batch") as raised:
         world.submit()
     assert isinstance(raised.value.__cause__, CreateRefused)
     assert world.store.state is not None
     assert world.store.state.status == "failed"
-    assert world.store.state.failure == "HTTP 529 overloaded_error"
-    assert world.submit().action == "created"
-    assert world.api.creates_received == 2
+    assert world.store.state.failure == "HTTP 429 rate_limit_error"
+    other.submit()  # another run's batch of the same size
+    world.api.end_all()
+    mine = world.submit()
+    assert isinstance(mine, SubmitResult)
+    assert (mine.action, mine.batch_id) == ("created", "msgbatch_001")
+    assert world.api.results_read == [], "nothing was looked up, so nothing could be adopted"
+
+
+def test_a_server_error_that_made_nothing_is_failed_and_sent_again_by_the_retry() -> None:
+    world = World()
+    world.api.lose_next = "server_error"
+    with pytest.raises(AfterSubmitError, match=r"failed .* and made no batch"):
+        world.submit()
+    assert world.store.state is not None
+    assert world.store.state.status == "failed"
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
     assert len(world.api.batches) == 1
 
 
-def test_a_create_without_an_answer_and_no_batch_keeps_the_intent_for_the_retry() -> None:
+def test_an_unanswered_create_waits_until_it_can_no_longer_land_before_creating_again() -> None:
     world = World()
     world.api.lose_next = "before_create"
-    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet") as raised:
-        world.submit()
-    assert isinstance(raised.value.__cause__, ServerError)
-    assert world.store.state is not None
-    assert world.store.state.status == "intent"
-    assert world.submit().action == "created"
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    intent = world.store.state
+    assert intent is not None
+    assert intent.status == "intent"
+    assert "may still make a batch" in waiting.reason
+    assert waiting.until == intent.intent_time + SETTLE
+    early = world.submit()  # a retry before then still does not create
+    assert isinstance(early, SubmitWait)
+    assert world.api.creates_received == 0
+    world.clock.moment = waiting.until
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
     assert world.api.creates_received == 1
+    assert world.store.writes[-1].earlier_markers == (intent.marker_id,)
+
+
+def test_a_slow_create_landing_after_the_client_gave_up_is_adopted_never_sent_again() -> None:
+    world = World()
+    world.api.lose_next = "late"
+    result = world.submit_until_done()
+    assert result.action == "recovered"
+    assert world.api.creates_received == 1
+    assert len(world.api.batches) == 1
 
 
 def test_a_definite_refusal_is_raised_as_is_and_recorded() -> None:
     world = World()
 
-    def refuse() -> dict[str, Any]:
+    def refuse(marker: bytes) -> dict[str, Any]:
         raise ConnectionConfigError("connection 'x' was rejected: set a valid API key")
 
     world.api.create_batch = refuse  # type: ignore[method-assign]
@@ -310,232 +437,160 @@ def test_a_definite_refusal_is_raised_as_is_and_recorded() -> None:
     assert "ConnectionConfigError" in str(world.store.state.failure)
 
 
-def lost_intent(world: World, *, count: int = 3, newest_before: str | None = None) -> SubmitState:
-    """An intent whose create's answer was never recorded."""
+def lost_intent(world: World, *, newest_before: str | None = None) -> SubmitState:
+    """An intent whose create's answer was never recorded, old enough to have settled."""
+    moment = world.clock()
     state = SubmitState(
-        shard_uri=SHARD.uri,
+        shard_uri=world.shard.uri,
         fingerprint=PRINT.sha256,
-        request_count=count,
+        request_count=3,
         body_bytes=99,
-        intent_at=format_utc(world.clock()),
+        intent_at=format_utc(moment),
         status="intent",
         newest_batch_before=newest_before,
+        intent_id="i1",
+        marker_id="acb-marker-mine",
+        settle_at=format_utc(moment),
     )
     world.store.state = state
     return state
 
 
-def test_recovery_skips_batches_recorded_by_sibling_shards() -> None:
+def test_a_same_size_batch_claimed_by_another_run_is_set_aside_at_once() -> None:
     world = World()
     lost_intent(world)
-    first = world.api.add_batch(3)
-    mine = world.api.add_batch(3)
-    third = world.api.add_batch(3)
-    world.store.others = {
-        "round-0/shard-00001.state.json": lost_intent(World()).submitted(first["id"], None),
-        "round-0/shard-00002.state.json": lost_intent(World()).submitted(third["id"], None),
-    }
-    assert world.submit() == SubmitResult(mine["id"], "recovered", 3)
-    assert world.api.creates_received == 0
+    theirs = world.api.add_batch(["r0", "r1", "r2", "acb-marker-theirs"])
+    world.claims.claims[theirs["id"]] = Claim(theirs["id"], "other-run/state.json", "acb-marker-theirs", "t")
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
+    assert world.api.results_read == []
 
 
-def test_recovery_ignores_other_request_counts_and_batches_before_the_intent() -> None:
+def test_an_ended_batch_without_the_marker_is_not_ours_and_read_only_once() -> None:
+    """Two runs over the same ids with other prompts: same size, same custom_ids, another marker."""
     world = World()
-    older = world.api.add_batch(3)
+    lost_intent(world)
+    theirs = world.api.add_batch(["r0", "r1", "r2", "acb-marker-theirs"])
+    theirs["processing_status"] = "ended"
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
+    assert result.batch_id != theirs["id"]
+    assert world.store.writes[0].not_ours == (theirs["id"],)
+    assert world.api.results_read == [theirs["id"]]
+
+
+def test_a_running_unclaimed_candidate_is_waited_for_then_checked() -> None:
+    world = World()
+    lost_intent(world)
+    theirs = world.api.add_batch(["r0", "r1", "r2", "acb-marker-theirs"])
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    assert waiting.until == world.clock.moment + RECHECK
+    assert world.api.creates_received == 0
+    theirs["processing_status"] = "ended"
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
+
+
+def test_a_claim_naming_this_shard_is_adopted_without_waiting() -> None:
+    """A crash between the claim and the state: the claim is the proof."""
+    world = World()
+    lost_intent(world)
+    mine = world.api.add_batch(["r0", "r1", "r2", "acb-marker-mine"])
+    world.claims.claims[mine["id"]] = Claim(mine["id"], world.store.location, "acb-marker-mine", "t")
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert (result.batch_id, result.action) == (mine["id"], "recovered")
+
+
+def test_recovery_ignores_other_sizes_and_batches_before_the_intent() -> None:
+    world = World()
+    older = world.api.add_batch(["r0", "r1", "r2", "acb-marker-mine"])
+    older["processing_status"] = "ended"
     lost_intent(world, newest_before=older["id"])
-    world.api.add_batch(4)
-    mine = world.api.add_batch(3)
-    assert world.submit().batch_id == mine["id"]
+    world.api.add_batch(["r0", "r1"])
+    mine = world.api.add_batch(["r0", "r1", "r2", "acb-marker-mine"])
+    mine["processing_status"] = "ended"
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.batch_id == mine["id"]
+    assert world.api.results_read == [mine["id"]]
 
 
 def test_recovery_falls_back_to_the_clock_when_the_newest_batch_is_gone() -> None:
     world = World()
-    world.api.add_batch(3, created_at=START - timedelta(hours=1))
+    world.api.add_batch(["a", "b", "c", "acb-marker-x"], created_at=START - timedelta(hours=1))
     lost_intent(world, newest_before="msgbatch_deleted")
-    assert world.submit().action == "created"  # an hour before the intent: not this shard's
-    assert world.api.creates_received == 1
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"  # an hour before the intent: not this shard's
+    assert world.api.results_read == []
 
 
 def test_recovery_tolerates_an_api_clock_behind_ours() -> None:
     world = World()
     lost_intent(world)
-    # The API's clock is 5 minutes behind: its batch looks older than the intent, within the margin.
-    skewed = world.api.add_batch(3, created_at=START - timedelta(minutes=5))
-    assert world.submit() == SubmitResult(skewed["id"], "recovered", 3)
-    assert world.api.creates_received == 0
-
-
-def test_no_candidate_means_the_create_never_happened() -> None:
-    world = World()
-    lost_intent(world)
-    world.api.add_batch(5)
+    skewed = world.api.add_batch(
+        ["r0", "r1", "r2", "acb-marker-mine"], created_at=START - timedelta(minutes=5)
+    )
+    skewed["processing_status"] = "ended"
     result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert (result.batch_id, result.action) == (skewed["id"], "recovered")
+
+
+def test_two_shards_of_one_size_both_losing_their_answer_each_find_their_own() -> None:
+    first = World()
+    second = World().join(first, "p/round-0/shard-00001.state.json", SHARD.uri.replace("00000", "00001"))
+    for world in (first, second):
+        world.api.lose_next = "after_create"
+        assert isinstance(world.submit(), SubmitWait)
+    first.api.end_all()
+    mine, theirs = first.submit_until_done(), second.submit_until_done()
+    assert {mine.batch_id, theirs.batch_id} == {"msgbatch_000", "msgbatch_001"}
+    assert mine.batch_id == "msgbatch_000"
+    assert first.api.creates_received == 2
+
+
+def test_a_lost_answer_beside_another_runs_unclaimed_same_size_batch_ends_with_each_its_own() -> None:
+    world = World()
+    other = World().join(world, "other/round-0/shard-00000.state.json", "file:///runs/d/other/p/s0")
+    other.api.lose_next = "after_create"
+    other.submit()  # another run lost its answer too: its batch is unclaimed
+    world.api.lose_next = "before_create"  # this shard's create made nothing
+    assert isinstance(world.submit(), SubmitWait)
+    result = world.submit_until_done()
     assert result.action == "created"
-    assert world.api.creates_received == 1
-    assert [state.status for state in world.store.writes] == ["intent", "submitted"]
-
-
-def test_several_candidates_stop_with_the_list_and_the_remedy() -> None:
-    world = World()
-    lost_intent(world)
-    one, two = world.api.add_batch(3), world.api.add_batch(3)
-    with pytest.raises(SubmitRecoveryError) as raised:
-        world.submit()
-    message = str(raised.value)
-    assert one["id"] in message
-    assert two["id"] in message
-    assert one["created_at"] in message
-    assert "3 requests" in message
-    assert world.store.location in message
-    assert '"status": "submitted"' in message
-    assert "cancel the extra batches" in message
-    assert world.api.creates_received == 0
-
-
-def test_a_candidate_a_sibling_in_flight_could_own_waits_for_the_sibling() -> None:
-    world = World()
-    lost_intent(world)
-    sibling = lost_intent(World())
-    world.store.others = {"round-0/shard-00001.state.json": sibling}
-    theirs = world.api.add_batch(3)
-    with pytest.raises(SubmitRecoveryError, match=r"shard-00001\.state\.json"):
-        world.submit()
-    assert world.api.creates_received == 0
-    # The sibling records its batch: the candidate is theirs, so this shard's create never happened.
-    world.store.others["round-0/shard-00001.state.json"] = sibling.submitted(theirs["id"], None)
-    assert world.submit().action == "created"
-    assert world.api.creates_received == 1
-
-
-def test_a_sibling_in_flight_with_another_size_does_not_block() -> None:
-    world = World()
-    lost_intent(world)
-    world.store.others = {"round-0/shard-00001.state.json": lost_intent(World(), count=7)}
-    mine = world.api.add_batch(3)
-    assert world.submit().batch_id == mine["id"]
+    assert result.batch_id == "msgbatch_001"
+    theirs = other.submit_until_done()
+    assert (theirs.batch_id, theirs.action) == ("msgbatch_000", "recovered")
 
 
 def test_an_adopted_batch_of_a_changed_shard_is_recorded_then_refused() -> None:
     world = World()
     lost_intent(world)
-    batch = world.api.add_batch(3)
-    world.fingerprint = ShardFingerprint("0" * 64, 3, 99)
+    batch = world.api.add_batch(["r0", "r1", "r2", "acb-marker-mine"])
+    batch["processing_status"] = "ended"
+    world.fingerprint = ShardFingerprint("0" * 64, 3, 99, "claude-sonnet-4-6")
     with pytest.raises(AfterSubmitError, match="changed after it was submitted"):
         world.submit()
     assert world.store.state is not None
     assert world.store.state.batch_id == batch["id"]
-    assert world.store.state.fingerprint == PRINT.sha256
 
 
-def shards_of_one_workspace(count: int) -> list[World]:
-    worlds = [World() for _ in range(count)]
-    for index, world in enumerate(worlds):
-        world.api = worlds[0].api
-        world.clock = worlds[0].clock
-        world.store.faults = world.faults
-        world.api.faults = world.faults
-        world.store.location = f"round-0/shard-{index:05d}.state.json"
-        world.store.others = _LiveSiblings(world, worlds)  # type: ignore[assignment]
-    return worlds
-
-
-def test_shards_of_one_size_find_their_own_batch_after_a_crash() -> None:
-    worlds = shards_of_one_workspace(4)
-    api = worlds[0].api
-    api.faults = worlds[0].faults
-    worlds[0].faults.crash_at = 6  # shard 0 dies once its batch exists, before hearing the answer
-    with pytest.raises(WorkerKilled):
-        worlds[0].submit()
-    others = []
-    for world in worlds[1:]:
-        api.faults = world.faults
-        others.append(world.submit())
-    api.faults = worlds[0].faults
-    mine = worlds[0].submit()
-    assert mine == SubmitResult("msgbatch_000", "recovered", 3)
-    assert [result.action for result in others] == ["created"] * 3
-    assert api.creates_received == 4
-    assert len({mine.batch_id, *(result.batch_id for result in others)}) == 4
-
-
-def test_two_shards_of_one_size_both_losing_their_answer_need_help() -> None:
-    worlds = shards_of_one_workspace(2)
-    api = worlds[0].api
-    for world in worlds:
-        api.faults = world.faults
-        world.faults.crash_at = 6
-        with pytest.raises(WorkerKilled):
-            world.submit()
-    api.faults = worlds[0].faults
-    with pytest.raises(SubmitRecoveryError, match=r"one of 2 batches .*msgbatch_001 .*msgbatch_000 "):
-        worlds[0].submit()
-    api.faults = worlds[1].faults  # its intent came after batch 000 was listed: only 001 can be its
-    with pytest.raises(SubmitRecoveryError, match=r"msgbatch_001 .* in flight: round-0/shard-00000"):
-        worlds[1].submit()
-    assert api.creates_received == 2
-
-
-def test_a_refused_sibling_does_not_block_a_shard_whose_answer_was_lost() -> None:
-    worlds = shards_of_one_workspace(2)
-    api = worlds[0].api
-    api.faults = worlds[0].faults
-    api.lose_next = "refused"
-    with pytest.raises(AfterSubmitError):
-        worlds[0].submit()
-    api.faults = worlds[1].faults
-    api.lose_next = "after_create"
-    assert worlds[1].submit() == SubmitResult("msgbatch_000", "recovered", 3)
-    api.faults = worlds[0].faults
-    assert worlds[0].submit() == SubmitResult("msgbatch_001", "created", 3)
-    assert len(api.batches) == 2
-
-
-class _LiveSiblings(dict):  # type: ignore[type-arg]
-    """The other shards' states as they are now."""
-
-    def __init__(self, me: World, everyone: list[World]) -> None:
-        super().__init__()
-        self.me, self.everyone = me, everyone
-
-    def items(self) -> Any:
-        return [
-            (w.store.location, w.store.state) for w in self.everyone if w is not self.me and w.store.state
-        ]
-
-
-def requests_file(count: int) -> list[bytes]:
-    return [
-        orjson.dumps({"custom_id": f"r{i}", "params": {"model": "m", "x": "é" * i}}) for i in range(count)
-    ]
-
-
-def test_the_body_is_the_lines_joined_exactly() -> None:
-    lines = requests_file(5)
-    data = b"\n".join(lines) + b"\n"
-    size = batch_body_size(sum(map(len, lines)), len(lines))
-    chunks = [data[i : i + 10] for i in range(0, len(data), 10)]
-    body = b"".join(iter_batch_body(chunks, request_count=5, body_bytes=size, source="s"))
-    assert len(body) == size
-    assert orjson.loads(body) == {"requests": [orjson.loads(line) for line in lines]}
-
-
-def test_a_large_body_comes_in_blocks_of_about_a_megabyte() -> None:
-    lines = [b'{"custom_id":"r%d","params":{"t":"%s"}}' % (i, b"x" * 5000) for i in range(1000)]
-    size = batch_body_size(sum(map(len, lines)), len(lines))
-    blocks = list(iter_batch_body([b"\n".join(lines)], request_count=1000, body_bytes=size, source="s"))
-    assert len(blocks) > 3
-    assert max(map(len, blocks)) < (1 << 20) + 6000
-    assert sum(map(len, blocks)) == size
-
-
-@pytest.mark.parametrize(("count", "extra"), [(4, 0), (6, 0), (5, -1), (5, 1)])
-def test_a_body_that_does_not_match_the_declared_size_stops_before_overflowing(
-    count: int, extra: int
-) -> None:
-    lines = requests_file(5)
-    size = batch_body_size(sum(map(len, lines)), len(lines)) + extra
-    produced: list[bytes] = []
-    body = iter_batch_body([b"\n".join(lines)], request_count=count, body_bytes=size, source="s")
-    with pytest.raises(InputError, match="does not match its descriptor"):
-        produced.extend(body)
-    assert sum(map(len, produced)) <= size
+def test_an_intent_written_without_a_marker_stops_with_the_remedy() -> None:
+    world = World()
+    world.store.state = SubmitState(
+        shard_uri=SHARD.uri,
+        fingerprint=PRINT.sha256,
+        request_count=3,
+        body_bytes=99,
+        intent_at=format_utc(START),
+        status="intent",
+    )
+    with pytest.raises(SubmitRecoveryError, match=r'"status": "submitted"'):
+        world.submit()
+    assert world.api.creates_received == 0

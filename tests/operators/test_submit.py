@@ -17,7 +17,7 @@ from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import read_state
-from airflow_claude_batch.exceptions import AfterSubmitError, SubmitRecoveryError
+from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 
@@ -57,6 +57,8 @@ def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int
 
 
 def submit(shard: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Run the submit as a worker does (waits in the worker, looking again every 0.1 s)."""
+    kwargs = {"recheck_interval": 0.1, "create_settle_margin": 1.0, "deferrable": False, **kwargs}
     return ClaudeBatchSubmitOperator(task_id="submit", shard=shard, **kwargs).execute(context={})
 
 
@@ -77,7 +79,8 @@ def test_submit_returns_the_descriptor_with_its_batch_and_a_rerun_reattaches(
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=40)
     caplog.set_level("INFO")
     first = submit(shard)
-    assert first == {**shard, "batch_id": first["batch_id"]}
+    assert first == {**shard, "batch_id": first["batch_id"], "marker_id": first["marker_id"]}
+    assert first["marker_id"].startswith("acb-marker-")
     again = submit(shard)
     assert again == first
     stats = emulator.stats()
@@ -86,8 +89,9 @@ def test_submit_returns_the_descriptor_with_its_batch_and_a_rerun_reattaches(
     state = state_of(shard)
     assert state.status == "submitted"
     assert state.batch_id == first["batch_id"]
+    assert state.marker_id == first["marker_id"]
     batch = ClaudeBatchHook().get_batch(first["batch_id"])
-    assert sum(batch["request_counts"].values()) == 40
+    assert sum(batch["request_counts"].values()) == 41  # the shard's 40 and its marker
     assert first["batch_id"] in caplog.text
     assert "ticket 3 of shard 0" not in caplog.text  # requests are never logged
 
@@ -109,10 +113,19 @@ def test_a_lost_create_answer_is_recovered_without_a_second_batch(
     assert emulator.stats()["batches_created"] == 1
 
 
-def test_a_refused_create_is_submitted_again_by_the_retry(emulator: Any, storage: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (429, r"was refused \(HTTP 429 rate_limit_error\) and made no batch"),
+        (500, r"failed .* made no batch"),
+    ],
+)
+def test_a_refused_create_is_submitted_again_by_the_retry(
+    emulator: Any, storage: str, status: int, message: str
+) -> None:
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
-    emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
-    with pytest.raises(AfterSubmitError, match=r"was refused \(HTTP 500 api_error\) and made no batch"):
+    emulator.faults({"fail_next": {"endpoint": "create", "status": status, "count": 1}})
+    with pytest.raises(AfterSubmitError, match=message):
         submit(shard)
     assert emulator.stats()["creates_received"] == 1
     assert state_of(shard).status == "failed"
@@ -129,6 +142,9 @@ def test_shards_of_one_size_with_lost_answers_get_one_batch_each(emulator: Any, 
     ids = [submit(shard)["batch_id"] for shard in shards]
     assert len(set(ids)) == 3
     assert emulator.stats()["batches_created"] == 3
+    assert all(
+        holds_marker(batch_id, state_of(shard).marker_id) for batch_id, shard in zip(ids, shards, strict=True)
+    )
     assert [submit(shard)["batch_id"] for shard in shards] == ids
 
 
@@ -155,15 +171,18 @@ def test_shards_submitted_at_once_with_lost_answers_never_pay_twice(
     for thread in threads:
         thread.join()
     assert emulator.stats()["batches_created"] == 4
-    submitted = [value for value in results.values() if isinstance(value, str)]
-    assert len(set(submitted)) == len(submitted)
-    if lost == 1:
-        assert len(submitted) == 4
-    else:
-        # Two shards of one size that both lost their answer at once cannot tell their batches apart:
-        # they stop and ask for help rather than guess (or pay twice).
-        for value in results.values():
-            assert isinstance(value, str | SubmitRecoveryError)
+    # Shards of one size that lost their answers at once wait for the candidates to end and each finds
+    # the batch holding its own marker: none stops, none pays twice, none takes another's.
+    assert sorted(results) == [0, 1, 2, 3]
+    assert all(isinstance(value, str) for value in results.values()), results
+    assert len(set(results.values())) == 4
+    for index, shard in enumerate(shards):
+        assert state_of(shard).batch_id == results[index]
+        assert holds_marker(results[index], state_of(shard).marker_id)
+
+
+def holds_marker(batch_id: str, marker_id: str) -> bool:
+    return any(line["custom_id"] == marker_id for line in ClaudeBatchHook().iter_results(batch_id))
 
 
 def test_a_rejected_key_fails_the_task_without_retry(emulator: Any, storage: str, monkeypatch: Any) -> None:

@@ -23,6 +23,8 @@ from tests.reliability.harness import RunHarness, records, write_jsonl
 from tests.reliability.transport_faults import TransportFaults
 
 FIGURES: Counter[str] = Counter()
+#: The Claude connection's timeout in the fault suite, in seconds.
+FAULT_SUITE_TIMEOUT = 10.0
 
 
 class Figures:
@@ -111,7 +113,11 @@ def faulty_emulator(
     handle = EmulatorHandle(base_url=server.base_url)
     handle.reset()
     transport.reset()
-    monkeypatch.setenv(DEFAULT_CONN_ENV, handle.connection_json)
+    # Faults here delay answers by 2 s at most. A create whose answer is lost without a batch (a refusal
+    # cut off on the wire) may not be sent again before the timeout and the margin have passed: 10 s
+    # keeps that wait short (the default is 600 s).
+    connection = {**json.loads(handle.connection_json), "extra": {"timeout": FAULT_SUITE_TIMEOUT}}
+    monkeypatch.setenv(DEFAULT_CONN_ENV, json.dumps(connection))
     try:
         yield FaultyEmulator(handle, transport)
     finally:

@@ -25,6 +25,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk._shared.module_loading import import_string
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_claude_batch import DEFAULT_PIPELINE_ID
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
@@ -87,6 +88,7 @@ class RunHarness:
     :param poll_interval: seconds between polls.
     :param retries: retries of each task after a retryable error.
     :param retry_delay: seconds between a failed attempt and its retry.
+    :param create_settle_margin: seconds past the client's timeout an unanswered create may still land.
     :param build_kwargs: more build parameters (``max_requests_per_shard``...).
     :param run_id: the run's id.
     :param before_task: called with the task's name before each attempt (to change the environment).
@@ -101,6 +103,7 @@ class RunHarness:
     poll_interval: float = 0.05
     retries: int = 4
     retry_delay: float = 0.0
+    create_settle_margin: float = 2.0
     build_kwargs: dict[str, Any] = field(default_factory=dict)
     run_id: str = RUN_ID
     before_task: Callable[[str], None] | None = None
@@ -114,7 +117,7 @@ class RunHarness:
 
     @property
     def run_dir(self) -> Path:
-        return self.storage / DAG_ID / self.run_id
+        return self.storage / DAG_ID / self.run_id / DEFAULT_PIPELINE_ID
 
     @property
     def folder(self) -> RunFolder:
@@ -142,9 +145,14 @@ class RunHarness:
         )
         return self.task("build", lambda: operator.execute(self.context()))
 
-    def submit(self, shard: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, shard: dict[str, Any], conn_id: str | None = None) -> dict[str, Any]:
         operator = ClaudeBatchSubmitOperator(
-            task_id="submit", shard=shard, storage_conn_id=self.storage_conn_id
+            task_id="submit",
+            **({"conn_id": conn_id} if conn_id else {}),
+            shard=shard,
+            storage_conn_id=self.storage_conn_id,
+            recheck_interval=self.poll_interval,
+            create_settle_margin=self.create_settle_margin,
         )
         return self.task("submit", lambda: operator.execute(self.context()))
 

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_claude_batch.batch.build import build_run
+from airflow_claude_batch.batch.create_body import iter_batch_body
 from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.rendering import RequestRenderer, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
 from airflow_claude_batch.batch.sources import CallableRecords
-from airflow_claude_batch.batch.submission import iter_batch_body
 from airflow_claude_batch.batch.validation import custom_id_problem
 from airflow_claude_batch.emulator.config import EmulatorConfig
 from airflow_claude_batch.emulator.engine import Engine

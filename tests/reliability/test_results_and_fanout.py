@@ -61,7 +61,8 @@ def ended(make_run: Any, faulty_emulator: Any) -> tuple[RunHarness, dict[str, An
     shard = run.wait(run.submit(shard))
     run.fanout(shard)
     reference = visible_files(run)
-    assert set(reference) == {f"{outcome}.jsonl" for outcome in OUTCOMES}
+    # the outcome files, and the marker's result (the proof the batch is the shard's, and its cost)
+    assert set(reference) == {f"{outcome}.jsonl" for outcome in OUTCOMES} | {"marker.json"}
     assert all(reference[f"{outcome}.jsonl"] for outcome in ("succeeded", "errored", "expired"))
     for path in (run.run_dir / "round-0" / "shard-00000").iterdir():
         path.unlink()
