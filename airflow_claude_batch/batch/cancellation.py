@@ -73,9 +73,7 @@ def recorded_batches(root: StoragePath, pipeline_id: str | None = None) -> list[
     return found
 
 
-def cancel_recorded(
-    batches: list[RecordedBatch], cancel: Callable[[str], object]
-) -> Iterator[CancelOutcome]:
+def cancel_recorded(batches: list[RecordedBatch], cancel: Callable[[str], object]) -> Iterator[CancelOutcome]:
     """Call ``cancel(batch_id)`` for every recorded batch that has an id; yield what happened.
 
     An ``intent`` without a batch id is reported, not guessed at: its create may have reached the API,
@@ -83,8 +81,10 @@ def cancel_recorded(
     """
     for batch in batches:
         if batch.batch_id is None:
-            note = "a create may have been sent; no batch id recorded" if batch.status == "intent" else (
-                "no batch recorded"
+            note = (
+                "a create may have been sent; no batch id recorded"
+                if batch.status == "intent"
+                else ("no batch recorded")
             )
             yield CancelOutcome(batch, note, ok=batch.status != "intent")
             continue
