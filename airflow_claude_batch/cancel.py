@@ -13,10 +13,9 @@ of another run, another pipeline, or another DAG sharing the storage root or the
 
 Run it where the deployment's connections are readable (a worker or scheduler host, or with the
 connections in ``AIRFLOW_CONN_*`` variables). Requests already processed are billed and stay in the
-batches' results; the run's wait tasks see the batches end as canceled, its fanout routes the
-canceled requests, and the requeue round sends them again only if the pipeline's
-``requeue_canceled`` is on, so to stop a run for good, mark its remaining tasks failed or set
-``requeue_rounds`` to 0 for it.
+batches' results. To stop a run for good, mark it failed first, then cancel: a run that still runs sees
+its batches end canceled, and its requeue round sends the canceled requests again when the pipeline's
+``requeue_canceled`` is on.
 """
 
 from __future__ import annotations

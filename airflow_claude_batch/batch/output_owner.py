@@ -11,7 +11,8 @@ The rule, checked by the report before it writes:
 - Otherwise a run replaces ``output_uri`` only when it *claims the same thing* as the owner record:
   same DAG, same pipeline, same data interval, same input sources. A rerun, a backfill of the interval
   or a re-sweep of it after late data replace it; a run over another interval, another input or from
-  another DAG or pipeline does not.
+  another DAG or pipeline does not. A run over a data interval may also replace what a run without
+  one (a manual run over the same input) wrote.
 - No owner record and no file: the run writes it and becomes its owner. A file without an owner record
   (written by hand or by an older version) is never replaced.
 
@@ -64,6 +65,18 @@ class OutputClaim:
             and self.sources is not None
             and self.sources == other.sources
         )
+
+    def may_replace(self, owner: OutputClaim) -> bool:
+        """Whether a run claiming this may replace the output ``owner`` wrote.
+
+        The same claim may; so may a run over a data interval replacing what a run without one (a
+        manual run over the same input) wrote, since only a run over the interval is its own.
+        """
+        if self.same_claim(owner):
+            return True
+        if owner.data_interval is not None or self.data_interval is None:
+            return False
+        return self.same_claim(dataclasses.replace(owner, data_interval=self.data_interval))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,7 +141,7 @@ def place_output(
             reason = f"{output} exists without an owner record (written by hand or an older version)"
             return OutputPlace(own_folder_output(folder, output), False, reason)
         return OutputPlace(output, True)
-    if claim.same_claim(previous):
+    if claim.may_replace(previous):
         return OutputPlace(output, True, previous=previous)
     reason = (
         f"{output} is owned by run {previous.run_id} of {previous.dag_id}.{previous.pipeline_id} over "
