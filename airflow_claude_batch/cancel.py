@@ -13,9 +13,9 @@ of another run, another pipeline, or another DAG sharing the storage root or the
 
 Run it where the deployment's connections are readable (a worker or scheduler host, or with the
 connections in ``AIRFLOW_CONN_*`` variables). Requests already processed are billed and stay in the
-batches' results. To stop a run for good, mark it failed first, then cancel: a run that still runs sees
-its batches end canceled, and its requeue round sends the canceled requests again when the pipeline's
-``requeue_canceled`` is on.
+batches' results. The run then finishes by itself: its waits see the batches end, and its requeue
+holds the canceled requests of a batch cancelled on purpose (listed in ``pending.jsonl``) instead of
+sending them again.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 #: A poll is one small GET: when it hangs this long, the connection is treated as broken.
 POLL_REQUEST_TIMEOUT_S = 60.0
-CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts fit in on_kill's 30 s
+CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts stay well under a minute
 CANCEL_ATTEMPTS = 3
 CANCEL_MAX_PAUSE_S = 5.0
 #: Shared clients are rebuilt this often so that an edited connection (a rotated key) is picked up.
