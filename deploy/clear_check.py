@@ -19,6 +19,8 @@ from deploy.airflow_api import AirflowApi, CheckFailed, ti_key
 from deploy.checks import NIGHTLY_PIPELINE_ID, NightlyTarget
 
 WAIT_TASK = f"{NIGHTLY_PIPELINE_ID}.round_0.wait"
+#: What the trigger's (and the sensor's) on_kill logs: the batch is left running.
+ON_KILL_MARKER = "keeps running and a rerun re-attaches to it"
 
 
 def wait_until_deferred(
@@ -75,11 +77,14 @@ def check_clear_while_deferred(
         problems.append("no wait task ran again after the clear: the clear did not reach it")
     if problems:
         raise CheckFailed("clear while deferred: " + "; ".join(problems))
+    # Where the cleared try's log says so, Airflow did call the trigger's on_kill (which cancels nothing).
+    cleared_try_logs = [api.task_log(ti, ti["try_number"] - 1) for ti in waits if ti["try_number"] > 1]
     return {
         "run_id": run_id,
         "cleared_while_deferred": deferred,
         "canceled_by_the_clear": canceled,
         "batches_created": created,
         "wait_tries": sorted(ti["try_number"] for ti in waits),
+        "on_kill_logged": any(ON_KILL_MARKER in log for log in cleared_try_logs),
         "succeeded": manifest["dispositions"]["succeeded"],
     }
