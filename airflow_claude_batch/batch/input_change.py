@@ -167,6 +167,27 @@ def answered_earlier_path(folder: RunFolder) -> StoragePath:
     return folder.root / "answered-earlier.json"
 
 
+def earlier_answers(folder: RunFolder, max_rounds: int, exclude: set[str]) -> Iterator[dict[str, object]]:
+    """The succeeded rows of the earlier runs an ``add_new`` build left records out for.
+
+    Each id once (the first run listed wins) and none of ``exclude`` (the ids this run answered), so
+    that a re-sweep's flat output holds every answered record of the interval, whatever its format.
+    """
+    from airflow_claude_batch.batch.ledger import iter_succeeded_rows  # the ledger reads run folders too
+
+    answered = read_answered_earlier(folder) or {}
+    runs = answered.get("runs") or []
+    dag_dir = folder.root.parent.parent  # type: ignore[attr-defined]
+    seen = set(exclude)
+    for uri in runs if isinstance(runs, list) else []:
+        run_id = str(uri).rstrip("/").split("/")[-2]
+        for row in iter_succeeded_rows(RunFolder(dag_dir / run_id / folder.root.name), max_rounds):  # type: ignore[attr-defined]
+            custom_id = row.get("custom_id")
+            if isinstance(custom_id, str) and custom_id not in seen:
+                seen.add(custom_id)
+                yield row
+
+
 def _maybe_submitted(folder: RunFolder, shard: ShardDescriptor) -> bool:
     state = read_state(folder.shard_state(shard.round, shard.index))
     return state is not None and state.status != FAILED

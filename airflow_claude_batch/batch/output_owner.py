@@ -26,12 +26,11 @@ rule is about which runs may, not a lock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import StoragePath, iter_jsonl, read_json, write_json
+from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
 
 OWNER_SCHEMA_VERSION = 1
 
@@ -163,17 +162,3 @@ def _sources_text(sources: tuple[str, ...] | None) -> str:
     if sources is None:
         return "unknown"
     return ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
-
-
-def carried_rows(previous_output: StoragePath, exclude: set[str]) -> Iterator[dict[str, Any]]:
-    """Rows of a JSON Lines flat output whose ids are not in ``exclude``, as succeeded rows again.
-
-    A re-sweep run (``on_input_change="add_new"``) that replaces an output it owns keeps the answers of
-    the records it did not send: they are read back from the output it replaces.
-    """
-    if not previous_output.exists() or previous_output.name.lower().endswith(".csv"):
-        return
-    for row in iter_jsonl(previous_output):
-        custom_id = row.get("custom_id")
-        if isinstance(custom_id, str) and custom_id not in exclude:
-            yield {"custom_id": custom_id, "parsed": {k: v for k, v in row.items() if k != "custom_id"}}

@@ -5,15 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow_claude_batch.batch.input_change import read_answered_earlier
+from airflow_claude_batch.batch.input_change import earlier_answers, read_answered_earlier
 from airflow_claude_batch.batch.input_fingerprint import read_fingerprint
 from airflow_claude_batch.batch.ledger import iter_succeeded_rows, write_flat_output
-from airflow_claude_batch.batch.output_owner import (
-    OutputClaim,
-    carried_rows,
-    claim_output,
-    place_output,
-)
+from airflow_claude_batch.batch.output_owner import OutputClaim, claim_output, place_output
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath
 
@@ -46,7 +41,7 @@ def write_owned_output(
     rows = None
     if place.owned:
         claim_output(output, claim)
-        rows = _with_earlier_answers(folder, output, max_rounds)
+        rows = _with_earlier_answers(folder, max_rounds)
     else:
         log.warning(
             "not replacing %s: %s; this run's flat output goes to %s", output, place.reason, place.target
@@ -56,7 +51,7 @@ def write_owned_output(
     return place.target
 
 
-def _with_earlier_answers(folder: RunFolder, output: StoragePath, max_rounds: int) -> Any:
+def _with_earlier_answers(folder: RunFolder, max_rounds: int) -> Any:
     """For a re-sweep that left answered records out: this run's rows, then the earlier answers kept."""
     answered = read_answered_earlier(folder)
     if not answered or not answered.get("records"):
@@ -65,6 +60,6 @@ def _with_earlier_answers(folder: RunFolder, output: StoragePath, max_rounds: in
     def rows() -> Any:
         sent = {row["custom_id"] for row in iter_succeeded_rows(folder, max_rounds)}
         yield from iter_succeeded_rows(folder, max_rounds)
-        yield from carried_rows(output, sent)
+        yield from earlier_answers(folder, max_rounds, sent)
 
     return rows

@@ -9,7 +9,6 @@ import pytest
 
 from airflow_claude_batch.batch.output_owner import (
     OutputClaim,
-    carried_rows,
     claim_output,
     owner_record_path,
     place_output,
@@ -94,9 +93,3 @@ def test_a_run_over_the_interval_replaces_what_a_run_without_one_wrote_over_the_
     claim_output(output, claim("s"))
     place = place_output(output, folder(tmp_path, "m2"), claim("m2", data_interval=None), custom_input=False)
     assert not place.owned
-
-
-def test_carried_rows_keep_the_answers_a_re_sweep_did_not_send(output) -> None:
-    output.write_text('{"custom_id": "t1", "label": "bug"}\n{"custom_id": "t2", "label": "billing"}\n')
-    rows = list(carried_rows(output, {"t2"}))
-    assert rows == [{"custom_id": "t1", "parsed": {"label": "bug"}}]
