@@ -114,7 +114,7 @@ def _names(folder: StoragePath) -> list[str]:
         if not folder.exists():
             return []
         return sorted(entry.name for entry in folder.iterdir())  # type: ignore[attr-defined]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         raise StorageError(f"cannot list {folder}: {exc}; check the storage root and its connection") from exc
