@@ -28,6 +28,10 @@ class BudgetExceededError(BeforeSubmitError):
     """The run's cost estimate is above ``max_cost_usd``."""
 
 
+class InputChangedError(BeforeSubmitError):
+    """The input changed after a shard of the run was submitted; the message says what and the ways on."""
+
+
 class ConnectionConfigError(BeforeSubmitError):
     """The Claude connection is missing, unreachable or rejected (wrong base URL or key)."""
 

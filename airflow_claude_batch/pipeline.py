@@ -67,6 +67,8 @@ def claude_batch_pipeline(
     requeue_canceled: bool = True,
     retry_errored_sync: bool = False,
     prices_file: str | None = None,
+    on_input_change: str = "fail",
+    custom_input: bool | str = False,
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
@@ -95,6 +97,11 @@ def claude_batch_pipeline(
     :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
         before requeueing what still fails (see the requeue operator).
     :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
+    :param on_input_change: what a rerun does when the input changed after a submit (templated):
+        ``"fail"``, ``"keep"`` or ``"add_new"`` (see the build operator).
+    :param custom_input: the run reads an input other than its interval's own (templated, e.g.
+        ``"{{ params.input_path is not none }}"``): its flat output goes into its run folder, never to
+        ``output_uri`` (see the report operator).
     :return: the task group; ``upstream >> group >> downstream`` works as for a task.
     """
     if not 1 <= max_rounds <= MAX_ROUNDS:
@@ -122,6 +129,7 @@ def claude_batch_pipeline(
             dry_run=dry_run,
             prices_file=prices_file,
             pipeline_id=group.group_id,
+            on_input_change=on_input_change,
         )
         answer_checks = {"output_parser": output_parser, "output_schema": output_schema}
         round_settings = _RoundSettings(
@@ -159,6 +167,7 @@ def claude_batch_pipeline(
             output_uri=output_uri,
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
+            custom_input=custom_input,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
             # upstream-failed task must stop it: none_failed is exactly that.
             trigger_rule=TriggerRule.NONE_FAILED,

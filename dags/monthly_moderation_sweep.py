@@ -125,6 +125,16 @@ with DAG(
             description="Refuse to submit a month, spending nothing, when its estimated cost at batch "
             "prices is above this.",
         ),
+        "on_input_change": Param(
+            "fail",
+            type="string",
+            enum=["fail", "keep", "add_new"],
+            title="If the input changed",
+            description="What a rerun does when the input changed after batches were sent: `fail` "
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
+            "`add_new` (send only the records no run of this data interval has answered yet: pick it "
+            "with the interval's logical date to re-sweep a month after late content).",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -150,6 +160,7 @@ with DAG(
         max_cost_usd="{{ params.max_cost_usd }}",
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
+        on_input_change="{{ params.on_input_change }}",
         poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
         output_schema=VERDICT_SCHEMA,
         output_uri=VERDICTS_URI,

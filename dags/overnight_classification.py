@@ -135,6 +135,16 @@ with DAG(
             f"batch (0 to {MAX_ROUNDS - 1}). What is still unfinished afterwards is listed in the "
             "run's pending.jsonl.",
         ),
+        "on_input_change": Param(
+            "fail",
+            type="string",
+            enum=["fail", "keep", "add_new"],
+            title="If the input changed",
+            description="What a rerun does when the input changed after batches were sent: `fail` "
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
+            "`add_new` (send only the records no run of this data interval has answered yet: pick it "
+            "with the interval's logical date to re-sweep a day after late tickets).",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -161,6 +171,9 @@ with DAG(
         max_cost_usd="{{ params.max_cost_usd }}",
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
+        on_input_change="{{ params.on_input_change }}",
+        # Tickets from the form's input path are not the day's own: their labels stay in the run folder.
+        custom_input="{{ params.input_path is not none and params.input_path | trim != '' }}",
         requeue_rounds="{{ params.requeue_rounds }}",
         poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
         output_schema=LABEL_SCHEMA,

@@ -151,6 +151,16 @@ class AirflowApi:
             raise CheckFailed(f"triggering {dag_id!r} answered {response.status_code}: {response.text[:500]}")
         return response.json()
 
+    def clear_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """Clear every task of the run, as the UI's "Clear" on a run does; return the answer."""
+        path = f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}/clear"
+        response = self.request("POST", path, json={"dry_run": False})
+        if response.status_code != 200:
+            raise CheckFailed(
+                f"clearing run {run_id!r} answered {response.status_code}: {response.text[:500]}"
+            )
+        return response.json()
+
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.get_json(f"/api/v2/dags/{quote(dag_id)}/dagRuns/{quote(run_id, safe='')}")
 

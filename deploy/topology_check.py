@@ -5,7 +5,9 @@ Starts PostgreSQL (metadata), Redis (Celery broker), moto's S3 server, the API e
 CeleryExecutor, all on 127.0.0.1 and free ports, with their state in a temporary folder. It triggers
 the nightly DAG through the REST API, follows it, and checks that it succeeded first time, that the
 wait tasks were deferred and resumed by the triggerer, that the labels file, manifest and report are
-in S3, and that the emulator made one batch per shard. ``--ui`` also drives the UI in headless
+in S3, and that the emulator made one batch per shard. Then it triggers a second run, clears it while
+its wait is deferred, and checks that nothing was canceled and no second batch made
+(:mod:`deploy.clear_check`). ``--ui`` also drives the UI in headless
 Chromium (:mod:`deploy.ui_check`). Everything is stopped at the end, failure or not.
 
 Run it through ``make topology-check`` (``deploy/topology-check.sh``), which installs what it needs.
@@ -36,6 +38,7 @@ import httpx
 
 from deploy.airflow_api import AirflowApi, CheckFailed
 from deploy.checks import NIGHTLY_DAG_ID, SMOKE_DAG_ID, NightlyTarget, S3Location, run_and_check
+from deploy.clear_check import check_clear_while_deferred
 from deploy.processes import ProcessGroup, free_port, run, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -398,6 +401,11 @@ def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) 
         run_id, result["run"] = run_and_check(
             api, args.dag, nightly=nightly, alive=alive, run_timeout=args.run_timeout, timings=timings
         )
+        if nightly is not None:
+            with timings.phase("clear while deferred"):
+                result["clear_while_deferred"] = check_clear_while_deferred(
+                    api, args.dag, nightly, alive=alive, run_timeout=args.run_timeout
+                )
         result["tasks_per_worker"] = topology.tasks_per_worker()
         if args.ui:
             from deploy.ui_check import UiContext, run_ui_check

@@ -554,6 +554,7 @@ def write_ledger(
     prices: PriceTable,
     max_rounds: int,
     extra_files: Mapping[str, str] | None = None,
+    extra_fields: Mapping[str, Any] | None = None,
 ) -> tuple[Manifest, dict[str, list[dict[str, Any]]]]:
     """Scan the run and write its ``dead-letter.jsonl``, ``pending.jsonl`` and ``manifest.json``.
 
@@ -563,6 +564,7 @@ def write_ledger(
     :param prices: the price table.
     :param max_rounds: rounds allowed in all.
     :param extra_files: more files to list in the manifest (``{"output": "s3://..."}``).
+    :param extra_fields: more top-level fields of ``manifest.json`` (``None`` values are left out).
 
     :returns: the manifest and samples of the dead-letter and pending rows (for the report page).
     """
@@ -576,7 +578,9 @@ def write_ledger(
         )
     if extra_files:
         manifest = dataclasses.replace(manifest, files={**manifest.files, **extra_files})
-    write_json(folder.manifest, manifest.to_dict())
+    document = manifest.to_dict()
+    document.update({key: value for key, value in (extra_fields or {}).items() if value is not None})
+    write_json(folder.manifest, document)
     return manifest, samples
 
 

@@ -122,6 +122,7 @@ class ShardWriter:
     :param round_index: the round the shards belong to.
     :param limits: count and byte limits per shard.
     :param dry_run: count shards and bytes without writing anything.
+    :param first_index: the number of the first shard (after the shards a round already has).
     """
 
     def __init__(
@@ -131,8 +132,10 @@ class ShardWriter:
         limits: ShardLimits | None = None,
         *,
         dry_run: bool = False,
+        first_index: int = 0,
     ) -> None:
         self.folder = folder
+        self.first_index = first_index
         self.round_index = round_index
         self.limits = limits or ShardLimits()
         self._max_requests = self.limits.max_requests
@@ -219,7 +222,7 @@ class ShardWriter:
 
     def _start_shard(self) -> WrittenShard:
         self._close_current()
-        index = len(self.shards)
+        index = self.first_index + len(self.shards)
         shard = WrittenShard(index=index, path=self.folder.shard_requests(self.round_index, index))
         self.shards.append(shard)
         self._current = shard

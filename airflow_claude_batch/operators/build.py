@@ -11,6 +11,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
 from airflow_claude_batch.batch.estimate import EstimateOptions, TokenCounter
+from airflow_claude_batch.batch.input_change import parse_on_input_change
+from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.rendering import RenderCallable, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -65,6 +67,11 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group
         the task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the
         same pipeline must use the same id.
+    :param on_input_change: what a rerun does when the input (files, sizes, versions, request settings)
+        changed after a shard was submitted: ``"fail"`` (default: stop, spending nothing, and say what
+        changed), ``"keep"`` (reuse the shards built, leave the change out) or ``"add_new"`` (send only
+        the records neither this run nor an earlier run of the same data interval has answered).
+        Unchanged input is reused and changed input with nothing submitted is rebuilt, whatever this says.
     """
 
     template_fields: Sequence[str] = (
@@ -86,6 +93,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         "source_format",
         "dry_run",
         "prices_file",
+        "on_input_change",
     )
     template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
@@ -113,10 +121,12 @@ class ClaudeBatchBuildOperator(BaseOperator):
         dry_run: bool = False,
         prices_file: str | None = None,
         pipeline_id: str | None = None,
+        on_input_change: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pipeline_id = pipeline_id
+        self.on_input_change = on_input_change
         # Airflow calls callables found in template fields while rendering them; wrapped, the user's
         # callable is called only when the records are read.
         self.source: Any = CallableRecords(source) if callable(source) else source
@@ -141,9 +151,10 @@ class ClaudeBatchBuildOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
+            source, template = self._record_source(), self._template()
             result = build_run(
-                self._record_source(),
-                self._template(),
+                source,
+                template,
                 self._run_folder(context),
                 limits=ShardLimits(
                     _whole(self.max_requests_per_shard, "max_requests_per_shard"),
@@ -158,6 +169,13 @@ class ClaudeBatchBuildOperator(BaseOperator):
                 prices=load_prices(self.prices_file, self.storage_conn_id),
                 count_tokens=self._token_counter(),
                 dry_run=_flag(self.dry_run, "dry_run"),
+                fingerprint=fingerprint_input(
+                    source,
+                    template,
+                    data_interval=_data_interval(context),
+                    settings={"source_format": _optional_text(self.source_format)},
+                ),
+                on_input_change=parse_on_input_change(self.on_input_change),
             )
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
@@ -200,6 +218,14 @@ class ClaudeBatchBuildOperator(BaseOperator):
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
         return ClaudeBatchHook(conn_id=self.conn_id).count_tokens
+
+
+def _data_interval(context: Any) -> tuple[str, str] | None:
+    """The run's data interval as ISO 8601 text, or ``None`` for a run without one."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        return None
+    return start.isoformat(), end.isoformat()
 
 
 # Templated fields arrive as text when a user templates them ("{{ params.budget }}"): read them back.

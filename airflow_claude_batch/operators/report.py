@@ -8,11 +8,14 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_claude_batch.batch.ledger import is_dry_run, write_flat_output, write_ledger
+from airflow_claude_batch.batch.input_change import read_answered_earlier
+from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.flat_output import write_owned_output
 from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
 
 
@@ -42,9 +45,19 @@ class ClaudeBatchReportOperator(BaseOperator):
     :param output_uri: where to write the flat output (templated), or ``None``.
     :param pipeline_id: the pipeline's name in the run folder path, as given to its build (default: the
         id of the task group the task is in, else ``claude_batch``).
+    :param custom_input: the run read an input other than its interval's own (templated; e.g. a path
+        from the trigger form): its flat output goes into its run folder, never to ``output_uri``. A run
+        also writes there when another run owns ``output_uri`` (see ``batch.output_owner``).
     """
 
-    template_fields: Sequence[str] = ("storage", "storage_conn_id", "max_rounds", "prices_file", "output_uri")
+    template_fields: Sequence[str] = (
+        "storage",
+        "storage_conn_id",
+        "max_rounds",
+        "prices_file",
+        "output_uri",
+        "custom_input",
+    )
     ui_color = "#d8e4f0"
 
     def __init__(
@@ -56,10 +69,12 @@ class ClaudeBatchReportOperator(BaseOperator):
         prices_file: str | None = None,
         output_uri: str | None = None,
         pipeline_id: str | None = None,
+        custom_input: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pipeline_id = pipeline_id
+        self.custom_input = custom_input
         self.storage = storage
         self.storage_conn_id = storage_conn_id
         self.max_rounds = max_rounds
@@ -68,19 +83,31 @@ class ClaudeBatchReportOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         try:
-            folder = run_folder_for(
-                context, str(self.storage), self.storage_conn_id, pipeline_id_of(self, self.pipeline_id)
-            )
+            pipeline_id = pipeline_id_of(self, self.pipeline_id)
+            folder = run_folder_for(context, str(self.storage), self.storage_conn_id, pipeline_id)
             prices = load_prices(self.prices_file, self.storage_conn_id)
             max_rounds = int(self.max_rounds)
             dry_run = is_dry_run(folder)
             output = None if dry_run else self._output_path()
             extra = {}
             if output is not None:
-                rows = write_flat_output(folder, output, max_rounds=max_rounds)
-                self.log.info("wrote %d succeeded records to %s", rows, output)
-                extra["output"] = str(output)
-            manifest, samples = write_ledger(folder, prices=prices, max_rounds=max_rounds, extra_files=extra)
+                written = write_owned_output(
+                    context,
+                    folder,
+                    output,
+                    pipeline_id=pipeline_id,
+                    max_rounds=max_rounds,
+                    custom_input=_flag(self.custom_input, "custom_input"),
+                )
+                extra["output"] = str(written)
+                self._name_writer(context, str(written))
+            manifest, samples = write_ledger(
+                folder,
+                prices=prices,
+                max_rounds=max_rounds,
+                extra_files=extra,
+                extra_fields={"answered_earlier": read_answered_earlier(folder)},
+            )
             write_report(folder.report, manifest, samples)
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
@@ -93,6 +120,15 @@ class ClaudeBatchReportOperator(BaseOperator):
                 f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
             )
         return summary
+
+    def _name_writer(self, context: Any, output_uri: str) -> None:
+        """Name this run and where it wrote in the Asset events of the task's outlets."""
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            accessor = events[outlet]
+            accessor.extra = {**accessor.extra, "run_id": context["run_id"], "output_uri": output_uri}
 
     def _output_path(self) -> ObjectStoragePath | None:
         text = None if self.output_uri is None else str(self.output_uri).strip()

@@ -73,7 +73,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
     Transient API errors (429 honouring ``retry-after``, 5xx, 529, connection errors) are waited out
     with backoff until the deadline: polling never cancels a batch. An unknown batch or a rejected key
     fails the task at once. When the deadline passes the task fails with ``BatchDeadlineError`` and the
-    batch is cancelled only if ``cancel_on_timeout``. Killing the task (deferred or not) cancels it.
+    batch is cancelled only if ``cancel_on_timeout``. Killing, clearing or marking the task (deferred
+    or not) leaves the batch running, so that a rerun re-attaches to it; cancelling is the explicit
+    ``python -m airflow_claude_batch.cancel``.
 
     The sensor waits for one shard: ``shard`` is a ``ShardDescriptor`` dict as the submit operator
     returns it (map the sensor over the submit's output with ``.expand(shard=...)``). To wait for a
@@ -146,12 +148,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self._raise_failure(ErrorKind(event.get("error_kind", ErrorKind.REJECTED.value)), event["message"])
 
     def on_kill(self) -> None:
-        """Cancel the batch: the user killed the task while it polled from the worker."""
-        error = self._cancel()
-        if error is None:
-            self.log.info("Task killed: cancel requested for batch %s.", self.batch_id)
-        else:
-            self.log.warning("Task killed, but cancelling batch %s failed (%s).", self.batch_id, error)
+        """Leave the batch running: the task was killed (cleared, marked) while it polled from the worker."""
+        self.log.info(
+            "Task killed (cleared or marked); batch %s keeps running and a rerun re-attaches to it. "
+            "To cancel it, run: python -m airflow_claude_batch.cancel --help",
+            self.batch_id,
+        )
 
     # --- the two paths -----------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ errors and the deadline are decided by :mod:`airflow_claude_batch.batch.polling`
 sensor's poke and reschedule modes. Every trigger polling through the same connection on one event
 loop shares one HTTP client, so thousands of waiting shards cost one connection pool, not thousands.
 
-Polling failures never cancel the batch. Only a user killing the task (:meth:`ClaudeBatchTrigger.on_kill`)
-or a missed deadline with ``cancel_on_timeout=True`` do.
+Nothing in the task's life cancels the batch: not a polling failure, not a triggerer restart, not
+the task being killed, cleared or marked (:meth:`ClaudeBatchTrigger.on_kill`). Only a missed deadline
+with ``cancel_on_timeout=True`` does, or the explicit ``python -m airflow_claude_batch.cancel``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 #: A poll is one small GET: when it hangs this long, the connection is treated as broken.
 POLL_REQUEST_TIMEOUT_S = 60.0
-CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts fit in on_kill's 30 s
+CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts stay well under a minute
 CANCEL_ATTEMPTS = 3
 CANCEL_MAX_PAUSE_S = 5.0
 #: Shared clients are rebuilt this often so that an edited connection (a rotated key) is picked up.
@@ -138,21 +139,17 @@ class ClaudeBatchTrigger(BaseTrigger):
         """Leave the batch alone: this runs on every exit, triggerer restarts and redistribution included."""
 
     async def on_kill(self) -> None:
-        """Cancel the batch: the user killed the deferred task (mark failed / success, clear).
+        """Leave the batch running: the deferred task was killed (cleared, marked failed or success).
 
-        Not called on triggerer restarts or redistribution (``cleanup`` is, and it leaves the batch
-        alone). Requests already processed are billed and stay in the batch's results.
+        Airflow calls this when a user clears a task or a whole run while it waits; a clear means "run
+        it again", and the rerun re-attaches to this batch through the shard's state file, paying
+        nothing again. Cancelling is an explicit action: ``python -m airflow_claude_batch.cancel``.
         """
-        error = await self._cancel()
-        if error is None:
-            self.log.info("Task killed: cancel requested for batch %s.", self.batch_id)
-        else:
-            self.log.warning(
-                "Task killed, but cancelling batch %s failed (%s): it may still be running; cancel it "
-                "by hand if its results are no longer wanted.",
-                self.batch_id,
-                error,
-            )
+        self.log.info(
+            "Task killed (cleared or marked); batch %s keeps running and a rerun re-attaches to it. "
+            "To cancel it, run: python -m airflow_claude_batch.cancel --help",
+            self.batch_id,
+        )
 
     # --- the calls ---------------------------------------------------------------------------------
 

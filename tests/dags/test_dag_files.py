@@ -138,7 +138,9 @@ def test_the_trigger_form_documents_every_field(nightly: ModuleType, sweep: Modu
             assert len(param.description or "") > 20, f"{dag.dag_id}: {name} has no description"
             assert "type" in param.schema, f"{dag.dag_id}: {name} has no type"
     expected = {"input_path", "model", "max_tokens", "max_cost_usd", "requeue_rounds", "dry_run"}
-    assert set(nightly.dag.params) == expected
+    assert set(nightly.dag.params) == {*expected, "on_input_change"}
+    for dag in (nightly.dag, sweep.dag):
+        assert dag.params.get_param("on_input_change").schema["enum"] == ["fail", "keep", "add_new"]
 
 
 def test_the_classifier_prompt_names_the_dag_labels_and_is_long_enough_to_cache(nightly: ModuleType) -> None:

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DAGS = REPO / "dags"
 NIGHTLY = "overnight_classification"
 SWEEP = "monthly_moderation_sweep"
+NIGHTLY_PIPELINE = "classify_tickets"
+SWEEP_PIPELINE = "moderate_month"
 LABELS = ["billing", "bug", "feature_request", "account", "shipping", "other"]
 DAY = pendulum.datetime(2026, 11, 2, 18, tz="UTC")
 TICKETS = 240
@@ -63,7 +65,7 @@ class Nightly:
     run: Callable[..., Any]
 
     def run_folder(self, dag_run: Any) -> Path:
-        return self.storage / NIGHTLY / dag_run.run_id
+        return self.storage / NIGHTLY / dag_run.run_id / NIGHTLY_PIPELINE
 
     def manifest(self, dag_run: Any) -> dict[str, Any]:
         return json.loads((self.run_folder(dag_run) / "manifest.json").read_text())
@@ -265,7 +267,7 @@ def test_nightly_on_s3_through_an_aws_connection(
     dag_run = nightly.run()
 
     assert dag_run.state == "success"
-    prefix = f"support/{NIGHTLY}/{dag_run.run_id}"
+    prefix = f"support/{NIGHTLY}/{dag_run.run_id}/{NIGHTLY_PIPELINE}"
     manifest = json.loads(s3.get_object(Bucket="claude-runs", Key=f"{prefix}/manifest.json")["Body"].read())
     assert manifest["dispositions"]["succeeded"] == TICKETS
     labels = s3_lines(s3, "support/labels/2026-11-02.jsonl")
@@ -302,7 +304,8 @@ def test_two_month_backfill_of_the_sweep_gives_two_complete_independent_months(
     assert emulator.stats()["batches_created"] == 2
     for month, dag_run in runs.items():
         assert dag_run.state == "success"
-        manifest = json.loads((sweep_root / SWEEP / dag_run.run_id / "manifest.json").read_text())
+        run_folder = sweep_root / SWEEP / dag_run.run_id / SWEEP_PIPELINE
+        manifest = json.loads((run_folder / "manifest.json").read_text())
         assert manifest["dispositions"]["succeeded"] == POSTS_PER_MONTH
         verdicts = read_jsonl(sweep_root / "verdicts" / f"{month}.jsonl")
         assert {row["custom_id"] for row in verdicts} == {post["id"] for post in posts[month]}

@@ -212,19 +212,20 @@ async def test_a_triggerer_restart_keeps_the_deadline_and_never_cancels(emulator
     assert emulator.stats()["cancels"] == 0
 
 
-async def test_on_kill_cancels_the_batch_and_cleanup_does_not(emulator) -> None:
+async def test_on_kill_leaves_the_batch_running_as_cleanup_does(emulator) -> None:
+    # Airflow calls on_kill when a user clears (or marks) a deferred wait: a clear must never cancel.
     emulator.faults({"processing_seconds": 60})
     batch_id = create_batch(emulator)
     trigger = trigger_for(batch_id)
 
     await trigger.cleanup()
-    assert emulator.stats()["cancels"] == 0
-
     await trigger.on_kill()
-    assert emulator.stats()["cancels"] == 1
+
+    assert emulator.stats()["cancels"] == 0
     client = anthropic.Anthropic(base_url=emulator.base_url, api_key=emulator.api_key)
     batch = client.messages.batches.retrieve(batch_id)
-    assert batch.cancel_initiated_at is not None
+    assert batch.processing_status == "in_progress"
+    assert batch.cancel_initiated_at is None
 
 
 async def test_an_unknown_batch_ends_with_an_error_naming_it(emulator) -> None:

@@ -1,0 +1,184 @@
+"""What a build read: the input files as the store describes them, and a digest of the request settings.
+
+Stored as ``input.json`` in the run folder next to ``round-0/shards.json``. A rerun of the build
+compares the input as it is now with it, so a change is never silently ignored (see
+:mod:`airflow_claude_batch.batch.input_change`). Reading it costs one ``stat`` per file, never a read of
+the records: a file counts as changed when its size or its version (the store's ETag, else its
+modification time) differs, or when it appears or disappears. A callable source is known by its name
+only; its records cannot be compared without calling it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from airflow_claude_batch.batch.rendering import RequestTemplate
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sources import CallableRecords, FileRecords, RecordSource
+from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
+
+FINGERPRINT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file as the store describes it.
+
+    :param uri: the file.
+    :param size: its size in bytes, when the store gives it.
+    :param version: its ETag, else its modification time, when the store gives one.
+    """
+
+    uri: str
+    size: int | None
+    version: str | None
+
+
+@dataclass(frozen=True)
+class InputFingerprint:
+    """What one build read.
+
+    :param files: the input files, in reading order; ``None`` for a callable source.
+    :param source_name: the callable's name, for a callable source.
+    :param params_digest: sha256 of the request settings (model, max tokens, system prompt, fields...).
+    :param data_interval: the run's data interval, ``[start, end]`` in ISO 8601, or ``None``.
+    """
+
+    files: tuple[InputFile, ...] | None
+    source_name: str | None
+    params_digest: str
+    data_interval: tuple[str, str] | None = None
+    schema_version: int = FINGERPRINT_SCHEMA_VERSION
+
+    @property
+    def sources(self) -> tuple[str, ...] | None:
+        """The input URIs, sorted; ``None`` for a callable source."""
+        return None if self.files is None else tuple(sorted(file.uri for file in self.files))
+
+    def changes_since(self, earlier: InputFingerprint) -> list[str]:
+        """Describe what differs from ``earlier`` (empty: the input is unchanged)."""
+        changes = []
+        if self.params_digest != earlier.params_digest:
+            changes.append("the request settings (model, max_tokens, system, fields or render) changed")
+        if self.source_name != earlier.source_name:
+            changes.append(f"the source changed from {earlier.source_name} to {self.source_name}")
+        now = {file.uri: file for file in self.files or ()}
+        before = {file.uri: file for file in earlier.files or ()}
+        for uri in sorted(now.keys() - before.keys()):
+            changes.append(f"{uri} is new")
+        for uri in sorted(before.keys() - now.keys()):
+            changes.append(f"{uri} is gone")
+        for uri in sorted(now.keys() & before.keys()):
+            old, new = before[uri], now[uri]
+            if old.size != new.size:
+                changes.append(f"{uri} changed size from {old.size} to {new.size} bytes")
+            elif old.version != new.version:
+                changes.append(f"{uri} was modified (version {old.version} -> {new.version})")
+        return changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "files": None if self.files is None else [vars(file) for file in self.files],
+            "source_name": self.source_name,
+            "params_digest": self.params_digest,
+            "data_interval": None if self.data_interval is None else list(self.data_interval),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InputFingerprint | None:
+        """Read a stored fingerprint; ``None`` when it is not one this version understands."""
+        if not isinstance(data, dict) or data.get("schema_version") != FINGERPRINT_SCHEMA_VERSION:
+            return None
+        try:
+            files = data.get("files")
+            interval = data.get("data_interval")
+            return cls(
+                files=None if files is None else tuple(InputFile(**file) for file in files),
+                source_name=data.get("source_name"),
+                params_digest=str(data["params_digest"]),
+                data_interval=None if interval is None else (str(interval[0]), str(interval[1])),
+            )
+        except (KeyError, IndexError, TypeError):
+            return None
+
+
+def fingerprint_path(folder: RunFolder) -> StoragePath:
+    """``{run folder}/input.json``."""
+    return folder.root / "input.json"
+
+
+def read_fingerprint(folder: RunFolder) -> InputFingerprint | None:
+    """The fingerprint the run's build recorded, or ``None`` (none recorded, or by another version)."""
+    return InputFingerprint.from_dict(read_json(fingerprint_path(folder)))
+
+
+def write_fingerprint(folder: RunFolder, fingerprint: InputFingerprint) -> None:
+    write_json(fingerprint_path(folder), fingerprint.to_dict())
+
+
+def fingerprint_input(
+    source: RecordSource,
+    template: RequestTemplate,
+    *,
+    data_interval: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> InputFingerprint:
+    """Describe ``source`` (one ``stat`` per file) and digest ``template`` and ``settings``.
+
+    :param settings: more values that shape the requests (a source format, say), digested with the
+        template.
+    """
+    files = None
+    source_name = None
+    if isinstance(source, FileRecords):
+        files = tuple(_describe(path) for path in source.paths)
+    elif isinstance(source, CallableRecords):
+        source_name = source.label
+    else:
+        source_name = type(source).__name__
+    interval = None if data_interval is None else (str(data_interval[0]), str(data_interval[1]))
+    return InputFingerprint(files, source_name, _digest(template, settings or {}), interval)
+
+
+def _describe(path: StoragePath) -> InputFile:
+    try:
+        info = path.stat()  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return InputFile(str(path), None, None)
+    size = _get(info, "size", "st_size")
+    version = _get(info, "ETag", "etag", "LastModified", "mtime", "st_mtime", "last_modified")
+    return InputFile(
+        str(path), None if size is None else int(size), None if version is None else str(version)
+    )
+
+
+def _get(info: Any, *names: str) -> Any:
+    for name in names:
+        value = info.get(name) if isinstance(info, dict) else None
+        if value is None:
+            value = getattr(info, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _digest(template: RequestTemplate, settings: dict[str, Any]) -> str:
+    render = template.render
+    render_name = None if render is None else f"{render.__module__}.{getattr(render, '__qualname__', render)}"
+    described = {
+        "custom_id_field": template.custom_id_field,
+        "prompt_field": template.prompt_field,
+        "model": template.model,
+        "max_tokens": template.max_tokens,
+        "system": template.system,
+        "cache_system": template.cache_system,
+        "render": render_name,
+        **settings,
+    }
+    return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()

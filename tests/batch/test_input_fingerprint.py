@@ -1,0 +1,59 @@
+"""The build's input fingerprint: what counts as a change, said in words a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow_claude_batch.batch.input_fingerprint import (
+    InputFingerprint,
+    fingerprint_input,
+    read_fingerprint,
+    write_fingerprint,
+)
+from airflow_claude_batch.batch.rendering import RequestTemplate
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.sources import CallableRecords, FileRecords
+
+TEMPLATE = RequestTemplate(model="claude-haiku-4-5", max_tokens=16)
+
+
+def fingerprint(paths: list[Path], template: RequestTemplate = TEMPLATE) -> InputFingerprint:
+    return fingerprint_input(FileRecords(paths), template, data_interval=("a", "b"))
+
+
+def test_an_untouched_input_has_no_changes_and_survives_storage(tmp_path: Path) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "1", "text": "x"}\n')
+    first = fingerprint([data])
+    folder = RunFolder(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    write_fingerprint(folder, first)
+
+    assert read_fingerprint(folder) == first
+    assert fingerprint([data]).changes_since(first) == []
+    assert first.sources == (str(data),)
+
+
+def test_growth_new_files_gone_files_and_settings_are_named(tmp_path: Path) -> None:
+    one, two = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    one.write_text('{"id": "1", "text": "x"}\n')
+    two.write_text('{"id": "2", "text": "y"}\n')
+    before = fingerprint([one])
+    one.write_text('{"id": "1", "text": "x"}\n{"id": "3", "text": "z"}\n')
+
+    changes = fingerprint([two, one], RequestTemplate(model="claude-sonnet-4-6")).changes_since(before)
+
+    assert any("changed size" in change and str(one) in change for change in changes)
+    assert any(change == f"{two} is new" for change in changes)
+    assert any("request settings" in change for change in changes)
+    assert f"{one} is gone" in fingerprint([two]).changes_since(before)
+
+
+def test_a_callable_source_is_known_by_its_name() -> None:
+    def tickets() -> list[dict[str, str]]:
+        return []
+
+    described = fingerprint_input(CallableRecords(tickets), TEMPLATE)
+    assert described.files is None
+    assert described.sources is None
+    assert described.source_name == "tickets()"
