@@ -181,20 +181,24 @@ class Manifest:
 
 
 class _ModelTotals:
-    """Token totals per model, priced at the end (one price lookup per model, not per row)."""
+    """Token totals per model and per rate (prompt-length tier, multipliers), priced at the end (one
+    price lookup per rate, not per row)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
         self.by_model: dict[str, TokenTotals] = {}
+        self.by_rate: dict[tuple[str, int, float], TokenTotals] = {}
 
     def add(self, model: str, usage: Mapping[str, Any] | None) -> None:
         totals = TokenTotals.from_usage(usage)
-        previous = self.by_model.get(model)
-        self.by_model[model] = totals if previous is None else previous + totals
+        _add_to(self.by_model, model, totals)
+        _add_to(self.by_rate, self.prices.rate_key(model, usage), totals)
 
     def merge(self, other: _ModelTotals) -> None:
         for model, totals in other.by_model.items():
-            previous = self.by_model.get(model)
-            self.by_model[model] = totals if previous is None else previous + totals
+            _add_to(self.by_model, model, totals)
+        for key, totals in other.by_rate.items():
+            _add_to(self.by_rate, key, totals)
 
     def total(self) -> TokenTotals:
         total = TokenTotals()
@@ -203,9 +207,20 @@ class _ModelTotals:
         return total
 
     def cost(self, prices: PriceTable, *, batch: bool) -> float:
-        return sum(
-            prices.cost_of_totals(model, totals, batch=batch) for model, totals in self.by_model.items()
-        )
+        total = 0.0
+        for (model, tier, factor), totals in self.by_rate.items():
+            tier_tokens = (
+                None if tier == 0 else prices.price(model).prompt_tiers[tier - 1].above_input_tokens + 1
+            )
+            total += prices.cost_of_totals(
+                model, totals, batch=batch, prompt_tokens=tier_tokens, factor=factor
+            )
+        return total
+
+
+def _add_to(table: dict[Any, TokenTotals], key: Any, totals: TokenTotals) -> None:
+    previous = table.get(key)
+    table[key] = totals if previous is None else previous + totals
 
 
 @dataclass
@@ -213,12 +228,12 @@ class _RoundScan:
     round: int
     shards: list[ShardDescriptor]
     record: RequeueRecord | None
+    batch_tokens: _ModelTotals
+    sync_tokens: _ModelTotals
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_OUTCOMES, 0))
     sync_retry: dict[str, int] = field(
         default_factory=lambda: {"succeeded": 0, "invalid_output": 0, "errored": 0}
     )
-    batch_tokens: _ModelTotals = field(default_factory=_ModelTotals)
-    sync_tokens: _ModelTotals = field(default_factory=_ModelTotals)
     batch_ids: list[str] = field(default_factory=list)
     requeued: int = 0
     dead_lettered: int = 0
@@ -412,7 +427,7 @@ def scan_run(
         rule = record.rule if record is not None else rule
         next_shards = read_shard_list(folder, round_index + 1) if record is not None else None
         next_requests = sum(s.request_count for s in next_shards) if next_shards is not None else None
-        scan = _RoundScan(round_index, shards, record)
+        scan = _RoundScan(round_index, shards, record, _ModelTotals(prices), _ModelTotals(prices))
         scanner.scan_round(scan, rule, next_requests)
         scans.append(scan)
         shards = next_shards
@@ -456,7 +471,7 @@ def _build_manifest(
     warnings: list[str],
 ) -> Manifest:
     records, estimated_upper, estimated_expected = _input_records(folder, scans)
-    batch_tokens, sync_tokens, all_tokens = _ModelTotals(), _ModelTotals(), _ModelTotals()
+    batch_tokens, sync_tokens, all_tokens = _ModelTotals(prices), _ModelTotals(prices), _ModelTotals(prices)
     for scan in scans:
         batch_tokens.merge(scan.batch_tokens)
         sync_tokens.merge(scan.sync_tokens)
@@ -511,7 +526,7 @@ def _build_manifest(
 
 
 def _round_ledger(scan: _RoundScan, prices: PriceTable) -> RoundLedger:
-    tokens = _ModelTotals()
+    tokens = _ModelTotals(prices)
     tokens.merge(scan.batch_tokens)
     tokens.merge(scan.sync_tokens)
     return RoundLedger(
