@@ -214,8 +214,8 @@ def test_a_missing_prices_file_is_an_input_error(tmp_path: Path) -> None:
 def test_the_shipped_prices_say_when_and_where_they_were_read_and_what_they_leave_out(
     prices: PriceTable,
 ) -> None:
-    assert prices.as_of and len(prices.as_of) == 10
-    assert prices.source and prices.source.startswith("https://platform.claude.com/")
+    assert len(prices.as_of or "") == 10
+    assert (prices.source or "").startswith("https://platform.claude.com/")
     assert any("web search" in item for item in prices.not_modelled)
 
 
