@@ -115,6 +115,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def pipeline_group_id(task_id: str) -> str | None:
+    """The task group of a pipeline's task (``classify.build`` -> ``classify``; ``None`` outside a group)."""
+    return task_id.rsplit(".", 1)[0] if "." in task_id else None
+
+
 def pipeline_history(
     storage: StoragePath,
     dag_id: str,

@@ -10,7 +10,9 @@ the parser or schema rejected), ``dead_lettered`` or ``pending`` (still requeuea
 last round). The manifest says whether these add up to the input count (``reconciled``) and, if not,
 why (``notes``).
 
-Money is recomputed from each answer's usage with the price file, cache writes and reads at their own
+Money is recomputed from each answer's usage with the prices the build froze into ``estimate.json``
+(the prices loaded at report time only when the run has none, such as a run built before prices were
+frozen), cache writes and reads at their own
 rates: ``batch_usd`` (batch answers at batch prices), ``sync_retry_usd`` (synchronous retries at standard
 prices), ``actual_usd`` (their sum), ``synchronous_equivalent_usd`` (every answer at standard prices:
 what the same work would have cost without batches) and ``savings_usd``.
@@ -45,7 +47,22 @@ from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, iter_jsonl, read_json, write_json
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
+#: The parts of ``estimate.json`` the manifest carries (the history of later runs reads them).
+ESTIMATE_FIELDS = (
+    "built_at",
+    "records",
+    "input_tokens",
+    "method",
+    "budget_basis",
+    "max_cost_usd",
+    "basis",
+    "inputs",
+    "gap_usd",
+    "warnings",
+    "estimated_cost_usd_expected",
+    "estimated_cost_usd_upper",
+)
 DISPOSITIONS = ("succeeded", "invalid_output", "dead_lettered", "pending")
 #: Rows of the dead-letter and pending files kept in the manifest's scan for the report page.
 SAMPLE_ROWS = 50
@@ -136,6 +153,10 @@ class Manifest:
     :param money: estimate, actual, synchronous equivalent and savings.
     :param files: the run's files, relative to the run folder.
     :param price_sources: the price files the money was computed with.
+    :param cache_hit_rate: cache reads over cache reads and writes, in tokens (``None``: nothing cached).
+    :param estimate: the build's estimate (its figures, basis and inputs; see ``estimate.json``).
+    :param prices: the price table the money was computed with (frozen by the build).
+    :param pipeline: the pipeline's identity (``dag_id``, ``group_id``), when known.
     """
 
     run_uri: str
@@ -153,6 +174,10 @@ class Manifest:
     money: Money
     files: dict[str, str]
     price_sources: list[str]
+    cache_hit_rate: float | None = None
+    estimate: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,7 +192,9 @@ class Manifest:
             "reconciled": self.reconciled,
             "rounds": len(self.rounds),
             "batches": len(self.batch_ids),
-            "estimated_cost_usd": self.money.estimated_upper_usd,
+            "estimated_cost_usd": self.money.estimated_expected_usd,
+            "estimated_cost_usd_upper": self.money.estimated_upper_usd,
+            "cache_hit_rate": self.cache_hit_rate,
             "actual_cost_usd": self.money.actual_usd,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
@@ -413,6 +440,7 @@ def scan_run(
         round's non-retryable errors), when given.
     :param pending_out: receives the run's pending rows, when given.
     """
+    prices = run_prices(folder, prices)
     emitter = _Emitter(dead_letter_out, pending_out)
     scanner = _RunScanner(folder, emitter)
     scans: list[_RoundScan] = []
@@ -433,6 +461,15 @@ def scan_run(
         shards = next_shards
     manifest = _build_manifest(folder, prices, max_rounds, scans, scanner.notes, scanner.warnings)
     return manifest, emitter.samples
+
+
+def run_prices(folder: RunFolder, loaded: PriceTable) -> PriceTable:
+    """The prices the run's build froze into ``estimate.json``; ``loaded`` when it froze none."""
+    estimate = read_json(folder.estimate)
+    frozen = estimate.get("prices") if isinstance(estimate, dict) else None
+    if not isinstance(frozen, dict) or not frozen.get("models"):
+        return loaded
+    return PriceTable.from_document(frozen, f"{folder.estimate} (as of {frozen.get('as_of')})")
 
 
 def is_dry_run(folder: RunFolder) -> bool:
@@ -506,6 +543,10 @@ def _build_manifest(
         savings_usd=round(equivalent - actual, 6),
         savings_pct=round(100.0 * (equivalent - actual) / equivalent, 2) if equivalent > 0 else None,
     )
+    estimate = read_json(folder.estimate)
+    estimate = estimate if isinstance(estimate, dict) else {}
+    totals = all_tokens.total()
+    cached = totals.cache_write_5m + totals.cache_write_1h + totals.cache_read
     return Manifest(
         run_uri=str(folder.root),
         input_records=records,
@@ -522,6 +563,9 @@ def _build_manifest(
         money=money,
         files=dict(RUN_FILES),
         price_sources=list(prices.sources),
+        cache_hit_rate=round(totals.cache_read / cached, 4) if cached else None,
+        estimate={key: estimate[key] for key in ESTIMATE_FIELDS if key in estimate},
+        prices=prices.to_document(),
     )
 
 
@@ -565,6 +609,7 @@ def write_ledger(
     prices: PriceTable,
     max_rounds: int,
     extra_files: Mapping[str, str] | None = None,
+    pipeline: Mapping[str, Any] | None = None,
 ) -> tuple[Manifest, dict[str, list[dict[str, Any]]]]:
     """Scan the run and write its ``dead-letter.jsonl``, ``pending.jsonl`` and ``manifest.json``.
 
@@ -574,6 +619,7 @@ def write_ledger(
     :param prices: the price table.
     :param max_rounds: rounds allowed in all.
     :param extra_files: more files to list in the manifest (``{"output": "s3://..."}``).
+    :param pipeline: the pipeline's identity for the manifest (``{"dag_id", "group_id"}``).
 
     :returns: the manifest and samples of the dead-letter and pending rows (for the report page).
     """
@@ -587,6 +633,8 @@ def write_ledger(
         )
     if extra_files:
         manifest = dataclasses.replace(manifest, files={**manifest.files, **extra_files})
+    if pipeline:
+        manifest = dataclasses.replace(manifest, pipeline=dict(pipeline))
     write_json(folder.manifest, manifest.to_dict())
     return manifest, samples
 
