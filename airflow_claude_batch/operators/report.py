@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from airflow_claude_batch.batch.cost_history import pipeline_group_id, pipeline_history
 from airflow_claude_batch.batch.ledger import is_dry_run, write_flat_output, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -23,8 +24,11 @@ class ClaudeBatchReportOperator(BaseOperator):
     - ``manifest.json``: input records; outcomes per round and in total; the final dispositions
       (succeeded, invalid_output, dead_lettered, pending) and whether they add up to the input
       (``reconciled``); batch ids; tokens by kind; money: the estimate, the actual cost at batch prices,
-      the same work at standard prices, and the savings;
-    - ``report.html``: the same as a page with charts, readable offline;
+      the same work at standard prices, and the savings, computed with the prices the build froze into
+      the run (``estimate.json``), not those loaded when the report runs;
+    - ``report.html``: the same as a page with charts, readable offline: the estimate (expected and
+      upper bound) beside the actual cost, the cache hit rate, and the cost of the pipeline's earlier
+      runs;
     - ``dead-letter.jsonl`` (every round's, plus the last round's non-retryable errors) and
       ``pending.jsonl`` (what is still unfinished after the last round, or held: never dropped);
     - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
@@ -74,8 +78,17 @@ class ClaudeBatchReportOperator(BaseOperator):
                 rows = write_flat_output(folder, output, max_rounds=max_rounds)
                 self.log.info("wrote %d succeeded records to %s", rows, output)
                 extra["output"] = str(output)
-            manifest, samples = write_ledger(folder, prices=prices, max_rounds=max_rounds, extra_files=extra)
-            write_report(folder.report, manifest, samples)
+            ti = context["ti"]
+            group_id = pipeline_group_id(ti.task_id)
+            manifest, samples = write_ledger(
+                folder,
+                prices=prices,
+                max_rounds=max_rounds,
+                extra_files=extra,
+                pipeline={"dag_id": ti.dag_id, "group_id": group_id},
+            )
+            history = pipeline_history(root, ti.dag_id, group_id, exclude_run=context["run_id"])
+            write_report(folder.report, manifest, samples, history)
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
         summary = manifest.summary()
