@@ -52,6 +52,8 @@ class ModelSpec:
     :param chars_per_token: characters per token for estimates (the model's tokenizer, on English text).
     :param supports_structured_output: whether ``output_config.format`` (JSON schema) is accepted.
     :param supports_thinking: whether extended thinking is accepted.
+    :param supports_sampling_params: whether a non-default ``temperature``, ``top_p`` or ``top_k`` is
+        accepted (newer models refuse them).
     :param aliases: other ids the API accepts for this model (``claude-haiku-4-5``).
     """
 
@@ -65,6 +67,7 @@ class ModelSpec:
     chars_per_token: float
     supports_structured_output: bool = True
     supports_thinking: bool = True
+    supports_sampling_params: bool = True
     aliases: tuple[str, ...] = field(default=())
 
     def estimate_tokens(self, chars: int) -> int:
@@ -170,6 +173,7 @@ def _spec(model_id: str, entry: Any, base: ModelSpec | None) -> ModelSpec:
         chars_per_token=float(fields["chars_per_token"]),
         supports_structured_output=bool(fields.get("supports_structured_output", True)),
         supports_thinking=bool(fields.get("supports_thinking", True)),
+        supports_sampling_params=bool(fields.get("supports_sampling_params", True)),
         aliases=tuple(str(alias) for alias in fields.get("aliases") or ()),
     )
     if not (math.isfinite(spec.chars_per_token) and spec.chars_per_token > 0):
