@@ -291,3 +291,76 @@ def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     assert states["report"] == "upstream_failed"
     assert not (storage / "pipeline_fanout_fails" / dag_run.run_id / "manifest.json").exists()
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# --- cost truth ------------------------------------------------------------------------------------------
+
+COST_DAG_SOURCE = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_claude_batch.pipeline import claude_batch_pipeline
+
+with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+         default_args={{"retries": 0}}) as dag:
+    claude_batch_pipeline(
+        "classify",
+        source={source!r},
+        storage={storage!r},
+        model="claude-sonnet-4-6",
+        max_tokens=64,
+        system={system!r},
+        cache_system="1h",
+        max_rounds=1,
+        poll_interval=0.5,
+    )
+"""
+
+
+def estimate_and_manifest(storage: Path, dag_id: str, dag_run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    folder = storage / dag_id / dag_run.run_id
+    return json.loads((folder / "estimate.json").read_text()), json.loads(
+        (folder / "manifest.json").read_text()
+    )
+
+
+@pytest.mark.airflow
+def test_a_repeated_workload_is_estimated_within_ten_percent(
+    tmp_path: Path, run_dag: Any, emulator: Any
+) -> None:
+    source = tmp_path / "tickets.jsonl"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"t-{i:04d}", "text": f"My invoice {i} was charged twice, please refund"})
+            + b"\n"
+            for i in range(200)
+        )
+    )
+    storage = tmp_path / "runs"
+    system = "Label the ticket as billing, bug or other. " + "Examples of billing tickets follow. " * 160
+    dag_file = tmp_path / "cost_repeat.py"
+    dag_file.write_text(
+        COST_DAG_SOURCE.format(
+            dag_id="cost_repeat", source=f"file://{source}", storage=f"file://{storage}", system=system
+        )
+    )
+
+    first = run_dag(dag_file, "cost_repeat")
+    second = run_dag(dag_file, "cost_repeat")
+
+    assert (first.state, second.state) == ("success", "success")
+    first_estimate, first_manifest = estimate_and_manifest(storage, "cost_repeat", first)
+    estimate, manifest = estimate_and_manifest(storage, "cost_repeat", second)
+    assert first_estimate["basis"]["kind"] == "default"
+    assert estimate["basis"]["kind"] == "history"
+    assert estimate["basis"]["learned"]["runs"] == [first.run_id]
+    actual = manifest["money"]["actual_usd"]
+    expected = estimate["estimated_cost_usd_expected"]
+    assert abs(expected - actual) <= 0.10 * actual, (expected, actual)
+    assert estimate["estimated_cost_usd_upper"] >= actual
+    assert manifest["estimate"]["estimated_cost_usd_expected"] == expected
+    assert manifest["cache_hit_rate"] is not None
+    assert manifest["pipeline"] == {"dag_id": "cost_repeat", "group_id": "classify"}
+    assert first_manifest["prices"]["as_of"] == estimate["prices"]["as_of"]
+    report = (storage / "cost_repeat" / second.run_id / "report.html").read_text()
+    assert "Cost per run of this pipeline" in report
+    assert first.run_id in report
