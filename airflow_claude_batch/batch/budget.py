@@ -2,12 +2,20 @@
 
 Before anything is submitted, the build compares the budget with the expected cost
 (``budget_basis="expected"``, the default) or with the upper bound (``"upper"``) and refuses the run
-when it is over, with both figures and what makes them differ.
+when it is over, with both figures and what makes them differ. After a round, its requeue asks
+:func:`round_budget` what is left: synchronous retries and the next round are sent only while they fit
+(:class:`RoundBudget`), the rest is listed as pending with the reason.
 """
 
 from __future__ import annotations
 
-from airflow_claude_batch.batch.estimate import CostEstimate
+from dataclasses import dataclass
+
+from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, CostEstimate
+from airflow_claude_batch.batch.ledger import scan_run
+from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.storage import read_json
 from airflow_claude_batch.exceptions import BudgetExceededError
 
 _GAP_WORDS = {
@@ -59,4 +67,70 @@ def check_budget(estimate: CostEstimate) -> None:
         f"about {estimate.input_tokens:,} input tokens. The upper bound is above the expected "
         f"figure by: {gap_explanation(estimate)}. Nothing was submitted. Raise max_cost_usd, {change}, or "
         f"send fewer records (budget_basis={other!r} compares the budget with the {other} figure)."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Requeue rounds and synchronous retries
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundBudget:
+    """What the rest of a run may spend after round ``r``, for its requeue.
+
+    A synchronous retry is allowed while its cost (the estimate's per-request figure at standard
+    prices, on the budget's basis) fits; the next round is built only when all of its requests, at the
+    estimate's per-request figure, fit in what is left. What does not fit is listed as pending with the
+    reason, never submitted.
+
+    :param max_cost_usd: the run's budget.
+    :param basis: ``"expected"`` or ``"upper"``.
+    :param spent_usd: what the run's rounds up to ``r`` cost (batch answers and synchronous retries).
+    :param per_request_usd: one requeued request, at batch prices.
+    :param per_sync_request_usd: one synchronous retry, at standard prices.
+    """
+
+    max_cost_usd: float
+    basis: str
+    spent_usd: float
+    per_request_usd: float
+    per_sync_request_usd: float
+
+    @property
+    def left_usd(self) -> float:
+        return self.max_cost_usd - self.spent_usd
+
+    def reason(self, what: str, cost: float) -> str:
+        """The pending row's reason when ``what`` (costing ``cost``) does not fit."""
+        return (
+            f"budget: {what} would cost about ${cost:,.4f} ({self.basis} estimate), and the run has spent "
+            f"${self.spent_usd:,.4f} of max_cost_usd=${self.max_cost_usd:,.2f}; not submitted. Raise "
+            "max_cost_usd and clear the requeue task to send them"
+        )
+
+
+def round_budget(folder: RunFolder, round_index: int, prices: PriceTable) -> RoundBudget | None:
+    """The budget left for the requeue of ``round_index``; ``None`` when the run has no budget.
+
+    :param folder: the run folder (its ``estimate.json`` holds the budget, its basis and the figures).
+    :param round_index: the round whose requeue is deciding.
+    :param prices: prices for runs that froze none (the run's frozen prices are used when present).
+    """
+    estimate = read_json(folder.estimate)
+    if not isinstance(estimate, dict) or estimate.get("max_cost_usd") is None:
+        return None
+    records = int(estimate.get("records") or 0)
+    basis = str(estimate.get("budget_basis") or DEFAULT_BUDGET_BASIS)
+    costs = estimate.get("cost_usd") or {}
+    figures = costs.get("upper_bound" if basis == "upper" else "expected") or {}
+    if not records or not figures:
+        return None
+    manifest, _ = scan_run(folder, prices=prices, max_rounds=round_index + 1)
+    return RoundBudget(
+        max_cost_usd=float(estimate["max_cost_usd"]),
+        basis=basis,
+        spent_usd=manifest.money.actual_usd,
+        per_request_usd=float(figures.get("batch", 0.0)) / records,
+        per_sync_request_usd=float(figures.get("standard", 0.0)) / records,
     )

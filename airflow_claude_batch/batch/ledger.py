@@ -35,6 +35,7 @@ from airflow_claude_batch.batch.requeue import (
     Decision,
     RequeueRecord,
     RequeueRule,
+    budget_held_path,
     dead_letter_row,
     pending_row,
     read_requeue_record,
@@ -334,6 +335,7 @@ class _RunScanner:
         self._check_rows(scan)
         if scan.record is not None:
             self._round_dead_letters(scan)
+            self._budget_held(scan)
             scan.requeued = scan.record.requeued
             self._check_requeue(scan, next_requests)
 
@@ -386,6 +388,14 @@ class _RunScanner:
             scan.sync_retry[outcome] = scan.sync_retry.get(outcome, 0) + 1
             if outcome in ("succeeded", "invalid_output"):
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"))
+
+    def _budget_held(self, scan: _RoundScan) -> None:
+        path = budget_held_path(self.folder, scan.round)
+        if not path.exists():
+            return
+        for row in iter_jsonl(path):
+            self.emitter.emit("pending", row)
+            scan.held += 1
 
     def _round_dead_letters(self, scan: _RoundScan) -> None:
         path = self.folder.round_dead_letter(scan.round)
