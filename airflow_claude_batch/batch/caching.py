@@ -26,9 +26,10 @@ from airflow_claude_batch.batch.models import load_models
 
 TTL_5M = "5m"
 TTL_1H = "1h"
-#: The hit rate the expected cost assumes without history: the low end of the 30 % to 98 % that the
-#: batch-processing docs report for prompt caching in batches (hits are best effort there).
-DEFAULT_HIT_RATE = 0.30
+#: The hit rate the expected cost assumes without history: the middle of the 30 % to 98 % that the
+#: batch-processing docs report for prompt caching in batches (hits are best effort there). The upper
+#: bound assumes no hit at all.
+DEFAULT_HIT_RATE = 0.64
 #: The minimum assumed for a model the catalogue does not know (the smallest minimum of current models
 #: is 512 and most Sonnet models cache from 1,024).
 FALLBACK_MIN_CACHEABLE_TOKENS = 1024

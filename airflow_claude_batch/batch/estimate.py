@@ -12,7 +12,7 @@ The expected figure learns from earlier runs of the same pipeline (their manifes
 :mod:`~airflow_claude_batch.batch.cost_history`): output tokens per answer, the cache hit rate, the
 input tokens billed against the input estimated, and how many requests ended answered in a batch or by
 a synchronous retry. Without history it uses ``expected_output_tokens`` per request when set, else
-**half of** ``max_tokens`` (``DEFAULT_OUTPUT_FRACTION``), and a hit rate of **30 %**
+**half of** ``max_tokens`` (``DEFAULT_OUTPUT_FRACTION``), and a hit rate of **64 %**
 (:data:`~airflow_claude_batch.batch.caching.DEFAULT_HIT_RATE`); ``estimate.json`` records which
 (``basis``) and the figures used (``inputs``).
 

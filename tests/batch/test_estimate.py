@@ -8,6 +8,7 @@ import pytest
 
 from airflow_claude_batch.batch.budget import check_budget
 from airflow_claude_batch.batch.caching import DEFAULT_HIT_RATE
+from airflow_claude_batch.batch.cost_history import RunCost
 from airflow_claude_batch.batch.estimate import (
     LOCAL_METHOD,
     CostEstimate,
@@ -18,7 +19,7 @@ from airflow_claude_batch.batch.estimate import (
     estimate_cost,
     measure_tokens,
 )
-from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable
+from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable, TokenTotals
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
@@ -194,8 +195,67 @@ def test_a_cached_system_prompt_is_written_or_read_at_the_default_hit_rate(
     assert estimate.cached_prefix_tokens == 12_000
     assert estimate.cache_ttl == ttl
     assert estimate.inputs["cache_hit_rate"] == hits
-    # 30 % hits: a 1-hour write (pays off above 53 %) and a 5-minute one (above 22 %).
-    assert any("pay off above a 53% hit rate" in w for w in estimate.warnings) == (ttl == "1h")
+    assert estimate.warnings == ()  # 64 % pays off for both lifetimes
+
+
+def learned_runs(hit_rate: float, output_per_answer: int = 20, runs: int = 2) -> list[RunCost]:
+    """Earlier runs of 100 requests, all answered, with 1,500-token prompts (1,200 cached)."""
+    reads = round(100 * 1200 * hit_rate)
+    tokens = TokenTotals(
+        input=100 * 300, output=100 * output_per_answer, cache_write_1h=100 * 1200 - reads, cache_read=reads
+    )
+    return [
+        RunCost(f"run-{n}", f"2026-11-0{n}", 100, 100, 0, tokens, 100 * 1500, None, None, 0.0)
+        for n in range(1, runs + 1)
+    ]
+
+
+@pytest.mark.parametrize(("hit_rate", "warned"), [(0.4, True), (0.6, False)])
+def test_a_ttl_that_cannot_pay_off_at_the_expected_hit_rate_is_warned(
+    prices: PriceTable, hit_rate: float, warned: bool
+) -> None:
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=64, system="S", cache_system="1h")
+    requests = rendered(template, 10)
+    rate = TokenRate(1500 / requests[0].size, 1200, "m", 0)
+    estimate = estimate_cost(
+        shards_of(requests), rate, template, prices, EstimateOptions(), history=learned_runs(hit_rate)
+    )
+    assert estimate.inputs["cache_hit_rate"] == pytest.approx(hit_rate, abs=1e-3)
+    # A 1-hour write costs 2x and a read 0.1x: it pays off above (2 - 1) / (2 - 0.1) = 53 % hits.
+    assert any("pay off above a 53% hit rate" in w for w in estimate.warnings) is warned
+    if warned:
+        assert any("cache_system='5m'" in w for w in estimate.warnings)  # 40 % pays off for 5 minutes
+
+
+def test_the_expected_figure_learns_from_earlier_runs(prices: PriceTable) -> None:
+    # Earlier runs used 20 output tokens an answer and hit the cache 80 % of the time; the input was as
+    # estimated. A run of the same workload is expected to cost what those inputs cost exactly.
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=64, system="S", cache_system="1h")
+    requests = rendered(template, 100)
+    rate = TokenRate(1500 / requests[0].size, 1200, "m", 0)
+    estimate = estimate_cost(
+        shards_of(requests),
+        rate,
+        template,
+        prices,
+        EstimateOptions(expected_output_tokens=60),
+        history=learned_runs(0.8),
+    )
+    bill = prices.cost_of_totals(
+        "claude-sonnet-4-6",
+        TokenTotals(input=100 * 300, output=100 * 20, cache_write_1h=24_000, cache_read=96_000),
+    )
+    assert estimate.basis["kind"] == "history"
+    assert estimate.basis["runs"] == 2
+    assert estimate.inputs["output_tokens_per_request"] == 20
+    assert estimate.expected_batch_usd == pytest.approx(bill, rel=0.01)
+    # The upper bound does not learn: no hit, max_tokens.
+    assert estimate.upper_batch_usd == pytest.approx(
+        prices.cost_of_totals(
+            "claude-sonnet-4-6", TokenTotals(input=100 * 300, output=100 * 64, cache_write_1h=120_000)
+        ),
+        rel=0.01,
+    )
 
 
 def test_a_prefix_under_the_models_minimum_is_plain_input(prices: PriceTable) -> None:
@@ -251,7 +311,7 @@ def test_cache_control_set_by_render_counts_wherever_it_is(prices: PriceTable) -
         prices,
         EstimateOptions(),
     )
-    # Every request writing its prefix at 2x costs more than no caching; 30 % reads do not pay it back.
+    # The upper bound: every request writing its prefix at 2x costs more than not caching at all.
     assert estimate.upper_batch_usd > no_cache.upper_batch_usd
     assert estimate.gap_usd["cache"] > 0
 
