@@ -323,10 +323,7 @@ def estimate_and_manifest(storage: Path, dag_id: str, dag_run: Any) -> tuple[dic
     )
 
 
-@pytest.mark.airflow
-def test_a_repeated_workload_is_estimated_within_ten_percent(
-    tmp_path: Path, run_dag: Any, emulator: Any
-) -> None:
+def write_cost_dag(tmp_path: Path, dag_id: str) -> tuple[Path, Path]:
     source = tmp_path / "tickets.jsonl"
     source.write_bytes(
         b"".join(
@@ -336,13 +333,39 @@ def test_a_repeated_workload_is_estimated_within_ten_percent(
         )
     )
     storage = tmp_path / "runs"
+    # About 1,500 tokens of system prompt: over Sonnet 4.6's minimum cacheable length of 1,024.
     system = "Label the ticket as billing, bug or other. " + "Examples of billing tickets follow. " * 160
-    dag_file = tmp_path / "cost_repeat.py"
+    dag_file = tmp_path / f"{dag_id}.py"
     dag_file.write_text(
         COST_DAG_SOURCE.format(
-            dag_id="cost_repeat", source=f"file://{source}", storage=f"file://{storage}", system=system
+            dag_id=dag_id, source=f"file://{source}", storage=f"file://{storage}", system=system
         )
     )
+    return dag_file, storage
+
+
+@pytest.mark.airflow
+def test_the_upper_bound_holds_when_the_cache_never_hits(
+    tmp_path: Path, run_dag: Any, make_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    never = make_emulator(cache_hit_rate=0.0)
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", never.connection_json)
+    dag_file, storage = write_cost_dag(tmp_path, "cost_no_hits")
+
+    dag_run = run_dag(dag_file, "cost_no_hits")
+
+    assert dag_run.state == "success"
+    estimate, manifest = estimate_and_manifest(storage, "cost_no_hits", dag_run)
+    assert manifest["tokens"]["cache_read"] == 0
+    assert manifest["tokens"]["cache_write_1h"] > 0
+    assert manifest["money"]["actual_usd"] <= estimate["estimated_cost_usd_upper"]
+
+
+@pytest.mark.airflow
+def test_a_repeated_workload_is_estimated_within_ten_percent(
+    tmp_path: Path, run_dag: Any, emulator: Any
+) -> None:
+    dag_file, storage = write_cost_dag(tmp_path, "cost_repeat")
 
     first = run_dag(dag_file, "cost_repeat")
     second = run_dag(dag_file, "cost_repeat")
