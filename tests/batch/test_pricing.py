@@ -24,6 +24,7 @@ def prices(monkeypatch: pytest.MonkeyPatch) -> PriceTable:
         ("claude-opus-4-5", 2.50, 12.50),
         ("claude-opus-4-6", 2.50, 12.50),
         ("claude-opus-4-7", 2.50, 12.50),
+        ("claude-opus-5", 2.50, 12.50),
         ("claude-opus-4-8", 2.50, 12.50),
         ("claude-sonnet-4", 1.50, 7.50),
         ("claude-sonnet-4-5", 1.50, 7.50),
