@@ -79,7 +79,7 @@ class ClaudeBatchReportOperator(BaseOperator):
                 self.log.info("wrote %d succeeded records to %s", rows, output)
                 extra["output"] = str(output)
             ti = context["ti"]
-            group_id = pipeline_group_id(ti.task_id)
+            group_id = pipeline_group_id(self.task_id)
             manifest, samples = write_ledger(
                 folder,
                 prices=prices,
