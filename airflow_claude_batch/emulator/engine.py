@@ -21,22 +21,20 @@ from typing import Any
 import orjson
 
 from airflow_claude_batch.batch.models import load_models
-from airflow_claude_batch.batch.validation import custom_id_problem, params_problem
 from airflow_claude_batch.emulator.config import EmulatorConfig
-from airflow_claude_batch.emulator.digests import RequestDigest, digest_request, message, refused
+from airflow_claude_batch.emulator.create_body import digest_create_body
+from airflow_claude_batch.emulator.digests import RequestDigest, message
 from airflow_claude_batch.emulator.errors import ApiError, not_found, too_large
 from airflow_claude_batch.emulator.faults import BatchFaults
 from airflow_claude_batch.emulator.ids import derived_id, sortable_id
 from airflow_claude_batch.emulator.prompt_cache import PromptCache
 from airflow_claude_batch.emulator.quotas import check_queue
-from airflow_claude_batch.emulator.request_checks import Problem, check_request
 
 Clock = Callable[[], float]
 RESULTS_PATH = "/v1/messages/batches/{}/results"
 OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 RETRYABLE_ERROR_TYPES = ("overloaded_error", "api_error")
 _CANCELED_LINE = {"type": "canceled"}
-_UNKNOWN = Problem("api_error", "Internal server error")
 _EXPIRED_LINE = {"type": "expired"}
 
 
@@ -135,7 +133,7 @@ class Engine:
         """
         if len(body) > self.config.max_batch_bytes:
             raise too_large(len(body), self.config.max_batch_bytes)
-        digests = self._digest_body(body, version)
+        digests = digest_create_body(body, version, self.catalogue, self.config.max_requests)
         workspace = workspace_of(api_key)
         with self._lock:
             check_queue(self.config.queue_limit, self._waiting(workspace), len(digests))
@@ -148,66 +146,6 @@ class Engine:
             if batch.key_id == workspace and self._advance(batch).ended_at is None:
                 waiting += batch.total
         return waiting
-
-    def _digest_body(self, body: bytes | bytearray, version: str) -> list[RequestDigest]:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError("invalid_request_error", f"The request body is not valid JSON: {exc}") from exc
-        finally:
-            if isinstance(body, bytearray):
-                # Free up to 256 MB before the parsed requests are digested: the peak is parse + digest.
-                body.clear()
-        if not isinstance(payload, dict) or "requests" not in payload:
-            raise ApiError("invalid_request_error", "requests: Field required")
-        for key in payload:
-            if key != "requests":
-                raise ApiError("invalid_request_error", f"{key}: Extra inputs are not permitted")
-        requests = payload["requests"]
-        if not isinstance(requests, list):
-            raise ApiError("invalid_request_error", "requests: Input should be a valid list")
-        if not requests:
-            raise ApiError("invalid_request_error", "requests: List should have at least 1 item, not 0")
-        if len(requests) > self.config.max_requests:
-            raise ApiError(
-                "request_too_large",
-                f"requests: a batch holds at most {self.config.max_requests} requests, got "
-                f"{len(requests)}; split the requests into more batches",
-            )
-        seen: set[str] = set()
-        digests = []
-        for index, item in enumerate(requests):
-            digests.append(self._digest_item(index, item, seen, version))
-        return digests
-
-    def _digest_item(self, index: int, item: Any, seen: set[str], version: str) -> RequestDigest:
-        if not isinstance(item, dict):
-            raise ApiError("invalid_request_error", f"requests.{index}: Input should be a valid object")
-        for key in item:
-            if key not in ("custom_id", "params"):
-                raise ApiError(
-                    "invalid_request_error", f"requests.{index}.{key}: Extra inputs are not permitted"
-                )
-        custom_id = item.get("custom_id")
-        problem = custom_id_problem(custom_id)
-        if problem:
-            raise ApiError("invalid_request_error", f"requests.{index}.custom_id: {problem}")
-        if custom_id in seen:
-            raise ApiError(
-                "invalid_request_error",
-                f"requests.{index}.custom_id: {custom_id!r} is used by another request in this batch; "
-                "custom_id must be unique within a batch",
-            )
-        seen.add(custom_id)
-        params = item.get("params")
-        problem = params_problem(params)
-        if problem:
-            raise ApiError("invalid_request_error", f"requests.{index}: {problem}")
-        # The rest is checked per request, as the API does while processing: a problem errors the request.
-        spec, problem = check_request(params, self.catalogue, version=version)
-        if problem is not None or spec is None:
-            return refused(custom_id, params.get("model"), problem or _UNKNOWN)
-        return digest_request(custom_id, params, spec)
 
     def _store(self, digests: list[RequestDigest], workspace: str, faults: BatchFaults) -> Batch:
         now = self.clock()

@@ -170,6 +170,10 @@ def synchronous_sender(client: anthropic.Anthropic) -> SendMessage:
             raise SyncRequestError(
                 "invalid_request_error", f"the params do not fit messages.create: {exc}"
             ) from exc
+        except ValueError as exc:  # the SDK refuses a long non-streaming call (a large max_tokens)
+            raise SyncRequestError(
+                "invalid_request_error", f"the SDK refused the synchronous call before sending it: {exc}"
+            ) from exc
         return message.model_dump(mode="json")
 
     return send
