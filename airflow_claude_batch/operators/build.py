@@ -204,8 +204,8 @@ class ClaudeBatchBuildOperator(BaseOperator):
 
     def _history(self, context: Any) -> list[RunCost]:
         root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
-        ti = context["ti"]
-        return pipeline_history(root, ti.dag_id, pipeline_group_id(self.task_id), exclude_run=context["run_id"])
+        group_id = pipeline_group_id(self.task_id)
+        return pipeline_history(root, context["ti"].dag_id, group_id, exclude_run=context["run_id"])
 
     def _token_counter(self) -> TokenCounter | None:
         if not self.conn_id:
