@@ -43,8 +43,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.caching import DEFAULT_HIT_RATE, break_even_hit_rate, min_cacheable_tokens
+from airflow_claude_batch.batch.caching import break_even_hit_rate, min_cacheable_tokens
 from airflow_claude_batch.batch.cost_history import LearnedFigures, RunCost
+from airflow_claude_batch.batch.expectation import DEFAULT_OUTPUT_FRACTION, Expectation
 from airflow_claude_batch.batch.input_tokens import (
     DEFAULT_SAMPLE_SIZE,
     LOCAL_METHOD,
@@ -72,9 +73,6 @@ __all__ = [
 ]
 
 ESTIMATE_SCHEMA_VERSION = 2
-#: Without history or ``expected_output_tokens``, a request is expected to use this share of its
-#: ``max_tokens``.
-DEFAULT_OUTPUT_FRACTION = 0.5
 BUDGET_BASES = ("expected", "upper")
 #: What ``max_cost_usd`` is compared with unless ``budget_basis`` says otherwise.
 DEFAULT_BUDGET_BASIS = "expected"
@@ -248,55 +246,6 @@ class _Sums:
         return {part: getattr(self, f"gap_{part}") for part in GAP_PARTS}
 
 
-@dataclass(frozen=True)
-class _Expectation:
-    """The figures the expected cost uses, and where they come from."""
-
-    basis: dict[str, Any]
-    hit_rate: float
-    output_per_request: float | None  # None: DEFAULT_OUTPUT_FRACTION of max_tokens
-    input_ratio: float
-    answered_batch: float
-    answered_sync: float
-
-    @classmethod
-    def choose(cls, options: EstimateOptions, learned: LearnedFigures | None) -> _Expectation:
-        if learned is not None:
-            return cls(
-                basis={"kind": "history", "runs": len(learned.runs), "learned": learned.to_dict()},
-                hit_rate=DEFAULT_HIT_RATE if learned.hit_rate is None else learned.hit_rate,
-                output_per_request=learned.output_per_answer,
-                input_ratio=learned.input_ratio or 1.0,
-                answered_batch=learned.answered_batch_fraction,
-                answered_sync=learned.answered_sync_fraction,
-            )
-        if options.expected_output_tokens is not None:
-            kind = {"kind": "user", "expected_output_tokens": options.expected_output_tokens}
-            return cls(kind, DEFAULT_HIT_RATE, float(options.expected_output_tokens), 1.0, 1.0, 0.0)
-        return cls(
-            {"kind": "default", "output_fraction_of_max_tokens": DEFAULT_OUTPUT_FRACTION},
-            DEFAULT_HIT_RATE,
-            None,
-            1.0,
-            1.0,
-            0.0,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cache_hit_rate": round(self.hit_rate, 4),
-            "output_tokens_per_request": None
-            if self.output_per_request is None
-            else round(self.output_per_request, 3),
-            "output_fraction_of_max_tokens": DEFAULT_OUTPUT_FRACTION
-            if self.output_per_request is None
-            else None,
-            "input_ratio": round(self.input_ratio, 4),
-            "answered_batch_fraction": round(self.answered_batch, 4),
-            "answered_sync_fraction": round(self.answered_sync, 4),
-        }
-
-
 class _GroupPricer:
     def __init__(
         self,
@@ -304,7 +253,7 @@ class _GroupPricer:
         template: RequestTemplate,
         prices: PriceTable,
         options: EstimateOptions,
-        expectation: _Expectation,
+        expectation: Expectation,
     ) -> None:
         self.rate = rate
         self.template = template
@@ -422,7 +371,7 @@ def estimate_cost(
     :param dry_run: whether the shards were only counted.
     :raises InputError: a model has no price; the message names the prices file to extend.
     """
-    expectation = _Expectation.choose(options, LearnedFigures.from_runs(history))
+    expectation = Expectation.choose(options.expected_output_tokens, LearnedFigures.from_runs(history))
     pricer = _GroupPricer(rate, template, prices, options, expectation)
     total = _Sums()
     by_model: dict[str, _Sums] = {}
@@ -481,7 +430,7 @@ def _model_summary(sums: _Sums) -> dict[str, Any]:
     }
 
 
-def _assumptions(expectation: _Expectation, options: EstimateOptions) -> tuple[str, ...]:
+def _assumptions(expectation: Expectation, options: EstimateOptions) -> tuple[str, ...]:
     notes = ["batch prices are the standard prices times the batch multiplier (0.5 in the shipped prices)"]
     kind = expectation.basis["kind"]
     if kind == "history":
