@@ -195,6 +195,8 @@ def _check_messages(messages: Any) -> None:
             raise _Refused(f"{where}.content: Field required")
         content = message["content"]
         if isinstance(content, str):
+            if not content:
+                raise _Refused(f"{where}.content: text content blocks must be non-empty")
             continue
         if not isinstance(content, list):
             raise _Refused(f"{where}.content: Input should be a valid list")
@@ -210,6 +212,17 @@ def _check_messages(messages: Any) -> None:
                 )
             if block_type == "text":
                 _check_text_block(block, at)
+                if not block["text"]:
+                    raise _Refused(f"{at}.text: text content blocks must be non-empty")
+    last = messages[-1]
+    if last.get("role") == "assistant" and _ends_with_whitespace(last["content"]):
+        raise _Refused("messages: final assistant content cannot end with trailing whitespace")
+
+
+def _ends_with_whitespace(content: Any) -> bool:
+    if isinstance(content, list) and content and isinstance(content[-1], Mapping):
+        content = content[-1].get("text") if content[-1].get("type") == "text" else None
+    return isinstance(content, str) and content != content.rstrip()
 
 
 def _check_tools(tools: Any) -> set[str]:

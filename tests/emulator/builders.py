@@ -32,13 +32,13 @@ def headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
 
 
-def post_batch(handle: Any, body: Any) -> httpx.Response:
+def post_batch(handle: Any, body: Any, version: str = ANTHROPIC_VERSION) -> httpx.Response:
     """POST a create body (a dict, or raw bytes as they are) to the emulator of ``handle``."""
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return handle.client.post(
         f"{handle.base_url}/v1/messages/batches",
         content=content,
-        headers=headers(handle.api_key),
+        headers={**headers(handle.api_key), "anthropic-version": version},
         timeout=120,
     )
 

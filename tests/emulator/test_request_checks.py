@@ -52,6 +52,12 @@ def test_a_plain_request_passes_and_names_its_model():
             "invalid_request_error",
             "Input tag 'picture'",
         ),
+        ({"messages": [{"role": "user", "content": ""}]}, "invalid_request_error", "must be non-empty"),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "It is "}]},
+            "invalid_request_error",
+            "final assistant content cannot end with trailing whitespace",
+        ),
         ({"system": 5}, "invalid_request_error", "system:"),
         ({"stop_sequences": "STOP"}, "invalid_request_error", "stop_sequences: Input should be a valid list"),
         ({"metadata": {"team": "x"}}, "invalid_request_error", "metadata.team: Extra inputs"),
@@ -168,6 +174,19 @@ def test_invalid_requests_end_errored_in_their_batch(emulator):
     assert errors["too-long"]["type"] == "invalid_request_error"
     assert errors["too-long"]["message"].startswith("max_tokens: 10000000 > 64000")
     assert errors["no-model"] == {"type": "not_found_error", "message": "model: claude-does-not-exist-9"}
+
+
+def test_requests_are_checked_under_the_create_s_api_version(emulator):
+    body = {"requests": [request("sampled", temperature=0.2)]}
+    for version, expected in (
+        ("2023-06-01", None),
+        ("2026-10-21", "temperature: Extra inputs are not permitted"),
+    ):
+        response = post_batch(emulator, body, version=version)
+        assert response.status_code == 200, response.text
+        wait_ended(emulator, response.json()["id"])
+        (line,) = result_lines(emulator, response.json()["id"])
+        assert line["result"].get("error", {}).get("error", {}).get("message") == expected
 
 
 def test_unknown_fields_of_the_create_body_are_refused(emulator):
