@@ -266,12 +266,29 @@ def format_summary(result: DemoResult) -> str:
         f"{_count(requeued, 'request', 'requests')} requeued",
         f"  cost      ${money['actual_usd']:.4f} at batch prices, "
         f"${money['synchronous_equivalent_usd']:.4f} synchronous: {savings}",
+        f"  estimate  {_estimate(manifest)}",
         f"  output    {result.labels_path}",
         f"  manifest  {result.manifest_path}",
         f"  report    {result.manifest_path.parent / manifest['files']['report']}",
         f"  log       {result.log_path}",
     ]
     return "\n".join(lines)
+
+
+def _estimate(manifest: dict[str, Any]) -> str:
+    money = manifest["money"]
+    basis = (manifest.get("estimate") or {}).get("basis") or {}
+    source = {
+        "history": f"learned from {basis.get('runs')} earlier run(s)",
+        "user": "from expected_output_tokens",
+        "default": "no earlier run: defaults",
+    }.get(str(basis.get("kind")), "unknown basis")
+    hit_rate = manifest.get("cache_hit_rate")
+    hits = "n/a" if hit_rate is None else f"{100 * hit_rate:.1f} %"
+    return (
+        f"${money['estimated_expected_usd'] or 0:.4f} expected ({source}), "
+        f"${money['estimated_upper_usd'] or 0:.4f} upper bound; cache hit rate {hits}"
+    )
 
 
 def _count(number: int, one: str, many: str) -> str:

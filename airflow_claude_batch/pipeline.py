@@ -23,6 +23,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
 from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
@@ -53,6 +54,7 @@ def claude_batch_pipeline(
     max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
     max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
     max_cost_usd: float | str | None = None,
+    budget_basis: str = DEFAULT_BUDGET_BASIS,
     expected_output_tokens: int | None = None,
     source_format: str | None = None,
     dry_run: bool | str = False,
@@ -72,7 +74,8 @@ def claude_batch_pipeline(
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
-    The build operator's parameters (``source`` to ``dry_run``) have the same names and meaning as on
+    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis`` included) have the
+    same names and meaning as on
     :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
     unchanged, templates included.
 
@@ -95,7 +98,8 @@ def claude_batch_pipeline(
     :param requeue_canceled: requeue canceled requests (of batches nobody cancelled on purpose) as
         well as expired ones.
     :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
-        before requeueing what still fails (see the requeue operator).
+        before requeueing what still fails (see the requeue operator); the build's upper bound then
+        prices every answer at standard prices.
     :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
     :param on_input_change: what a rerun does when the input changed after a submit (templated):
         ``"fail"``, ``"keep"`` or ``"add_new"`` (see the build operator).
@@ -124,7 +128,9 @@ def claude_batch_pipeline(
             max_requests_per_shard=max_requests_per_shard,
             max_bytes_per_shard=max_bytes_per_shard,
             max_cost_usd=max_cost_usd,
+            budget_basis=budget_basis,
             expected_output_tokens=expected_output_tokens,
+            retry_errored_sync=retry_errored_sync,
             source_format=source_format,
             dry_run=dry_run,
             prices_file=prices_file,

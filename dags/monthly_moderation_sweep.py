@@ -122,8 +122,17 @@ with DAG(
             type="number",
             minimum=0,
             title="Budget per month (USD)",
-            description="Refuse to submit a month, spending nothing, when its estimated cost at batch "
-            "prices is above this.",
+            description="Refuse to submit a month, spending nothing, when the estimate chosen below is "
+            "above this. The estimate learns from the months already swept.",
+        ),
+        "budget_basis": Param(
+            "expected",
+            type="string",
+            enum=["expected", "upper"],
+            title="Budget compares",
+            description="`expected`: the expected cost (learned from earlier months; the default). "
+            "`upper`: the upper bound (no cache hit, every item using its max output tokens), a "
+            "ceiling the month cannot pass.",
         ),
         "on_input_change": Param(
             "fail",
@@ -158,6 +167,7 @@ with DAG(
         system=f"{{% include 'prompts/moderation_policy_{POLICY_VERSION}.md' %}}",
         cache_system="1h",
         max_cost_usd="{{ params.max_cost_usd }}",
+        budget_basis="{{ params.budget_basis }}",
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
         on_input_change="{{ params.on_input_change }}",

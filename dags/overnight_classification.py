@@ -115,15 +115,24 @@ with DAG(
             maximum=8192,
             title="Max output tokens",
             description="Output cap per ticket. A label answer takes about 20 tokens; the cost estimate "
-            "counts the full cap, so a tight cap keeps the estimate close to the bill.",
+            "learns the output used from earlier runs; its upper bound counts the full cap.",
         ),
         "max_cost_usd": Param(
             25.0,
             type="number",
             minimum=0,
             title="Budget (USD)",
-            description="Refuse to submit, spending nothing, when the estimated cost at batch prices is "
-            "above this.",
+            description="Refuse to submit, spending nothing, when the estimate chosen below is above "
+            "this. The estimate learns from earlier runs of this DAG.",
+        ),
+        "budget_basis": Param(
+            "expected",
+            type="string",
+            enum=["expected", "upper"],
+            title="Budget compares",
+            description="`expected`: the expected cost (learned from earlier runs; the default). "
+            "`upper`: the upper bound (no cache hit, every ticket using its max output tokens), a "
+            "ceiling the run cannot pass.",
         ),
         "requeue_rounds": Param(
             MAX_ROUNDS - 1,
@@ -169,6 +178,7 @@ with DAG(
         system="{% include 'prompts/ticket_classifier.md' %}",
         cache_system="1h",
         max_cost_usd="{{ params.max_cost_usd }}",
+        budget_basis="{{ params.budget_basis }}",
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
         on_input_change="{{ params.on_input_change }}",

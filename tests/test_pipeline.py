@@ -291,3 +291,99 @@ def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     assert states["report"] == "upstream_failed"
     assert not (storage / "pipeline_fanout_fails" / dag_run.run_id / "manifest.json").exists()
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# --- cost truth ------------------------------------------------------------------------------------------
+
+COST_DAG_SOURCE = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_claude_batch.pipeline import claude_batch_pipeline
+
+with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+         default_args={{"retries": 0}}) as dag:
+    claude_batch_pipeline(
+        "classify",
+        source={source!r},
+        storage={storage!r},
+        model="claude-sonnet-4-6",
+        max_tokens=64,
+        system={system!r},
+        cache_system="1h",
+        max_rounds=1,
+        poll_interval=0.5,
+    )
+"""
+
+
+def estimate_and_manifest(storage: Path, dag_id: str, dag_run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    folder = storage / dag_id / dag_run.run_id
+    return json.loads((folder / "estimate.json").read_text()), json.loads(
+        (folder / "manifest.json").read_text()
+    )
+
+
+def write_cost_dag(tmp_path: Path, dag_id: str) -> tuple[Path, Path]:
+    source = tmp_path / "tickets.jsonl"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"t-{i:04d}", "text": f"My invoice {i} was charged twice, please refund"})
+            + b"\n"
+            for i in range(200)
+        )
+    )
+    storage = tmp_path / "runs"
+    # About 1,500 tokens of system prompt: over Sonnet 4.6's minimum cacheable length of 1,024.
+    system = "Label the ticket as billing, bug or other. " + "Examples of billing tickets follow. " * 160
+    dag_file = tmp_path / f"{dag_id}.py"
+    dag_file.write_text(
+        COST_DAG_SOURCE.format(
+            dag_id=dag_id, source=f"file://{source}", storage=f"file://{storage}", system=system
+        )
+    )
+    return dag_file, storage
+
+
+@pytest.mark.airflow
+def test_the_upper_bound_holds_when_the_cache_never_hits(
+    tmp_path: Path, run_dag: Any, make_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    never = make_emulator(cache_hit_rate=0.0)
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", never.connection_json)
+    dag_file, storage = write_cost_dag(tmp_path, "cost_no_hits")
+
+    dag_run = run_dag(dag_file, "cost_no_hits")
+
+    assert dag_run.state == "success"
+    estimate, manifest = estimate_and_manifest(storage, "cost_no_hits", dag_run)
+    assert manifest["tokens"]["cache_read"] == 0
+    assert manifest["tokens"]["cache_write_1h"] > 0
+    assert manifest["money"]["actual_usd"] <= estimate["estimated_cost_usd_upper"]
+
+
+@pytest.mark.airflow
+def test_a_repeated_workload_is_estimated_within_ten_percent(
+    tmp_path: Path, run_dag: Any, emulator: Any
+) -> None:
+    dag_file, storage = write_cost_dag(tmp_path, "cost_repeat")
+
+    first = run_dag(dag_file, "cost_repeat")
+    second = run_dag(dag_file, "cost_repeat")
+
+    assert (first.state, second.state) == ("success", "success")
+    first_estimate, first_manifest = estimate_and_manifest(storage, "cost_repeat", first)
+    estimate, manifest = estimate_and_manifest(storage, "cost_repeat", second)
+    assert first_estimate["basis"]["kind"] == "default"
+    assert estimate["basis"]["kind"] == "history"
+    assert estimate["basis"]["learned"]["runs"] == [first.run_id]
+    actual = manifest["money"]["actual_usd"]
+    expected = estimate["estimated_cost_usd_expected"]
+    assert abs(expected - actual) <= 0.10 * actual, (expected, actual)
+    assert estimate["estimated_cost_usd_upper"] >= actual
+    assert manifest["estimate"]["estimated_cost_usd_expected"] == expected
+    assert manifest["cache_hit_rate"] is not None
+    assert manifest["pipeline"] == {"dag_id": "cost_repeat", "group_id": "classify"}
+    assert first_manifest["prices"]["as_of"] == estimate["prices"]["as_of"]
+    report = (storage / "cost_repeat" / second.run_id / "report.html").read_text()
+    assert "Cost per run of this pipeline" in report
+    assert first.run_id in report

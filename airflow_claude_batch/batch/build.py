@@ -19,15 +19,18 @@ Order of work, so that nothing is ever half-done in a way a later task could act
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
+from airflow_claude_batch.batch.budget import check_budget
+from airflow_claude_batch.batch.cost_history import RunCost
 from airflow_claude_batch.batch.estimate import (
     CostEstimate,
     EstimateOptions,
     ReservoirSample,
     TokenCounter,
-    check_budget,
     estimate_cost,
     measure_tokens,
 )
@@ -87,6 +90,7 @@ def build_run(
     dry_run: bool = False,
     fingerprint: InputFingerprint | None = None,
     on_input_change: str = FAIL,
+    history: Sequence[RunCost] = (),
 ) -> BuildResult:
     """Build round 0 of a run (see the module's docstring for the order of work).
 
@@ -102,8 +106,10 @@ def build_run(
     :param fingerprint: what the build reads (recorded, and compared on a rerun); ``None``: not checked.
     :param on_input_change: ``"fail"``, ``"keep"`` or ``"add_new"`` (see ``input_change``).
     :raises InputChangedError: the input changed after a submit and ``on_input_change`` is ``"fail"``.
+    :param history: earlier runs of the same pipeline, for the expected cost (see
+        :func:`~airflow_claude_batch.batch.cost_history.pipeline_history`).
     :raises InputError: a record or a setting is invalid (nothing was submitted).
-    :raises BudgetExceededError: the upper-bound estimate is over ``max_cost_usd``.
+    :raises BudgetExceededError: the estimate its ``budget_basis`` names is over ``max_cost_usd``.
     :raises StorageError: the run folder cannot be read or written.
     """
     limits = limits or ShardLimits()
@@ -133,8 +139,8 @@ def build_run(
         sample = _write_shards(source, template, writer, options.sample_size, left_out)
         shards = writer.close()
         rate = measure_tokens(sample.items, template, count_tokens)
-        estimate = estimate_cost(shards, rate, template, prices, options, dry_run=dry_run)
-        write_json(folder.estimate, _with_earlier_part(folder, estimate, built))
+        estimate = estimate_cost(shards, rate, template, prices, options, history=history, dry_run=dry_run)
+        write_json(folder.estimate, {**_with_earlier_part(folder, estimate, built), "built_at": _now()})
         check_budget(estimate)
         descriptors = _descriptors(folder, shards, estimate)
         if not dry_run:
@@ -231,3 +237,7 @@ def _descriptors(
         shard.descriptor(run_uri, FIRST_ROUND, round(cost, 6))
         for shard, cost in zip(shards, estimate.shard_upper_batch_usd, strict=True)
     )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,65 +1,104 @@
-"""The cost estimate made before anything is submitted, and the budget guard.
+"""The cost estimate made before anything is submitted: an expected figure and an upper bound.
 
 Input tokens. With a ``count_tokens`` callable (the connection's token-counting endpoint), a uniform
 sample of about 20 requests spread over the whole run is counted, and the run's input tokens are the
 run's request bytes times the sample's tokens per byte (a ratio estimate, so long and short requests
 weigh as they should). Without it, or when it fails, the local estimate is **UTF-8 bytes of each
-request's JSON divided by 4**: a rough figure that overcounts the JSON around short prompts and
-undercounts scripts such as Chinese or Japanese. ``estimate.json`` says which was used in ``method``.
+request's JSON divided by the model's characters per token** (``chars_per_token`` in the model
+catalogue, 4 when the model is not in it): a rough figure that overcounts the JSON around short prompts
+and undercounts scripts such as Chinese or Japanese. ``estimate.json`` says which was used in ``method``.
 
-Output tokens. The upper bound is every request's ``max_tokens``; the expected figure uses
-``expected_output_tokens`` per request (capped by ``max_tokens``) when the user sets it, else the same
-upper bound.
+The expected figure learns from earlier runs of the same pipeline (their manifests, see
+:mod:`~airflow_claude_batch.batch.cost_history`): output tokens per answer, the cache hit rate, the
+input tokens billed against the input estimated, and how many requests ended answered in a batch or by
+a synchronous retry. Without history it uses ``expected_output_tokens`` per request when set, else
+**half of** ``max_tokens`` (``DEFAULT_OUTPUT_FRACTION``), and a hit rate of **64 %**
+(:data:`~airflow_claude_batch.batch.caching.DEFAULT_HIT_RATE`); ``estimate.json`` records which
+(``basis``) and the figures used (``inputs``).
 
-Prompt caching (``cache_system``). The system prompt's tokens are the cached prefix of every request.
-The expected cost counts one cache write per shard (each shard is a batch, processed on its own) and a
-cache read for every other request, which assumes the cache is hit; hits in batches are best effort.
-The upper bound assumes no hit at all: every request writes its prefix (1.25x or 2x the input price).
-Requests whose params come from a ``render`` callable are priced as plain input, whatever
-``cache_control`` they carry.
+Prompt caching. ``cache_control`` anywhere in a rendered request (tools, system, messages, or the top
+level) marks its cacheable prefix (:mod:`~airflow_claude_batch.batch.caching`). A prefix shorter than
+its model's minimum cacheable length is priced as plain input. The expected figure writes the prefix
+for ``1 - h`` of the requests and reads it for ``h`` (``h``: the expected hit rate); the upper bound
+assumes no hit at all, so every request writes its prefix. A warning is recorded when the TTL cannot
+pay off at the expected hit rate (the break-even, about 53 % for 1-hour writes and 22 % for 5-minute).
 
-Prices are batch prices (half the standard ones) from :class:`~airflow_claude_batch.batch.pricing.PriceTable`;
-the standard figures are given too, to show what the same work costs synchronously.
+The upper bound also takes every request's ``max_tokens``, never less input than estimated (more when
+history shows the input estimate was low), every request answered (a request is billed at most once,
+whichever round answers it, so requeue rounds add no answer; they are counted by pricing every request
+as answered), and, with ``retry_errored_sync``, every answer at standard prices (the worst case: every
+request errors in its batch and is answered synchronously).
+
+Prices are batch prices (half the standard ones) from :class:`~airflow_claude_batch.batch.pricing.PriceTable`,
+at the request's prompt-length tier and with the multipliers its params trigger (``inference_geo``);
+the standard figures are given too, to show what the same work costs synchronously. The table used is
+frozen into ``estimate.json`` (``prices``), and the run's ledger uses it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.encoding import decode_request
+from airflow_claude_batch.batch.caching import break_even_hit_rate, min_cacheable_tokens
+from airflow_claude_batch.batch.cost_history import LearnedFigures, RunCost
+from airflow_claude_batch.batch.expectation import DEFAULT_OUTPUT_FRACTION, Expectation
+from airflow_claude_batch.batch.input_tokens import (
+    DEFAULT_SAMPLE_SIZE,
+    LOCAL_METHOD,
+    ReservoirSample,
+    TokenCounter,
+    TokenRate,
+    count_tokens_params,
+    measure_tokens,
+)
 from airflow_claude_batch.batch.pricing import PriceTable, TokenTotals
-from airflow_claude_batch.batch.rendering import EncodedRequest, RequestTemplate
+from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.sharding import GroupTally, WrittenShard
-from airflow_claude_batch.exceptions import BudgetExceededError, InputError
+from airflow_claude_batch.exceptions import InputError
 
-ESTIMATE_SCHEMA_VERSION = 1
-DEFAULT_SAMPLE_SIZE = 20
-LOCAL_BYTES_PER_TOKEN = 4
-LOCAL_METHOD = "local: UTF-8 bytes of each request's JSON / 4"
-#: The Messages params that the token-counting endpoint accepts; the rest (max_tokens, temperature,
-#: metadata...) does not change the input and is left out.
-COUNT_TOKENS_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+__all__ = [
+    "LOCAL_METHOD",
+    "CostEstimate",
+    "EstimateOptions",
+    "ReservoirSample",
+    "TokenCounter",
+    "TokenRate",
+    "count_tokens_params",
+    "estimate_cost",
+    "measure_tokens",
+]
 
-TokenCounter = Callable[[Mapping[str, Any]], int]
+ESTIMATE_SCHEMA_VERSION = 2
+BUDGET_BASES = ("expected", "upper")
+#: What ``max_cost_usd`` is compared with unless ``budget_basis`` says otherwise.
+DEFAULT_BUDGET_BASIS = "expected"
+#: The parts of the gap between the upper bound and the expected figure, in the order they are added.
+GAP_PARTS = ("answered", "output", "cache", "input", "sync_retry")
 
 
 @dataclass(frozen=True)
 class EstimateOptions:
     """What the user tells the estimate.
 
-    :param expected_output_tokens: the output a request is expected to use (``None``: ``max_tokens``).
-    :param max_cost_usd: the budget of the run at batch prices (``None``: no limit).
+    :param expected_output_tokens: the output a request is expected to use, when the pipeline has no
+        history (``None``: half of ``max_tokens``).
+    :param max_cost_usd: the budget of the run in US dollars (``None``: no limit).
     :param sample_size: requests counted with ``count_tokens``.
+    :param budget_basis: ``"expected"`` (the default) compares the budget with the expected cost,
+        ``"upper"`` with the upper bound.
+    :param retry_errored_sync: whether errored requests may be retried synchronously at standard
+        prices (the upper bound then prices every answer at standard prices).
     """
 
     expected_output_tokens: int | None = None
     max_cost_usd: float | None = None
     sample_size: int = DEFAULT_SAMPLE_SIZE
+    budget_basis: str = DEFAULT_BUDGET_BASIS
+    retry_errored_sync: bool = False
 
     def __post_init__(self) -> None:
         expected = self.expected_output_tokens
@@ -82,116 +121,11 @@ class EstimateOptions:
             or self.sample_size < 1
         ):
             raise InputError(f"sample_size must be a whole number >= 1, got {self.sample_size!r}")
-
-
-class ReservoirSample:
-    """A uniform random sample of fixed size from a stream of unknown length (Algorithm L).
-
-    Each item costs a counter increment; random numbers are drawn only for the few items taken, so
-    sampling a million requests is nearly free. Seeded, so a rerun samples the same requests.
-
-    :param size: how many items to keep.
-    :param seed: the random seed.
-    """
-
-    def __init__(self, size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0) -> None:
-        self.size = size
-        self.items: list[EncodedRequest] = []
-        self.seen = 0
-        self._random = random.Random(seed)
-        self._weight = 1.0
-        self._next = size
-
-    def offer(self, item: EncodedRequest) -> None:
-        """Consider one item of the stream."""
-        position = self.seen
-        self.seen = position + 1
-        if position < self.size:
-            self.items.append(item)
-            if position == self.size - 1:
-                self._weight = self._draw_weight()
-                self._next = position + self._skip()
-        elif position == self._next:
-            self.items[self._random.randrange(self.size)] = item
-            self._weight *= self._draw_weight()
-            self._next = position + self._skip()
-
-    def _draw_weight(self) -> float:
-        return math.exp(math.log(self._uniform()) / self.size)
-
-    def _skip(self) -> int:
-        if self._weight >= 1.0:
-            return 1
-        return int(math.log(self._uniform()) / math.log1p(-self._weight)) + 1
-
-    def _uniform(self) -> float:
-        return self._random.random() or 1e-300
-
-
-@dataclass(frozen=True)
-class TokenRate:
-    """How request bytes turn into input tokens.
-
-    :param tokens_per_byte: input tokens per request byte.
-    :param cached_prefix_tokens: tokens of the cached system prompt in each request (0 without cache).
-    :param method: how the figures were obtained, for ``estimate.json``.
-    :param sample_size: requests counted (0 for the local estimate).
-    """
-
-    tokens_per_byte: float
-    cached_prefix_tokens: int
-    method: str
-    sample_size: int
-
-
-def measure_tokens(
-    sample: Sequence[EncodedRequest], template: RequestTemplate, count_tokens: TokenCounter | None
-) -> TokenRate:
-    """Count the sample's input tokens with ``count_tokens``, or fall back to the local estimate.
-
-    :param sample: requests drawn over the run.
-    :param template: the run's template (its cached system prompt is measured on its own).
-    :param count_tokens: ``params -> input_tokens``, or ``None``.
-    """
-    reason = "no token counter"
-    if count_tokens is not None and sample:
-        try:
-            return _counted_rate(sample, template, count_tokens)
-        except Exception as exc:  # any failure of an optional service falls back to the local figure
-            reason = f"count_tokens failed: {type(exc).__name__}"
-    prefix = 0
-    if template.cache_system and template.system:
-        prefix = math.ceil(len(template.system.encode("utf-8")) / LOCAL_BYTES_PER_TOKEN)
-    return TokenRate(1 / LOCAL_BYTES_PER_TOKEN, prefix, f"{LOCAL_METHOD} ({reason})", 0)
-
-
-def _counted_rate(
-    sample: Sequence[EncodedRequest], template: RequestTemplate, count_tokens: TokenCounter
-) -> TokenRate:
-    tokens = sum(
-        _checked_count(count_tokens(count_tokens_params(decode_request(r.line)["params"]))) for r in sample
-    )
-    request_bytes = sum(r.size for r in sample)
-    prefix = 0
-    if template.cache_system and template.system:
-        model = template.model or sample[0].model
-        stub = [{"role": "user", "content": "."}]
-        with_system = count_tokens({"model": model, "system": template.system_param(), "messages": stub})
-        without = count_tokens({"model": model, "messages": stub})
-        prefix = max(_checked_count(with_system) - _checked_count(without), 0)
-    method = f"count_tokens on a sample of {len(sample)} requests, scaled to the run by request bytes"
-    return TokenRate(tokens / max(request_bytes, 1), prefix, method, len(sample))
-
-
-def _checked_count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"count_tokens returned {value!r}, not a token count")
-    return value
-
-
-def count_tokens_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of Messages params that the token-counting endpoint takes."""
-    return {key: params[key] for key in COUNT_TOKENS_FIELDS if key in params}
+        if self.budget_basis not in BUDGET_BASES:
+            raise InputError(
+                f"budget_basis must be 'expected' or 'upper', got {self.budget_basis!r}: 'expected' compares "
+                "max_cost_usd with the expected cost, 'upper' with the upper bound"
+            )
 
 
 @dataclass(frozen=True)
@@ -203,19 +137,26 @@ class CostEstimate:
     :param body_bytes: create-body bytes of all shards.
     :param method: how input tokens were estimated.
     :param sample_size: requests counted by ``count_tokens``.
-    :param input_tokens: estimated input tokens (cached prefix included).
-    :param cached_prefix_tokens: cached system-prompt tokens per request (0 without cache).
-    :param cache_ttl: ``"5m"``, ``"1h"`` or ``None``.
+    :param input_tokens: estimated input tokens (cached prefixes included), before any learning.
+    :param cached_prefix_tokens: cacheable prefix tokens over the run (0 without cache).
+    :param cache_ttl: ``"5m"``, ``"1h"``, ``"mixed"`` or ``None``.
     :param output_tokens_upper: the sum of ``max_tokens``.
     :param output_tokens_expected: the expected output tokens.
     :param expected_output_tokens: the user's figure per request, if set.
-    :param upper_batch_usd: upper bound at batch prices (what the budget is checked against).
-    :param upper_standard_usd: upper bound at standard prices.
-    :param expected_batch_usd: expected cost at batch prices.
-    :param expected_standard_usd: expected cost at standard prices.
-    :param shard_upper_batch_usd: each shard's share of the upper bound at batch prices.
+    :param upper_batch_usd: the upper bound in US dollars (batch prices, standard prices for the
+        synchronous retries it allows).
+    :param upper_standard_usd: the upper bound's tokens at standard prices.
+    :param expected_batch_usd: the expected cost.
+    :param expected_standard_usd: the expected tokens at standard prices.
+    :param shard_upper_batch_usd: each shard's share of the upper bound.
     :param by_model: per model: requests, tokens and costs.
     :param max_cost_usd: the budget, if set.
+    :param budget_basis: ``"expected"`` or ``"upper"``.
+    :param basis: where the expected figure comes from: ``history`` / ``user`` / ``default``.
+    :param inputs: the figures the expected cost used (hit rate, output per request, ...).
+    :param gap_usd: what the gap between the upper bound and the expected figure is made of.
+    :param warnings: what the user should look at (a TTL that cannot pay off, a prefix too short to cache).
+    :param prices: the price table used, frozen (see :meth:`PriceTable.to_document`).
     :param price_sources: the prices files used.
     :param assumptions: what the figures assume, in words.
     :param dry_run: whether the build wrote no shard.
@@ -239,10 +180,21 @@ class CostEstimate:
     shard_upper_batch_usd: tuple[float, ...]
     by_model: Mapping[str, Mapping[str, Any]]
     max_cost_usd: float | None
+    budget_basis: str
+    basis: Mapping[str, Any]
+    inputs: Mapping[str, Any]
+    gap_usd: Mapping[str, float]
+    warnings: tuple[str, ...]
+    prices: Mapping[str, Any]
     price_sources: tuple[str, ...]
     assumptions: tuple[str, ...]
     dry_run: bool = False
     schema_version: int = ESTIMATE_SCHEMA_VERSION
+
+    @property
+    def budgeted_usd(self) -> float:
+        """The figure the budget is compared with (see ``budget_basis``)."""
+        return self.upper_batch_usd if self.budget_basis == "upper" else self.expected_batch_usd
 
     def to_dict(self) -> dict[str, Any]:
         """The ``estimate.json`` document."""
@@ -259,8 +211,9 @@ class CostEstimate:
         data["estimated_cost_usd_upper"] = _usd(self.upper_batch_usd)
         data["estimated_cost_usd_expected"] = _usd(self.expected_batch_usd)
         data["shard_upper_batch_usd"] = [_usd(cost) for cost in self.shard_upper_batch_usd]
-        data["price_sources"] = list(self.price_sources)
-        data["assumptions"] = list(self.assumptions)
+        data["gap_usd"] = {key: _usd(value) for key, value in self.gap_usd.items()}
+        for key in ("price_sources", "assumptions", "warnings"):
+            data[key] = list(getattr(self, key))
         return data
 
 
@@ -272,60 +225,128 @@ def _usd(value: float) -> float:
 class _Sums:
     requests: int = 0
     input_tokens: int = 0
+    prefix_tokens: int = 0
     output_upper: int = 0
-    output_expected: int = 0
+    output_expected: float = 0.0
     upper_batch: float = 0.0
     upper_standard: float = 0.0
     expected_batch: float = 0.0
     expected_standard: float = 0.0
+    gap_answered: float = 0.0
+    gap_output: float = 0.0
+    gap_cache: float = 0.0
+    gap_input: float = 0.0
+    gap_sync_retry: float = 0.0
 
     def add(self, other: _Sums) -> None:
         for item in dataclasses.fields(self):
             setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
+    def gap(self) -> dict[str, float]:
+        return {part: getattr(self, f"gap_{part}") for part in GAP_PARTS}
+
 
 class _GroupPricer:
     def __init__(
-        self, rate: TokenRate, template: RequestTemplate, prices: PriceTable, options: EstimateOptions
+        self,
+        rate: TokenRate,
+        template: RequestTemplate,
+        prices: PriceTable,
+        options: EstimateOptions,
+        expectation: Expectation,
     ) -> None:
         self.rate = rate
-        self.ttl = template.cache_system
+        self.template = template
         self.prices = prices
-        self.expected_output = options.expected_output_tokens
+        self.sync = options.retry_errored_sync
+        self.expect = expectation
+        self.warnings: dict[str, str] = {}
 
-    def price(self, model: str, cached: bool, group: GroupTally) -> _Sums:
-        input_tokens = round(group.request_bytes * self.rate.tokens_per_byte)
-        output_upper = group.max_tokens
-        output_expected = output_upper
-        if self.expected_output is not None:
-            output_expected = min(self.expected_output * group.requests, output_upper)
-        prefix = self.rate.cached_prefix_tokens * group.requests if cached and self.ttl else 0
-        prefix = min(prefix, input_tokens)
-        plain = input_tokens - prefix
-        upper = self._totals(plain, output_upper, writes=prefix)
-        # One write per shard (this group is within one shard), a read for every other request.
-        one_write = prefix // group.requests if group.requests else 0
-        expected = self._totals(plain, output_expected, writes=one_write, reads=prefix - one_write)
+    def _prefix_per_request(self, model: str, ttl: str | None, group: GroupTally) -> float:
+        if not ttl or not group.cache_prefix_bytes:
+            return 0.0
+        if self.template.render is None and self.rate.cached_prefix_tokens:
+            prefix = float(self.rate.cached_prefix_tokens)  # counted with count_tokens
+        else:
+            prefix = group.cache_prefix_bytes / group.requests * self.rate.tokens_per_byte
+        minimum, known = min_cacheable_tokens(model)
+        if prefix * self.expect.input_ratio < minimum:
+            where = "" if known else " (the model catalogue does not know the model; assumed)"
+            self.warnings[f"min:{model}"] = (
+                f"{model}: the cacheable prefix is about {round(prefix):,} tokens, under the model's minimum "
+                f"of {minimum:,}{where}, so it is not cached: priced as plain input"
+            )
+            return 0.0
+        return prefix
+
+    def price(self, key: tuple[str, str | None, str | None], group: GroupTally) -> _Sums:
+        model, ttl, geo = key
+        n = group.requests
+        factor = self.prices.factor(model, {"inference_geo": geo} if geo else None)
+        raw_input = group.request_bytes * self.rate.tokens_per_byte
+        prefix = min(self._prefix_per_request(model, ttl, group) * n, raw_input)
+        expect = self.expect
+        if expect.output_per_request is None:
+            output = DEFAULT_OUTPUT_FRACTION * group.max_tokens
+        else:
+            output = min(expect.output_per_request * n, group.max_tokens)
+        if prefix:
+            self._check_break_even(model, ttl)
+
+        def cost(hit: float, out: float, ratio: float, *, batch: bool = True) -> float:
+            total_input, cached = raw_input * ratio, prefix * ratio
+            totals = TokenTotals(
+                input=round(total_input - cached),
+                output=round(out),
+                cache_write_5m=round((1 - hit) * cached) if ttl != "1h" else 0,
+                cache_write_1h=round((1 - hit) * cached) if ttl == "1h" else 0,
+                cache_read=round(hit * cached),
+            )
+            prompt = round(total_input / n) if n else None
+            return self.prices.cost_of_totals(model, totals, batch=batch, prompt_tokens=prompt, factor=factor)
+
+        h, r = expect.hit_rate, expect.input_ratio
+        all_batch = cost(h, output, r)
+        expected = expect.answered_batch * all_batch + expect.answered_sync * cost(h, output, r, batch=False)
+        with_max_output = cost(h, group.max_tokens, r)
+        no_hits = cost(0.0, group.max_tokens, r)
+        upper_ratio = max(r, 1.0)
+        upper_batch = cost(0.0, group.max_tokens, upper_ratio)
+        upper_standard = cost(0.0, group.max_tokens, upper_ratio, batch=False)
+        upper = upper_standard if self.sync else upper_batch
         return _Sums(
-            requests=group.requests,
-            input_tokens=input_tokens,
-            output_upper=output_upper,
-            output_expected=output_expected,
-            upper_batch=self.prices.cost_of_totals(model, upper, batch=True),
-            upper_standard=self.prices.cost_of_totals(model, upper, batch=False),
-            expected_batch=self.prices.cost_of_totals(model, expected, batch=True),
-            expected_standard=self.prices.cost_of_totals(model, expected, batch=False),
+            requests=n,
+            input_tokens=round(raw_input),
+            prefix_tokens=round(prefix),
+            output_upper=group.max_tokens,
+            output_expected=output,
+            upper_batch=upper,
+            upper_standard=upper_standard,
+            expected_batch=expected,
+            expected_standard=expect.answered_batch * cost(h, output, r, batch=False)
+            + expect.answered_sync * cost(h, output, r, batch=False),
+            gap_answered=all_batch - expected,
+            gap_output=with_max_output - all_batch,
+            gap_cache=no_hits - with_max_output,
+            gap_input=upper_batch - no_hits,
+            gap_sync_retry=upper - upper_batch,
         )
 
-    def _totals(self, plain: int, output: int, *, writes: int = 0, reads: int = 0) -> TokenTotals:
-        write_1h = writes if self.ttl == "1h" else 0
-        return TokenTotals(
-            input=plain,
-            output=output,
-            cache_write_5m=writes - write_1h,
-            cache_write_1h=write_1h,
-            cache_read=reads,
-        )
+    def _check_break_even(self, model: str, ttl: str | None) -> None:
+        cache = self.prices.cache_multipliers(model)
+        write = cache.write_1h if ttl == "1h" else cache.write_5m
+        even = break_even_hit_rate(write, cache.read)
+        if self.expect.hit_rate < even:
+            self.warnings[f"ttl:{model}:{ttl}"] = (
+                f"{model}: {ttl} cache writes cost {write:g}x the input price and pay off above a "
+                f"{even:.0%} hit rate; the expected hit rate is {self.expect.hit_rate:.0%} "
+                f"({self.expect.basis['kind']}), so caching is expected to cost more than it saves"
+                + (
+                    ": try cache_system='5m'"
+                    if ttl == "1h" and self.expect.hit_rate >= break_even_hit_rate(cache.write_5m, cache.read)
+                    else ""
+                )
+            )
 
 
 def estimate_cost(
@@ -335,28 +356,35 @@ def estimate_cost(
     prices: PriceTable,
     options: EstimateOptions,
     *,
+    history: Sequence[RunCost] = (),
     dry_run: bool = False,
 ) -> CostEstimate:
     """Price the shards of a run.
 
     :param shards: the shards as the writer tallied them.
-    :param rate: input tokens per byte and the cached prefix (see :func:`measure_tokens`).
-    :param template: the run's template (its cache setting).
+    :param rate: input tokens per byte and the counted system prefix (see :func:`measure_tokens`).
+    :param template: the run's template.
     :param prices: the price table.
-    :param options: the user's expected output and budget.
+    :param options: the user's expected output, budget and its basis.
+    :param history: earlier runs of the same pipeline, newest first (see
+        :func:`~airflow_claude_batch.batch.cost_history.pipeline_history`).
     :param dry_run: whether the shards were only counted.
     :raises InputError: a model has no price; the message names the prices file to extend.
     """
-    pricer = _GroupPricer(rate, template, prices, options)
+    expectation = Expectation.choose(options.expected_output_tokens, LearnedFigures.from_runs(history))
+    pricer = _GroupPricer(rate, template, prices, options, expectation)
     total = _Sums()
     by_model: dict[str, _Sums] = {}
+    ttls: set[str] = set()
     shard_costs = []
     for shard in shards:
         shard_sums = _Sums()
-        for (model, cached), group in shard.groups.items():
-            sums = pricer.price(model, cached, group)
+        for key, group in shard.groups.items():
+            sums = pricer.price(key, group)
             shard_sums.add(sums)
-            by_model.setdefault(model, _Sums()).add(sums)
+            by_model.setdefault(key[0], _Sums()).add(sums)
+            if sums.prefix_tokens and key[1]:
+                ttls.add(key[1])
         shard_costs.append(shard_sums.upper_batch)
         total.add(shard_sums)
     return CostEstimate(
@@ -366,10 +394,10 @@ def estimate_cost(
         method=rate.method,
         sample_size=rate.sample_size,
         input_tokens=total.input_tokens,
-        cached_prefix_tokens=rate.cached_prefix_tokens if template.cache_system else 0,
-        cache_ttl=template.cache_system,
+        cached_prefix_tokens=total.prefix_tokens,
+        cache_ttl=None if not ttls else ttls.pop() if len(ttls) == 1 else "mixed",
         output_tokens_upper=total.output_upper,
-        output_tokens_expected=total.output_expected,
+        output_tokens_expected=round(total.output_expected),
         expected_output_tokens=options.expected_output_tokens,
         upper_batch_usd=total.upper_batch,
         upper_standard_usd=total.upper_standard,
@@ -378,8 +406,14 @@ def estimate_cost(
         shard_upper_batch_usd=tuple(shard_costs),
         by_model={model: _model_summary(sums) for model, sums in sorted(by_model.items())},
         max_cost_usd=options.max_cost_usd,
+        budget_basis=options.budget_basis,
+        basis=expectation.basis,
+        inputs=expectation.to_dict(),
+        gap_usd=total.gap(),
+        warnings=tuple(pricer.warnings.values()),
+        prices=prices.to_document(),
         price_sources=prices.sources,
-        assumptions=_assumptions(template, options),
+        assumptions=_assumptions(expectation, options),
         dry_run=dry_run,
     )
 
@@ -388,46 +422,37 @@ def _model_summary(sums: _Sums) -> dict[str, Any]:
     return {
         "requests": sums.requests,
         "input_tokens": sums.input_tokens,
+        "cached_prefix_tokens": sums.prefix_tokens,
         "output_tokens_upper": sums.output_upper,
-        "output_tokens_expected": sums.output_expected,
-        "cost_usd_upper_batch": _usd(sums.upper_batch),
+        "output_tokens_expected": round(sums.output_expected),
+        "cost_usd_upper": _usd(sums.upper_batch),
         "cost_usd_expected_batch": _usd(sums.expected_batch),
     }
 
 
-def _assumptions(template: RequestTemplate, options: EstimateOptions) -> tuple[str, ...]:
+def _assumptions(expectation: Expectation, options: EstimateOptions) -> tuple[str, ...]:
     notes = ["batch prices are the standard prices times the batch multiplier (0.5 in the shipped prices)"]
-    if options.expected_output_tokens is None:
+    kind = expectation.basis["kind"]
+    if kind == "history":
         notes.append(
-            "expected output = max_tokens per request (set expected_output_tokens for a closer figure)"
+            f"expected figure learned from {expectation.basis['runs']} earlier run(s) of the pipeline: "
+            "output tokens per answer, cache hit rate, input billed per input estimated, answered fractions"
+        )
+    elif kind == "user":
+        notes.append(
+            "expected output = expected_output_tokens per request, capped by max_tokens (no history)"
         )
     else:
-        notes.append("expected output = expected_output_tokens per request, capped by max_tokens")
-    if template.cache_system:
         notes.append(
-            "cached system prompt: expected = one cache write per shard, then a cache read for every other "
-            "request (cache hits in batches are best effort); upper bound = a cache write for every request"
+            f"expected output = {DEFAULT_OUTPUT_FRACTION:.0%} of max_tokens per request (no history and no "
+            "expected_output_tokens)"
         )
-    if template.render is not None:
-        notes.append("params from render are priced as plain input, whatever cache_control they carry")
-    return tuple(notes)
-
-
-def check_budget(estimate: CostEstimate) -> None:
-    """Fail the run when its upper-bound cost at batch prices is over ``max_cost_usd``.
-
-    :raises BudgetExceededError: with the figures and what to change.
-    """
-    budget = estimate.max_cost_usd
-    if budget is None or estimate.upper_batch_usd <= budget:
-        return
-    expected = f"${estimate.expected_batch_usd:,.2f}"
-    if estimate.expected_output_tokens is None:
-        expected += " (with every request using its max_tokens; set expected_output_tokens to refine)"
-    raise BudgetExceededError(
-        f"the run's upper-bound cost is ${estimate.upper_batch_usd:,.2f} at batch prices, over "
-        f"max_cost_usd=${budget:,.2f}: {estimate.records:,} requests in {estimate.shards} shard(s), "
-        f"about {estimate.input_tokens:,} input tokens ({estimate.method}) and up to "
-        f"{estimate.output_tokens_upper:,} output tokens (max_tokens); expected cost {expected}. "
-        "Nothing was submitted. Raise max_cost_usd, lower max_tokens, or send fewer records."
+    notes.append(
+        f"cacheable prefixes: expected = a read for {expectation.hit_rate:.0%} of the requests and a "
+        "write for the rest; upper bound = a write for every request (cache hits in batches are best effort)"
     )
+    upper = "upper bound = every request answered once with max_tokens of output, no cache hit"
+    if options.retry_errored_sync:
+        upper += ", at standard prices (retry_errored_sync: every answer may come from a synchronous retry)"
+    notes.append(upper)
+    return tuple(notes)

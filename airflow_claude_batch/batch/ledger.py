@@ -10,7 +10,9 @@ the parser or schema rejected), ``dead_lettered`` or ``pending`` (still requeuea
 last round). The manifest says whether these add up to the input count (``reconciled``) and, if not,
 why (``notes``).
 
-Money is recomputed from each answer's usage with the price file, cache writes and reads at their own
+Money is recomputed from each answer's usage with the prices the build froze into ``estimate.json``
+(the prices loaded at report time only when the run has none, such as a run built before prices were
+frozen), cache writes and reads at their own
 rates: ``batch_usd`` (batch answers at batch prices), ``sync_retry_usd`` (synchronous retries at standard
 prices), ``actual_usd`` (their sum), ``synchronous_equivalent_usd`` (every answer at standard prices:
 what the same work would have cost without batches) and ``savings_usd``.
@@ -33,6 +35,7 @@ from airflow_claude_batch.batch.requeue import (
     Decision,
     RequeueRecord,
     RequeueRule,
+    budget_held_path,
     dead_letter_row,
     pending_row,
     read_requeue_record,
@@ -45,7 +48,22 @@ from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, iter_jsonl, read_json, write_json
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
+#: The parts of ``estimate.json`` the manifest carries (the history of later runs reads them).
+ESTIMATE_FIELDS = (
+    "built_at",
+    "records",
+    "input_tokens",
+    "method",
+    "budget_basis",
+    "max_cost_usd",
+    "basis",
+    "inputs",
+    "gap_usd",
+    "warnings",
+    "estimated_cost_usd_expected",
+    "estimated_cost_usd_upper",
+)
 DISPOSITIONS = ("succeeded", "invalid_output", "dead_lettered", "pending")
 #: Rows of the dead-letter and pending files kept in the manifest's scan for the report page.
 SAMPLE_ROWS = 50
@@ -136,6 +154,10 @@ class Manifest:
     :param money: estimate, actual, synchronous equivalent and savings.
     :param files: the run's files, relative to the run folder.
     :param price_sources: the price files the money was computed with.
+    :param cache_hit_rate: cache reads over cache reads and writes, in tokens (``None``: nothing cached).
+    :param estimate: the build's estimate (its figures, basis and inputs; see ``estimate.json``).
+    :param prices: the price table the money was computed with (frozen by the build).
+    :param pipeline: the pipeline's identity (``dag_id``, ``group_id``), when known.
     """
 
     run_uri: str
@@ -153,6 +175,10 @@ class Manifest:
     money: Money
     files: dict[str, str]
     price_sources: list[str]
+    cache_hit_rate: float | None = None
+    estimate: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,7 +193,9 @@ class Manifest:
             "reconciled": self.reconciled,
             "rounds": len(self.rounds),
             "batches": len(self.batch_ids),
-            "estimated_cost_usd": self.money.estimated_upper_usd,
+            "estimated_cost_usd": self.money.estimated_expected_usd,
+            "estimated_cost_usd_upper": self.money.estimated_upper_usd,
+            "cache_hit_rate": self.cache_hit_rate,
             "actual_cost_usd": self.money.actual_usd,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
@@ -181,20 +209,24 @@ class Manifest:
 
 
 class _ModelTotals:
-    """Token totals per model, priced at the end (one price lookup per model, not per row)."""
+    """Token totals per model and per rate (prompt-length tier, multipliers), priced at the end (one
+    price lookup per rate, not per row)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
         self.by_model: dict[str, TokenTotals] = {}
+        self.by_rate: dict[tuple[str, int, float], TokenTotals] = {}
 
     def add(self, model: str, usage: Mapping[str, Any] | None) -> None:
         totals = TokenTotals.from_usage(usage)
-        previous = self.by_model.get(model)
-        self.by_model[model] = totals if previous is None else previous + totals
+        _add_to(self.by_model, model, totals)
+        _add_to(self.by_rate, self.prices.rate_key(model, usage), totals)
 
     def merge(self, other: _ModelTotals) -> None:
         for model, totals in other.by_model.items():
-            previous = self.by_model.get(model)
-            self.by_model[model] = totals if previous is None else previous + totals
+            _add_to(self.by_model, model, totals)
+        for key, totals in other.by_rate.items():
+            _add_to(self.by_rate, key, totals)
 
     def total(self) -> TokenTotals:
         total = TokenTotals()
@@ -203,9 +235,20 @@ class _ModelTotals:
         return total
 
     def cost(self, prices: PriceTable, *, batch: bool) -> float:
-        return sum(
-            prices.cost_of_totals(model, totals, batch=batch) for model, totals in self.by_model.items()
-        )
+        total = 0.0
+        for (model, tier, factor), totals in self.by_rate.items():
+            tier_tokens = (
+                None if tier == 0 else prices.price(model).prompt_tiers[tier - 1].above_input_tokens + 1
+            )
+            total += prices.cost_of_totals(
+                model, totals, batch=batch, prompt_tokens=tier_tokens, factor=factor
+            )
+        return total
+
+
+def _add_to(table: dict[Any, TokenTotals], key: Any, totals: TokenTotals) -> None:
+    previous = table.get(key)
+    table[key] = totals if previous is None else previous + totals
 
 
 @dataclass
@@ -213,12 +256,12 @@ class _RoundScan:
     round: int
     shards: list[ShardDescriptor]
     record: RequeueRecord | None
+    batch_tokens: _ModelTotals
+    sync_tokens: _ModelTotals
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_OUTCOMES, 0))
     sync_retry: dict[str, int] = field(
         default_factory=lambda: {"succeeded": 0, "invalid_output": 0, "errored": 0}
     )
-    batch_tokens: _ModelTotals = field(default_factory=_ModelTotals)
-    sync_tokens: _ModelTotals = field(default_factory=_ModelTotals)
     batch_ids: list[str] = field(default_factory=list)
     requeued: int = 0
     dead_lettered: int = 0
@@ -292,6 +335,7 @@ class _RunScanner:
         self._check_rows(scan)
         if scan.record is not None:
             self._round_dead_letters(scan)
+            self._budget_held(scan)
             scan.requeued = scan.record.requeued
             self._check_requeue(scan, next_requests)
 
@@ -349,6 +393,14 @@ class _RunScanner:
             if outcome in ("succeeded", "invalid_output"):
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"))
 
+    def _budget_held(self, scan: _RoundScan) -> None:
+        path = budget_held_path(self.folder, scan.round)
+        if not path.exists():
+            return
+        for row in iter_jsonl(path):
+            self.emitter.emit("pending", row)
+            scan.held += 1
+
     def _round_dead_letters(self, scan: _RoundScan) -> None:
         path = self.folder.round_dead_letter(scan.round)
         if not path.exists():
@@ -402,6 +454,7 @@ def scan_run(
         round's non-retryable errors), when given.
     :param pending_out: receives the run's pending rows, when given.
     """
+    prices = run_prices(folder, prices)
     emitter = _Emitter(dead_letter_out, pending_out)
     scanner = _RunScanner(folder, emitter)
     scans: list[_RoundScan] = []
@@ -416,12 +469,21 @@ def scan_run(
         rule = record.rule if record is not None else rule
         next_shards = read_shard_list(folder, round_index + 1) if record is not None else None
         next_requests = sum(s.request_count for s in next_shards) if next_shards is not None else None
-        scan = _RoundScan(round_index, shards, record)
+        scan = _RoundScan(round_index, shards, record, _ModelTotals(prices), _ModelTotals(prices))
         scanner.scan_round(scan, rule, next_requests)
         scans.append(scan)
         shards = next_shards
     manifest = _build_manifest(folder, prices, max_rounds, scans, scanner.notes, scanner.warnings)
     return manifest, emitter.samples
+
+
+def run_prices(folder: RunFolder, loaded: PriceTable) -> PriceTable:
+    """The prices the run's build froze into ``estimate.json``; ``loaded`` when it froze none."""
+    estimate = read_json(folder.estimate)
+    frozen = estimate.get("prices") if isinstance(estimate, dict) else None
+    if not isinstance(frozen, dict) or not frozen.get("models"):
+        return loaded
+    return PriceTable.from_document(frozen, f"{folder.estimate} (as of {frozen.get('as_of')})")
 
 
 def is_dry_run(folder: RunFolder) -> bool:
@@ -460,7 +522,7 @@ def _build_manifest(
     warnings: list[str],
 ) -> Manifest:
     records, estimated_upper, estimated_expected = _input_records(folder, scans)
-    batch_tokens, sync_tokens, all_tokens = _ModelTotals(), _ModelTotals(), _ModelTotals()
+    batch_tokens, sync_tokens, all_tokens = _ModelTotals(prices), _ModelTotals(prices), _ModelTotals(prices)
     for scan in scans:
         batch_tokens.merge(scan.batch_tokens)
         sync_tokens.merge(scan.sync_tokens)
@@ -495,6 +557,10 @@ def _build_manifest(
         savings_usd=round(equivalent - actual, 6),
         savings_pct=round(100.0 * (equivalent - actual) / equivalent, 2) if equivalent > 0 else None,
     )
+    estimate = read_json(folder.estimate)
+    estimate = estimate if isinstance(estimate, dict) else {}
+    totals = all_tokens.total()
+    cached = totals.cache_write_5m + totals.cache_write_1h + totals.cache_read
     return Manifest(
         run_uri=str(folder.root),
         input_records=records,
@@ -511,11 +577,14 @@ def _build_manifest(
         money=money,
         files=dict(RUN_FILES),
         price_sources=list(prices.sources),
+        cache_hit_rate=round(totals.cache_read / cached, 4) if cached else None,
+        estimate={key: estimate[key] for key in ESTIMATE_FIELDS if key in estimate},
+        prices=prices.to_document(),
     )
 
 
 def _round_ledger(scan: _RoundScan, prices: PriceTable) -> RoundLedger:
-    tokens = _ModelTotals()
+    tokens = _ModelTotals(prices)
     tokens.merge(scan.batch_tokens)
     tokens.merge(scan.sync_tokens)
     return RoundLedger(
@@ -555,6 +624,7 @@ def write_ledger(
     max_rounds: int,
     extra_files: Mapping[str, str] | None = None,
     extra_fields: Mapping[str, Any] | None = None,
+    pipeline: Mapping[str, Any] | None = None,
 ) -> tuple[Manifest, dict[str, list[dict[str, Any]]]]:
     """Scan the run and write its ``dead-letter.jsonl``, ``pending.jsonl`` and ``manifest.json``.
 
@@ -565,6 +635,7 @@ def write_ledger(
     :param max_rounds: rounds allowed in all.
     :param extra_files: more files to list in the manifest (``{"output": "s3://..."}``).
     :param extra_fields: more top-level fields of ``manifest.json`` (``None`` values are left out).
+    :param pipeline: the pipeline's identity for the manifest (``{"dag_id", "group_id"}``).
 
     :returns: the manifest and samples of the dead-letter and pending rows (for the report page).
     """
@@ -578,6 +649,8 @@ def write_ledger(
         )
     if extra_files:
         manifest = dataclasses.replace(manifest, files={**manifest.files, **extra_files})
+    if pipeline:
+        manifest = dataclasses.replace(manifest, pipeline=dict(pipeline))
     document = manifest.to_dict()
     document.update({key: value for key, value in (extra_fields or {}).items() if value is not None})
     write_json(folder.manifest, document)

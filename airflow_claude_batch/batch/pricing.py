@@ -1,9 +1,15 @@
 """Prices: US dollars from token usage, with cache writes and reads at their own rates.
 
-Prices live in ``prices.json`` next to this module (standard prices per million tokens per model, the
-batch multiplier, and the cache multipliers). Users extend or override it with a file of the same shape,
-passed as a path or named by the environment variable ``CLAUDE_BATCH_PRICES_FILE``; the entries of that
-file replace the shipped ones and the rest stay.
+Prices live in ``prices.json`` next to this module, with the day they were read (``as_of``) and the
+pricing page they were read from (``source``): standard prices per million tokens per model, the batch
+multiplier, the cache multipliers (a model's own where it differs), prompt-length tiers (long-context
+prices, where a model has them), the multipliers request params can trigger (data residency:
+``inference_geo="us"``), and what the table does not model (``not_modelled``). Users extend or override
+any of it with a file of the same shape, passed as a path or named by the environment variable
+``CLAUDE_BATCH_PRICES_FILE``; the entries of that file replace the shipped ones and the rest stay.
+
+A run freezes the table it was estimated with (:meth:`PriceTable.to_document`, in ``estimate.json``);
+its ledger is computed with those prices, whatever prices are loaded when the report runs.
 
 Model names are matched after normalisation, so ``claude-sonnet-4-6``, ``claude-sonnet-4.6``,
 ``claude-haiku-4-5-20251001``, ``claude-sonnet-4-0`` (for ``claude-sonnet-4``), ``anthropic/claude-...``
@@ -24,10 +30,23 @@ from typing import Any
 
 import orjson
 
+from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
+
+__all__ = [
+    "PRICES_ENV_VAR",
+    "CacheMultipliers",
+    "ModelPrice",
+    "Multiplier",
+    "PriceTable",
+    "PromptTier",
+    "TokenTotals",
+    "canonical_model_name",
+]
 
 PRICES_ENV_VAR = "CLAUDE_BATCH_PRICES_FILE"
 SHIPPED_PRICES = "prices.json (shipped with airflow_claude_batch)"
+PRICES_SCHEMA_VERSION = 2
 _TOKENS_PER_UNIT = 1_000_000
 
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
@@ -53,95 +72,95 @@ def canonical_model_name(model: str) -> str:
 
 
 @dataclass(frozen=True)
-class ModelPrice:
-    """Standard prices of one model family in USD per million tokens.
+class PromptTier:
+    """Prices of a request whose input is above a length (long-context pricing).
 
-    :param input: price of an uncached input token.
-    :param output: price of an output token.
+    :param above_input_tokens: the tier applies when a request's input tokens (uncached, cache writes
+        and reads together) are above this.
+    :param input: price of an uncached input token in this tier.
+    :param output: price of an output token in this tier.
     """
 
+    above_input_tokens: int
     input: float
     output: float
 
 
 @dataclass(frozen=True)
-class TokenTotals:
-    """Tokens by the rate they are billed at.
+class CacheMultipliers:
+    """Cache writes and reads as multiples of the input price.
 
-    :param input: uncached input tokens.
-    :param output: output tokens.
-    :param cache_write_5m: input tokens written to the cache with the 5-minute lifetime.
-    :param cache_write_1h: input tokens written to the cache with the 1-hour lifetime.
-    :param cache_read: input tokens read from the cache.
+    :param write_5m: a 5-minute cache write (1.25).
+    :param write_1h: a 1-hour cache write (2.0).
+    :param read: a cache read (0.1).
     """
 
-    input: int = 0
-    output: int = 0
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    cache_read: int = 0
-
-    @classmethod
-    def from_usage(cls, usage: Mapping[str, Any] | None) -> TokenTotals:
-        """Read an API ``usage`` object (as a dict); absent or null fields count as zero.
-
-        Cache creation is split by lifetime when ``cache_creation`` gives the split; whatever it does
-        not account for (all of it when the split is absent) is priced at the 5-minute rate.
-
-        :param usage: the ``usage`` of a Message, or ``None``.
-        """
-        if not usage:
-            return cls()
-        created = _count(usage, "cache_creation_input_tokens")
-        split = usage.get("cache_creation") or {}
-        write_1h = _count(split, "ephemeral_1h_input_tokens")
-        write_5m = _count(split, "ephemeral_5m_input_tokens")
-        write_5m += max(created - write_5m - write_1h, 0)
-        return cls(
-            input=_count(usage, "input_tokens"),
-            output=_count(usage, "output_tokens"),
-            cache_write_5m=write_5m,
-            cache_write_1h=write_1h,
-            cache_read=_count(usage, "cache_read_input_tokens"),
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TokenTotals:
-        """Read what :meth:`to_dict` wrote; unknown keys are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: int(value or 0) for key, value in data.items() if key in names})
-
-    def __add__(self, other: TokenTotals) -> TokenTotals:
-        if not isinstance(other, TokenTotals):
-            return NotImplemented
-        return TokenTotals(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self))
-        )
-
-    @property
-    def total_input(self) -> int:
-        """All input tokens: uncached, cache writes and cache reads."""
-        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    write_5m: float = 1.25
+    write_1h: float = 2.0
+    read: float = 0.1
 
 
-def _count(mapping: Mapping[str, Any], key: str) -> int:
-    value = mapping.get(key)
-    return int(value) if value else 0
+@dataclass(frozen=True)
+class ModelPrice:
+    """Standard prices of one model family in USD per million tokens.
+
+    :param input: price of an uncached input token.
+    :param output: price of an output token.
+    :param cache: the model's own cache multipliers, when they differ from the table's.
+    :param prompt_tiers: prices for long prompts, by ascending threshold.
+    """
+
+    input: float
+    output: float
+    cache: CacheMultipliers | None = None
+    prompt_tiers: tuple[PromptTier, ...] = ()
+
+    def tier(self, prompt_tokens: int | None) -> int:
+        """The index of the tier a request of ``prompt_tokens`` input falls in: 0 for the base prices."""
+        index = 0
+        for number, tier in enumerate(self.prompt_tiers, start=1):
+            if prompt_tokens is not None and prompt_tokens > tier.above_input_tokens:
+                index = number
+        return index
+
+    def rates(self, tier: int) -> tuple[float, float]:
+        """Input and output prices of ``tier`` (0: the base prices)."""
+        if tier == 0:
+            return self.input, self.output
+        chosen = self.prompt_tiers[tier - 1]
+        return chosen.input, chosen.output
+
+
+@dataclass(frozen=True)
+class Multiplier:
+    """A factor on every token of a request whose params set a field to a value (data residency).
+
+    :param field: the params field (``inference_geo``).
+    :param value: its value (``us``).
+    :param factor: the factor (1.1).
+    :param models: the canonical models it applies to.
+    """
+
+    field: str
+    value: str
+    factor: float
+    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class PriceTable:
-    """Model prices and the multipliers for batches and the prompt cache.
+    """Model prices, the batch multiplier, the prompt cache's multipliers and the documented surcharges.
 
     :param models: standard prices keyed by canonical model name (see :func:`canonical_model_name`).
     :param batch_multiplier: batch price as a fraction of the standard price (0.5).
     :param cache_write_5m: a 5-minute cache write as a multiple of the input price (1.25).
     :param cache_write_1h: a 1-hour cache write as a multiple of the input price (2.0).
     :param cache_read: a cache read as a multiple of the input price (0.1).
-    :param sources: where the prices came from, for messages.
+    :param multipliers: factors that request params can trigger (``inference_geo="us"``).
+    :param as_of: the day the prices were read from ``source``.
+    :param source: the pricing page the prices were read from.
+    :param not_modelled: what the prices leave out, in words.
+    :param sources: the files the table was loaded from, for messages.
     """
 
     models: Mapping[str, ModelPrice]
@@ -149,6 +168,10 @@ class PriceTable:
     cache_write_5m: float = 1.25
     cache_write_1h: float = 2.0
     cache_read: float = 0.1
+    multipliers: tuple[Multiplier, ...] = ()
+    as_of: str | None = None
+    source: str | None = None
+    not_modelled: tuple[str, ...] = ()
     sources: tuple[str, ...] = (SHIPPED_PRICES,)
 
     @classmethod
@@ -160,18 +183,26 @@ class PriceTable:
         :raises InputError: the user's file is missing or not a valid prices file.
         """
         shipped = orjson.loads(resources.files(__package__).joinpath("prices.json").read_bytes())
-        table = cls._from_document(shipped, SHIPPED_PRICES)
+        table = cls.from_document(shipped, SHIPPED_PRICES)
         override = path if path is not None else os.environ.get(PRICES_ENV_VAR) or None
         if override is None:
             return table
         return table.overlay(_read_prices_file(override), str(override))
 
     @classmethod
-    def _from_document(cls, document: Mapping[str, Any], source: str) -> PriceTable:
+    def from_document(cls, document: Mapping[str, Any], source: str) -> PriceTable:
+        """A table from one prices document (a prices file, or the prices frozen into a run).
+
+        :param document: a parsed prices document.
+        :param source: where it came from, for messages.
+        """
         return cls(models={}, sources=()).overlay(document, source)
 
     def overlay(self, document: Mapping[str, Any], source: str) -> PriceTable:
         """Return this table with the prices and multipliers of ``document`` (a prices file) on top.
+
+        Every key is optional: a model's entry replaces that model's, a ``multipliers`` entry replaces
+        that field's values, ``as_of``, ``source`` and ``not_modelled`` replace the table's.
 
         :param document: a parsed prices file.
         :param source: where ``document`` came from, for messages.
@@ -179,16 +210,28 @@ class PriceTable:
         try:
             models = dict(self.models)
             for name, price in (document.get("models") or {}).items():
-                models[canonical_model_name(name)] = ModelPrice(
-                    input=_price(price["input"]), output=_price(price["output"])
-                )
+                models[canonical_model_name(name)] = _model_price(price)
             cache = document.get("cache_multipliers") or {}
+            multipliers = {(m.field, m.value): m for m in self.multipliers}
+            for field_name, values in (document.get("multipliers") or {}).items():
+                for value, spec in values.items():
+                    multipliers[(field_name, value)] = Multiplier(
+                        field_name,
+                        value,
+                        _price(spec["factor"]),
+                        tuple(canonical_model_name(m) for m in spec.get("models") or ()),
+                    )
+            not_modelled = document.get("not_modelled", self.not_modelled)
             return PriceTable(
                 models=models,
                 batch_multiplier=_price(document.get("batch_multiplier", self.batch_multiplier)),
                 cache_write_5m=_price(cache.get("write_5m", self.cache_write_5m)),
                 cache_write_1h=_price(cache.get("write_1h", self.cache_write_1h)),
                 cache_read=_price(cache.get("read", self.cache_read)),
+                multipliers=tuple(multipliers.values()),
+                as_of=_text(document.get("as_of", self.as_of)),
+                source=_text(document.get("source", self.source)),
+                not_modelled=tuple(str(item) for item in not_modelled),
                 sources=(*self.sources, source),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -196,6 +239,34 @@ class PriceTable:
                 f"the prices file {source} is not valid ({exc!r}); follow the shape of the shipped "
                 'prices.json: {"models": {"claude-...": {"input": 3.0, "output": 15.0}}}'
             ) from exc
+
+    def to_document(self) -> dict[str, Any]:
+        """The whole table as one prices document, to freeze into a run (``estimate.json``, manifest)."""
+        models: dict[str, Any] = {}
+        for name, price in sorted(self.models.items()):
+            entry: dict[str, Any] = {"input": price.input, "output": price.output}
+            if price.cache is not None:
+                entry["cache_multipliers"] = dataclasses.asdict(price.cache)
+            if price.prompt_tiers:
+                entry["prompt_tiers"] = [dataclasses.asdict(tier) for tier in price.prompt_tiers]
+            models[name] = entry
+        multipliers: dict[str, dict[str, Any]] = {}
+        for item in self.multipliers:
+            multipliers.setdefault(item.field, {})[item.value] = {
+                "factor": item.factor,
+                "models": list(item.models),
+            }
+        return {
+            "schema_version": PRICES_SCHEMA_VERSION,
+            "as_of": self.as_of,
+            "source": self.source,
+            "loaded_from": list(self.sources),
+            "batch_multiplier": self.batch_multiplier,
+            "cache_multipliers": dataclasses.asdict(self.cache_multipliers(None)),
+            "multipliers": multipliers,
+            "models": models,
+            "not_modelled": list(self.not_modelled),
+        }
 
     def has_model(self, model: str) -> bool:
         """Whether the table prices ``model``."""
@@ -215,31 +286,105 @@ class PriceTable:
             )
         return found
 
-    def cost_of_totals(self, model: str, totals: TokenTotals, batch: bool = True) -> float:
+    def cache_multipliers(self, model: str | None) -> CacheMultipliers:
+        """The cache multipliers of ``model`` (its own where it has them), or the table's default."""
+        if model is not None:
+            own = self.price(model).cache
+            if own is not None:
+                return own
+        return CacheMultipliers(self.cache_write_5m, self.cache_write_1h, self.cache_read)
+
+    def factor(self, model: str, params: Mapping[str, Any] | None) -> float:
+        """The product of the multipliers that ``params`` (request params, or a usage object) trigger.
+
+        :param model: the model id.
+        :param params: anything with the fields a multiplier names (``inference_geo``).
+        """
+        if not params or not self.multipliers:
+            return 1.0
+        name = canonical_model_name(model)
+        factor = 1.0
+        for item in self.multipliers:
+            if params.get(item.field) == item.value and (not item.models or name in item.models):
+                factor *= item.factor
+        return factor
+
+    def cost_of_totals(
+        self,
+        model: str,
+        totals: TokenTotals,
+        batch: bool = True,
+        *,
+        prompt_tokens: int | None = None,
+        factor: float = 1.0,
+    ) -> float:
         """US dollars for ``totals`` of ``model``.
 
         :param model: the model id.
         :param totals: tokens by rate.
         :param batch: batch prices (the default) or standard prices.
+        :param prompt_tokens: one request's input tokens, to choose its prompt-length tier (``None``: the
+            base prices); pass it only when ``totals`` are one request's or a group's of one tier.
+        :param factor: the multipliers the request triggers (see :meth:`factor`).
         """
         price = self.price(model)
+        input_price, output_price = price.rates(price.tier(prompt_tokens))
+        cache = self.cache_multipliers(model)
         input_units = (
             totals.input
-            + totals.cache_write_5m * self.cache_write_5m
-            + totals.cache_write_1h * self.cache_write_1h
-            + totals.cache_read * self.cache_read
+            + totals.cache_write_5m * cache.write_5m
+            + totals.cache_write_1h * cache.write_1h
+            + totals.cache_read * cache.read
         )
-        dollars = (input_units * price.input + totals.output * price.output) / _TOKENS_PER_UNIT
+        dollars = factor * (input_units * input_price + totals.output * output_price) / _TOKENS_PER_UNIT
         return dollars * self.batch_multiplier if batch else dollars
 
     def cost_usd(self, model: str, usage: Mapping[str, Any], *, batch: bool = True) -> float:
         """US dollars for one API ``usage`` object of ``model`` (see :meth:`TokenTotals.from_usage`).
 
+        The request's prompt-length tier comes from its input tokens, and its multipliers from the
+        usage's fields (``inference_geo``).
+
         :param model: the model id (as the request or the response names it).
         :param usage: the response's ``usage`` as a dict.
         :param batch: batch prices (the default) or standard prices.
         """
-        return self.cost_of_totals(model, TokenTotals.from_usage(usage), batch=batch)
+        totals = TokenTotals.from_usage(usage)
+        return self.cost_of_totals(
+            model, totals, batch=batch, prompt_tokens=totals.total_input, factor=self.factor(model, usage)
+        )
+
+    def rate_key(self, model: str, usage: Mapping[str, Any] | None) -> tuple[str, int, float]:
+        """What decides one answer's rates: its model, its prompt-length tier and its multipliers."""
+        totals = TokenTotals.from_usage(usage)
+        return model, self.price(model).tier(totals.total_input), self.factor(model, usage)
+
+
+def _model_price(entry: Mapping[str, Any]) -> ModelPrice:
+    cache = entry.get("cache_multipliers")
+    tiers = sorted(
+        (
+            PromptTier(int(tier["above_input_tokens"]), _price(tier["input"]), _price(tier["output"]))
+            for tier in entry.get("prompt_tiers") or ()
+        ),
+        key=lambda tier: tier.above_input_tokens,
+    )
+    return ModelPrice(
+        input=_price(entry["input"]),
+        output=_price(entry["output"]),
+        cache=None
+        if not cache
+        else CacheMultipliers(
+            _price(cache.get("write_5m", 1.25)),
+            _price(cache.get("write_1h", 2.0)),
+            _price(cache.get("read", 0.1)),
+        ),
+        prompt_tiers=tuple(tiers),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _price(value: Any) -> float:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from airflow_claude_batch.batch.caching import CachePrefix, cached_prefix
 from airflow_claude_batch.batch.encoding import decode_request, encode_json, encode_text, sdk_json_bytes
 from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
 from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
@@ -49,7 +50,9 @@ class EncodedRequest(NamedTuple):
     :param location: where the record came from (``tickets.jsonl:42``).
     :param model: ``params.model``.
     :param max_tokens: ``params.max_tokens``.
-    :param cached_system: whether the request carries the operator's system prompt marked for caching.
+    :param cache_prefix: the request's cacheable prefix (``cache_control`` anywhere in its tools, system
+        or messages, or at the top level), for the estimate.
+    :param inference_geo: ``params.inference_geo``, which some prices multiply (data residency).
     """
 
     custom_id: str
@@ -57,7 +60,13 @@ class EncodedRequest(NamedTuple):
     location: str
     model: str
     max_tokens: int
-    cached_system: bool = False
+    cache_prefix: CachePrefix = CachePrefix()
+    inference_geo: str | None = None
+
+    @property
+    def cached_system(self) -> bool:
+        """Whether the request has a cacheable prefix."""
+        return self.cache_prefix.size > 0
 
     @property
     def size(self) -> int:
@@ -74,7 +83,16 @@ class EncodedRequest(NamedTuple):
         body = line.rstrip(b"\r\n")
         request = decode_request(body)
         params = request["params"]
-        return cls(request["custom_id"], body + b"\n", location, params["model"], params["max_tokens"])
+        geo = params.get("inference_geo")
+        return cls(
+            request["custom_id"],
+            body + b"\n",
+            location,
+            params["model"],
+            params["max_tokens"],
+            cached_prefix(params),
+            geo if isinstance(geo, str) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -143,7 +161,9 @@ class RequestRenderer:
         self._id_field = template.custom_id_field
         self._prompt_field = template.prompt_field
         self._system = template.system_param()
-        self._cached = template.cache_system is not None
+        self._cache_prefix = (
+            cached_prefix({"system": self._system}) if self._system is not None else CachePrefix()
+        )
         self._model = template.model
         self._max_tokens = template.max_tokens
         if template.render is None:
@@ -222,9 +242,11 @@ class RequestRenderer:
             except orjson.JSONEncodeError:
                 text = encode_text(prompt, location=location)  # raises with the reason and the record
             line = b"".join((self._head, custom_id.encode(), self._middle, text, self._tail))
-            return EncodedRequest(custom_id, line, location, self._model, self._max_tokens, self._cached)
+            return EncodedRequest(
+                custom_id, line, location, self._model, self._max_tokens, self._cache_prefix
+            )
         if isinstance(prompt, list) and prompt:
-            return self._encode(custom_id, self._template_params(prompt), location, self._cached)
+            return self._encode(custom_id, self._template_params(prompt), location)
         raise InputError(self._prompt_problem(record, prompt), location=location)
 
     def _prompt_problem(self, record: Record, prompt: Any) -> str:
@@ -272,17 +294,25 @@ class RequestRenderer:
         if self.template.model is not None:
             params.setdefault("model", self.template.model)
         params.setdefault("max_tokens", self.template.max_tokens)
-        uses_template_system = "system" not in params and self._system is not None
-        if uses_template_system:
+        if "system" not in params and self._system is not None:
             params["system"] = self._system
-        return self._encode(custom_id, params, location, uses_template_system and self._cached)
+        return self._encode(custom_id, params, location)
 
-    def _encode(self, custom_id: str, params: dict[str, Any], location: str, cached: bool) -> EncodedRequest:
+    def _encode(self, custom_id: str, params: dict[str, Any], location: str) -> EncodedRequest:
         problem = params_problem(params)
         if problem:
             raise InputError(f"{problem}", location=location)
         line = encode_json({"custom_id": custom_id, "params": params}, location=location) + b"\n"
-        return EncodedRequest(custom_id, line, location, params["model"], params["max_tokens"], cached)
+        geo = params.get("inference_geo")
+        return EncodedRequest(
+            custom_id,
+            line,
+            location,
+            params["model"],
+            params["max_tokens"],
+            cached_prefix(params),
+            geo if isinstance(geo, str) else None,
+        )
 
 
 class DigestSet:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from airflow_claude_batch.batch.cost_history import RunCost
 from airflow_claude_batch.batch.ledger import Manifest, RoundLedger
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
 
@@ -22,7 +23,7 @@ OUTCOME_COLOURS = {
     "expired": "#6d4c41",
     "canceled": "#757575",
 }
-_COST_COLOURS = {"estimate": "#90a4ae", "batch": "#1565c0", "synchronous": "#ef6c00"}
+_COST_COLOURS = {"expected": "#78909c", "upper": "#cfd8dc", "batch": "#1565c0", "synchronous": "#ef6c00"}
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:72rem;
@@ -47,6 +48,10 @@ def _e(value: Any) -> str:
 
 def _usd(value: float | None) -> str:
     return "n/a" if value is None else f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def _int(value: int) -> str:
@@ -91,14 +96,16 @@ def outcomes_chart(rounds: Sequence[RoundLedger], width: int = 640) -> str:
 
 
 def cost_chart(manifest: Manifest, width: int = 640) -> str:
-    """Return an SVG with bars for the estimate, the actual cost and the synchronous equivalent."""
+    """Return an SVG with bars for the estimate (expected and upper bound), the actual cost and the
+    synchronous equivalent."""
     money = manifest.money
     bars = [
-        ("estimate (upper)", money.estimated_upper_usd, _COST_COLOURS["estimate"]),
+        ("estimate (expected)", money.estimated_expected_usd, _COST_COLOURS["expected"]),
+        ("estimate (upper)", money.estimated_upper_usd, _COST_COLOURS["upper"]),
         ("actual", money.actual_usd, _COST_COLOURS["batch"]),
         ("synchronous", money.synchronous_equivalent_usd, _COST_COLOURS["synchronous"]),
     ]
-    bar_height, gap, left, top = 26, 12, 120, 10
+    bar_height, gap, left, top = 26, 12, 140, 10
     height = top + len(bars) * (bar_height + gap)
     largest = max((value or 0.0 for _, value, _ in bars), default=0.0) or 1.0
     scale = (width - left - 110) / largest
@@ -142,6 +149,8 @@ def _cards(manifest: Manifest) -> str:
         ("dead-lettered", _int(d.get("dead_lettered", 0))),
         ("pending", _int(d.get("pending", 0))),
         ("actual cost", _usd(manifest.money.actual_usd)),
+        ("expected", _usd(manifest.money.estimated_expected_usd)),
+        ("cache hit rate", _pct(manifest.cache_hit_rate)),
         ("saved vs synchronous", _usd(manifest.money.savings_usd)),
     ]
     return (
@@ -175,9 +184,25 @@ def _list(items: Iterable[str]) -> str:
 def _money_table(manifest: Manifest) -> str:
     m = manifest.money
     pct = "n/a" if m.savings_pct is None else f"{m.savings_pct:.1f} %"
+    estimate = manifest.estimate
+    basis = estimate.get("basis") or {}
+    inputs = estimate.get("inputs") or {}
+    source = {
+        "history": f"learned from {basis.get('runs')} earlier run(s)",
+        "user": "from expected_output_tokens",
+        "default": "defaults (no history)",
+    }.get(str(basis.get("kind")), "n/a")
     rows = [
+        ("estimate, expected", f"{_usd(m.estimated_expected_usd)} ({source})"),
         ("estimate, upper bound", _usd(m.estimated_upper_usd)),
-        ("estimate, expected", _usd(m.estimated_expected_usd)),
+        (
+            "budget",
+            f"{_usd(estimate.get('max_cost_usd'))} against the {estimate.get('budget_basis', 'n/a')} figure",
+        ),
+        (
+            "cache hit rate: expected / actual",
+            f"{_pct(inputs.get('cache_hit_rate'))} / {_pct(manifest.cache_hit_rate)}",
+        ),
         ("batches (batch prices)", _usd(m.batch_usd)),
         ("synchronous retries (standard prices)", _usd(m.sync_retry_usd)),
         ("actual", _usd(m.actual_usd)),
@@ -185,6 +210,51 @@ def _money_table(manifest: Manifest) -> str:
         ("savings", f"{_usd(m.savings_usd)} ({pct})"),
     ]
     return _table(["", "USD"], rows, numeric=(False, True))
+
+
+def _history_table(manifest: Manifest, history: Sequence[RunCost]) -> str:
+    if not history:
+        return ""
+    this = (
+        "this run",
+        "",
+        _int(manifest.input_records),
+        _usd(manifest.money.estimated_expected_usd),
+        _usd(manifest.money.estimated_upper_usd),
+        _usd(manifest.money.actual_usd),
+        _pct(manifest.cache_hit_rate),
+    )
+    rows = [this] + [
+        (
+            run.run_id,
+            run.built_at,
+            _int(run.records),
+            _usd(run.expected_usd),
+            _usd(run.upper_usd),
+            _usd(run.actual_usd),
+            _pct(run.hit_rate),
+        )
+        for run in history
+    ]
+    headers = ["run", "built", "records", "expected", "upper bound", "actual", "cache hit rate"]
+    return "<h2>Cost per run of this pipeline</h2>" + _table(
+        headers, rows, numeric=(False, False, True, True, True, True, True)
+    )
+
+
+def _prices_note(manifest: Manifest) -> str:
+    prices = manifest.prices
+    text = f"Prices from {', '.join(manifest.price_sources)}"
+    if prices.get("as_of"):
+        text += f", as of {prices['as_of']} ({prices.get('source')})"
+    notes = "<p>" + _e(text) + ".</p>"
+    warnings = (manifest.estimate or {}).get("warnings") or []
+    if warnings:
+        notes += "<p>Estimate warnings:</p>" + _list(warnings)
+    left_out = prices.get("not_modelled") or []
+    if left_out:
+        notes += "<p>The prices do not model:</p>" + _list(left_out)
+    return notes
 
 
 def _rounds_table(rounds: Sequence[RoundLedger]) -> str:
@@ -232,13 +302,16 @@ def _sample(
 
 
 def render_report(
-    manifest: Manifest, samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+    manifest: Manifest,
+    samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    history: Sequence[RunCost] = (),
 ) -> str:
     """Return the report page of a run.
 
     :param manifest: the run's manifest.
     :param samples: the first rows of the run's dead-letter and pending files (``"dead_letter"``,
         ``"pending"``), shown as tables.
+    :param history: earlier runs of the same pipeline, newest first, for a table of cost per run.
     """
     samples = samples or {}
     batches = "".join(f"<li><code>{_e(batch_id)}</code></li>" for batch_id in manifest.batch_ids)
@@ -257,7 +330,8 @@ def render_report(
         + "<h2>Cost</h2>"
         + cost_chart(manifest)
         + _money_table(manifest)
-        + f"<p>Prices from {_e(', '.join(manifest.price_sources))}.</p>"
+        + _history_table(manifest, history)
+        + _prices_note(manifest)
         + "<h2>Tokens</h2>"
         + _tokens_table(manifest)
         + f"<h2>Batches ({len(manifest.batch_ids)})</h2><ul>{batches}</ul>"
@@ -282,8 +356,11 @@ def render_report(
 
 
 def write_report(
-    path: StoragePath, manifest: Manifest, samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+    path: StoragePath,
+    manifest: Manifest,
+    samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    history: Sequence[RunCost] = (),
 ) -> None:
     """Write the report page to ``path``, whole or not at all."""
     with atomic_writer(path) as out:
-        out.write(render_report(manifest, samples).encode("utf-8"))
+        out.write(render_report(manifest, samples, history).encode("utf-8"))

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,6 +44,9 @@ from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, iter_jsonl, read_json, write_json
 from airflow_claude_batch.exceptions import ClaudeBatchError, ReconciliationError, StorageError
 
+if TYPE_CHECKING:
+    from airflow_claude_batch.batch.budget import RoundBudget
+
 log = logging.getLogger(__name__)
 
 REQUEUE_SCHEMA_VERSION = 1
@@ -52,6 +55,7 @@ UNFINISHED_OUTCOMES = ("errored", "expired", "canceled")
 SYNC_RETRY_FILE = "sync_retry.jsonl"
 REQUEUE_RECORD_FILE = "requeue.json"
 SHARD_LIST_FILE = "shards.json"
+BUDGET_HELD_FILE = "budget-held.jsonl"
 
 _DEAD_LETTER_HINTS = {
     "invalid_request_error": "the API rejected the request; fix its params (model, max_tokens, messages)",
@@ -155,6 +159,11 @@ def requeue_record_path(folder: RunFolder, round_index: int) -> StoragePath:
     return folder.round_dir(round_index) / REQUEUE_RECORD_FILE
 
 
+def budget_held_path(folder: RunFolder, round_index: int) -> StoragePath:
+    """Return ``round-r/budget-held.jsonl``: pending rows of requests the budget kept from being sent."""
+    return folder.round_dir(round_index) / BUDGET_HELD_FILE
+
+
 def shard_list_path(folder: RunFolder, round_index: int) -> StoragePath:
     """Return ``round-r/shards.json``: the round's shard descriptors."""
     return folder.round_dir(round_index) / SHARD_LIST_FILE
@@ -233,6 +242,8 @@ class RequeueRecord:
     :param requeue_canceled: the rule's setting.
     :param requeue_user_canceled: the rule's setting.
     :param retry_errored_sync: whether errored requests were retried synchronously.
+    :param budget_held: requests the budget kept from a synchronous retry or the next round (pending,
+        in ``round-r/budget-held.jsonl``).
     """
 
     round: int
@@ -245,6 +256,7 @@ class RequeueRecord:
     requeue_canceled: bool = True
     requeue_user_canceled: bool = False
     retry_errored_sync: bool = False
+    budget_held: int = 0
     schema_version: int = REQUEUE_SCHEMA_VERSION
 
     @property
@@ -273,6 +285,17 @@ class _Tally:
     held: int = 0
     sync_succeeded: int = 0
     sync_invalid_output: int = 0
+    budget_held: int = 0
+
+
+@dataclass
+class _Allowance:
+    """What the budget lets this requeue send (see ``budget.RoundBudget``)."""
+
+    budget: RoundBudget
+    admit_round: bool
+    round_cost: float
+    sync_left: float
 
 
 class _RoundRequeue:
@@ -286,6 +309,8 @@ class _RoundRequeue:
         dead_letter_out: IO[bytes],
         add_request: Callable[[bytes, str], None],
         sync: SyncRetry | None,
+        allowance: _Allowance | None = None,
+        held_out: IO[bytes] | None = None,
     ) -> None:
         self.folder = folder
         self.round_index = round_index
@@ -293,7 +318,14 @@ class _RoundRequeue:
         self.dead_letter_out = dead_letter_out
         self.add_request = add_request
         self.sync = sync
+        self.allowance = allowance
+        self.held_out = held_out
         self.tally = _Tally()
+
+    def _hold_for_budget(self, custom_id: str, outcome: str, reason: str) -> None:
+        assert self.held_out is not None
+        self.held_out.write(orjson.dumps(pending_row(custom_id, self.round_index, outcome, reason)) + b"\n")
+        self.tally.budget_held += 1
 
     def dead_letter(self, row: Mapping[str, Any], reason: str) -> None:
         self.dead_letter_out.write(orjson.dumps(dead_letter_row(row, self.round_index, reason)) + b"\n")
@@ -306,16 +338,18 @@ class _RoundRequeue:
         with ExitStack() as stack:
             sync_out: IO[bytes] | None = None
             done: dict[str, dict[str, Any]] = {}
-            if self.sync is not None and "sync" in selected.values():
+            if self.sync is not None and any(mode == "sync" for mode, _ in selected.values()):
                 done = self._earlier_sync_rows(shard.index)
                 sync_out = stack.enter_context(
                     atomic_writer(sync_retry_path(self.folder, self.round_index, shard.index))
                 )
             for custom_id, line in iter_request_lines(requests_path):
                 mode = selected.pop(custom_id, None)
-                if mode == "requeue":
-                    self._requeue(line, f"{requests_path.name} ({custom_id})")
-                elif mode == "sync":
+                if mode is None:
+                    continue
+                if mode[0] == "requeue":
+                    self._requeue(custom_id, line, f"{requests_path.name} ({custom_id})", mode[1])
+                else:
                     assert sync_out is not None
                     self._retry_sync(custom_id, line, done, sync_out)
         if selected:
@@ -325,8 +359,8 @@ class _RoundRequeue:
                 "belong together, rerun its fanout"
             )
 
-    def _select(self, shard_index: int) -> dict[str, str]:
-        selected: dict[str, str] = {}
+    def _select(self, shard_index: int) -> dict[str, tuple[str, str]]:
+        selected: dict[str, tuple[str, str]] = {}
         for outcome, row in iter_unfinished_rows(self.folder, self.round_index, shard_index):
             verdict = self.rule.decide(outcome, row)
             if verdict.decision is Decision.DEAD_LETTER:
@@ -335,7 +369,7 @@ class _RoundRequeue:
                 self.tally.held += 1
             else:
                 use_sync = self.sync is not None and outcome == "errored"
-                selected[row["custom_id"]] = "sync" if use_sync else "requeue"
+                selected[row["custom_id"]] = ("sync" if use_sync else "requeue", outcome)
         return selected
 
     def _earlier_sync_rows(self, shard_index: int) -> dict[str, dict[str, Any]]:
@@ -343,7 +377,12 @@ class _RoundRequeue:
         path = sync_retry_path(self.folder, self.round_index, shard_index)
         return {row["custom_id"]: row for row in iter_jsonl(path)} if path.exists() else {}
 
-    def _requeue(self, line: bytes, location: str) -> None:
+    def _requeue(self, custom_id: str, line: bytes, location: str, outcome: str) -> None:
+        allowance = self.allowance
+        if allowance is not None and not allowance.admit_round:
+            what = f"round {self.round_index + 1} (every requeueable request of round {self.round_index})"
+            self._hold_for_budget(custom_id, outcome, allowance.budget.reason(what, allowance.round_cost))
+            return
         self.add_request(line, location)
         self.tally.requeued += 1
 
@@ -351,14 +390,26 @@ class _RoundRequeue:
         self, custom_id: str, line: bytes, done: dict[str, dict[str, Any]], sync_out: IO[bytes]
     ) -> None:
         assert self.sync is not None
-        row = done.get(custom_id) or self.sync.retry(custom_id, orjson.loads(line)["params"])
+        row = done.get(custom_id)
+        if row is None:
+            allowance = self.allowance
+            if allowance is not None:
+                cost = allowance.budget.per_sync_request_usd
+                if cost > allowance.sync_left:
+                    self._hold_for_budget(
+                        custom_id, "errored", allowance.budget.reason("a synchronous retry", cost)
+                    )
+                    return
+            row = self.sync.retry(custom_id, orjson.loads(line)["params"])
+            if allowance is not None:
+                allowance.sync_left -= max(float(row.get("cost_usd") or 0.0), 0.0)
         sync_out.write(orjson.dumps(row) + b"\n")
         if row["outcome"] == "succeeded":
             self.tally.sync_succeeded += 1
         elif row["outcome"] == "invalid_output":
             self.tally.sync_invalid_output += 1
         elif row.get("retryable"):
-            self._requeue(line, f"synchronous retry of {custom_id}")
+            self._requeue(custom_id, line, f"synchronous retry of {custom_id}", "errored")
         else:
             reason = self.rule.decide("errored", row).reason
             self.dead_letter(row, f"on the synchronous retry, {reason}")
@@ -372,6 +423,7 @@ def requeue_round(
     rule: RequeueRule | None = None,
     limits: ShardLimits | None = None,
     sync: SyncRetry | None = None,
+    budget: RoundBudget | None = None,
 ) -> RequeueRecord:
     """Build round ``round_index + 1`` from the unfinished requests of round ``round_index``.
 
@@ -388,6 +440,10 @@ def requeue_round(
     :param rule: the requeue rule (the default requeues canceled requests unless a user cancelled).
     :param limits: count and byte limits of the next round's shards.
     :param sync: retry errored requests synchronously first, when given.
+    :param budget: what the run may still spend (see
+        :func:`~airflow_claude_batch.batch.budget.round_budget`); ``None``: no budget. A next round that
+        does not fit in it is not built, and synchronous retries stop when the next would not fit: their
+        requests are listed as pending with the reason (``round-r/budget-held.jsonl``).
     :raises StorageError: a shard's fanout files are missing.
     :raises ReconciliationError: a shard's outcome files name ids its requests file does not hold.
     """
@@ -400,11 +456,15 @@ def requeue_round(
     rule = rule or RequeueRule()
     next_round = round_index + 1
     run_uri = shards[0].run_uri if shards else str(folder.root)
+    allowance = _allowance(folder, round_index, shards, rule, budget)
     with (
         atomic_writer(folder.round_dead_letter(round_index)) as dead_letter_out,
+        atomic_writer(budget_held_path(folder, round_index)) as held_out,
         ShardWriter(folder, next_round, limits) as writer,
     ):
-        work = _RoundRequeue(folder, round_index, rule, dead_letter_out, writer.add_line, sync)
+        work = _RoundRequeue(
+            folder, round_index, rule, dead_letter_out, writer.add_line, sync, allowance, held_out
+        )
         for shard in sorted(shards, key=lambda s: s.index):
             work.shard(shard, folder.shard_requests(round_index, shard.index))
     next_shards = [written.descriptor(run_uri, next_round).to_dict() for written in writer.shards]
@@ -421,16 +481,41 @@ def requeue_round(
         requeue_canceled=rule.requeue_canceled,
         requeue_user_canceled=rule.requeue_user_canceled,
         retry_errored_sync=sync is not None,
+        budget_held=tally.budget_held,
     )
     write_json(requeue_record_path(folder, round_index), record.to_dict())
     log.info(
         "round %d: %d requests requeued into %d shards, %d dead-lettered, %d held as pending, %d answered "
-        "synchronously",
+        "synchronously, %d kept back by the budget",
         round_index,
         tally.requeued,
         len(next_shards),
         tally.dead_lettered,
         tally.held,
         tally.sync_succeeded + tally.sync_invalid_output,
+        tally.budget_held,
     )
     return record
+
+
+def _allowance(
+    folder: RunFolder,
+    round_index: int,
+    shards: Sequence[ShardDescriptor],
+    rule: RequeueRule,
+    budget: RoundBudget | None,
+) -> _Allowance | None:
+    """Decide, before anything is sent, whether the next round fits in the budget, and what is left for
+    synchronous retries once it is reserved. Every requeueable request counts for the round (a
+    synchronous retry that fails may still join it), so the run stays within the budget."""
+    if budget is None:
+        return None
+    requeueable = sum(
+        1
+        for shard in shards
+        for outcome, row in iter_unfinished_rows(folder, round_index, shard.index)
+        if rule.decide(outcome, row).decision is Decision.REQUEUE
+    )
+    round_cost = requeueable * budget.per_request_usd
+    admit = round_cost <= budget.left_usd
+    return _Allowance(budget, admit, round_cost, budget.left_usd - (round_cost if admit else 0.0))

@@ -256,15 +256,17 @@ class RowPricer:
     def __init__(self, prices: PriceTable, *, batch: bool = True) -> None:
         self.prices = prices
         self.batch = batch
-        self._rates: dict[str, tuple[float, ...]] = {}
+        self._rates: dict[tuple[str, int, float], tuple[float, ...]] = {}
 
     def price(self, model: str, usage: Mapping[str, Any] | None) -> tuple[TokenTotals, float]:
-        """Return the answer's tokens by kind and its cost in US dollars.
+        """Return the answer's tokens by kind and its cost in US dollars (at its prompt-length tier and
+        with the multipliers its usage shows, such as ``inference_geo``).
 
         :raises InputError: the model has no price (the message says how to add one).
         """
         totals = TokenTotals.from_usage(usage)
-        rates = self._rates.get(model) or self._load(model)
+        key = self.prices.rate_key(model, usage)
+        rates = self._rates.get(key) or self._load(key, totals.total_input)
         cost = (
             totals.input * rates[0]
             + totals.output * rates[1]
@@ -274,13 +276,21 @@ class RowPricer:
         )
         return totals, cost
 
-    def _load(self, model: str) -> tuple[float, ...]:
+    def _load(self, key: tuple[str, int, float], prompt_tokens: int) -> tuple[float, ...]:
         million = 1_000_000
+        model, _, factor = key
         rates = tuple(
-            self.prices.cost_of_totals(model, TokenTotals(**{kind: million}), batch=self.batch) / million
+            self.prices.cost_of_totals(
+                model,
+                TokenTotals(**{kind: million}),
+                batch=self.batch,
+                prompt_tokens=prompt_tokens,
+                factor=factor,
+            )
+            / million
             for kind in _TOKEN_KINDS
         )
-        self._rates[model] = rates
+        self._rates[key] = rates
         return rates
 
 

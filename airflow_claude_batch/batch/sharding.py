@@ -70,11 +70,13 @@ class GroupTally:
     :param requests: how many.
     :param request_bytes: their encoded size.
     :param max_tokens: the sum of their ``max_tokens``.
+    :param cache_prefix_bytes: the sum of their cacheable prefixes' sizes.
     """
 
     requests: int = 0
     request_bytes: int = 0
     max_tokens: int = 0
+    cache_prefix_bytes: int = 0
 
 
 @dataclass
@@ -85,14 +87,14 @@ class WrittenShard:
     :param path: its requests file.
     :param request_count: requests in it.
     :param request_bytes: the sum of its lines' sizes (without line breaks).
-    :param groups: tallies by ``(model, cached_system)``.
+    :param groups: tallies by ``(model, cache ttl or None, inference_geo)``.
     """
 
     index: int
     path: StoragePath
     request_count: int = 0
     request_bytes: int = 0
-    groups: dict[tuple[str, bool], GroupTally] = field(default_factory=dict)
+    groups: dict[tuple[str, str | None, str | None], GroupTally] = field(default_factory=dict)
 
     @property
     def body_bytes(self) -> int:
@@ -185,13 +187,15 @@ class ShardWriter:
         self._body += size + 1
         shard.request_count += 1
         shard.request_bytes += size
-        key = (request.model, request.cached_system)
+        prefix = request.cache_prefix
+        key = (request.model, prefix.ttl, request.inference_geo)
         group = shard.groups.get(key)
         if group is None:
             group = shard.groups[key] = GroupTally()
         group.requests += 1
         group.request_bytes += size
         group.max_tokens += request.max_tokens
+        group.cache_prefix_bytes += prefix.size
         if not self.dry_run:
             self._pending.append(request.line)
             self._pending_bytes += size

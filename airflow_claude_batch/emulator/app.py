@@ -1,9 +1,13 @@
 """The HTTP face of the emulator: the Message Batches endpoints plus test hooks under ``/_emulator/``.
 
 Every API call goes through the same gate as on the real API: the key check (401; the key comes in
-``x-api-key`` or, as the SDK sends it, ``Authorization: Bearer``), the ``anthropic-version`` header
-(400), then any armed fault. Every answer carries a ``request-id`` header, and errors carry the same id
-in their body.
+``x-api-key`` or, as the SDK sends it, ``Authorization: Bearer``), the ``anthropic-version`` and
+``anthropic-beta`` headers (400), the per-minute limit of the batch endpoints (429, when set), then any
+armed fault. Every answer carries a ``request-id`` header, and errors carry the same id in their body.
+Each key is a workspace of its own: it sees only its batches and its prompt cache.
+
+The Messages endpoints (``POST /v1/messages``, ``count_tokens``) are in :mod:`.messages`, the model
+list in :mod:`.models_api`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,11 +26,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airflow_claude_batch.emulator.config import EmulatorConfig
-from airflow_claude_batch.emulator.engine import Clock, Engine
+from airflow_claude_batch.emulator.engine import Clock, Engine, workspace_of
 from airflow_claude_batch.emulator.errors import ApiError, error_body, too_large
 from airflow_claude_batch.emulator.faults import FaultBoard
 from airflow_claude_batch.emulator.ids import random_id
+from airflow_claude_batch.emulator.messages import count_tokens, create_message
+from airflow_claude_batch.emulator.models_api import get_model_info, list_models
+from airflow_claude_batch.emulator.quotas import RequestsPerMinute
 from airflow_claude_batch.emulator.stats import Stats
+from airflow_claude_batch.emulator.surface import check_headers
 
 BATCHES = "/v1/messages/batches"
 RESULTS_CHUNK_BYTES = 1 << 20
@@ -126,6 +135,15 @@ def _line_offset(content: bytes, lines: int) -> int:
     return offset
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a call: the key, its workspace, and the ``anthropic-version`` it asked for."""
+
+    api_key: str
+    workspace: str
+    version: str
+
+
 class _Emulator:
     """The state behind one app: engine, faults and stats, and the request gate."""
 
@@ -134,14 +152,20 @@ class _Emulator:
         self.engine = Engine(config, clock)
         self.faults = FaultBoard()
         self.stats = Stats()
+        self.batch_rpm = RequestsPerMinute(config.rpm_limit)
 
     def reset(self) -> None:
         self.engine.reset()
         self.faults.reset()
         self.stats.reset()
+        self.batch_rpm.reset()
 
-    async def gate(self, request: Request, endpoint: str, counter: str) -> str:
-        """Delay, authenticate, count and fire armed failures, as the API's front door; return the key."""
+    async def gate(self, request: Request, endpoint: str, counter: str, *, batches: bool = True) -> Caller:
+        """Delay, authenticate, check headers and limits, count and fire armed failures, as the API's
+        front door; return who calls and under which version.
+
+        :param batches: the call is to a batch endpoint (counted by the per-minute limit).
+        """
         latency = self.faults.latency_seconds
         if latency:
             await asyncio.sleep(latency)
@@ -152,8 +176,10 @@ class _Emulator:
         if self.config.api_key is not None and api_key != self.config.api_key:
             self.stats.add("auth_failures")
             raise ApiError("authentication_error", "invalid x-api-key")
-        if not request.headers.get("anthropic-version"):
-            raise ApiError("invalid_request_error", "anthropic-version: header is required")
+        version = check_headers(request.headers)
+        workspace = workspace_of(api_key)
+        if batches:
+            self.batch_rpm.admit(workspace, self.engine.clock())
         self.stats.add(counter)
         failure = self.faults.take_failure(endpoint)
         if failure is not None:
@@ -161,7 +187,7 @@ class _Emulator:
             headers = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
             message = _FAULT_MESSAGES.get(failure.error_type, "Internal server error")
             raise ApiError(failure.error_type, message, status=failure.status, headers=headers)
-        return api_key
+        return Caller(api_key, workspace, version)
 
     async def read_body(self, request: Request) -> bytearray:
         """Read the create body into one buffer; past the byte limit, drain it and answer 413."""
@@ -198,6 +224,7 @@ def create_app(config: EmulatorConfig | None = None, *, clock: Clock = time.time
     app.add_middleware(_RequestIdMiddleware)
     _add_error_handlers(app)
     _add_batch_routes(app, emulator)
+    _add_message_routes(app, emulator)
     _add_test_hooks(app, emulator)
     return app
 
@@ -226,10 +253,15 @@ def _add_batch_routes(app: FastAPI, emulator: _Emulator) -> None:
 
     @app.post(BATCHES)
     async def create_batch(request: Request) -> Response:
-        api_key = await emulator.gate(request, "create", "creates_received")
+        caller = await emulator.gate(request, "create", "creates_received")
         body = await emulator.read_body(request)
         batch = await run_in_threadpool(
-            engine.create, body, api_key, _base_url(request), emulator.faults.take_batch_faults
+            engine.create,
+            body,
+            caller.api_key,
+            _base_url(request),
+            emulator.faults.take_batch_faults,
+            caller.version,
         )
         emulator.stats.add("batches_created")
         lost = emulator.faults.take_lost_create()
@@ -241,57 +273,89 @@ def _add_batch_routes(app: FastAPI, emulator: _Emulator) -> None:
 
     @app.get(BATCHES)
     async def list_batches(request: Request) -> Response:
-        await emulator.gate(request, "list", "lists")
-        query = request.query_params
-        limit_text = query.get("limit", "20")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
-            raise ApiError(
-                "invalid_request_error", f"limit: must be a whole number from 1 to 1000, got {limit_text!r}"
-            )
-        if query.get("after_id") and query.get("before_id"):
-            raise ApiError("invalid_request_error", "after_id and before_id cannot be used together")
+        caller = await emulator.gate(request, "list", "lists")
+        limit, after_id, before_id = _page_query(request)
         page = await run_in_threadpool(
             engine.list_batches,
             _base_url(request),
-            limit=int(limit_text),
-            after_id=query.get("after_id") or None,
-            before_id=query.get("before_id") or None,
+            caller.workspace,
+            limit=limit,
+            after_id=after_id,
+            before_id=before_id,
         )
         return _json(page)
 
     @app.get(BATCHES + "/{batch_id}")
     async def retrieve_batch(batch_id: str, request: Request) -> Response:
-        await emulator.gate(request, "retrieve", "retrieves")
-        return _json(await run_in_threadpool(engine.retrieve, batch_id, _base_url(request)))
+        caller = await emulator.gate(request, "retrieve", "retrieves")
+        return _json(await run_in_threadpool(engine.retrieve, batch_id, _base_url(request), caller.workspace))
 
     @app.post(BATCHES + "/{batch_id}/cancel")
     async def cancel_batch(batch_id: str, request: Request) -> Response:
-        await emulator.gate(request, "cancel", "cancels")
-        return _json(await run_in_threadpool(engine.cancel, batch_id, _base_url(request)))
+        caller = await emulator.gate(request, "cancel", "cancels")
+        return _json(await run_in_threadpool(engine.cancel, batch_id, _base_url(request), caller.workspace))
 
     @app.delete(BATCHES + "/{batch_id}")
     async def delete_batch(batch_id: str, request: Request) -> Response:
-        await emulator.gate(request, "delete", "deletes")
-        return _json(await run_in_threadpool(engine.delete, batch_id))
+        caller = await emulator.gate(request, "delete", "deletes")
+        return _json(await run_in_threadpool(engine.delete, batch_id, caller.workspace))
 
     @app.get(BATCHES + "/{batch_id}/results")
     async def batch_results(batch_id: str, request: Request) -> Response:
-        await emulator.gate(request, "results", "results_downloads")
-        content = await run_in_threadpool(engine.results, batch_id)
+        caller = await emulator.gate(request, "results", "results_downloads")
+        content = await run_in_threadpool(engine.results, batch_id, caller.workspace)
         cut_after = emulator.faults.take_results_cut()
         if cut_after is not None:
             partial = content[: _line_offset(content, cut_after)]
             return _BytesResponse(partial, "application/binary", declared_length=len(content))
         return _BytesResponse(content, "application/binary")
 
+
+def _page_query(request: Request) -> tuple[int, str | None, str | None]:
+    query = request.query_params
+    limit_text = query.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+        raise ApiError(
+            "invalid_request_error", f"limit: must be a whole number from 1 to 1000, got {limit_text!r}"
+        )
+    if query.get("after_id") and query.get("before_id"):
+        raise ApiError("invalid_request_error", "after_id and before_id cannot be used together")
+    return int(limit_text), query.get("after_id") or None, query.get("before_id") or None
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError("invalid_request_error", f"The request body is not valid JSON: {exc}") from exc
+
+
+def _add_message_routes(app: FastAPI, emulator: _Emulator) -> None:
+    engine = emulator.engine
+
+    @app.post("/v1/messages")
+    async def messages_create(request: Request) -> Response:
+        caller = await emulator.gate(request, "messages", "messages", batches=False)
+        params = await _json_body(request)
+        return _json(
+            await run_in_threadpool(create_message, engine, params, caller.workspace, caller.version)
+        )
+
     @app.post("/v1/messages/count_tokens")
-    async def count_tokens(request: Request) -> Response:
-        await emulator.gate(request, "count_tokens", "count_tokens")
-        try:
-            params = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise ApiError("invalid_request_error", f"The request body is not valid JSON: {exc}") from exc
-        return _json({"input_tokens": engine.count_tokens(params)})
+    async def messages_count_tokens(request: Request) -> Response:
+        caller = await emulator.gate(request, "count_tokens", "count_tokens", batches=False)
+        return _json(count_tokens(engine, await _json_body(request), caller.version))
+
+    @app.get("/v1/models")
+    async def models_list(request: Request) -> Response:
+        await emulator.gate(request, "models", "models", batches=False)
+        limit, after_id, before_id = _page_query(request)
+        return _json(list_models(engine.catalogue, limit=limit, after_id=after_id, before_id=before_id))
+
+    @app.get("/v1/models/{model_id}")
+    async def models_get(model_id: str, request: Request) -> Response:
+        await emulator.gate(request, "models", "models", batches=False)
+        return _json(get_model_info(engine.catalogue, model_id))
 
 
 def _add_test_hooks(app: FastAPI, emulator: _Emulator) -> None:

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 import uvicorn
 
 from airflow_claude_batch.emulator.app import create_app
-from airflow_claude_batch.emulator.config import DEFAULT_SPEED, KEEP_ALIVE_SECONDS, EmulatorConfig
+from airflow_claude_batch.emulator.config import (
+    DEFAULT_CACHE_HIT_RATE,
+    DEFAULT_SPEED,
+    KEEP_ALIVE_SECONDS,
+    EmulatorConfig,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--error-rate", type=float, default=0.0, help="fraction of requests that end errored (retryable)"
     )
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any non-empty key)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of result order and injected errors")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of result order, injected errors and cache hits"
+    )
+    parser.add_argument(
+        "--cache-hit-rate",
+        type=float,
+        default=DEFAULT_CACHE_HIT_RATE,
+        help="share of requests with a live prompt-cache entry that read it; the batch docs say hits are "
+        f"best effort, typically 30-98%% (default: {DEFAULT_CACHE_HIT_RATE:g})",
+    )
+    parser.add_argument(
+        "--queue-limit",
+        type=int,
+        default=None,
+        help="most requests waiting or in progress per workspace; a create over it gets 429 (default: none)",
+    )
+    parser.add_argument(
+        "--rpm-limit",
+        type=int,
+        default=None,
+        help="most calls per minute to the batch endpoints per workspace, polling included; more get 429 "
+        "with retry-after (default: none)",
+    )
+    parser.add_argument(
+        "--models-file",
+        default=None,
+        help="a models file laid over the shipped catalogue (default: CLAUDE_BATCH_MODELS_FILE if set)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     return parser
 
@@ -60,6 +92,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         error_rate=args.error_rate,
         api_key=args.api_key,
         seed=args.seed,
+        cache_hit_rate=args.cache_hit_rate,
+        queue_limit=args.queue_limit,
+        rpm_limit=args.rpm_limit,
+        models_file=args.models_file,
     )
 
 

@@ -16,8 +16,9 @@ DEFAULT_SPEED = 2000.0
 # Idle keep-alive of client connections; longer than most clients' pool expiry, so a pooled connection
 # is not closed under a client that is about to reuse it.
 KEEP_ALIVE_SECONDS = 75
-# The smallest prompt prefix the API caches (Sonnet and Opus models).
-DEFAULT_CACHE_MIN_TOKENS = 1024
+# Share of cache-eligible requests that read the cache: the batch docs say cache hits in batches are
+# best effort, typically 30 % to 98 %; 0.8 sits inside that range.
+DEFAULT_CACHE_HIT_RATE = 0.8
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,15 @@ class EmulatorConfig:
     :param seed: seed of every pseudo-random choice (result order, injected errors).
     :param max_batch_bytes: largest create body accepted, in bytes.
     :param max_requests: most requests accepted in one batch.
-    :param cache_min_tokens: smallest cached prefix, in tokens, that the cache stores.
     :param retention_seconds: seconds after creation when a batch is archived and its results go.
+    :param cache_hit_rate: share of requests that find a live cache entry and read it; the others write
+        it again (the batch docs: best effort, typically 30-98 %). Which ones is decided by ``seed``.
+    :param queue_limit: most requests waiting or in progress across a workspace (API key); a create
+        that would exceed it is refused with 429. ``None``: no limit.
+    :param rpm_limit: most calls per minute to the batch endpoints together, per workspace (polling
+        included); more are refused with 429 and ``retry-after``. ``None``: no limit.
+    :param models_file: a models file laid over the shipped catalogue (see ``batch.models``); ``None``
+        uses ``CLAUDE_BATCH_MODELS_FILE`` when set.
     """
 
     host: str = "127.0.0.1"
@@ -51,8 +59,11 @@ class EmulatorConfig:
     seed: int = 0
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_requests: int = MAX_REQUESTS_PER_BATCH
-    cache_min_tokens: int = DEFAULT_CACHE_MIN_TOKENS
     retention_seconds: float = float(RESULTS_RETENTION_SECONDS)
+    cache_hit_rate: float = DEFAULT_CACHE_HIT_RATE
+    queue_limit: int | None = None
+    rpm_limit: int | None = None
+    models_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -63,5 +74,11 @@ class EmulatorConfig:
             raise ValueError(f"window_seconds must be above 0, got {self.window_seconds}")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError(f"error_rate must be a fraction between 0 and 1, got {self.error_rate}")
+        if not 0.0 <= self.cache_hit_rate <= 1.0:
+            raise ValueError(f"cache_hit_rate must be a fraction between 0 and 1, got {self.cache_hit_rate}")
+        for name in ("queue_limit", "rpm_limit"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be 1 or more, or None for no limit, got {limit}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be a non-empty key, or None to accept any key")

@@ -20,19 +20,15 @@ from typing import Any
 
 import orjson
 
-from airflow_claude_batch.batch.validation import custom_id_problem, params_problem
-from airflow_claude_batch.emulator.answers import (
-    TTL_SECONDS,
-    RequestDigest,
-    count_input_tokens,
-    cut_to_max_tokens,
-    digest_request,
-    usage,
-)
+from airflow_claude_batch.batch.models import load_models
 from airflow_claude_batch.emulator.config import EmulatorConfig
+from airflow_claude_batch.emulator.create_body import digest_create_body
+from airflow_claude_batch.emulator.digests import RequestDigest, message
 from airflow_claude_batch.emulator.errors import ApiError, not_found, too_large
 from airflow_claude_batch.emulator.faults import BatchFaults
 from airflow_claude_batch.emulator.ids import derived_id, sortable_id
+from airflow_claude_batch.emulator.prompt_cache import PromptCache
+from airflow_claude_batch.emulator.quotas import check_queue
 
 Clock = Callable[[], float]
 RESULTS_PATH = "/v1/messages/batches/{}/results"
@@ -78,19 +74,19 @@ class Batch:
         return natural
 
 
-def _key_id(api_key: str) -> str:
-    # The cache is per key; keep a hash, not the key itself.
+def workspace_of(api_key: str) -> str:
+    """Return the workspace of a key: batches and the cache are per key; a hash, never the key itself."""
     return hashlib.blake2b(api_key.encode(), digest_size=8).hexdigest()
 
 
-def _unit(*parts: object) -> float:
+def unit(*parts: object) -> float:
     """Return a number in [0, 1) that is the same whenever ``parts`` are."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 
 class Engine:
-    """Every batch the emulator holds, and the prompt cache shared by them.
+    """Every batch the emulator holds, each visible only to its workspace, and the prompt cache.
 
     :param config: the emulator's settings.
     :param clock: returns the current time as POSIX seconds; tests pass a manual clock.
@@ -99,6 +95,8 @@ class Engine:
     def __init__(self, config: EmulatorConfig, clock: Clock = time.time) -> None:
         self.config = config
         self.clock = clock
+        self.catalogue = load_models(config.models_file)
+        self.cache = PromptCache(config.cache_hit_rate)
         self._lock = threading.RLock()
         self.reset()
 
@@ -106,8 +104,8 @@ class Engine:
         """Forget every batch and the prompt cache."""
         with self._lock:
             self._batches: dict[str, Batch] = {}
-            self._ids: list[str] = []  # sorted: ids sort in creation order
-            self._cache: dict[tuple[str, bytes], float] = {}
+            self._ids: dict[str, list[str]] = {}  # per workspace, sorted: ids sort in creation order
+            self.cache.reset()
             self._ordinal = 0
             self._last_millis = 0
             self._sequence = 0
@@ -115,73 +113,41 @@ class Engine:
     # -- create -----------------------------------------------------------------------------------
 
     def create(
-        self, body: bytes | bytearray, api_key: str, base_url: str, take_faults: Callable[[], BatchFaults]
+        self,
+        body: bytes | bytearray,
+        api_key: str,
+        base_url: str,
+        take_faults: Callable[[], BatchFaults],
+        version: str = "2023-06-01",
     ) -> dict[str, Any]:
         """Check a create body as the API does, store the batch and return its object.
 
         :param body: the raw request body; a ``bytearray`` is emptied once parsed, to free its memory.
-        :param api_key: the caller's key (the prompt cache is per key).
+        :param api_key: the caller's key (batches and the prompt cache are per key).
         :param base_url: the server's base URL, for ``results_url``.
         :param take_faults: returns the outcome faults armed for the next batch; called only once the
             body is valid, so a rejected create uses up no fault.
-        :raises ApiError: 413 for too many requests or bytes, 400 for any other invalid body.
+        :param version: the ``anthropic-version`` of the create; its requests are checked under it.
+        :raises ApiError: 413 for too many requests or bytes, 429 over the queue limit, 400 for any
+            other invalid body.
         """
         if len(body) > self.config.max_batch_bytes:
             raise too_large(len(body), self.config.max_batch_bytes)
-        digests = self._digest_body(body)
+        digests = digest_create_body(body, version, self.catalogue, self.config.max_requests)
+        workspace = workspace_of(api_key)
         with self._lock:
-            batch = self._store(digests, api_key, take_faults())
+            check_queue(self.config.queue_limit, self._waiting(workspace), len(digests))
+            batch = self._store(digests, workspace, take_faults())
             return self._view(batch, base_url)
 
-    def _digest_body(self, body: bytes | bytearray) -> list[RequestDigest]:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError("invalid_request_error", f"The request body is not valid JSON: {exc}") from exc
-        finally:
-            if isinstance(body, bytearray):
-                # Free up to 256 MB before the parsed requests are digested: the peak is parse + digest.
-                body.clear()
-        if not isinstance(payload, dict) or "requests" not in payload:
-            raise ApiError("invalid_request_error", "requests: Field required")
-        requests = payload["requests"]
-        if not isinstance(requests, list):
-            raise ApiError("invalid_request_error", "requests: Input should be a valid list")
-        if not requests:
-            raise ApiError("invalid_request_error", "requests: List should have at least 1 item, not 0")
-        if len(requests) > self.config.max_requests:
-            raise ApiError(
-                "request_too_large",
-                f"requests: a batch holds at most {self.config.max_requests} requests, got "
-                f"{len(requests)}; split the requests into more batches",
-            )
-        seen: set[str] = set()
-        digests = []
-        for index, item in enumerate(requests):
-            digests.append(self._digest_item(index, item, seen))
-        return digests
+    def _waiting(self, workspace: str) -> int:
+        waiting = 0
+        for batch in self._batches.values():
+            if batch.key_id == workspace and self._advance(batch).ended_at is None:
+                waiting += batch.total
+        return waiting
 
-    def _digest_item(self, index: int, item: Any, seen: set[str]) -> RequestDigest:
-        if not isinstance(item, dict):
-            raise ApiError("invalid_request_error", f"requests.{index}: Input should be a valid object")
-        custom_id = item.get("custom_id")
-        problem = custom_id_problem(custom_id)
-        if problem:
-            raise ApiError("invalid_request_error", f"requests.{index}.custom_id: {problem}")
-        if custom_id in seen:
-            raise ApiError(
-                "invalid_request_error",
-                f"requests.{index}.custom_id: {custom_id!r} is used by another request in this batch; "
-                "custom_id must be unique within a batch",
-            )
-        seen.add(custom_id)
-        params = item.get("params")
-        problem = params_problem(params)
-        if problem:
-            raise ApiError("invalid_request_error", f"requests.{index}: {problem}")
-        return digest_request(custom_id, params, self.config.cache_min_tokens)
-
-    def _store(self, digests: list[RequestDigest], api_key: str, faults: BatchFaults) -> Batch:
+    def _store(self, digests: list[RequestDigest], workspace: str, faults: BatchFaults) -> Batch:
         now = self.clock()
         ordinal = self._ordinal
         self._ordinal += 1
@@ -195,7 +161,7 @@ class Engine:
         batch = Batch(
             id=self._new_id(now),
             ordinal=ordinal,
-            key_id=_key_id(api_key),
+            key_id=workspace,
             created_at=now,
             expires_at=now + self.config.window_seconds,
             start_at=start_at,
@@ -206,7 +172,7 @@ class Engine:
             total=total,
         )
         self._batches[batch.id] = batch
-        self._ids.append(batch.id)
+        self._ids.setdefault(workspace, []).append(batch.id)
         return batch
 
     def _new_id(self, now: float) -> str:
@@ -217,17 +183,25 @@ class Engine:
 
     # -- reads and changes ------------------------------------------------------------------------
 
-    def retrieve(self, batch_id: str, base_url: str) -> dict[str, Any]:
+    # Every read and change takes the caller's workspace: another workspace's batch is not found.
+
+    def retrieve(self, batch_id: str, base_url: str, workspace: str) -> dict[str, Any]:
         """Return the batch object, processing it up to now first."""
         with self._lock:
-            return self._view(self._advanced(batch_id), base_url)
+            return self._view(self._advanced(batch_id, workspace), base_url)
 
     def list_batches(
-        self, base_url: str, *, limit: int = 20, after_id: str | None = None, before_id: str | None = None
+        self,
+        base_url: str,
+        workspace: str,
+        *,
+        limit: int = 20,
+        after_id: str | None = None,
+        before_id: str | None = None,
     ) -> dict[str, Any]:
-        """Return one page of batches, newest first, as ``GET /v1/messages/batches`` does."""
+        """Return one page of the workspace's batches, newest first, as ``GET /v1/messages/batches``."""
         with self._lock:
-            ids = self._ids
+            ids = self._ids.get(workspace, [])
             if before_id is not None:
                 # The page of newer batches right before the cursor, still listed newest first.
                 newer = ids[bisect_right(ids, before_id) :]
@@ -245,19 +219,19 @@ class Engine:
             "last_id": page_ids[-1] if page_ids else None,
         }
 
-    def cancel(self, batch_id: str, base_url: str) -> dict[str, Any]:
+    def cancel(self, batch_id: str, base_url: str, workspace: str) -> dict[str, Any]:
         """Start cancelling a batch; a batch already cancelling or ended is returned as it is."""
         with self._lock:
-            batch = self._advanced(batch_id)
+            batch = self._advanced(batch_id, workspace)
             if batch.ended_at is None and batch.cancel_initiated_at is None:
                 batch.cancel_initiated_at = self.clock()
                 self._advance(batch)
             return self._view(batch, base_url)
 
-    def delete(self, batch_id: str) -> dict[str, Any]:
+    def delete(self, batch_id: str, workspace: str) -> dict[str, Any]:
         """Delete an ended batch; a batch still processing cannot be deleted (400)."""
         with self._lock:
-            batch = self._advanced(batch_id)
+            batch = self._advanced(batch_id, workspace)
             if batch.ended_at is None:
                 raise ApiError(
                     "invalid_request_error",
@@ -265,16 +239,17 @@ class Engine:
                     "then delete it once it has ended",
                 )
             del self._batches[batch_id]
-            self._ids.pop(bisect_left(self._ids, batch_id))
+            ids = self._ids[workspace]
+            ids.pop(bisect_left(ids, batch_id))
             return {"id": batch_id, "type": "message_batch_deleted"}
 
-    def results(self, batch_id: str) -> bytes:
+    def results(self, batch_id: str, workspace: str) -> bytes:
         """Return the batch's JSONL results, one line per request, in arbitrary order.
 
         :raises ApiError: 404 for an unknown or archived batch, 400 while it is processing.
         """
         with self._lock:
-            batch = self._advanced(batch_id)
+            batch = self._advanced(batch_id, workspace)
             if batch.ended_at is None:
                 raise ApiError(
                     "invalid_request_error",
@@ -285,19 +260,11 @@ class Engine:
                 raise ApiError("not_found_error", f"results of message_batch {batch_id} were archived")
             return batch.results
 
-    def count_tokens(self, params: Any) -> int:
-        """Return the input-token estimate of Messages params (the same as ``usage`` reports)."""
-        if not isinstance(params, dict) or not isinstance(params.get("messages"), list):
-            raise ApiError("invalid_request_error", "messages: Field required")
-        if not isinstance(params.get("model"), str):
-            raise ApiError("invalid_request_error", "model: Field required")
-        return count_input_tokens(params)
-
     # -- processing -------------------------------------------------------------------------------
 
-    def _advanced(self, batch_id: str) -> Batch:
+    def _advanced(self, batch_id: str, workspace: str) -> Batch:
         batch = self._batches.get(batch_id)
-        if batch is None:
+        if batch is None or batch.key_id != workspace:
             raise not_found(batch_id)
         return self._advance(batch)
 
@@ -353,10 +320,10 @@ class Engine:
         if done_at > batch.expires_at:
             return "expired", _EXPIRED_LINE
         if digest.problem is not None:
-            return "errored", self._errored(batch, digest, "invalid_request_error", digest.problem)
+            return "errored", self._errored(batch, digest, digest.problem.error_type, digest.problem.message)
         if index in failing:
             return "errored", self._errored(batch, digest, batch.faults.error_type, "Injected error")
-        draw = _unit(self.config.seed, batch.ordinal, digest.custom_id) if self.config.error_rate else 1.0
+        draw = unit(self.config.seed, batch.ordinal, digest.custom_id) if self.config.error_rate else 1.0
         if draw < self.config.error_rate:
             error_type = RETRYABLE_ERROR_TYPES[int(draw * 1e9) % 2]
             message = "Overloaded" if error_type == "overloaded_error" else "Internal server error"
@@ -375,28 +342,10 @@ class Engine:
         }
 
     def _succeeded(self, batch: Batch, digest: RequestDigest, done_at: float) -> dict[str, Any]:
-        text, output_tokens, stop_reason = cut_to_max_tokens(digest.answer, digest.max_tokens)
-        message = {
-            "id": derived_id("msg_", batch.id, digest.custom_id),
-            "type": "message",
-            "role": "assistant",
-            "model": digest.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": usage(digest, self._cache_event(batch.key_id, digest, done_at), output_tokens),
-        }
-        return {"type": "succeeded", "message": message}
-
-    def _cache_event(self, key_id: str, digest: RequestDigest, at: float) -> str | None:
-        """Return ``"write"`` on a prefix's first use within its TTL, ``"read"`` after; refresh it."""
-        if digest.cache_key is None or digest.cache_ttl is None:
-            return None
-        key = (key_id, digest.cache_key)
-        last_use = self._cache.get(key)
-        hit = last_use is not None and abs(at - last_use) <= TTL_SECONDS[digest.cache_ttl]
-        self._cache[key] = at if last_use is None else max(at, last_use)
-        return "read" if hit else "write"
+        draw = unit(self.config.seed, batch.ordinal, digest.custom_id, "cache")
+        event = self.cache.use(batch.key_id, digest, done_at, draw)
+        answer = message(derived_id("msg_", batch.id, digest.custom_id), digest, event, "batch")
+        return {"type": "succeeded", "message": answer}
 
     # -- rendering --------------------------------------------------------------------------------
 

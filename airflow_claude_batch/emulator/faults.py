@@ -22,7 +22,17 @@ from typing import Any
 
 from airflow_claude_batch.emulator.errors import ERROR_TYPE_OF_STATUS, STATUS_OF_ERROR_TYPE
 
-ENDPOINTS = ("create", "retrieve", "list", "results", "cancel", "delete", "count_tokens")
+ENDPOINTS = (
+    "create",
+    "retrieve",
+    "list",
+    "results",
+    "cancel",
+    "delete",
+    "count_tokens",
+    "messages",
+    "models",
+)
 LOSE_MODES = ("error", "drop")
 
 

@@ -14,6 +14,8 @@ COUNTERS = (
     "deletes",
     "results_downloads",
     "count_tokens",
+    "messages",
+    "models",
     "auth_failures",
     "faults_fired",
 )

@@ -10,7 +10,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
-from airflow_claude_batch.batch.estimate import EstimateOptions, TokenCounter
+from airflow_claude_batch.batch.cost_history import RunCost, pipeline_history
+from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions, TokenCounter
 from airflow_claude_batch.batch.input_change import parse_on_input_change
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
@@ -58,8 +59,13 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
     :param max_requests_per_shard: requests per batch, at most 100,000.
     :param max_bytes_per_shard: create-body bytes per batch as sent, at most 256,000,000.
-    :param max_cost_usd: fail before submitting when the upper-bound estimate at batch prices is higher.
-    :param expected_output_tokens: the output a request is expected to use, for the expected cost.
+    :param max_cost_usd: fail before submitting when the estimate ``budget_basis`` names is higher.
+    :param budget_basis: ``"expected"`` (the default) compares ``max_cost_usd`` with the expected cost,
+        ``"upper"`` with the upper bound (no cache hit, every request at ``max_tokens``).
+    :param expected_output_tokens: the output a request is expected to use, for the expected cost when
+        the pipeline has no earlier run to learn from.
+    :param retry_errored_sync: whether the run may retry errored requests synchronously at standard
+        prices (the requeue's setting); the upper bound then prices every answer at standard prices.
     :param source_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` when file names do not tell.
     :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
     :param prices_file: a prices file over the shipped prices, a local path or a URI read with
@@ -89,6 +95,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         "max_requests_per_shard",
         "max_bytes_per_shard",
         "max_cost_usd",
+        "budget_basis",
         "expected_output_tokens",
         "source_format",
         "dry_run",
@@ -116,7 +123,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
         max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
         max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
         max_cost_usd: float | None = None,
+        budget_basis: str = DEFAULT_BUDGET_BASIS,
         expected_output_tokens: int | None = None,
+        retry_errored_sync: bool = False,
         source_format: str | None = None,
         dry_run: bool = False,
         prices_file: str | None = None,
@@ -144,7 +153,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
         self.max_cost_usd = max_cost_usd
+        self.budget_basis = budget_basis
         self.expected_output_tokens = expected_output_tokens
+        self.retry_errored_sync = retry_errored_sync
         self.source_format = source_format
         self.dry_run = dry_run
         self.prices_file = prices_file
@@ -165,6 +176,8 @@ class ClaudeBatchBuildOperator(BaseOperator):
                         self.expected_output_tokens, "expected_output_tokens"
                     ),
                     max_cost_usd=_optional_number(self.max_cost_usd, "max_cost_usd"),
+                    budget_basis=_optional_text(self.budget_basis) or DEFAULT_BUDGET_BASIS,
+                    retry_errored_sync=_flag(self.retry_errored_sync, "retry_errored_sync"),
                 ),
                 prices=load_prices(self.prices_file, self.storage_conn_id),
                 count_tokens=self._token_counter(),
@@ -176,6 +189,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
                     settings={"source_format": _optional_text(self.source_format)},
                 ),
                 on_input_change=parse_on_input_change(self.on_input_change),
+                history=self._history(context),
             )
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
@@ -210,6 +224,11 @@ class ClaudeBatchBuildOperator(BaseOperator):
         return run_folder_for(
             context, self.storage, self.storage_conn_id, pipeline_id_of(self, self.pipeline_id)
         )
+
+    def _history(self, context: Any) -> list[RunCost]:
+        root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
+        pipeline_id = pipeline_id_of(self, self.pipeline_id)
+        return pipeline_history(root, context["ti"].dag_id, pipeline_id, exclude_run=context["run_id"])
 
     def _token_counter(self) -> TokenCounter | None:
         if not self.conn_id:

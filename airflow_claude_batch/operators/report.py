@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from airflow_claude_batch.batch.cost_history import pipeline_history
 from airflow_claude_batch.batch.input_change import read_answered_earlier
 from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
@@ -27,8 +28,11 @@ class ClaudeBatchReportOperator(BaseOperator):
     - ``manifest.json``: input records; outcomes per round and in total; the final dispositions
       (succeeded, invalid_output, dead_lettered, pending) and whether they add up to the input
       (``reconciled``); batch ids; tokens by kind; money: the estimate, the actual cost at batch prices,
-      the same work at standard prices, and the savings;
-    - ``report.html``: the same as a page with charts, readable offline;
+      the same work at standard prices, and the savings, computed with the prices the build froze into
+      the run (``estimate.json``), not those loaded when the report runs;
+    - ``report.html``: the same as a page with charts, readable offline: the estimate (expected and
+      upper bound) beside the actual cost, the cache hit rate, and the cost of the pipeline's earlier
+      runs;
     - ``dead-letter.jsonl`` (every round's, plus the last round's non-retryable errors) and
       ``pending.jsonl`` (what is still unfinished after the last round, or held: never dropped);
     - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
@@ -101,14 +105,19 @@ class ClaudeBatchReportOperator(BaseOperator):
                 )
                 extra["output"] = str(written)
                 self._name_writer(context, str(written))
+            ti = context["ti"]
             manifest, samples = write_ledger(
                 folder,
                 prices=prices,
                 max_rounds=max_rounds,
                 extra_files=extra,
                 extra_fields={"answered_earlier": read_answered_earlier(folder)},
+                pipeline={"dag_id": ti.dag_id, "group_id": pipeline_id},
             )
-            write_report(folder.report, manifest, samples)
+            history = pipeline_history(
+                folder.storage_root, ti.dag_id, pipeline_id, exclude_run=context["run_id"]
+            )
+            write_report(folder.report, manifest, samples, history)
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
         summary = manifest.summary()

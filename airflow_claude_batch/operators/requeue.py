@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.budget import round_budget
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.requeue import (
     RequeueRule,
@@ -37,6 +38,11 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     of a batch that was cancelled on purpose (its ``cancel_initiated_at`` is set), which are listed as
     pending with the reason "canceled by user" unless ``requeue_user_canceled``. Non-retryable errors go
     to ``round-r/dead-letter.jsonl`` with the reason.
+
+    With a budget (the build's ``max_cost_usd``, on its ``budget_basis``), the next round is built only
+    when all its requests fit in what the run has left, and synchronous retries stop when the next
+    would not fit; what is kept back is listed as pending with the reason
+    (``round-r/budget-held.jsonl``, then the run's ``pending.jsonl``).
 
     A rerun of the task returns what the first run decided (``round-r/requeue.json``), so shards that
     may have been submitted never change. Returns the next round's descriptors, ``[]`` when nothing is
@@ -121,6 +127,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
                 rule=RequeueRule(self.requeue_canceled, self.requeue_user_canceled),
                 limits=limits,
                 sync=self._sync_retry() if self.retry_errored_sync else None,
+                budget=round_budget(folder, round_index, load_prices(self.prices_file, self.storage_conn_id)),
             )
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
@@ -162,6 +169,10 @@ def synchronous_sender(client: anthropic.Anthropic) -> SendMessage:
         except TypeError as exc:  # params the SDK's create does not take
             raise SyncRequestError(
                 "invalid_request_error", f"the params do not fit messages.create: {exc}"
+            ) from exc
+        except ValueError as exc:  # the SDK refuses a long non-streaming call (a large max_tokens)
+            raise SyncRequestError(
+                "invalid_request_error", f"the SDK refused the synchronous call before sending it: {exc}"
             ) from exc
         return message.model_dump(mode="json")
 

@@ -6,17 +6,20 @@ from pathlib import Path
 import orjson
 import pytest
 
+from airflow_claude_batch.batch.budget import check_budget
+from airflow_claude_batch.batch.caching import DEFAULT_HIT_RATE
+from airflow_claude_batch.batch.cost_history import RunCost
 from airflow_claude_batch.batch.estimate import (
     LOCAL_METHOD,
+    CostEstimate,
     EstimateOptions,
     ReservoirSample,
     TokenRate,
-    check_budget,
     count_tokens_params,
     estimate_cost,
     measure_tokens,
 )
-from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable
+from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable, TokenTotals
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
@@ -81,13 +84,14 @@ def test_the_sample_is_the_same_on_a_rerun() -> None:
 # --- input tokens ------------------------------------------------------------------------------------
 
 
-def test_the_local_estimate_is_bytes_over_four_and_says_so() -> None:
-    template = RequestTemplate(model="claude-haiku-4-5")
+@pytest.mark.parametrize(("model", "ratio"), [("claude-haiku-4-5", 4), ("claude-opus-4-8", 3)])
+def test_the_local_estimate_is_bytes_over_the_models_characters_per_token(model: str, ratio: int) -> None:
+    template = RequestTemplate(model=model)
     rate = measure_tokens(rendered(template, 3), template, None)
-    assert rate.tokens_per_byte == 0.25
+    assert rate.tokens_per_byte == pytest.approx(1 / ratio)
     assert rate.method.startswith(LOCAL_METHOD)
     assert "bytes" in rate.method
-    assert "/ 4" in rate.method
+    assert f", {ratio} (" in rate.method
     assert rate.sample_size == 0
 
 
@@ -158,36 +162,193 @@ def test_cost_without_cache_at_batch_and_standard_prices(prices: PriceTable) -> 
     assert estimate.expected_standard_usd == pytest.approx(2 * estimate.expected_batch_usd)
 
 
-def test_expected_output_is_capped_by_max_tokens_and_defaults_to_it(prices: PriceTable) -> None:
+def test_expected_output_is_capped_by_max_tokens_and_defaults_to_half_of_it(prices: PriceTable) -> None:
     template = RequestTemplate(model="claude-haiku-4-5", max_tokens=100)
     shards = shards_of(rendered(template, 10))
     rate = TokenRate(0.25, 0, "m", 0)
     capped = estimate_cost(shards, rate, template, prices, EstimateOptions(expected_output_tokens=5000))
     assert capped.output_tokens_expected == 1000
+    assert capped.basis == {"kind": "user", "expected_output_tokens": 5000}
     unset = estimate_cost(shards, rate, template, prices, EstimateOptions())
-    assert unset.output_tokens_expected == unset.output_tokens_upper == 1000
-    assert any("expected output = max_tokens" in note for note in unset.assumptions)
+    assert (unset.output_tokens_expected, unset.output_tokens_upper) == (500, 1000)
+    assert unset.basis["kind"] == "default"
+    assert any("50% of max_tokens" in note for note in unset.assumptions)
 
 
 @pytest.mark.parametrize(("ttl", "write_rate"), [("5m", 1.25), ("1h", 2.0)])
-def test_a_cached_system_prompt_is_one_write_per_shard_then_reads(
+def test_a_cached_system_prompt_is_written_or_read_at_the_default_hit_rate(
     prices: PriceTable, ttl: str, write_rate: float
 ) -> None:
-    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=1, system="S", cache_system=ttl)
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=1, system="S", cache_system=ttl)
     requests = rendered(template, 10)
-    per_request = 1000 / requests[0].size
-    rate = TokenRate(tokens_per_byte=per_request, cached_prefix_tokens=800, method="m", sample_size=0)
+    per_request = 1500 / requests[0].size
+    rate = TokenRate(tokens_per_byte=per_request, cached_prefix_tokens=1200, method="m", sample_size=0)
     estimate = estimate_cost(shards_of(requests, max_requests=5), rate, template, prices, EstimateOptions())
-    # Haiku batch input $0.50/M. Each request: 1000 input tokens, 800 of them the cached prefix.
-    plain = 10 * 200 * 0.5 / MILLION
-    output = 10 * 1 * 2.5 / MILLION
-    expected = plain + output + (2 * 800 * write_rate + 8 * 800 * 0.1) * 0.5 / MILLION  # 2 shards
-    upper = plain + output + 10 * 800 * write_rate * 0.5 / MILLION  # no cache hit at all
-    assert estimate.expected_batch_usd == pytest.approx(expected)
-    assert estimate.upper_batch_usd == pytest.approx(upper)
-    assert estimate.cached_prefix_tokens == 800
+    # Sonnet batch input $1.50/M. Each request: 1500 input tokens, 1200 of them the cached prefix.
+    plain = 10 * 300 * 1.5 / MILLION
+    output = 10 * 0.5 * 7.5 / MILLION  # half of max_tokens=1
+    hits = DEFAULT_HIT_RATE
+    cached = 10 * 1200 * ((1 - hits) * write_rate + hits * 0.1) * 1.5 / MILLION
+    upper = plain + 10 * 1 * 7.5 / MILLION + 10 * 1200 * write_rate * 1.5 / MILLION  # no cache hit at all
+    assert estimate.expected_batch_usd == pytest.approx(plain + output + cached, rel=1e-3)
+    assert estimate.upper_batch_usd == pytest.approx(upper, rel=1e-3)
+    assert estimate.cached_prefix_tokens == 12_000
     assert estimate.cache_ttl == ttl
-    assert any("one cache write per shard" in note for note in estimate.assumptions)
+    assert estimate.inputs["cache_hit_rate"] == hits
+    assert estimate.warnings == ()  # 64 % pays off for both lifetimes
+
+
+def learned_runs(hit_rate: float, output_per_answer: int = 20, runs: int = 2) -> list[RunCost]:
+    """Earlier runs of 100 requests, all answered, with 1,500-token prompts (1,200 cached)."""
+    reads = round(100 * 1200 * hit_rate)
+    tokens = TokenTotals(
+        input=100 * 300, output=100 * output_per_answer, cache_write_1h=100 * 1200 - reads, cache_read=reads
+    )
+    return [
+        RunCost(f"run-{n}", f"2026-11-0{n}", 100, 100, 0, tokens, 100 * 1500, None, None, 0.0)
+        for n in range(1, runs + 1)
+    ]
+
+
+@pytest.mark.parametrize(("hit_rate", "warned"), [(0.4, True), (0.6, False)])
+def test_a_ttl_that_cannot_pay_off_at_the_expected_hit_rate_is_warned(
+    prices: PriceTable, hit_rate: float, warned: bool
+) -> None:
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=64, system="S", cache_system="1h")
+    requests = rendered(template, 10)
+    rate = TokenRate(1500 / requests[0].size, 1200, "m", 0)
+    estimate = estimate_cost(
+        shards_of(requests), rate, template, prices, EstimateOptions(), history=learned_runs(hit_rate)
+    )
+    assert estimate.inputs["cache_hit_rate"] == pytest.approx(hit_rate, abs=1e-3)
+    # A 1-hour write costs 2x and a read 0.1x: it pays off above (2 - 1) / (2 - 0.1) = 53 % hits.
+    assert any("pay off above a 53% hit rate" in w for w in estimate.warnings) is warned
+    if warned:
+        assert any("cache_system='5m'" in w for w in estimate.warnings)  # 40 % pays off for 5 minutes
+
+
+def test_the_expected_figure_learns_from_earlier_runs(prices: PriceTable) -> None:
+    # Earlier runs used 20 output tokens an answer and hit the cache 80 % of the time; the input was as
+    # estimated. A run of the same workload is expected to cost what those inputs cost exactly.
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=64, system="S", cache_system="1h")
+    requests = rendered(template, 100)
+    rate = TokenRate(1500 / requests[0].size, 1200, "m", 0)
+    estimate = estimate_cost(
+        shards_of(requests),
+        rate,
+        template,
+        prices,
+        EstimateOptions(expected_output_tokens=60),
+        history=learned_runs(0.8),
+    )
+    bill = prices.cost_of_totals(
+        "claude-sonnet-4-6",
+        TokenTotals(input=100 * 300, output=100 * 20, cache_write_1h=24_000, cache_read=96_000),
+    )
+    assert estimate.basis["kind"] == "history"
+    assert estimate.basis["runs"] == 2
+    assert estimate.inputs["output_tokens_per_request"] == 20
+    assert estimate.expected_batch_usd == pytest.approx(bill, rel=0.01)
+    # The upper bound does not learn: no hit, max_tokens.
+    assert estimate.upper_batch_usd == pytest.approx(
+        prices.cost_of_totals(
+            "claude-sonnet-4-6", TokenTotals(input=100 * 300, output=100 * 64, cache_write_1h=120_000)
+        ),
+        rel=0.01,
+    )
+
+
+def test_a_prefix_under_the_models_minimum_is_plain_input(prices: PriceTable) -> None:
+    # Haiku 4.5 caches from 4,096 tokens: a 1,200-token prefix is not cached, in either figure.
+    template = RequestTemplate(model="claude-haiku-4-5", max_tokens=1, system="S", cache_system="1h")
+    requests = rendered(template, 10)
+    rate = TokenRate(1500 / requests[0].size, 1200, "m", 0)
+    estimate = estimate_cost(shards_of(requests), rate, template, prices, EstimateOptions())
+    assert estimate.cached_prefix_tokens == 0
+    assert estimate.cache_ttl is None
+    assert estimate.upper_batch_usd == pytest.approx((10 * 1500 * 0.5 + 10 * 2.5) / MILLION, rel=1e-3)
+    assert any("under the model's minimum of 4,096" in w for w in estimate.warnings)
+
+
+def test_cache_control_set_by_render_counts_wherever_it_is(prices: PriceTable) -> None:
+    document = "d" * 20_000  # 5,000 tokens at 4 characters a token: cacheable on every model
+
+    def with_tools(record: dict) -> dict:
+        return {
+            "model": "claude-sonnet-4-6",
+            "tools": [
+                {"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
+            ],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": document,
+                            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                        },
+                        {"type": "text", "text": record["text"]},
+                    ],
+                }
+            ],
+        }
+
+    template = RequestTemplate(render=with_tools, max_tokens=10)
+    requests = rendered(template, 20)
+    assert all(r.cache_prefix.ttl == "1h" and r.cache_prefix.size > 20_000 for r in requests)
+    estimate = estimate_cost(
+        shards_of(requests), TokenRate(0.25, 0, "m", 0), template, prices, EstimateOptions()
+    )
+    assert estimate.cache_ttl == "1h"
+    assert estimate.cached_prefix_tokens > 20 * 5_000
+    no_cache = estimate_cost(
+        shards_of(
+            rendered(RequestTemplate(render=lambda r: _without_cache(with_tools(r)), max_tokens=10), 20)
+        ),
+        TokenRate(0.25, 0, "m", 0),
+        template,
+        prices,
+        EstimateOptions(),
+    )
+    # The upper bound: every request writing its prefix at 2x costs more than not caching at all.
+    assert estimate.upper_batch_usd > no_cache.upper_batch_usd
+    assert estimate.gap_usd["cache"] > 0
+
+
+def _without_cache(params: dict) -> dict:
+    return orjson.loads(
+        orjson.dumps(params)
+        .replace(b',"cache_control":{"type":"ephemeral","ttl":"1h"}', b"")
+        .replace(b',"cache_control":{"type":"ephemeral"}', b"")
+    )
+
+
+def test_the_upper_bound_holds_at_a_zero_hit_rate(prices: PriceTable) -> None:
+    # Whatever the hit rate, the bill of a run (every request answered, max_tokens at most, no hit) is
+    # at most the upper bound; and with synchronous retries every answer may be at standard prices.
+    template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=50, system="s" * 8000, cache_system="5m")
+    requests = rendered(template, 30)
+    rate = TokenRate(0.25, 0, "m", 0)
+    estimate = estimate_cost(shards_of(requests), rate, template, prices, EstimateOptions())
+    prefix = 8000 // 4 + 1  # the system block's JSON, a little over the text
+    worst = sum(
+        prices.cost_usd(
+            "claude-sonnet-4-6",
+            {
+                "input_tokens": r.size // 4 - prefix,
+                "cache_creation_input_tokens": prefix,
+                "output_tokens": 50,
+            },
+        )
+        for r in requests
+    )
+    assert worst <= estimate.upper_batch_usd * 1.01
+    with_sync = estimate_cost(
+        shards_of(requests), rate, template, prices, EstimateOptions(retry_errored_sync=True)
+    )
+    assert with_sync.upper_batch_usd == pytest.approx(2 * estimate.upper_batch_usd)
+    assert with_sync.gap_usd["sync_retry"] == pytest.approx(estimate.upper_batch_usd)
 
 
 def test_shard_shares_add_up_to_the_upper_bound(prices: PriceTable) -> None:
@@ -211,12 +372,8 @@ def test_several_models_are_priced_each_at_its_own_rate(prices: PriceTable) -> N
         shards_of(rendered(template, 10)), TokenRate(0, 0, "m", 0), template, prices, EstimateOptions()
     )
     assert set(estimate.by_model) == {"claude-opus-4-6", "claude-haiku-4-5"}
-    assert estimate.by_model["claude-opus-4-6"]["cost_usd_upper_batch"] == pytest.approx(
-        5 * 1000 * 12.5 / MILLION
-    )
-    assert estimate.by_model["claude-haiku-4-5"]["cost_usd_upper_batch"] == pytest.approx(
-        5 * 1000 * 2.5 / MILLION
-    )
+    assert estimate.by_model["claude-opus-4-6"]["cost_usd_upper"] == pytest.approx(5 * 1000 * 12.5 / MILLION)
+    assert estimate.by_model["claude-haiku-4-5"]["cost_usd_upper"] == pytest.approx(5 * 1000 * 2.5 / MILLION)
 
 
 def test_an_unknown_model_in_the_estimate_names_the_prices_file(prices: PriceTable) -> None:
@@ -236,7 +393,7 @@ def test_the_estimate_document_has_the_figures(prices: PriceTable) -> None:
         shards, TokenRate(0.25, 0, LOCAL_METHOD, 0), template, prices, EstimateOptions(max_cost_usd=3)
     )
     document = orjson.loads(orjson.dumps(estimate.to_dict()))
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert (document["records"], document["shards"], document["method"]) == (4, 1, LOCAL_METHOD)
     assert document["body_bytes"] == shards[0].body_bytes
     assert set(document["cost_usd"]) == {"upper_bound", "expected"}
@@ -245,37 +402,55 @@ def test_the_estimate_document_has_the_figures(prices: PriceTable) -> None:
     assert document["estimated_cost_usd_expected"] == document["cost_usd"]["expected"]["batch"]
     assert document["max_cost_usd"] == 3
     assert document["price_sources"] == list(prices.sources)
+    assert document["prices"]["as_of"] == prices.as_of
+    assert document["prices"]["source"] == prices.source
+    assert document["basis"]["kind"] == "default"
+    assert document["budget_basis"] == "expected"
+    assert set(document["inputs"]) >= {"cache_hit_rate", "input_ratio", "answered_batch_fraction"}
 
 
 # --- budget ------------------------------------------------------------------------------------------
 
 
-def budgeted(prices: PriceTable, budget: float | None) -> object:
+def budgeted(prices: PriceTable, budget: float | None, basis: str = "expected") -> CostEstimate:
     template = RequestTemplate(model="claude-sonnet-4-6", max_tokens=1000)
     shards = shards_of(rendered(template, 1000))
-    return estimate_cost(
-        shards, TokenRate(0.25, 0, LOCAL_METHOD, 0), template, prices, EstimateOptions(max_cost_usd=budget)
-    )
+    options = EstimateOptions(max_cost_usd=budget, budget_basis=basis, expected_output_tokens=100)
+    return estimate_cost(shards, TokenRate(0.25, 0, LOCAL_METHOD, 0), template, prices, options)
 
 
-def test_a_run_over_budget_fails_with_the_figures(prices: PriceTable) -> None:
-    estimate = budgeted(prices, 1.0)
-    assert estimate.upper_batch_usd > 1.0  # 1,000,000 output tokens at $7.50/M alone
+def test_a_budget_between_expected_and_upper_is_honoured_per_basis(prices: PriceTable) -> None:
+    figures = budgeted(prices, None)
+    between = (figures.expected_batch_usd + figures.upper_batch_usd) / 2
+    assert figures.expected_batch_usd < between < figures.upper_batch_usd
+    check_budget(budgeted(prices, between, "expected"))  # passes: the expected figure is under it
     with pytest.raises(BudgetExceededError) as raised:
-        check_budget(estimate)
+        check_budget(budgeted(prices, between, "upper"))
     message = str(raised.value)
-    assert f"${estimate.upper_batch_usd:,.2f}" in message
-    assert "max_cost_usd=$1.00" in message
+    assert f"upper cost is ${figures.upper_batch_usd:,.2f}" in message
+    assert f"expected ${figures.expected_batch_usd:,.2f} (from expected_output_tokens)" in message
+    assert "budget_basis='upper'" in message
+    assert "output up to max_tokens instead of the expected output" in message  # what drives the gap
     assert "1,000 requests" in message
-    assert "1,000,000 output tokens" in message
     assert "Nothing was submitted" in message
     assert "Raise max_cost_usd" in message
+
+
+def test_a_run_over_budget_on_the_expected_basis_fails_with_both_figures(prices: PriceTable) -> None:
+    estimate = budgeted(prices, 0.5)
+    assert estimate.expected_batch_usd > 0.5
+    with pytest.raises(BudgetExceededError) as raised:
+        check_budget(estimate)
+    assert f"expected cost is ${estimate.expected_batch_usd:,.2f}, over max_cost_usd=$0.50" in str(
+        raised.value
+    )
+    assert f"upper bound ${estimate.upper_batch_usd:,.2f}" in str(raised.value)
 
 
 def test_a_run_within_budget_passes(prices: PriceTable) -> None:
     estimate = budgeted(prices, None)
     check_budget(estimate)
-    check_budget(budgeted(prices, math.ceil(estimate.upper_batch_usd)))
+    check_budget(budgeted(prices, math.ceil(estimate.upper_batch_usd), "upper"))
 
 
 @pytest.mark.parametrize(
@@ -286,6 +461,7 @@ def test_a_run_within_budget_passes(prices: PriceTable) -> None:
         ({"max_cost_usd": "ten"}, "number of US dollars"),
         ({"expected_output_tokens": -5}, "expected_output_tokens"),
         ({"sample_size": 0}, "sample_size"),
+        ({"budget_basis": "median"}, "budget_basis must be 'expected' or 'upper'"),
     ],
 )
 def test_bad_estimate_options_are_input_errors(options: dict, problem: str) -> None:

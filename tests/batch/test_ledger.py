@@ -138,7 +138,7 @@ def test_dispositions_add_up_and_money_comes_from_usage(folder: RunFolder) -> No
     assert (money.estimated_upper_usd, money.estimated_expected_usd) == (0.5, 0.1)
 
     stored = orjson.loads(Path(str(folder.manifest)).read_bytes())
-    assert stored["schema_version"] == 1
+    assert stored["schema_version"] == 2
     assert stored["dispositions"] == manifest.dispositions
 
 
@@ -255,3 +255,24 @@ def test_a_dry_run_reports_its_estimate_and_that_nothing_was_submitted(folder: R
     assert "dry run" in manifest.warnings[0]
     assert manifest.reconciled is False  # nothing accounts for the 5 records: they were never sent
     assert read_rows(folder.pending) == []
+
+
+def test_the_money_uses_the_prices_frozen_into_the_run_not_those_loaded_later(folder: RunFolder) -> None:
+    two_round_run(folder)
+    estimate = orjson.loads(Path(str(folder.estimate)).read_bytes())
+    write_json(folder.estimate, {**estimate, "prices": PRICES.to_document()})
+    dearer = PRICES.overlay(
+        {"as_of": "2030-01-01", "models": {MODEL: {"input": 30.0, "output": 150.0}}}, "later"
+    )
+
+    manifest, _ = write_ledger(folder, prices=dearer, max_rounds=3)
+
+    assert manifest.money.batch_usd == pytest.approx(billed_costs(folder), abs=1e-6)
+    assert manifest.prices["as_of"] == PRICES.as_of
+    assert "later" not in manifest.price_sources
+    assert manifest.cache_hit_rate == round(5000 / 7000, 4)
+    assert manifest.estimate["estimated_cost_usd_upper"] == 0.5
+    # Without frozen prices (a run built before they were frozen), the loaded ones are used.
+    write_json(folder.estimate, estimate)
+    again, _ = write_ledger(folder, prices=dearer, max_rounds=3)
+    assert again.money.batch_usd == pytest.approx(10 * manifest.money.batch_usd, abs=1e-6)

@@ -24,6 +24,7 @@ def prices(monkeypatch: pytest.MonkeyPatch) -> PriceTable:
         ("claude-opus-4-5", 2.50, 12.50),
         ("claude-opus-4-6", 2.50, 12.50),
         ("claude-opus-4-7", 2.50, 12.50),
+        ("claude-opus-5", 2.50, 12.50),
         ("claude-opus-4-8", 2.50, 12.50),
         ("claude-sonnet-4", 1.50, 7.50),
         ("claude-sonnet-4-5", 1.50, 7.50),
@@ -34,10 +35,14 @@ def prices(monkeypatch: pytest.MonkeyPatch) -> PriceTable:
 def test_batch_prices_per_million_tokens_are_half_the_standard_ones(
     prices: PriceTable, model: str, batch_input: float, batch_output: float
 ) -> None:
-    assert prices.cost_usd(model, {"input_tokens": MILLION}) == pytest.approx(batch_input)
-    assert prices.cost_usd(model, {"output_tokens": MILLION}) == pytest.approx(batch_output)
-    assert prices.cost_usd(model, {"input_tokens": MILLION}, batch=False) == pytest.approx(2 * batch_input)
-    assert prices.cost_usd(model, {"output_tokens": MILLION}, batch=False) == pytest.approx(2 * batch_output)
+    # Per request of 100,000 tokens, below every prompt-length tier; ten of them make a million.
+    tenth = MILLION // 10
+    assert 10 * prices.cost_usd(model, {"input_tokens": tenth}) == pytest.approx(batch_input)
+    assert 10 * prices.cost_usd(model, {"output_tokens": tenth}) == pytest.approx(batch_output)
+    assert 10 * prices.cost_usd(model, {"input_tokens": tenth}, batch=False) == pytest.approx(2 * batch_input)
+    assert 10 * prices.cost_usd(model, {"output_tokens": tenth}, batch=False) == pytest.approx(
+        2 * batch_output
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,3 +207,63 @@ def test_a_broken_prices_file_is_an_input_error(tmp_path: Path, content: str, pr
 def test_a_missing_prices_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read the prices file"):
         PriceTable.load(tmp_path / "absent.json")
+
+
+# --- provenance, tiers, multipliers, freezing ------------------------------------------------------
+
+
+def test_the_shipped_prices_say_when_and_where_they_were_read_and_what_they_leave_out(
+    prices: PriceTable,
+) -> None:
+    assert len(prices.as_of or "") == 10
+    assert (prices.source or "").startswith("https://platform.claude.com/")
+    assert any("web search" in item for item in prices.not_modelled)
+
+
+def test_a_long_prompt_on_a_tiered_model_is_priced_at_its_tier(prices: PriceTable) -> None:
+    short = {"input_tokens": 200_000, "output_tokens": 1_000}
+    long = {"input_tokens": 150_000, "cache_read_input_tokens": 50_001, "output_tokens": 1_000}
+    assert prices.cost_usd("claude-sonnet-4-5", short, batch=False) == pytest.approx(0.6 + 0.015)
+    # Above 200,000 input tokens (cache reads included): $6 / $22.50, the cache read at 0.1 of $6.
+    expected = (150_000 * 6.0 + 50_001 * 0.6 + 1_000 * 22.5) / MILLION
+    assert prices.cost_usd("claude-sonnet-4-5", long, batch=False) == pytest.approx(expected)
+    # Sonnet 4.6 has no long-context tier.
+    assert prices.cost_usd("claude-sonnet-4-6", long, batch=False) == pytest.approx(
+        (150_000 * 3.0 + 50_001 * 0.3 + 1_000 * 15.0) / MILLION
+    )
+
+
+def test_us_only_inference_costs_more_on_the_models_it_applies_to(prices: PriceTable) -> None:
+    usage = {"input_tokens": 1_000, "output_tokens": 100}
+    for model, factor in (("claude-sonnet-4-6", 1.1), ("claude-opus-4-8", 1.1), ("claude-haiku-4-5", 1.0)):
+        plain = prices.cost_usd(model, usage)
+        assert prices.cost_usd(model, {**usage, "inference_geo": "us"}) == pytest.approx(factor * plain)
+        assert prices.cost_usd(model, {**usage, "inference_geo": "global"}) == pytest.approx(plain)
+
+
+def test_an_override_can_replace_any_part_and_the_table_freezes_whole(
+    prices: PriceTable, tmp_path: Path
+) -> None:
+    override = tmp_path / "mine.json"
+    override.write_text(
+        json.dumps(
+            {
+                "as_of": "2027-01-01",
+                "source": "our contract",
+                "models": {
+                    "claude-haiku-4-5": {"input": 0.8, "output": 4.0, "cache_multipliers": {"read": 0.05}}
+                },
+                "multipliers": {"inference_geo": {"us": {"factor": 1.2, "models": ["claude-haiku-4-5"]}}},
+            }
+        )
+    )
+    table = PriceTable.load(str(override))
+    assert (table.as_of, table.source) == ("2027-01-01", "our contract")
+    assert table.cache_multipliers("claude-haiku-4-5").read == 0.05
+    assert table.cache_multipliers("claude-sonnet-4-6").read == 0.1
+    assert table.factor("claude-haiku-4-5", {"inference_geo": "us"}) == 1.2
+    frozen = PriceTable.from_document(json.loads(json.dumps(table.to_document())), "frozen")
+    usage = {"input_tokens": 300_000, "cache_read_input_tokens": 7_000, "output_tokens": 500}
+    for model in ("claude-haiku-4-5", "claude-sonnet-4", "claude-opus-4-8"):
+        for extra in ({}, {"inference_geo": "us"}):
+            assert frozen.cost_usd(model, {**usage, **extra}) == table.cost_usd(model, {**usage, **extra})

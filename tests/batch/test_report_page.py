@@ -136,3 +136,50 @@ def test_an_unreconciled_run_says_so_with_its_notes() -> None:
     text = " ".join(parse(render_report(broken)).text)
     assert "Not reconciled" in text
     assert "round 0: 3 requests but 2 rows" in text
+
+
+def test_the_estimate_stands_beside_the_actual_with_the_hit_rate_and_earlier_runs() -> None:
+    import dataclasses
+
+    from airflow_claude_batch.batch.cost_history import RunCost
+    from airflow_claude_batch.batch.pricing import TokenTotals
+
+    run = dataclasses.replace(
+        manifest(),
+        cache_hit_rate=0.8123,
+        estimate={
+            "basis": {"kind": "history", "runs": 2},
+            "inputs": {"cache_hit_rate": 0.75},
+            "budget_basis": "upper",
+        },
+        prices={
+            "as_of": "2026-12-02",
+            "source": "https://example.test/pricing",
+            "not_modelled": ["fast mode"],
+        },
+    )
+    earlier = RunCost(
+        "scheduled__2026-11-01",
+        "2026-11-01T18:00:00+00:00",
+        1000,
+        990,
+        10,
+        TokenTotals(1, 2, 0, 10, 90),
+        5000,
+        0.41,
+        1.2,
+        0.4321,
+    )
+    page = render_report(run, history=[earlier])
+
+    assert "estimate (expected)" in page
+    assert "estimate (upper)" in page
+    assert "$0.9000 (learned from 2 earlier run(s))" in page
+    assert "75.0 % / 81.2 %" in page  # expected / actual hit rate
+    assert "against the upper figure" in page
+    assert "Cost per run of this pipeline" in page
+    assert "scheduled__2026-11-01" in page
+    assert "$0.4321" in page
+    assert "90.0 %" in page  # the earlier run's hit rate: 90 reads of 100 cached tokens
+    assert "as of 2026-12-02" in page
+    assert "fast mode" in page

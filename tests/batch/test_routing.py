@@ -315,3 +315,51 @@ def test_custom_id_is_read_from_the_line_start_or_parsed_when_keys_are_reordered
     assert custom_id_of_line(b'{"params":{"custom_id":"inner"},"custom_id":"outer"}') == "outer"
     with pytest.raises(InputError, match="no custom_id"):
         custom_id_of_line(b'{"params":{}}')
+
+
+def _emulated_line(custom_id: str, **params: Any) -> dict[str, Any]:
+    """A succeeded line as the emulator renders it for these params (its real answer shapes)."""
+    import orjson
+
+    from airflow_claude_batch.batch.models import get_model
+    from airflow_claude_batch.emulator.digests import digest_request, message
+
+    params = {
+        "model": MODEL,
+        "max_tokens": 2048,
+        "messages": [{"role": "user", "content": "refund me"}],
+        **params,
+    }
+    digest = digest_request(custom_id, params, get_model(MODEL))
+    answer = orjson.loads(orjson.dumps(message("msg_x", digest, None, "batch")))
+    return {"custom_id": custom_id, "result": {"type": "succeeded", "message": answer}}
+
+
+def test_thinking_blocks_are_left_out_of_the_text_and_the_parsed_value():
+    system = "You sort support tickets.\nLabels: billing, bug, other\n"
+    line = _emulated_line("t", system=system, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert [block["type"] for block in line["result"]["message"]["content"]] == ["thinking", "text"]
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    outcome, row, tokens = route_line(line, pricer=PRICER, validator=OutputValidator(output_schema=schema))
+    assert outcome == "succeeded"
+    assert row["parsed"]["label"] == "billing"
+    assert "thinking" not in row["text"]
+    assert tokens.output == line["result"]["message"]["usage"]["output_tokens"]
+
+
+def test_a_tool_call_answer_routes_with_empty_text():
+    tool = {
+        "name": "classify",
+        "input_schema": {"type": "object", "properties": {"label": {"type": "string"}}},
+    }
+    line = _emulated_line("t", tools=[tool], tool_choice={"type": "any"})
+    assert line["result"]["message"]["stop_reason"] == "tool_use"
+    outcome, row, _ = route_line(line, pricer=PRICER, validator=None)
+    assert (outcome, row["text"], row["stop_reason"]) == ("succeeded", "", "tool_use")
+    # A parser expecting text finds none: the answer is invalid output, billed, never lost.
+    outcome, row, tokens = route_line(
+        line, pricer=PRICER, validator=OutputValidator(output_schema={"type": "object"})
+    )
+    assert outcome == "invalid_output"
+    assert tokens is not None
+    assert row["cost_usd"] > 0

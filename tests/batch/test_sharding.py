@@ -173,10 +173,10 @@ def test_tallies_by_model_for_the_estimate(tmp_path: Path) -> None:
         {"id": "o", "text": "x"}, "l:1"
     )
     shard = write(tmp_path, [*haiku, opus], ShardLimits())[0]
-    assert shard.groups[("claude-haiku-4-5", False)].requests == 3
-    assert shard.groups[("claude-haiku-4-5", False)].max_tokens == 48
-    assert shard.groups[("claude-haiku-4-5", False)].request_bytes == sum(r.size for r in haiku)
-    assert shard.groups[("claude-opus-4-6", False)].max_tokens == 100
+    assert shard.groups[("claude-haiku-4-5", None, None)].requests == 3
+    assert shard.groups[("claude-haiku-4-5", None, None)].max_tokens == 48
+    assert shard.groups[("claude-haiku-4-5", None, None)].request_bytes == sum(r.size for r in haiku)
+    assert shard.groups[("claude-opus-4-6", None, None)].max_tokens == 100
 
 
 def test_an_unwritable_storage_path_names_it(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_requeued_lines_are_written_unchanged(tmp_path: Path) -> None:
         for n, item in enumerate(original[1:], start=2):
             writer.add_line(item.line, f"round-0/shard-00000.requests.jsonl:{n}")
     assert Path(str(writer.shards[0].path)).read_bytes() == b"".join(r.line for r in original)
-    assert writer.shards[0].groups[("claude-haiku-4-5", False)].max_tokens == 48
+    assert writer.shards[0].groups[("claude-haiku-4-5", None, None)].max_tokens == 48
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,7 @@ def test_sweep_is_monthly_with_catchup_over_the_bundled_months(sweep: ModuleType
         ("requeue_rounds", 3),
         ("dry_run", "yes"),
         ("model", ""),
+        ("budget_basis", "median"),
     ],
 )
 def test_the_trigger_form_rejects_bad_values(nightly: ModuleType, name: str, value: object) -> None:
@@ -137,10 +138,23 @@ def test_the_trigger_form_documents_every_field(nightly: ModuleType, sweep: Modu
             assert param.schema.get("title"), f"{dag.dag_id}: {name} has no title"
             assert len(param.description or "") > 20, f"{dag.dag_id}: {name} has no description"
             assert "type" in param.schema, f"{dag.dag_id}: {name} has no type"
-    expected = {"input_path", "model", "max_tokens", "max_cost_usd", "requeue_rounds", "dry_run"}
-    assert set(nightly.dag.params) == {*expected, "on_input_change"}
+    expected = {
+        "input_path",
+        "model",
+        "max_tokens",
+        "max_cost_usd",
+        "budget_basis",
+        "requeue_rounds",
+        "dry_run",
+        "on_input_change",
+    }
+    assert set(nightly.dag.params) == expected
     for dag in (nightly.dag, sweep.dag):
         assert dag.params.get_param("on_input_change").schema["enum"] == ["fail", "keep", "add_new"]
+        assert dag.params["budget_basis"] == "expected"
+        assert dag.task_dict[f"{next(iter(dag.task_group.children))}.build"].budget_basis == (
+            "{{ params.budget_basis }}"
+        )
 
 
 def test_the_classifier_prompt_names_the_dag_labels_and_is_long_enough_to_cache(nightly: ModuleType) -> None:

@@ -63,6 +63,11 @@ def test_demo_summary_matches_the_manifest_and_the_labels_file(
     assert synchronous == round(manifest["money"]["synchronous_equivalent_usd"], 4)
     assert saved == round(manifest["money"]["savings_usd"], 4)
     assert 0 < actual < synchronous
+    expected, upper = money(fields["estimate"])
+    assert expected == round(manifest["money"]["estimated_expected_usd"], 4)
+    assert upper == round(manifest["money"]["estimated_upper_usd"], 4)
+    assert "no earlier run: defaults" in fields["estimate"]
+    assert f"cache hit rate {100 * manifest['cache_hit_rate']:.1f} %" in fields["estimate"]
 
     labels_file = Path(fields["output"])
     assert str(labels_file) == manifest["files"]["output"].removeprefix("file://")

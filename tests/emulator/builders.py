@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -31,13 +32,13 @@ def headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
 
 
-def post_batch(handle: Any, body: Any) -> httpx.Response:
+def post_batch(handle: Any, body: Any, version: str = ANTHROPIC_VERSION) -> httpx.Response:
     """POST a create body (a dict, or raw bytes as they are) to the emulator of ``handle``."""
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return handle.client.post(
         f"{handle.base_url}/v1/messages/batches",
         content=content,
-        headers=headers(handle.api_key),
+        headers={**headers(handle.api_key), "anthropic-version": version},
         timeout=120,
     )
 
@@ -66,3 +67,13 @@ def assert_error(response: httpx.Response, status: int, error_type: str) -> dict
     assert body["request_id"].startswith("req_")
     assert response.headers["request-id"] == body["request_id"]
     return body["error"]
+
+
+def wait_ended(handle: Any, batch_id: str) -> dict[str, Any]:
+    """Poll a batch (plain httpx) until it has ended and return it; fail after 200 polls."""
+    for _ in range(200):
+        batch = api_call(handle, "GET", f"/v1/messages/batches/{batch_id}").json()
+        if batch["processing_status"] == "ended":
+            return batch
+        time.sleep(0.01)
+    raise AssertionError(f"batch {batch_id} did not end")

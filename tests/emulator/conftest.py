@@ -32,9 +32,16 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-# One request per second after a 2 s start delay; a 100 s window; cancels take 5 s.
+# One request per second after a 2 s start delay; a 100 s window; cancels take 5 s; every live cache
+# entry is read (the hit rate has tests of its own).
 CLOCKED_CONFIG = EmulatorConfig(
-    api_key=CLOCKED_KEY, speed=1.0, start_delay=2.0, window_seconds=100.0, cancel_seconds=5.0, seed=7
+    api_key=CLOCKED_KEY,
+    speed=1.0,
+    start_delay=2.0,
+    window_seconds=100.0,
+    cancel_seconds=5.0,
+    seed=7,
+    cache_hit_rate=1.0,
 )
 
 

@@ -6,7 +6,8 @@ import anthropic
 import orjson
 import pytest
 
-from airflow_claude_batch.emulator import EmulatorConfig, EmulatorServer, answers
+from airflow_claude_batch.batch.models import get_model
+from airflow_claude_batch.emulator import EmulatorConfig, EmulatorServer, answers, digests
 from tests.emulator.builders import request, requests
 
 CLASSIFIER_SYSTEM = (
@@ -78,13 +79,21 @@ def test_other_prompts_get_a_short_text_from_the_user_turn():
 
 def test_usage_estimates_input_from_characters_and_caps_output():
     params = request("a", text="x" * 400, system="y" * 100, max_tokens=3)["params"]
-    digest = answers.digest_request("a", params, cache_min_tokens=1024)
+    haiku = get_model("claude-haiku-4-5")
+    digest = digests.digest_request("a", params, haiku)
     assert digest.input_tokens == 125
-    assert answers.count_input_tokens(params) == 125
-    text, output_tokens, stop_reason = answers.cut_to_max_tokens(digest.answer, digest.max_tokens)
-    assert stop_reason == "max_tokens"
-    assert output_tokens == 3
-    assert len(text) == 12
+    assert digests.count_input_tokens(params, haiku) == 125
+    (block,) = digest.reply.blocks()
+    assert digest.reply.stop_reason == "max_tokens"
+    assert digest.reply.output_tokens == 3
+    assert len(block["text"]) == 12
+
+
+def test_tokens_follow_the_model_tokenizer():
+    params = request("a", text="x" * 400, system="y" * 100, model="claude-opus-4-7")["params"]
+    newer = digests.count_input_tokens(params, get_model("claude-opus-4-7"))
+    assert newer == 167  # 3 characters a token: the newer tokenizer makes more tokens of the same text
+    assert newer > digests.count_input_tokens(params, get_model("claude-haiku-4-5"))
 
 
 def test_max_tokens_cut_shows_in_the_result(sdk):
@@ -101,7 +110,11 @@ def test_max_tokens_cut_shows_in_the_result(sdk):
     assert message.content[0].text == '{"label"'
 
 
-def _cached_system(ttl: str | None = None, chars: int = 5000) -> list[dict]:
+# Above Haiku 4.5's minimum cacheable length (4,096 tokens at 4 characters a token).
+CACHED_CHARS = 20_000
+
+
+def _cached_system(ttl: str | None = None, chars: int = CACHED_CHARS) -> list[dict]:
     control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
     return [{"type": "text", "text": CLASSIFIER_SYSTEM + "z" * chars, "cache_control": control}]
 
@@ -114,7 +127,7 @@ def _usages(client: anthropic.Anthropic, clock, batch_requests: list[dict]) -> l
 
 def test_cached_prefix_is_written_once_then_read(clocked_client, clock):
     system = _cached_system()
-    prefix_tokens = answers.estimate_tokens(len(system[0]["text"]))
+    prefix_tokens = get_model("claude-haiku-4-5").estimate_tokens(len(system[0]["text"]))
     usages = _usages(clocked_client, clock, requests(5, system=system))
     writes = [usage for usage in usages if usage.cache_creation_input_tokens]
     reads = [usage for usage in usages if usage.cache_read_input_tokens]
@@ -144,11 +157,15 @@ def test_one_hour_ttl_is_reported_as_such(clocked_client, clock):
     assert all(usage.cache_read_input_tokens for usage in again)
 
 
-def test_prefix_below_1024_tokens_is_not_cached(clocked_client, clock):
-    usages = _usages(clocked_client, clock, requests(3, system=_cached_system(chars=1000)))
+def test_prefix_below_the_model_minimum_is_not_cached(clocked_client, clock):
+    # About 2,500 tokens: under Haiku 4.5's 4,096-token minimum, over Sonnet 4.6's 1,024.
+    system = _cached_system(chars=10_000)
+    usages = _usages(clocked_client, clock, requests(3, system=system))
     assert all(usage.cache_creation_input_tokens == 0 for usage in usages)
     assert all(usage.cache_read_input_tokens == 0 for usage in usages)
-    assert all(usage.input_tokens > 250 for usage in usages)
+    assert all(usage.input_tokens > 2500 for usage in usages)
+    sonnet = _usages(clocked_client, clock, requests(3, system=system, model="claude-sonnet-4-6"))
+    assert _writes(sonnet) == 1
 
 
 def _writes(usages: list) -> int:
@@ -157,7 +174,7 @@ def _writes(usages: list) -> int:
 
 def test_cache_is_per_api_key(clock):
     system = _cached_system()
-    with EmulatorServer(EmulatorConfig(api_key=None, speed=1.0), clock=clock) as server:
+    with EmulatorServer(EmulatorConfig(api_key=None, speed=1.0, cache_hit_rate=1.0), clock=clock) as server:
         first, second = (
             anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
             for key in ("first-key", "second-key")

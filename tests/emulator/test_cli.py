@@ -38,12 +38,27 @@ def test_defaults_listen_on_loopback_with_a_full_window():
     assert config.window_seconds == 86400.0
     assert config.api_key is None
     assert config.speed >= 1000
+    # No limits unless asked; cache hits inside the 30-98 % the batch docs give.
+    assert (config.queue_limit, config.rpm_limit) == (None, None)
+    assert 0.3 <= config.cache_hit_rate < 0.98
+
+
+def test_limit_and_cache_flags_become_the_config():
+    args = build_parser().parse_args(
+        ["--cache-hit-rate", "0.5", "--queue-limit", "1000", "--rpm-limit", "50", "--models-file", "m.json"]
+    )
+    config = config_from_args(args)
+    assert (config.cache_hit_rate, config.queue_limit, config.rpm_limit) == (0.5, 1000, 50)
+    assert config.models_file == "m.json"
 
 
 def test_invalid_flag_values_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         main(["--error-rate", "2"])
     assert "error_rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--rpm-limit", "0"])
+    assert "rpm_limit" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -9,12 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_claude_batch.emulator.config import EmulatorConfig
-from airflow_claude_batch.emulator.engine import Engine
+from airflow_claude_batch.emulator.engine import Engine, workspace_of
 from airflow_claude_batch.emulator.faults import BatchFaults
 from tests.emulator.builders import requests
 from tests.emulator.conftest import ManualClock
 
 BASE_URL = "http://emulator.test/"
+WORKSPACE = workspace_of("key")
 
 
 def _body(count: int) -> bytes:
@@ -44,17 +45,17 @@ def test_every_request_ends_exactly_once_and_counts_add_up(
     batch_id = engine.create(_body(count), "key", BASE_URL, lambda: faults)["id"]
     if cancel_after is not None:
         clock.advance(cancel_after)
-        engine.cancel(batch_id, BASE_URL)
+        engine.cancel(batch_id, BASE_URL, WORKSPACE)
     clock.advance(window + 1.0)
 
-    batch = engine.retrieve(batch_id, BASE_URL)
+    batch = engine.retrieve(batch_id, BASE_URL, WORKSPACE)
     assert batch["processing_status"] == "ended"
     counts = batch["request_counts"]
     assert sum(counts.values()) == count
     assert counts["processing"] == 0
     assert batch["ended_at"] <= batch["expires_at"]
 
-    lines = [orjson.loads(line) for line in engine.results(batch_id).splitlines()]
+    lines = [orjson.loads(line) for line in engine.results(batch_id, WORKSPACE).splitlines()]
     assert sorted(line["custom_id"] for line in lines) == sorted(f"r{index}" for index in range(count))
     outcomes = Counter(line["result"]["type"] for line in lines)
     assert {name: counts[name] for name in outcomes} == dict(outcomes)
@@ -72,7 +73,7 @@ def test_paging_visits_every_batch_once_in_both_directions(total, limit):
 
     seen_forward, after_id = [], None
     while True:
-        page = engine.list_batches(BASE_URL, limit=limit, after_id=after_id)
+        page = engine.list_batches(BASE_URL, WORKSPACE, limit=limit, after_id=after_id)
         seen_forward += [batch["id"] for batch in page["data"]]
         if not page["has_more"]:
             break
@@ -82,7 +83,7 @@ def test_paging_visits_every_batch_once_in_both_directions(total, limit):
     if created:
         seen_backward, before_id = [], created[0]
         while True:
-            page = engine.list_batches(BASE_URL, limit=limit, before_id=before_id)
+            page = engine.list_batches(BASE_URL, WORKSPACE, limit=limit, before_id=before_id)
             seen_backward = [batch["id"] for batch in page["data"]] + seen_backward
             if not page["has_more"]:
                 break

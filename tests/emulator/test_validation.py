@@ -143,7 +143,7 @@ def test_body_over_the_real_byte_limit_is_too_large(emulator):
     assert emulator.stats()["last_create_body_bytes"] == size
 
 
-def test_unknown_model_is_accepted_then_errored(emulator):
+def test_unknown_model_is_accepted_then_errored_as_not_found(emulator):
     body = {"requests": [request("good"), request("bad", model="gpt-4o")]}
     response = post_batch(emulator, body)
     assert response.status_code == 200, response.text
@@ -157,8 +157,7 @@ def test_unknown_model_is_accepted_then_errored(emulator):
     by_id = {line["custom_id"]: line["result"] for line in result_lines(emulator, batch_id)}
     assert by_id["bad"]["type"] == "errored"
     assert by_id["bad"]["error"]["type"] == "error"
-    assert by_id["bad"]["error"]["error"]["type"] == "invalid_request_error"
-    assert "gpt-4o" in by_id["bad"]["error"]["error"]["message"]
+    assert by_id["bad"]["error"]["error"] == {"type": "not_found_error", "message": "model: gpt-4o"}
     assert by_id["bad"]["error"]["request_id"].startswith("req_")
 
 

@@ -122,7 +122,11 @@ def test_build_on_local_storage_counts_tokens_with_the_connection_and_maps_shard
     assert estimate["method"].startswith("count_tokens on a sample of 7")
     assert emulator.stats()["count_tokens"] == 7 + 2
     assert estimate["max_cost_usd"] == 5
-    assert estimate["cache_ttl"] == "1h"
+    # A one-line system prompt is far under Haiku 4.5's minimum cacheable length: priced as plain input.
+    assert estimate["cache_ttl"] is None
+    assert any("under the model's minimum of 4,096" in warning for warning in estimate["warnings"])
+    assert estimate["basis"]["kind"] == "user"
+    assert estimate["prices"]["as_of"]
     assert estimate["records"] == 7
     assert emulator.stats()["batches_created"] == 0
 

@@ -32,6 +32,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.batch.models import get_model
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.emulator.answers import summarise
@@ -146,7 +147,7 @@ def test_a_whole_dag_run_writes_the_key_nowhere_and_logs_no_prompt_or_output(
         f"Please summarise the note about heron colony number {n} near the old mill for the {prompt_token}"
         for n in range(RECORDS)
     ]
-    answers = [summarise(text) for text in texts]
+    answers = [summarise(text, get_model("claude-haiku-4-5").id) for text in texts]
     source = write_jsonl(
         tmp_path / "in" / "notes.jsonl", [{"id": f"n-{n}", "text": t} for n, t in enumerate(texts)]
     )

@@ -1,0 +1,157 @@
+"""The content of an answer, shaped as the API shapes it for the request's params.
+
+- ``tool_choice`` of type ``tool`` or ``any`` gives one ``tool_use`` block (no text) whose ``input``
+  is generated from the tool's ``input_schema``, and ``stop_reason: "tool_use"``;
+- ``thinking`` (``enabled`` or ``adaptive``) puts a ``thinking`` block with a ``signature`` first
+  (empty thinking text when ``display`` is ``"omitted"``);
+- ``output_config.format`` (JSON schema) makes the text a JSON document valid against the schema;
+- otherwise the text is the emulator's answer to the prompt (:mod:`.answers`);
+- a ``stop_sequences`` entry found in the text cuts it there (``stop_reason: "stop_sequence"``);
+- ``max_tokens`` cuts the answer (thinking first, then text; a tool call that does not fit is left
+  out), with ``stop_reason: "max_tokens"``.
+
+Everything is a function of the params and the model, so the same request always gets the same answer,
+and another model or prompt gets another.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from airflow_claude_batch.batch.models import ModelSpec
+from airflow_claude_batch.emulator.answers import answer_text, last_user_text, system_text
+from airflow_claude_batch.emulator.ids import derived_id
+from airflow_claude_batch.emulator.schema_values import value_for_schema
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer's content and how it stopped.
+
+    :param content: the content blocks, serialised as JSON (kept as bytes: a batch holds many).
+    :param stop_reason: ``end_turn``, ``tool_use``, ``stop_sequence`` or ``max_tokens``.
+    :param stop_sequence: the stop sequence met, or ``None``.
+    :param output_tokens: tokens of the answer as returned (thinking included).
+    """
+
+    content: bytes
+    stop_reason: str
+    stop_sequence: str | None
+    output_tokens: int
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """Return the content blocks as dicts."""
+        return orjson.loads(self.content)
+
+
+def build_reply(params: Mapping[str, Any], spec: ModelSpec) -> Reply:
+    """Return the answer to valid Messages ``params`` from model ``spec``.
+
+    :param params: the request's params, already checked by ``request_checks.check_request``.
+    :param spec: the model the request names.
+    """
+    system = system_text(params)
+    user = last_user_text(params)
+    seed = f"{spec.id}\x1f{system}\x1f{user}"
+    base = answer_text(system, user, spec.id)
+    hint = _json_object(base)
+    blocks: list[dict[str, Any]] = []
+    budget = params["max_tokens"]
+    thinking = params.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
+        text = f"The request asks: {_head(user)}. Answering from the system prompt's instructions."
+        shown = "" if thinking.get("display") == "omitted" else text
+        tokens = spec.estimate_tokens(len(text))
+        if tokens > budget:
+            shown = shown[: spec.chars_for_tokens(budget)]
+            tokens = budget
+        signature = base64.b64encode(hashlib.blake2b(f"{seed}\x1f{text}".encode()).digest()).decode()
+        blocks.append({"type": "thinking", "thinking": shown, "signature": signature})
+        budget -= tokens
+    used = params["max_tokens"] - budget
+    forced = _forced_tool(params)
+    if forced is not None:
+        return _tool_reply(blocks, forced, seed, hint, spec, budget, used)
+    output_format = (params.get("output_config") or {}).get("format")
+    if isinstance(output_format, Mapping) and output_format.get("type") == "json_schema":
+        text = orjson.dumps(value_for_schema(output_format["schema"], seed, hint)).decode()
+    else:
+        text = base
+    return _text_reply(blocks, text, params.get("stop_sequences") or (), spec, budget, used)
+
+
+def _head(text: str, words: int = 12) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "") or "(empty prompt)"
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _forced_tool(params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    choice = params.get("tool_choice")
+    if not isinstance(choice, Mapping) or choice.get("type") not in ("tool", "any"):
+        return None
+    tools = [tool for tool in params.get("tools") or () if isinstance(tool, Mapping)]
+    if choice["type"] == "tool":
+        return next((tool for tool in tools if tool.get("name") == choice.get("name")), None)
+    custom = [tool for tool in tools if tool.get("type", "custom") == "custom"]
+    return (custom or tools or [None])[0]
+
+
+def _tool_reply(
+    blocks: list[dict[str, Any]],
+    tool: Mapping[str, Any],
+    seed: str,
+    hint: dict[str, Any] | None,
+    spec: ModelSpec,
+    budget: int,
+    used: int,
+) -> Reply:
+    schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), Mapping) else {"type": "object"}
+    tool_input = value_for_schema(schema, seed, hint)
+    if not isinstance(tool_input, dict):
+        tool_input = {}
+    name = str(tool.get("name") or "tool")
+    call = {"type": "tool_use", "id": derived_id("toolu_", seed), "name": name, "input": tool_input}
+    tokens = spec.estimate_tokens(len(orjson.dumps(call)))
+    if tokens > budget:
+        return Reply(orjson.dumps(blocks), "max_tokens", None, max(used + budget, 1))
+    return Reply(orjson.dumps([*blocks, call]), "tool_use", None, max(used + tokens, 1))
+
+
+def _text_reply(
+    blocks: list[dict[str, Any]],
+    text: str,
+    stop_sequences: Any,
+    spec: ModelSpec,
+    budget: int,
+    used: int,
+) -> Reply:
+    stop_reason, stop_sequence = "end_turn", None
+    found = [(text.find(seq), seq) for seq in stop_sequences if isinstance(seq, str) and seq and seq in text]
+    if found:
+        position, stop_sequence = min(found)
+        text, stop_reason = text[:position], "stop_sequence"
+    tokens = spec.estimate_tokens(len(text))
+    if tokens > budget:
+        text, tokens, stop_reason, stop_sequence = (
+            text[: spec.chars_for_tokens(budget)],
+            budget,
+            "max_tokens",
+            None,
+        )
+    if text or not blocks:
+        blocks = [*blocks, {"type": "text", "text": text}]
+    return Reply(orjson.dumps(blocks), stop_reason, stop_sequence, max(used + tokens, 1))

@@ -1,0 +1,86 @@
+"""The API's front door: version and beta headers, workspaces per key, queue and per-minute limits."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from airflow_claude_batch.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator.builders import api_call, assert_error, post_batch, requests
+
+
+@pytest.mark.parametrize("version", ["2023-06-01", "2026-10-21"])
+def test_known_versions_are_accepted(emulator, version):
+    response = api_call(emulator, "GET", "/v1/messages/batches", headers={"anthropic-version": version})
+    assert response.status_code == 200, response.text
+
+
+def test_an_unknown_version_is_refused(emulator):
+    response = api_call(emulator, "GET", "/v1/messages/batches", headers={"anthropic-version": "2099-01-01"})
+    assert "anthropic-version" in assert_error(response, 400, "invalid_request_error")["message"]
+
+
+def test_betas_are_checked_against_the_known_list(emulator):
+    known = {"anthropic-beta": "message-batches-2024-09-24, extended-cache-ttl-2025-04-11"}
+    assert api_call(emulator, "GET", "/v1/messages/batches", headers=known).status_code == 200
+    unknown = {"anthropic-beta": "message-batches-2024-09-24,time-travel-2030-01-01"}
+    error = assert_error(
+        api_call(emulator, "GET", "/v1/messages/batches", headers=unknown), 400, "invalid_request_error"
+    )
+    assert "time-travel-2030-01-01" in error["message"]
+    assert "message-batches" not in error["message"]
+
+
+def test_each_key_sees_only_its_own_batches(clock):
+    with EmulatorServer(EmulatorConfig(api_key=None), clock=clock) as server:
+        first, second = (
+            anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
+            for key in ("key-a", "key-b")
+        )
+        batch = first.messages.batches.create(requests=requests(1))
+        assert [listed.id for listed in first.messages.batches.list()] == [batch.id]
+        assert list(second.messages.batches.list()) == []
+        for call in (
+            second.messages.batches.retrieve,
+            second.messages.batches.cancel,
+            second.messages.batches.delete,
+        ):
+            with pytest.raises(anthropic.NotFoundError):
+                call(batch.id)
+        with pytest.raises(anthropic.NotFoundError):
+            list(second.messages.batches.results(batch.id))
+
+
+def test_the_queue_limit_refuses_a_create_that_would_exceed_it(clock):
+    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=5)
+    with EmulatorServer(config, clock=clock) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
+        client.messages.batches.create(requests=requests(3))
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            client.messages.batches.create(requests=requests(3))
+        assert raised.value.response.headers["retry-after"].isdigit()
+        client.messages.batches.create(requests=requests(2))  # exactly at the limit
+        clock.advance(10.0)  # the batches end and leave the queue
+        client.messages.batches.create(requests=requests(5))
+
+
+def test_the_rpm_limit_counts_every_batch_endpoint(clock):
+    config = EmulatorConfig(api_key="k", rpm_limit=3)
+    with EmulatorServer(config, clock=clock) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
+        batch = client.messages.batches.create(requests=requests(1))
+        client.messages.batches.retrieve(batch.id)
+        clock.advance(20.0)
+        list(client.messages.batches.list())
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            client.messages.batches.retrieve(batch.id)
+        assert raised.value.response.headers["retry-after"] == "40"
+        # The Messages endpoints have limits of their own, not this one.
+        client.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}])
+        clock.advance(40.0)
+        client.messages.batches.retrieve(batch.id)
+
+
+def test_limits_are_off_by_default(emulator):
+    for _ in range(5):
+        assert post_batch(emulator, {"requests": requests(50)}).status_code == 200
