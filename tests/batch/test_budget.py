@@ -32,7 +32,7 @@ SYNC_USD = PRICES.cost_usd(MODEL, usage(100, 10), batch=False)
 
 @pytest.fixture
 def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1")
+    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def a_round_with_three_to_requeue(folder: RunFolder, budget: float, basis: str = "expected") -> list:
