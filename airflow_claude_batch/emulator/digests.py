@@ -61,11 +61,7 @@ def refused(custom_id: str, model: Any, problem: Problem) -> RequestDigest:
 def _block_chars(block: Any) -> int:
     if isinstance(block, str):
         return len(block)
-    if (
-        isinstance(block, Mapping)
-        and block.get("type", "text") == "text"
-        and isinstance(block.get("text"), str)
-    ):
+    if isinstance(block, dict) and block.get("type", "text") == "text" and isinstance(block.get("text"), str):
         return len(block["text"])
     return len(orjson.dumps(block))
 
@@ -78,13 +74,13 @@ def prompt_segments(params: Mapping[str, Any]) -> list[Any]:
         segments.extend(tools)
     segments.extend(content_blocks(params.get("system")))
     for message in params.get("messages") or []:
-        if isinstance(message, Mapping):
+        if isinstance(message, dict):
             segments.extend(content_blocks(message.get("content")))
     return segments
 
 
 def _cache_control(block: Any) -> Mapping[str, Any] | None:
-    if isinstance(block, Mapping) and isinstance(block.get("cache_control"), Mapping):
+    if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
         return block["cache_control"]
     return None
 
@@ -97,7 +93,7 @@ def _breakpoint(params: Mapping[str, Any], segments: list[Any]) -> tuple[int, Ma
         if found is not None:
             index, control = position, found
     automatic = params.get("cache_control")
-    if isinstance(automatic, Mapping) and segments:
+    if isinstance(automatic, dict) and segments:
         index, control = len(segments) - 1, automatic
     return index, control
 

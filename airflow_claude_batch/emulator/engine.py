@@ -342,7 +342,8 @@ class Engine:
         }
 
     def _succeeded(self, batch: Batch, digest: RequestDigest, done_at: float) -> dict[str, Any]:
-        draw = unit(self.config.seed, batch.ordinal, digest.custom_id, "cache")
+        cacheable = digest.cache_key is not None
+        draw = unit(self.config.seed, batch.ordinal, digest.custom_id, "cache") if cacheable else 1.0
         event = self.cache.use(batch.key_id, digest, done_at, draw)
         answer = message(derived_id("msg_", batch.id, digest.custom_id), digest, event, "batch")
         return {"type": "succeeded", "message": answer}

@@ -34,13 +34,14 @@ from airflow_claude_batch.emulator.schema_values import value_for_schema
 class Reply:
     """An answer's content and how it stopped.
 
-    :param content: the content blocks, serialised as JSON (kept as bytes: a batch holds many).
+    :param content: the content blocks, serialised as JSON (a ``str``: orjson's bytes keep a 4 KiB
+        buffer each, and a batch holds up to 100,000 answers).
     :param stop_reason: ``end_turn``, ``tool_use``, ``stop_sequence`` or ``max_tokens``.
     :param stop_sequence: the stop sequence met, or ``None``.
     :param output_tokens: tokens of the answer as returned (thinking included).
     """
 
-    content: bytes
+    content: str
     stop_reason: str
     stop_sequence: str | None
     output_tokens: int
@@ -60,11 +61,10 @@ def build_reply(params: Mapping[str, Any], spec: ModelSpec) -> Reply:
     user = last_user_text(params)
     seed = f"{spec.id}\x1f{system}\x1f{user}"
     base = answer_text(system, user, spec.id)
-    hint = _json_object(base)
     blocks: list[dict[str, Any]] = []
     budget = params["max_tokens"]
     thinking = params.get("thinking")
-    if isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive"):
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
         text = f"The request asks: {_head(user)}. Answering from the system prompt's instructions."
         shown = "" if thinking.get("display") == "omitted" else text
         tokens = spec.estimate_tokens(len(text))
@@ -77,13 +77,17 @@ def build_reply(params: Mapping[str, Any], spec: ModelSpec) -> Reply:
     used = params["max_tokens"] - budget
     forced = _forced_tool(params)
     if forced is not None:
-        return _tool_reply(blocks, forced, seed, hint, spec, budget, used)
+        return _tool_reply(blocks, forced, seed, _json_object(base), spec, budget, used)
     output_format = (params.get("output_config") or {}).get("format")
-    if isinstance(output_format, Mapping) and output_format.get("type") == "json_schema":
-        text = orjson.dumps(value_for_schema(output_format["schema"], seed, hint)).decode()
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        text = orjson.dumps(value_for_schema(output_format["schema"], seed, _json_object(base))).decode()
     else:
         text = base
     return _text_reply(blocks, text, params.get("stop_sequences") or (), spec, budget, used)
+
+
+def _json(blocks: list[dict[str, Any]]) -> str:
+    return orjson.dumps(blocks).decode()
 
 
 def _head(text: str, words: int = 12) -> str:
@@ -101,9 +105,9 @@ def _json_object(text: str) -> dict[str, Any] | None:
 
 def _forced_tool(params: Mapping[str, Any]) -> Mapping[str, Any] | None:
     choice = params.get("tool_choice")
-    if not isinstance(choice, Mapping) or choice.get("type") not in ("tool", "any"):
+    if not isinstance(choice, dict) or choice.get("type") not in ("tool", "any"):
         return None
-    tools = [tool for tool in params.get("tools") or () if isinstance(tool, Mapping)]
+    tools = [tool for tool in params.get("tools") or () if isinstance(tool, dict)]
     if choice["type"] == "tool":
         return next((tool for tool in tools if tool.get("name") == choice.get("name")), None)
     custom = [tool for tool in tools if tool.get("type", "custom") == "custom"]
@@ -119,7 +123,7 @@ def _tool_reply(
     budget: int,
     used: int,
 ) -> Reply:
-    schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), Mapping) else {"type": "object"}
+    schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {"type": "object"}
     tool_input = value_for_schema(schema, seed, hint)
     if not isinstance(tool_input, dict):
         tool_input = {}
@@ -127,8 +131,8 @@ def _tool_reply(
     call = {"type": "tool_use", "id": derived_id("toolu_", seed), "name": name, "input": tool_input}
     tokens = spec.estimate_tokens(len(orjson.dumps(call)))
     if tokens > budget:
-        return Reply(orjson.dumps(blocks), "max_tokens", None, max(used + budget, 1))
-    return Reply(orjson.dumps([*blocks, call]), "tool_use", None, max(used + tokens, 1))
+        return Reply(_json(blocks), "max_tokens", None, max(used + budget, 1))
+    return Reply(_json([*blocks, call]), "tool_use", None, max(used + tokens, 1))
 
 
 def _text_reply(
@@ -154,4 +158,4 @@ def _text_reply(
         )
     if text or not blocks:
         blocks = [*blocks, {"type": "text", "text": text}]
-    return Reply(orjson.dumps(blocks), stop_reason, stop_sequence, max(used + tokens, 1))
+    return Reply(_json(blocks), stop_reason, stop_sequence, max(used + tokens, 1))

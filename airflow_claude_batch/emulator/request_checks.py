@@ -61,11 +61,14 @@ def check_request(
 
 def _check(params: Any, catalogue: ModelCatalogue, version: str, count_tokens: bool) -> ModelSpec:
     surface = api_surface()
-    if not isinstance(params, Mapping):
+    if not isinstance(params, dict):
         raise _Refused("Input should be a valid dictionary")
-    allowed = surface.count_tokens_params if count_tokens else surface.message_params
-    if not count_tokens and surface.sampling_allowed(version):
-        allowed = allowed | surface.sampling_params
+    if count_tokens:
+        allowed = surface.count_tokens_params
+    elif surface.sampling_allowed(version):
+        allowed = surface.message_and_sampling_params
+    else:
+        allowed = surface.message_params
     for key in params:
         if key not in allowed:
             raise _Refused(f"{key}: Extra inputs are not permitted")
@@ -145,7 +148,7 @@ def _check_stop_sequences(stop_sequences: Any) -> None:
 def _check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict):
         raise _Refused("metadata: Input should be a valid dictionary")
     for key, value in metadata.items():
         if key != "user_id":
@@ -155,7 +158,7 @@ def _check_metadata(metadata: Any) -> None:
 
 
 def _check_text_block(block: Any, where: str) -> None:
-    if not isinstance(block, Mapping):
+    if not isinstance(block, dict):
         raise _Refused(f"{where}: Input should be a valid dictionary")
     if block.get("type") != "text":
         raise _Refused(f"{where}.type: Input should be 'text'")
@@ -184,7 +187,7 @@ def _check_messages(messages: Any) -> None:
     content_types = api_surface().content_types
     for index, message in enumerate(messages):
         where = f"messages.{index}"
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict):
             raise _Refused(f"{where}: Input should be a valid dictionary")
         for key in message:
             if key not in ("role", "content"):
@@ -202,7 +205,7 @@ def _check_messages(messages: Any) -> None:
             raise _Refused(f"{where}.content: Input should be a valid list")
         for position, block in enumerate(content):
             at = f"{where}.content.{position}"
-            if not isinstance(block, Mapping):
+            if not isinstance(block, dict):
                 raise _Refused(f"{at}: Input should be a valid dictionary")
             block_type = block.get("type")
             if block_type not in content_types:
@@ -220,7 +223,7 @@ def _check_messages(messages: Any) -> None:
 
 
 def _ends_with_whitespace(content: Any) -> bool:
-    if isinstance(content, list) and content and isinstance(content[-1], Mapping):
+    if isinstance(content, list) and content and isinstance(content[-1], dict):
         content = content[-1].get("text") if content[-1].get("type") == "text" else None
     return isinstance(content, str) and content != content.rstrip()
 
@@ -234,7 +237,7 @@ def _check_tools(tools: Any) -> set[str]:
     names: set[str] = set()
     for index, tool in enumerate(tools):
         where = f"tools.{index}"
-        if not isinstance(tool, Mapping):
+        if not isinstance(tool, dict):
             raise _Refused(f"{where}: Input should be a valid dictionary")
         tool_type = tool.get("type", "custom")
         if tool_type != "custom" and tool_type not in server_types:
@@ -258,7 +261,7 @@ def _check_custom_tool(tool: Mapping[str, Any], where: str) -> None:
     if not TOOL_NAME.fullmatch(name):
         raise _Refused(f"{where}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
     schema = tool.get("input_schema")
-    if not isinstance(schema, Mapping):
+    if not isinstance(schema, dict):
         raise _Refused(f"{where}.input_schema: Field required")
     if schema.get("type") != "object":
         raise _Refused(f"{where}.input_schema.type: Input should be 'object'")
@@ -279,7 +282,7 @@ def _check_tool_choice(tool_choice: Any, tool_names: set[str]) -> bool:
     """Check ``tool_choice``; return whether it forces a tool call."""
     if tool_choice is None:
         return False
-    if not isinstance(tool_choice, Mapping) or tool_choice.get("type") not in _TOOL_CHOICES:
+    if not isinstance(tool_choice, dict) or tool_choice.get("type") not in _TOOL_CHOICES:
         raise _Refused(
             "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
             + ", ".join(repr(choice) for choice in _TOOL_CHOICES)
@@ -301,7 +304,7 @@ def _check_thinking(
 ) -> None:
     if thinking is None:
         return
-    if not isinstance(thinking, Mapping) or thinking.get("type") not in _THINKING_TYPES:
+    if not isinstance(thinking, dict) or thinking.get("type") not in _THINKING_TYPES:
         raise _Refused("thinking: Input tag found using 'type' does not match any of the expected tags")
     if thinking["type"] == "disabled":
         return
@@ -325,7 +328,7 @@ def _check_thinking(
 def _check_output_config(output_config: Any, spec: ModelSpec) -> None:
     if output_config is None:
         return
-    if not isinstance(output_config, Mapping):
+    if not isinstance(output_config, dict):
         raise _Refused("output_config: Input should be a valid dictionary")
     for key in output_config:
         if key not in ("effort", "format"):
@@ -336,12 +339,12 @@ def _check_output_config(output_config: Any, spec: ModelSpec) -> None:
     output_format = output_config.get("format")
     if output_format is None:
         return
-    if not isinstance(output_format, Mapping) or output_format.get("type") != "json_schema":
+    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
         raise _Refused("output_config.format.type: Input should be 'json_schema'")
     if not spec.supports_structured_output:
         raise _Refused(f"output_config.format: {spec.id} does not support structured outputs")
     schema = output_format.get("schema")
-    if not isinstance(schema, Mapping):
+    if not isinstance(schema, dict):
         raise _Refused("output_config.format.schema: Field required")
     if schema.get("type") != "object":
         raise _Refused("output_config.format.schema: the root of the schema must be of type 'object'")
@@ -355,14 +358,14 @@ def _check_cache_control(params: Mapping[str, Any]) -> None:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, Mapping):
+        elif isinstance(item, dict):
             if "cache_control" in item and item["cache_control"] is not None:
                 controls.append(item["cache_control"])
             if isinstance(item.get("content"), list):
                 stack.append(item["content"])
     top = params.get("cache_control")
     for control in (*controls, *([top] if top is not None else [])):
-        if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+        if not isinstance(control, dict) or control.get("type") != "ephemeral":
             raise _Refused("cache_control.type: Input should be 'ephemeral'")
         if control.get("ttl", "5m") not in _CACHE_TTLS:
             raise _Refused("cache_control.ttl: Input should be '5m' or '1h'")

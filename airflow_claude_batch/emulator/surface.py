@@ -41,6 +41,11 @@ class ApiSurface:
     content_types: frozenset[str]
     server_tool_types: frozenset[str]
 
+    @functools.cached_property
+    def message_and_sampling_params(self) -> frozenset[str]:
+        """The Messages params of a version that still accepts sampling params."""
+        return self.message_params | self.sampling_params
+
     def sampling_allowed(self, version: str) -> bool:
         """Whether ``version`` still accepts ``temperature``, ``top_k`` and ``top_p``."""
         return version < self.sampling_removed_in
