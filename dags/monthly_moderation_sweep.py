@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, Asset, Param, task
 
+from airflow_claude_batch.compat import AirflowSkipException, CronDataIntervalTimetable
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 
 TIMEZONE = "UTC"

@@ -32,8 +32,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from airflow.sdk import DAG, Asset, Param
 
+from airflow_claude_batch.compat import CronTriggerTimetable
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 
 TIMEZONE = "UTC"

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
@@ -22,6 +21,7 @@ from airflow_claude_batch.batch.sources import (
     expand_glob,
     split_glob,
 )
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
 from airflow_claude_batch.operators.fanout import load_prices
 

@@ -6,13 +6,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_claude_batch.batch.ledger import is_dry_run, write_flat_output, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.fanout import load_prices
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import ShardStateFile, fingerprint_shard
 from airflow_claude_batch.batch.submission import CreateRefused, ShardToSubmit, submit_shard
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from airflow.sdk import CronDataIntervalTimetable, CronTriggerTimetable
-from airflow.sdk.exceptions import ParamValidationError
 
 from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
+from airflow_claude_batch.compat import CronDataIntervalTimetable, CronTriggerTimetable, ParamValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"

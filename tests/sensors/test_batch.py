@@ -9,9 +9,9 @@ from typing import Any
 
 import anthropic
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, TaskDeferred
 
 from airflow_claude_batch.batch.polling import parse_timestamp
+from airflow_claude_batch.compat import AirflowFailException, AirflowRescheduleException, TaskDeferred
 from airflow_claude_batch.exceptions import BatchDeadlineError, BatchNotFoundError
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
