@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.batch.ledger import is_dry_run, write_flat_output, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
@@ -30,9 +30,11 @@ class ClaudeBatchReportOperator(BaseOperator):
     - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
       fields (or ``text``), as JSON Lines, or CSV when the URI ends in ``.csv``.
 
-    Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. After a dry
-    run it writes the estimate-only manifest and report, no flat output, and ends skipped so that its
-    outlets announce no new data.
+    Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. Each Asset in
+    ``outlets`` gets an event whose ``extra`` holds the same facts (:func:`asset_event_extra`): the
+    counts per outcome, the actual cost, the savings and the manifest's URI, so a DAG scheduled on the
+    Asset reads them from its triggering event. After a dry run it writes the estimate-only manifest
+    and report, no flat output, and ends skipped so that its outlets announce no new data.
 
     :param storage: the root URI of run folders, as given to the build (templated).
     :param storage_conn_id: the connection for ``storage`` and ``output_uri`` (templated).
@@ -86,7 +88,16 @@ class ClaudeBatchReportOperator(BaseOperator):
             raise AirflowSkipException(
                 f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
             )
+        self._annotate_asset_events(context, asset_event_extra(summary))
         return summary
+
+    def _annotate_asset_events(self, context: Any, extra: dict[str, Any]) -> None:
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(extra)
 
     def _output_path(self) -> ObjectStoragePath | None:
         text = None if self.output_uri is None else str(self.output_uri).strip()
@@ -107,6 +118,30 @@ class ClaudeBatchReportOperator(BaseOperator):
         )
         if not reconciled:
             self.log.warning("the run does not reconcile: %s", "; ".join(notes))
+
+
+def asset_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    """The facts an Asset event carries in its ``extra``, from the report's summary.
+
+    ``outcomes`` are the final dispositions (``succeeded``, ``invalid_output``, ``dead_lettered``,
+    ``pending``); money is in US dollars; ``manifest_uri`` points at the run's full account.
+    """
+    files = summary.get("files", {})
+    extra = {
+        "run_uri": summary["run_uri"],
+        "manifest_uri": files.get("manifest"),
+        "input_records": summary["input_records"],
+        "outcomes": dict(summary["dispositions"]),
+        "reconciled": summary["reconciled"],
+        "rounds": summary["rounds"],
+        "batches": summary["batches"],
+        "actual_cost_usd": summary["actual_cost_usd"],
+        "synchronous_equivalent_usd": summary["synchronous_equivalent_usd"],
+        "savings_usd": summary["savings_usd"],
+    }
+    if files.get("output"):
+        extra["output_uri"] = files["output"]
+    return extra
 
 
 def _uri(folder: RunFolder, name: str) -> str:
