@@ -57,6 +57,7 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_claude_batch.triggers.batch"],
             }
         ],
+        "config": _provider_config(),
         "connection-types": [
             {
                 "hook-class-name": "airflow_claude_batch.hooks.claude.ClaudeBatchHook",
@@ -96,3 +97,9 @@ def get_provider_info() -> dict:
             }
         ],
     }
+
+
+def _provider_config() -> dict:
+    from airflow_claude_batch.settings import provider_config
+
+    return provider_config()

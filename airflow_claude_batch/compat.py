@@ -103,6 +103,22 @@ def _supervisor_channel_is_blocking_only() -> bool:
     return comms is not None and not hasattr(comms, "asend")
 
 
+def dag_bag_class() -> type:
+    """Airflow's ``DagBag`` (``airflow.dag_processing.dagbag`` from 3.2, ``airflow.models.dagbag`` before)."""
+    if AIRFLOW_V_3_2_PLUS:
+        from airflow.dag_processing.dagbag import DagBag
+    else:
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    return DagBag
+
+
+def cron_expression(timetable: Any) -> str:
+    """The cron expression of a cron timetable (a public attribute from 3.2, private before)."""
+    if AIRFLOW_V_3_2_PLUS:
+        return timetable.expression
+    return timetable._expression
+
+
 _WIDGET_TYPES = {"string": "StringField", "integer": "IntegerField", "number": "StringField"}
 
 
@@ -155,4 +171,6 @@ __all__ = [
     "aget_connection",
     "conf",
     "connection_form_widgets",
+    "cron_expression",
+    "dag_bag_class",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch import DEFAULT_CONN_ID, settings
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -117,9 +117,12 @@ class ClaudeBatchFanoutOperator(BaseOperator):
 
 
 def load_prices(prices_file: str | None, storage_conn_id: str | None) -> PriceTable:
-    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI)."""
+    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI), or
+    else with ``[claude_batch] prices_file`` / ``CLAUDE_BATCH_PRICES_FILE``."""
     text = None if prices_file is None else str(prices_file).strip()
     if not text or text == "None":
+        text = settings.prices_file()
+    if not text:
         return PriceTable.load()
     if "://" in text:
         return PriceTable.load(ObjectStoragePath(text, conn_id=storage_conn_id))

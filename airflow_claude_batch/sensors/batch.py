@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import timezone
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
-from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch import DEFAULT_CONN_ID, settings
 from airflow_claude_batch.batch.polling import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
-    DEFAULT_POLL_INTERVAL_S,
     ENDED,
     ErrorKind,
     PollAction,
@@ -104,7 +103,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
     :param batch_id: the batch to wait for (templated); give this or ``shard``.
     :param shard: the shard's descriptor (templated), with its ``batch_id``; give this or ``batch_id``.
     :param conn_id: the Claude connection (templated).
-    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter. Every
+    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter (default:
+        ``[claude_batch] poll_interval``, 60). Every
         poll counts against the organisation's batch requests-per-minute limit, which creates and
         result downloads share: with hundreds of shards, keep the default minute.
     :param deferrable: hand the wait to the triggerer (default: ``[operators] default_deferrable``).
@@ -124,12 +124,14 @@ class ClaudeBatchSensor(BaseSensorOperator):
         batch_id: str | None = None,
         shard: dict[str, Any] | None = None,
         conn_id: str = DEFAULT_CONN_ID,
-        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        poll_interval: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_timeout: bool = False,
         deadline_margin: float = DEFAULT_DEADLINE_MARGIN_S,
         **kwargs: Any,
     ) -> None:
+        if poll_interval is None:
+            poll_interval = settings.poll_interval()
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         if (batch_id is None) == (shard is None):

@@ -36,7 +36,9 @@ def _python_roots() -> tuple[str, ...]:
 
 
 def main(dags_folder: str, package_dir: str) -> dict[str, Any]:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_claude_batch.compat import dag_bag_class
+
+    DagBag = dag_bag_class()
 
     # Warm up what Airflow loads once per process (plugins, providers, timetables), outside the probe.
     with tempfile.TemporaryDirectory() as empty:

@@ -15,7 +15,12 @@ from types import ModuleType
 import pytest
 
 from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
-from airflow_claude_batch.compat import CronDataIntervalTimetable, CronTriggerTimetable, ParamValidationError
+from airflow_claude_batch.compat import (
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    ParamValidationError,
+    cron_expression,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -96,7 +101,7 @@ def test_the_probe_catches_a_dag_that_reads_files_and_calls_out_while_parsing(tm
 def test_nightly_schedule_is_18h_without_catchup(nightly: ModuleType) -> None:
     dag = nightly.dag
     assert isinstance(dag.timetable, CronTriggerTimetable)
-    assert dag.timetable.expression == "0 18 * * *"
+    assert cron_expression(dag.timetable) == "0 18 * * *"
     assert dag.timetable.interval == timedelta(days=1)
     assert dag.catchup is False
     assert dag.render_template_as_native_obj is True

@@ -86,7 +86,12 @@ async def test_transient_errors_are_waited_out_and_never_cancel(emulator, fault:
     assert stats["faults_fired"] == fault["count"]
     assert stats["retrieves"] >= fault["count"] + 1
     assert stats["cancels"] == 0
-    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    warnings = [
+        entry["event"]
+        for entry in logs
+        # Airflow 3.1 warns about the connection type's "_" each time it reads the connection.
+        if entry["log_level"] == "warning" and not entry["event"].startswith("Connection schemes")
+    ]
     assert len(warnings) == fault["count"]
     assert all(logged in message and batch_id in message for message in warnings)
     assert all("keeps running" in message for message in warnings)
