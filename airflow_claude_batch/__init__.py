@@ -58,6 +58,7 @@ def get_provider_info() -> dict:
             }
         ],
         "config": _provider_config(),
+        "extra-links": ["airflow_claude_batch.links.ClaudeBatchLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_claude_batch.hooks.claude.ClaudeBatchHook",

@@ -56,6 +56,14 @@ OPTIONS: tuple[Option, ...] = (
         "counts against the organisation's batch requests-per-minute limit.",
     ),
     Option(
+        "batch_link",
+        "string",
+        "",
+        "https://gateway.example.com/ui/batches/{batch_id}",
+        "The submit and wait tasks' 'Claude batch' link, with {batch_id} and {base_url}. Empty: the "
+        "Claude Console for the first-party API, and no link for a gateway or the emulator.",
+    ),
+    Option(
         "storage_conn_id",
         "string",
         "",

@@ -15,6 +15,7 @@ from airflow_claude_batch.batch.state import ShardStateFile, fingerprint_shard
 from airflow_claude_batch.batch.submission import CreateRefused, ShardToSubmit, submit_shard
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.links import ClaudeBatchLink
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
@@ -37,6 +38,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id")
     ui_color = "#f3e3d3"
+    operator_extra_links = (ClaudeBatchLink(),)
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             result.request_count,
             result.action,
         )
+        ClaudeBatchLink.persist(context, base_url=hook.settings.base_url, batch_id=result.batch_id)
         return shard.evolve(batch_id=result.batch_id).to_dict()
 
 

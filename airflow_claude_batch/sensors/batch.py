@@ -61,6 +61,7 @@ from airflow_claude_batch.exceptions import (
     ConnectionConfigError,
     InputError,
 )
+from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.triggers.batch import (
     CANCEL_ATTEMPTS,
     CANCEL_MAX_PAUSE_S,
@@ -117,6 +118,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("batch_id", "shard", "conn_id")
     ui_color = "#f0e4d8"
+    operator_extra_links = (ClaudeBatchLink(),)
 
     def __init__(
         self,
@@ -155,6 +157,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         with self._soft_fail():
             self._resolve_batch_id()
+            ClaudeBatchLink.persist(context, base_url=self._base_url(), batch_id=self.batch_id)
             if self.deferrable:
                 return self._defer_unless_ended()
             return self._wait_in_worker(context)
@@ -292,6 +295,16 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
         # The SDK's own retries are off: the backoff between polls is decided here, and shared.
         return ClaudeBatchHook(self.conn_id).get_conn().with_options(max_retries=0)
+
+    def _base_url(self) -> str:
+        """The connection's Base URL for the link; empty when the connection cannot be read (the first
+        poll then reports why)."""
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        try:
+            return ClaudeBatchHook(self.conn_id).settings.base_url
+        except Exception:
+            return ""
 
     def _poll(self) -> tuple[dict[str, Any] | None, PollError | None]:
         try:

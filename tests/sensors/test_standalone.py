@@ -162,7 +162,10 @@ with DAG("claude_batch_wait_by_id", schedule=None, start_date=pendulum.datetime(
 
 
 @pytest.mark.airflow
-def test_a_templated_batch_id_is_waited_for_in_a_dag(run_dag, emulator, tmp_path: Path) -> None:
+def test_a_templated_batch_id_is_waited_for_in_a_dag(
+    run_dag, emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__BATCH_LINK", "{base_url}/ui/batches/{batch_id}")
     emulator.faults({"processing_seconds": 2.0})
     batch_id = create_batch(emulator, requests=2)
     out = tmp_path / "result.json"
@@ -176,3 +179,23 @@ def test_a_templated_batch_id_is_waited_for_in_a_dag(run_dag, emulator, tmp_path
     assert result["batch_id"] == batch_id
     assert result["request_counts"]["succeeded"] == 2
     wait_until_ended(emulator, batch_id)
+    # What Airflow's API server serves for the task's "Claude batch" button.
+    assert stored_link(dag_run, "wait") == f"{emulator.base_url.rstrip('/')}/ui/batches/{batch_id}"
+
+
+def stored_link(dag_run: Any, task_id: str) -> str | None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from airflow_claude_batch.links import ClaudeBatchLink
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(
+                key=ClaudeBatchLink().xcom_key,
+                run_id=dag_run.run_id,
+                dag_ids=dag_run.dag_id,
+                task_ids=task_id,
+            ).with_only_columns(XComModel.value)
+        ).first()
+    return None if row is None else XComModel.deserialize_value(row)
