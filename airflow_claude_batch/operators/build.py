@@ -23,12 +23,13 @@ from airflow_claude_batch.batch.sources import (
 )
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
+from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.fanout import load_prices
 
 SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]
 
 
-class ClaudeBatchBuildOperator(BaseOperator):
+class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     """Render records into Message Batch requests, validate them and write round 0's shards.
 
     Reads the records as a stream, so a run of millions of records takes the memory of one record and
@@ -135,8 +136,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
+            source = self._record_source()
             result = build_run(
-                self._record_source(),
+                source,
                 self._template(),
                 self._run_folder(context),
                 limits=ShardLimits(
@@ -156,7 +158,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
             raise AirflowFailException(str(exc)) from exc
-        return result.shard_dicts()
+        shards = result.shard_dicts()
+        self.record_lineage(getattr(source, "paths", ()), [shard["uri"] for shard in shards])
+        return shards
 
     def _record_source(self) -> RecordSource:
         if isinstance(self.source, CallableRecords):

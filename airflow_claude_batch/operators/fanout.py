@@ -14,9 +14,10 @@ from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.lineage import LineageMixin
 
 
-class ClaudeBatchFanoutOperator(BaseOperator):
+class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
     """Stream a shard's results once and write one row per request into the shard's outcome files.
 
     Writes ``round-r/shard-nnnnn/{succeeded,invalid_output,errored,expired,canceled}.jsonl``, all
@@ -108,6 +109,14 @@ class ClaudeBatchFanoutOperator(BaseOperator):
             summary.tokens.total_input,
             summary.tokens.output,
             summary.cost_usd,
+        )
+        self.record_lineage(
+            [folder.shard_requests(shard.round, shard.index)],
+            [
+                folder.shard_outcome(shard.round, shard.index, outcome)
+                for outcome, count in summary.outcome_counts.items()
+                if count
+            ],
         )
         return shard.evolve(
             outcome_counts=summary.descriptor_counts(),

@@ -12,10 +12,11 @@ from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.fanout import load_prices
 
 
-class ClaudeBatchReportOperator(BaseOperator):
+class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
     """Account for every record of the run and write what a person and a downstream job read.
 
     Scans the run folder (``{storage}/{dag_id}/{run_id}``) file by file and writes:
@@ -89,6 +90,7 @@ class ClaudeBatchReportOperator(BaseOperator):
                 f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
             )
         self._annotate_asset_events(context, asset_event_extra(summary))
+        self.record_lineage([folder.root], summary["files"].values())
         return summary
 
     def _annotate_asset_events(self, context: Any, extra: dict[str, Any]) -> None:
