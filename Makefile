@@ -16,7 +16,7 @@ CONSTRAINTS := constraints/airflow-$(AIRFLOW_VERSION).txt
 endif
 BIN := $(VENV)/bin
 
-.PHONY: env demo test lint format bench emulator clean constraints
+.PHONY: env demo test lint format bench emulator clean constraints dist
 
 env: $(VENV)/.synced
 
@@ -73,8 +73,15 @@ bench: env
 emulator: env
 	$(BIN)/claude-batch-emulator --host 127.0.0.1 --port 8765
 
+# The wheel and sdist, checked as PyPI would render them (twine in a throwaway environment).
+TWINE_VERSION := 7.0.0
+dist:
+	rm -rf dist
+	$(UV) build --quiet --out-dir dist
+	$(UV) tool run --from twine==$(TWINE_VERSION) twine check --strict dist/*
+
 clean:
-	rm -rf .venv .venv-airflow-* .pytest_cache .ruff_cache
+	rm -rf .venv .venv-airflow-* .pytest_cache .ruff_cache dist
 
 # The distributed deployment, checked end to end (docs/operations.md). Both install what they need.
 .PHONY: topology-check compose-check
