@@ -112,11 +112,11 @@ def dag_bag_class() -> type:
     return DagBag
 
 
-def cron_expression(timetable: Any) -> str:
-    """The cron expression of a cron timetable (a public attribute from 3.2, private before)."""
+def cron_parts(timetable: Any) -> tuple[str, Any]:
+    """A cron timetable's expression and interval (public attributes from 3.2, private before)."""
     if AIRFLOW_V_3_2_PLUS:
-        return timetable.expression
-    return timetable._expression
+        return timetable.expression, getattr(timetable, "interval", None)
+    return timetable._expression, getattr(timetable, "_interval", None)
 
 
 _WIDGET_TYPES = {"string": "StringField", "integer": "IntegerField", "number": "StringField"}
@@ -171,6 +171,6 @@ __all__ = [
     "aget_connection",
     "conf",
     "connection_form_widgets",
-    "cron_expression",
+    "cron_parts",
     "dag_bag_class",
 ]

@@ -19,7 +19,7 @@ from airflow_claude_batch.compat import (
     CronDataIntervalTimetable,
     CronTriggerTimetable,
     ParamValidationError,
-    cron_expression,
+    cron_parts,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,8 +101,7 @@ def test_the_probe_catches_a_dag_that_reads_files_and_calls_out_while_parsing(tm
 def test_nightly_schedule_is_18h_without_catchup(nightly: ModuleType) -> None:
     dag = nightly.dag
     assert isinstance(dag.timetable, CronTriggerTimetable)
-    assert cron_expression(dag.timetable) == "0 18 * * *"
-    assert dag.timetable.interval == timedelta(days=1)
+    assert cron_parts(dag.timetable) == ("0 18 * * *", timedelta(days=1))
     assert dag.catchup is False
     assert dag.render_template_as_native_obj is True
 
