@@ -180,6 +180,7 @@ class _RoundSettings:
 
 def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, requeue: bool) -> tuple[Any, Any]:
     """Add one round's tasks inside the current task group; return its fanout and its requeue task."""
+    # [START howto_operators_claude_batch_round]
     submit = ClaudeBatchSubmitOperator.partial(
         task_id="submit", conn_id=settings.conn_id, storage_conn_id=settings.storage_conn_id
     ).expand(shard=shards)
@@ -205,6 +206,7 @@ def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, reque
         storage_conn_id=settings.storage_conn_id,
         **settings.requeue_kwargs,
     )
+    # [END howto_operators_claude_batch_round]
     if settings.requeue_rounds is not None:
         fanout >> _requeue_gate(round_index, settings.requeue_rounds) >> requeue_task
     return fanout, requeue_task

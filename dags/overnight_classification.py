@@ -150,6 +150,7 @@ with DAG(
     tags=["claude", "batch", "classification"],
     doc_md=__doc__,
 ) as dag:
+    # [START howto_claude_batch_pipeline]
     claude_batch_pipeline(
         "classify_tickets",
         source=TICKETS,
@@ -170,3 +171,4 @@ with DAG(
         output_uri=LABELS_URI,
         outlets=[ticket_labels],
     )
+    # [END howto_claude_batch_pipeline]

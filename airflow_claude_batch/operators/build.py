@@ -61,7 +61,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     :param source_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` when file names do not tell.
     :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
     :param prices_file: a prices file over the shipped prices, a local path or a URI read with
-        ``storage_conn_id`` (default: ``CLAUDE_BATCH_PRICES_FILE``).
+        ``storage_conn_id`` (default: ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
     """
 
     template_fields: Sequence[str] = (

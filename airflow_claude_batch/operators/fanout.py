@@ -40,7 +40,7 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
     :param sink: a callable receiving each succeeded row as it streams (for example an upsert into a
         table). A retried task calls it again for the same rows: make it idempotent on ``custom_id``.
     :param prices_file: a prices file over the shipped prices (templated; default:
-        ``CLAUDE_BATCH_PRICES_FILE``).
+        ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
     """
 
     template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id", "prices_file")
