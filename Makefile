@@ -15,6 +15,8 @@ VENV := .venv-airflow-$(AIRFLOW_VERSION)
 CONSTRAINTS := constraints/airflow-$(AIRFLOW_VERSION).txt
 endif
 BIN := $(VENV)/bin
+# What the tests need: three extras and the `test` dependency group (not in the published metadata).
+TEST_DEPS := --extra emulator --extra parquet --extra s3 --group test
 
 .PHONY: env demo test lint format bench emulator clean constraints dist
 
@@ -24,7 +26,7 @@ ifeq ($(strip $(AIRFLOW_VERSION)),)
 # The environment is the lock file, nothing else: uv installs exactly what uv.lock says.
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --locked --extra test --python $(PYTHON)
+	$(UV) sync --locked $(TEST_DEPS) --python $(PYTHON)
 	@touch $@
 else
 # Exactly the constraints file's packages, then this package on top of them (no other resolution).
@@ -42,12 +44,12 @@ SUPPORTED_AIRFLOW := 3.1 3.2 3.3
 constraints:
 	for v in 3.1 3.2; do \
 	  echo "apache-airflow==$$v.*" > .constraints-$$v.in; \
-	  $(UV) pip compile --quiet pyproject.toml .constraints-$$v.in constraints/pins-$$v.in --extra test \
+	  $(UV) pip compile --quiet pyproject.toml .constraints-$$v.in constraints/pins-$$v.in $(TEST_DEPS) \
 	    --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --no-header --no-annotate \
 	    -o constraints/airflow-$$v.txt; \
 	  rm -f .constraints-$$v.in; \
 	done
-	$(UV) export --quiet --locked --extra test --no-emit-project --no-hashes --no-header --no-annotate \
+	$(UV) export --quiet --locked $(TEST_DEPS) --no-emit-project --no-hashes --no-header --no-annotate \
 	  -o constraints/airflow-3.3.txt
 
 demo: env
@@ -100,5 +102,5 @@ compose-check:
 .PHONY: audit
 audit:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) export --locked --no-hashes --all-extras --no-emit-project -o .audit-requirements.txt
+	$(UV) export --locked --no-hashes --all-extras --all-groups --no-emit-project -o .audit-requirements.txt
 	$(UV) tool run --from pip-audit==2.10.1 pip-audit -r .audit-requirements.txt --no-deps --disable-pip --strict --progress-spinner off
