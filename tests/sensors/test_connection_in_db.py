@@ -38,6 +38,9 @@ def test_the_deferred_wait_reads_a_connection_from_the_metadata_database(
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", raising=False)
     emulator.faults({"processing_seconds": 3.0})
+    # The sensor's own first poll fails (transient), so the wait always defers to the trigger, however
+    # late the task starts after the batch ended.
+    emulator.faults({"fail_next": {"endpoint": "retrieve", "status": 500, "count": 1}})
     requests = [
         {
             "custom_id": f"doc-{index}",
