@@ -56,8 +56,8 @@ CMD ["airflow", "version"]
 
 
 FROM base AS s3
-# moto's server and what it needs, at the versions uv.lock pins for the `test` extra.
-RUN uv export --locked --no-dev --no-emit-project --no-hashes --extra test -o /tmp/constraints.txt \
+# moto's server and what it needs, at the versions uv.lock pins for the `test` group.
+RUN uv export --locked --no-dev --no-emit-project --no-hashes --group test -o /tmp/constraints.txt \
     && uv venv --python "$(command -v python3)" /opt/moto \
     && uv pip install --python /opt/moto/bin/python -c /tmp/constraints.txt "moto[server,s3]" \
     && rm /tmp/constraints.txt

@@ -59,6 +59,8 @@ def get_provider_info() -> dict:
                 "python-modules": ["airflow_claude_batch.triggers.batch"],
             }
         ],
+        "config": _provider_config(),
+        "extra-links": ["airflow_claude_batch.links.ClaudeBatchLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_claude_batch.hooks.claude.ClaudeBatchHook",
@@ -98,3 +100,9 @@ def get_provider_info() -> dict:
             }
         ],
     }
+
+
+def _provider_config() -> dict:
+    from airflow_claude_batch.settings import provider_config
+
+    return provider_config()

@@ -60,7 +60,7 @@ def claude_batch_pipeline(
     dry_run: bool | str = False,
     max_rounds: int = 3,
     requeue_rounds: int | str | None = None,
-    poll_interval: float = 60.0,
+    poll_interval: float | None = None,
     deferrable: bool | None = None,
     output_parser: Callable[[str], Any] | None = None,
     output_schema: Any = None,
@@ -87,7 +87,8 @@ def claude_batch_pipeline(
     :param requeue_rounds: how many of the ``max_rounds - 1`` requeue rounds a run may use, usually a
         template such as ``"{{ params.requeue_rounds }}"`` so that a manual trigger can lower it.
         ``None`` uses them all. What a run does not requeue is listed in its ``pending.jsonl``.
-    :param poll_interval: seconds between polls of each batch.
+    :param poll_interval: seconds between polls of each batch (default: ``[claude_batch]
+        poll_interval``, 60).
     :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
         the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
@@ -188,7 +189,7 @@ class _RoundSettings:
 
     conn_id: str
     storage_conn_id: str | None
-    poll_interval: float
+    poll_interval: float | None
     sensor_kwargs: Mapping[str, Any]
     fanout_kwargs: Mapping[str, Any]
     requeue_kwargs: Mapping[str, Any]
@@ -197,6 +198,7 @@ class _RoundSettings:
 
 def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, requeue: bool) -> tuple[Any, Any]:
     """Add one round's tasks inside the current task group; return its fanout and its requeue task."""
+    # [START howto_operators_claude_batch_round]
     submit = ClaudeBatchSubmitOperator.partial(
         task_id="submit",
         conn_id=settings.conn_id,
@@ -227,6 +229,7 @@ def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, reque
         storage_conn_id=settings.storage_conn_id,
         **settings.requeue_kwargs,
     )
+    # [END howto_operators_claude_batch_round]
     if settings.requeue_rounds is not None:
         fanout >> _requeue_gate(round_index, settings.requeue_rounds) >> requeue_task
     return fanout, requeue_task

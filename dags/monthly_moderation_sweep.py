@@ -16,8 +16,9 @@ Where things are (Airflow Variables, or the environment variables ``AIRFLOW_VAR_
 - ``claude_batch_content``: the monthly partitions, a URI in which ``{month}`` becomes ``YYYY-MM``,
   e.g. ``s3://ugc/posts/{month}.jsonl``. Unset: the bundled sample months 2026-08 to 2026-10.
 - ``claude_batch_storage``: the root of run folders and outputs. Unset: ``$AIRFLOW_HOME/claude-batch``.
-- ``CLAUDE_BATCH_STORAGE_CONN_ID`` and ``CLAUDE_BATCH_SOURCE_CONN_ID`` (environment, read when the
-  file is parsed): the Airflow connections of the storage and of the content, if any.
+- ``[claude_batch] storage_conn_id`` and ``source_conn_id`` (Airflow's configuration, or the
+  environment variables ``CLAUDE_BATCH_STORAGE_CONN_ID`` / ``CLAUDE_BATCH_SOURCE_CONN_ID``; read when
+  the file is parsed): the Airflow connections of the storage and of the content, if any.
 
 Outputs per month, under ``{storage}/moderation/policy-<version>/``: ``verdicts/{month}.jsonl`` (every
 item: ``custom_id``, ``verdict``, ``category``, ``reason``, ``policy_version``) and
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, Asset, Param, task
 
+from airflow_claude_batch.compat import AirflowSkipException, CronDataIntervalTimetable
 from airflow_claude_batch.pipeline import claude_batch_pipeline
+from airflow_claude_batch.settings import get_setting
 
 TIMEZONE = "UTC"
 POLICY_VERSION = "2026.11"
@@ -49,8 +51,8 @@ DATA_DIR = Path(__file__).parent / "data"
 AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
 DEFAULT_CONTENT = f"file://{DATA_DIR}/content/{{month}}.jsonl"
 DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-STORAGE_CONN_ID = os.environ.get("CLAUDE_BATCH_STORAGE_CONN_ID") or None
-SOURCE_CONN_ID = os.environ.get("CLAUDE_BATCH_SOURCE_CONN_ID") or None
+STORAGE_CONN_ID = get_setting("storage_conn_id")
+SOURCE_CONN_ID = get_setting("source_conn_id")
 
 # Jinja, rendered when a task runs: the month is the start of the run's data interval.
 MONTH = "data_interval_start.in_timezone('" + TIMEZONE + "').format('YYYY-MM')"
@@ -171,7 +173,6 @@ with DAG(
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
         on_input_change="{{ params.on_input_change }}",
-        poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
         output_schema=VERDICT_SCHEMA,
         output_uri=VERDICTS_URI,
     )

@@ -12,9 +12,11 @@ Where things are (set the Airflow Variables, or the environment variables ``AIRF
   Unset: the bundled sample ``data/tickets/sample.jsonl`` (3,000 tickets) for every day.
 - ``claude_batch_storage``: the root of the run folders and outputs, e.g. ``s3://my-bucket/claude``.
   Unset: ``$AIRFLOW_HOME/claude-batch`` on the local disk.
-- ``CLAUDE_BATCH_STORAGE_CONN_ID`` and ``CLAUDE_BATCH_SOURCE_CONN_ID`` (environment, read when the
-  file is parsed): the Airflow connections for the storage and for the tickets, e.g. ``aws_default``;
-  unset for local files. ``CLAUDE_BATCH_POLL_INTERVAL``: seconds between polls (default 60).
+- ``[claude_batch] storage_conn_id`` and ``source_conn_id`` (Airflow's configuration, or the
+  environment variables ``CLAUDE_BATCH_STORAGE_CONN_ID`` / ``CLAUDE_BATCH_SOURCE_CONN_ID``; read when
+  the file is parsed): the Airflow connections for the storage and for the tickets, e.g.
+  ``aws_default``; unset for local files. ``[claude_batch] poll_interval`` (or
+  ``CLAUDE_BATCH_POLL_INTERVAL``): seconds between polls (default 60).
 - The ``claude_batch_default`` connection: the API key, and a base URL for a gateway or the emulator.
 
 Outputs of a run for day D: ``{storage}/labels/D.jsonl`` (one row per labelled ticket: ``custom_id``,
@@ -32,9 +34,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from airflow.sdk import DAG, Asset, Param
 
+from airflow_claude_batch.compat import CronTriggerTimetable
 from airflow_claude_batch.pipeline import claude_batch_pipeline
+from airflow_claude_batch.settings import get_setting
 
 TIMEZONE = "UTC"
 LABELS = ("billing", "bug", "feature_request", "account", "shipping", "other")
@@ -46,8 +50,8 @@ DATA_DIR = Path(__file__).parent / "data"
 AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
 DEFAULT_TICKETS = f"file://{DATA_DIR}/tickets/sample.jsonl"
 DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-STORAGE_CONN_ID = os.environ.get("CLAUDE_BATCH_STORAGE_CONN_ID") or None
-SOURCE_CONN_ID = os.environ.get("CLAUDE_BATCH_SOURCE_CONN_ID") or None
+STORAGE_CONN_ID = get_setting("storage_conn_id")
+SOURCE_CONN_ID = get_setting("source_conn_id")
 
 # Jinja, rendered when a task runs. The run's day is the date of its 18:00 cutoff in TIMEZONE (the
 # end of its data interval); runs triggered without a logical date use the time they were queued.
@@ -165,6 +169,7 @@ with DAG(
     tags=["claude", "batch", "classification"],
     doc_md=__doc__,
 ) as dag:
+    # [START howto_claude_batch_pipeline]
     claude_batch_pipeline(
         "classify_tickets",
         source=TICKETS,
@@ -185,8 +190,8 @@ with DAG(
         # Tickets from the form's input path are not the day's own: their labels stay in the run folder.
         custom_input="{{ params.input_path is not none and params.input_path | trim != '' }}",
         requeue_rounds="{{ params.requeue_rounds }}",
-        poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
         output_schema=LABEL_SCHEMA,
         output_uri=LABELS_URI,
         outlets=[ticket_labels],
     )
+    # [END howto_claude_batch_pipeline]

@@ -116,7 +116,7 @@ if [[ -z "$UV" ]]; then
   "$PYTHON" -m pip install --quiet "uv==0.13.9"
   UV="$PYTHON -m uv"
 fi
-UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" $UV sync --quiet --locked --extra deploy-check --python "$PYTHON"
+UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" $UV sync --quiet --locked --extra deploy --extra emulator --extra parquet --extra s3 --group deploy-check --python "$PYTHON"
 py="$DEPLOY_VENV/bin/python"
 free_ports=$("$py" -c "
 import socket

@@ -2,8 +2,8 @@
 # make topology-check: the distributed topology from real processes on 127.0.0.1, checked end to end.
 #
 # Installs what it needs on a fresh Debian machine (PostgreSQL, Redis, and Chromium for --ui, through
-# apt when run as root), syncs an environment from uv.lock with the `deploy-check` extra, then runs
-# `python -m deploy.topology_check "$@"`. Whatever happens, every process it started is ended.
+# apt when run as root), syncs an environment from uv.lock with the deploy extras and the
+# `deploy-check` group, then runs `python -m deploy.topology_check "$@"`. Whatever happens, every process it started is ended.
 #
 #   deploy/topology-check.sh                       # the nightly DAG
 #   deploy/topology-check.sh --ui                  # ... and the UI in headless Chromium
@@ -47,8 +47,8 @@ if [[ -z "$UV" ]]; then
   "$PYTHON" -m pip install --quiet "uv==$UV_VERSION"
   UV="$PYTHON -m uv"
 fi
-log "environment $DEPLOY_VENV (uv.lock, extra deploy-check)"
-UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" $UV sync --quiet --locked --extra deploy-check --python "$PYTHON"
+log "environment $DEPLOY_VENV (uv.lock, group deploy-check)"
+UV_PROJECT_ENVIRONMENT="$DEPLOY_VENV" $UV sync --quiet --locked --extra deploy --extra emulator --extra parquet --extra s3 --group deploy-check --python "$PYTHON"
 log "prepared in $(( $(date +%s) - started )) s"
 
 # The driver records each process group it starts in this file; the trap ends what the driver could not.

@@ -73,6 +73,8 @@ class ErrorKind(str, enum.Enum):
     CONNECTION = "connection"
     NOT_FOUND = "not_found"
     AUTH = "auth"
+    #: The Airflow connection itself is missing or unusable (nothing was sent to the API).
+    CONNECTION_CONFIG = "connection_config"
     REJECTED = "rejected"
 
     @property
@@ -494,6 +496,13 @@ def failure_message(batch_id: str, *, conn_id: str, error: PollError) -> str:
             f"Batch {batch_id} was not found through connection {conn_id!r} ({error.describe()}): check "
             "that the id is right, that the connection's key belongs to the workspace that created it, "
             "and that it was not deleted."
+        )
+    if error.kind is ErrorKind.CONNECTION_CONFIG:
+        return (
+            f"Connection {conn_id!r} could not be used to poll batch {batch_id} ({error.detail}): "
+            "nothing reached the API. Define or fix the connection where the waiting process reads "
+            "connections (the metadata database, an AIRFLOW_CONN_ variable or the secrets backend), then "
+            "clear this task to wait again. The batch was not canceled."
         )
     if error.kind is ErrorKind.AUTH:
         return (

@@ -60,6 +60,7 @@ from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.batch.polling import parse_retry_after
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, iter_records
 from airflow_claude_batch.batch.storage import StoragePath
+from airflow_claude_batch.compat import aget_connection, connection_form_widgets
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,
     BatchNotFoundError,
@@ -304,14 +305,28 @@ class ClaudeBatchHook(BaseHook):
         ] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return the connection form's behaviour, the same as the provider info declares."""
-        connection_type = next(
+    def _declared_connection_type(cls) -> dict[str, Any]:
+        return next(
             entry
             for entry in get_provider_info()["connection-types"]
             if entry["connection-type"] == cls.conn_type
         )
-        return connection_type["ui-field-behaviour"]
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the connection form's behaviour as the provider info declares it, with the method's
+        key spelling (``hidden_fields``, not ``hidden-fields``)."""
+        declared = cls._declared_connection_type()["ui-field-behaviour"]
+        return {key.replace("-", "_"): value for key, value in declared.items()}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the extra fields the provider info declares (``conn-fields``) as form widgets.
+
+        Airflow 3.2 and later build the form from the provider info and never call this; Airflow 3.1
+        renders these widgets.
+        """
+        return connection_form_widgets(cls._declared_connection_type()["conn-fields"])
 
     # --- settings and clients ----------------------------------------------------------------------
 
@@ -325,7 +340,7 @@ class ClaudeBatchHook(BaseHook):
     async def asettings(self) -> ClaudeSettings:
         """The connection's settings, read without blocking the event loop (triggerer-safe)."""
         if self._loaded is None:
-            self._loaded = self._remember(settings_from_connection(await self.aget_connection(self.conn_id)))
+            self._loaded = self._remember(settings_from_connection(await aget_connection(self.conn_id)))
         return self._loaded
 
     @staticmethod

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
@@ -25,14 +24,16 @@ from airflow_claude_batch.batch.sources import (
     expand_glob,
     split_glob,
 )
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
+from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.fanout import load_prices
 from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
 
 SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]
 
 
-class ClaudeBatchBuildOperator(BaseOperator):
+class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     """Render records into Message Batch requests, validate them and write round 0's shards.
 
     Reads the records as a stream, so a run of millions of records takes the memory of one record and
@@ -69,7 +70,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param source_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` when file names do not tell.
     :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
     :param prices_file: a prices file over the shipped prices, a local path or a URI read with
-        ``storage_conn_id`` (default: ``CLAUDE_BATCH_PRICES_FILE``).
+        ``storage_conn_id`` (default: ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
     :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group
         the task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the
         same pipeline must use the same id.
@@ -194,7 +195,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
             raise AirflowFailException(str(exc)) from exc
-        return result.shard_dicts()
+        shards = result.shard_dicts()
+        self.record_lineage(getattr(source, "paths", ()), [shard["uri"] for shard in shards])
+        return shards
 
     def _record_source(self) -> RecordSource:
         if isinstance(self.source, CallableRecords):

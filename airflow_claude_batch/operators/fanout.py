@@ -6,17 +6,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch import DEFAULT_CONN_ID, settings
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.lineage import LineageMixin
 
 
-class ClaudeBatchFanoutOperator(BaseOperator):
+class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
     """Stream a shard's results once and write one row per request into the shard's outcome files.
 
     Writes ``round-r/shard-nnnnn/{succeeded,invalid_output,errored,expired,canceled}.jsonl``, all
@@ -39,7 +40,7 @@ class ClaudeBatchFanoutOperator(BaseOperator):
     :param sink: a callable receiving each succeeded row as it streams (for example an upsert into a
         table). A retried task calls it again for the same rows: make it idempotent on ``custom_id``.
     :param prices_file: a prices file over the shipped prices (templated; default:
-        ``CLAUDE_BATCH_PRICES_FILE``).
+        ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
     """
 
     template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id", "prices_file")
@@ -110,6 +111,14 @@ class ClaudeBatchFanoutOperator(BaseOperator):
             summary.tokens.output,
             summary.cost_usd,
         )
+        self.record_lineage(
+            [folder.shard_requests(shard.round, shard.index)],
+            [
+                folder.shard_outcome(shard.round, shard.index, outcome)
+                for outcome, count in summary.outcome_counts.items()
+                if count
+            ],
+        )
         return shard.evolve(
             outcome_counts=summary.descriptor_counts(),
             tokens=summary.tokens.to_dict(),
@@ -118,9 +127,12 @@ class ClaudeBatchFanoutOperator(BaseOperator):
 
 
 def load_prices(prices_file: str | None, storage_conn_id: str | None) -> PriceTable:
-    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI)."""
+    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI), or
+    else with ``[claude_batch] prices_file`` / ``CLAUDE_BATCH_PRICES_FILE``."""
     text = None if prices_file is None else str(prices_file).strip()
     if not text or text == "None":
+        text = settings.prices_file()
+    if not text:
         return PriceTable.load()
     if "://" in text:
         return PriceTable.load(ObjectStoragePath(text, conn_id=storage_conn_id))

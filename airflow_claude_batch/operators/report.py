@@ -5,22 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.batch.cost_history import pipeline_history
 from airflow_claude_batch.batch.input_change import read_answered_earlier
 from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices
 from airflow_claude_batch.operators.flat_output import write_owned_output
 from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
 
 
-class ClaudeBatchReportOperator(BaseOperator):
+class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
     """Account for every record of the run and write what a person and a downstream job read.
 
     Scans the run folder (``{storage}/{dag_id}/{run_id}/{pipeline_id}``) file by file and writes:
@@ -38,9 +39,11 @@ class ClaudeBatchReportOperator(BaseOperator):
     - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
       fields (or ``text``), as JSON Lines, or CSV when the URI ends in ``.csv``.
 
-    Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. After a dry
-    run it writes the estimate-only manifest and report, no flat output, and ends skipped so that its
-    outlets announce no new data.
+    Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. Each Asset in
+    ``outlets`` gets an event whose ``extra`` holds the same facts (:func:`asset_event_extra`): the
+    counts per outcome, the actual cost, the savings and the manifest's URI, so a DAG scheduled on the
+    Asset reads them from its triggering event. After a dry run it writes the estimate-only manifest
+    and report, no flat output, and ends skipped so that its outlets announce no new data.
 
     :param storage: the root URI of run folders, as given to the build (templated).
     :param storage_conn_id: the connection for ``storage`` and ``output_uri`` (templated).
@@ -104,7 +107,6 @@ class ClaudeBatchReportOperator(BaseOperator):
                     custom_input=_flag(self.custom_input, "custom_input"),
                 )
                 extra["output"] = str(written)
-                self._name_writer(context, str(written))
             ti = context["ti"]
             manifest, samples = write_ledger(
                 folder,
@@ -128,16 +130,17 @@ class ClaudeBatchReportOperator(BaseOperator):
             raise AirflowSkipException(
                 f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
             )
+        self._annotate_asset_events(context, run_extra(context, summary))
+        self.record_lineage([folder.root], summary["files"].values())
         return summary
 
-    def _name_writer(self, context: Any, output_uri: str) -> None:
-        """Name this run and where it wrote in the Asset events of the task's outlets."""
+    def _annotate_asset_events(self, context: Any, extra: dict[str, Any]) -> None:
         events = context.get("outlet_events")
         if events is None:
             return
-        for outlet in self.outlets:
-            accessor = events[outlet]
-            accessor.extra = {**accessor.extra, "run_id": context["run_id"], "output_uri": output_uri}
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(extra)
 
     def _output_path(self) -> ObjectStoragePath | None:
         text = None if self.output_uri is None else str(self.output_uri).strip()
@@ -158,6 +161,35 @@ class ClaudeBatchReportOperator(BaseOperator):
         )
         if not reconciled:
             self.log.warning("the run does not reconcile: %s", "; ".join(notes))
+
+
+def asset_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    """The facts an Asset event carries in its ``extra``, from the report's summary.
+
+    ``outcomes`` are the final dispositions (``succeeded``, ``invalid_output``, ``dead_lettered``,
+    ``pending``); money is in US dollars; ``manifest_uri`` points at the run's full account.
+    """
+    files = summary.get("files", {})
+    extra = {
+        "run_uri": summary["run_uri"],
+        "manifest_uri": files.get("manifest"),
+        "input_records": summary["input_records"],
+        "outcomes": dict(summary["dispositions"]),
+        "reconciled": summary["reconciled"],
+        "rounds": summary["rounds"],
+        "batches": summary["batches"],
+        "actual_cost_usd": summary["actual_cost_usd"],
+        "synchronous_equivalent_usd": summary["synchronous_equivalent_usd"],
+        "savings_usd": summary["savings_usd"],
+    }
+    if files.get("output"):
+        extra["output_uri"] = files["output"]
+    return extra
+
+
+def run_extra(context: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The Asset event's ``extra``: the run's facts and the run that wrote the output."""
+    return {**asset_event_extra(summary), "run_id": context["run_id"]}
 
 
 def _uri(folder: RunFolder, name: str) -> str:

@@ -9,8 +9,6 @@ from typing import Any
 
 import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.claims import ClaimsIndex
@@ -28,7 +26,9 @@ from airflow_claude_batch.batch.submission import (
     SubmitWait,
     submit_shard,
 )
+from airflow_claude_batch.compat import AirflowFailException, conf
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.links import ClaudeBatchLink
 
 #: HTTP statuses with which the API refuses a create without making a batch.
 REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 529})
@@ -61,6 +61,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id")
     ui_color = "#f3e3d3"
+    operator_extra_links = (ClaudeBatchLink(),)
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 self.defer(trigger=DateTimeTrigger(moment=outcome.until), method_name="execute_complete")
             time.sleep(max(0.0, (outcome.until - utc_now()).total_seconds()))
             outcome = self._submit_once()
-        return self._finish(outcome)
+        return self._finish(context, outcome)
 
     def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
         """Look again after a deferred wait (the same steps as ``execute``)."""
@@ -121,7 +122,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         finally:
             hook.close()
 
-    def _finish(self, result: SubmitResult) -> dict[str, Any]:
+    def _finish(self, context: Any, result: SubmitResult) -> dict[str, Any]:
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        base_url = ClaudeBatchHook(conn_id=self.conn_id).settings.base_url
         shard = ShardDescriptor.from_dict(self.shard)
         self.log.info(
             "Round %d, shard %d: batch %s with %d requests (%s)",
@@ -131,6 +135,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             result.request_count,
             result.action,
         )
+        ClaudeBatchLink.persist(context, base_url=base_url, batch_id=result.batch_id)
         return shard.evolve(batch_id=result.batch_id, marker_id=result.marker_id).to_dict()
 
 

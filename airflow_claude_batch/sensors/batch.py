@@ -1,30 +1,32 @@
-"""The wait step: a sensor that returns the shard's descriptor once its batch has ended.
+"""The wait step: a sensor that waits for a batch to end and returns its counts.
 
 Deferrable by default through ``[operators] default_deferrable``: the sensor reads the batch once,
 fixes the wall-clock deadline (the batch's ``expires_at`` plus ``deadline_margin``) and hands over to
 :class:`~airflow_claude_batch.triggers.batch.ClaudeBatchTrigger`. With ``deferrable=False`` it polls
 from the worker, in ``mode="poke"`` (sleeping between polls) or ``mode="reschedule"`` (freeing the slot
 between polls). Both paths take their decisions from :mod:`airflow_claude_batch.batch.polling`.
+
+It waits for a shard of the pipeline (``shard=``, the submit operator's descriptor) or for any batch
+(``batch_id=``), and honours the base sensor's ``timeout``, ``soft_fail``, ``mode`` and
+``exponential_backoff`` as Airflow's own sensors do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import timezone
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
-from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch import DEFAULT_CONN_ID, settings
 from airflow_claude_batch.batch.polling import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
-    DEFAULT_POLL_INTERVAL_S,
     ENDED,
     ErrorKind,
     PollAction,
@@ -43,13 +45,23 @@ from airflow_claude_batch.batch.polling import (
     poll_error_from_exception,
     request_counts,
 )
+from airflow_claude_batch.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    conf,
+)
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,
     BatchDeadlineError,
     BatchNotFoundError,
+    ClaudeBatchError,
     ConnectionConfigError,
     InputError,
 )
+from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.triggers.batch import (
     CANCEL_ATTEMPTS,
     CANCEL_MAX_PAUSE_S,
@@ -67,8 +79,7 @@ REQUIRED_SHARD_KEYS = ("run_uri", "round", "index", "uri", "batch_id")
 
 
 class ClaudeBatchSensor(BaseSensorOperator):
-    """Wait for a shard's batch to end; return the descriptor with ``processing_status`` and
-    ``request_counts``.
+    """Wait for a message batch to end; return its counts.
 
     Transient API errors (429 honouring ``retry-after``, 5xx, 529, connection errors) are waited out
     with backoff until the deadline: polling never cancels a batch. An unknown batch or a rejected key
@@ -77,18 +88,26 @@ class ClaudeBatchSensor(BaseSensorOperator):
     or not) leaves the batch running, so that a rerun re-attaches to it; cancelling is the explicit
     ``python -m airflow_claude_batch.cancel``.
 
-    The sensor waits for one shard: ``shard`` is a ``ShardDescriptor`` dict as the submit operator
-    returns it (map the sensor over the submit's output with ``.expand(shard=...)``). To wait for a
-    batch submitted elsewhere, pass a dict with at least ``run_uri``, ``round``, ``index``, ``uri`` and
-    ``batch_id``; there is no separate ``batch_id`` parameter.
+    Give it one of:
 
-    Of the base sensor's arguments, ``mode`` is honoured; ``timeout``, ``poke_interval``,
-    ``exponential_backoff``, ``soft_fail`` and ``silent_fail`` are not used: ``poll_interval`` and
-    ``deadline_margin`` govern the wait.
+    - ``batch_id``: any batch, made by this package or elsewhere. It returns ``{"batch_id",
+      "processing_status", "request_counts"}``.
+    - ``shard``: a ``ShardDescriptor`` dict as the submit operator returns it (the pipeline maps the
+      sensor over the submit's output with ``.expand(shard=...)``). It returns the descriptor with
+      ``processing_status`` and ``request_counts`` filled in.
 
-    :param shard: the shard's descriptor (templated), with its ``batch_id``.
+    The base sensor's arguments work as for Airflow's own sensors: ``timeout`` (seconds from the
+    first poll, deferred or not) fails the task with ``AirflowSensorTimeout``; ``soft_fail`` turns that
+    and the wait's failures (deadline, unknown batch, rejected connection) into a skip; ``mode`` is
+    ``poke`` or ``reschedule`` when not deferrable; ``exponential_backoff`` (and ``max_wait``) spread
+    the polls made from the worker (the triggerer polls every ``poll_interval``). ``poke_interval``
+    defaults to ``poll_interval``.
+
+    :param batch_id: the batch to wait for (templated); give this or ``shard``.
+    :param shard: the shard's descriptor (templated), with its ``batch_id``; give this or ``batch_id``.
     :param conn_id: the Claude connection (templated).
-    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter. Every
+    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter (default:
+        ``[claude_batch] poll_interval``, 60). Every
         poll counts against the organisation's batch requests-per-minute limit, which creates and
         result downloads share: with hundreds of shards, keep the default minute.
     :param deferrable: hand the wait to the triggerer (default: ``[operators] default_deferrable``).
@@ -99,22 +118,32 @@ class ClaudeBatchSensor(BaseSensorOperator):
         margin gives up before the expiry.
     """
 
-    template_fields: Sequence[str] = ("shard", "conn_id")
+    template_fields: Sequence[str] = ("batch_id", "shard", "conn_id")
     ui_color = "#f0e4d8"
+    operator_extra_links = (ClaudeBatchLink(),)
 
     def __init__(
         self,
         *,
-        shard: dict[str, Any],
+        batch_id: str | None = None,
+        shard: dict[str, Any] | None = None,
         conn_id: str = DEFAULT_CONN_ID,
-        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        poll_interval: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_timeout: bool = False,
         deadline_margin: float = DEFAULT_DEADLINE_MARGIN_S,
         **kwargs: Any,
     ) -> None:
+        if poll_interval is None:
+            poll_interval = settings.poll_interval()
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
+        if (batch_id is None) == (shard is None):
+            raise ValueError(
+                f"{self.task_id}: give the sensor either batch_id= (any batch) or shard= (a descriptor "
+                "from the submit operator), not both and not neither."
+            )
+        self.batch_id = batch_id
         self.shard = shard
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
@@ -127,25 +156,27 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def policy(self) -> PollPolicy:
         return PollPolicy(poll_interval=self.poll_interval)
 
-    @property
-    def batch_id(self) -> str:
-        return str(self.shard["batch_id"])
-
     def execute(self, context: Context) -> dict[str, Any]:
-        self._check_shard()
-        if self.deferrable:
-            return self._defer_unless_ended()
-        return self._wait_in_worker(context)
+        with self._soft_fail():
+            self._resolve_batch_id()
+            ClaudeBatchLink.persist(context, base_url=self._base_url(), batch_id=self.batch_id)
+            if self.deferrable:
+                return self._defer_unless_ended()
+            return self._wait_in_worker(context)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger fired: return the descriptor, or fail with the event's message."""
-        status = event.get("status")
-        if status == "success":
-            self.log.info("%s.", event["message"])
-            return self._result(event)
-        if status == "timeout":
-            raise BatchDeadlineError(event["message"])
-        self._raise_failure(ErrorKind(event.get("error_kind", ErrorKind.REJECTED.value)), event["message"])
+        """Resume after the trigger fired: return the counts, or fail with the event's message."""
+        with self._soft_fail():
+            self._resolve_batch_id()
+            status = event.get("status")
+            if status == "success":
+                self.log.info("%s.", event["message"])
+                return self._result(event)
+            if status == "timeout":
+                raise BatchDeadlineError(event["message"])
+            self._raise_failure(
+                ErrorKind(event.get("error_kind", ErrorKind.REJECTED.value)), event["message"]
+            )
 
     def on_kill(self) -> None:
         """Leave the batch running: the task was killed (cleared, marked) while it polled from the worker."""
@@ -182,6 +213,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 cancel_on_timeout=self.cancel_on_timeout,
             ),
             method_name="execute_complete",
+            # Airflow fails the task with AirflowSensorTimeout (or skips it, soft_fail) when it passes.
+            timeout=timedelta(seconds=self.timeout),
         )
 
     def _wait_in_worker(self, context: Context) -> dict[str, Any]:
@@ -195,6 +228,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
         end_time: float | None = None
         last_batch: dict[str, Any] | None = None
         progress = ProgressLog()
+        started = self._first_attempt_time(context, default=time.time())
+        poke_count = 1
         while True:
             batch, error = self._poll()
             now = time.time()
@@ -206,7 +241,6 @@ class ClaudeBatchSensor(BaseSensorOperator):
             else:
                 failures += 1
                 if end_time is None:
-                    started = self._first_attempt_time(context, default=now)
                     end_time = default_end_time(None, margin=self.deadline_margin, now=started)
                 decision = decide_on_error(
                     error, attempt=failures, now=now, end_time=end_time, policy=self.policy
@@ -221,9 +255,20 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 self._raise_failure(
                     error.kind, failure_message(self.batch_id, conn_id=self.conn_id, error=error)
                 )
+            run_duration = time.time() - started
+            if run_duration > self.timeout:
+                raise AirflowSensorTimeout(
+                    f"Batch {self.batch_id} had not ended after {format_duration(run_duration)}, the "
+                    f"sensor's timeout of {format_duration(self.timeout)}. The batch keeps running."
+                )
+            delay = decision.delay
+            if self.exponential_backoff:
+                backoff = self._get_next_poke_interval(started, lambda: time.time() - started, poke_count)
+                delay = max(delay, backoff)
+            poke_count += 1
             if self.reschedule:
-                raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=decision.delay))
-            time.sleep(decision.delay)
+                raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=delay))
+            time.sleep(delay)
 
     def _give_up_at_deadline(self, last_batch: dict[str, Any] | None, end_time: float) -> NoReturn:
         last_status = last_batch.get("processing_status") if last_batch else None
@@ -248,6 +293,16 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
         # The SDK's own retries are off: the backoff between polls is decided here, and shared.
         return ClaudeBatchHook(self.conn_id).get_conn().with_options(max_retries=0)
+
+    def _base_url(self) -> str:
+        """The connection's Base URL for the link; empty when the connection cannot be read (the first
+        poll then reports why)."""
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        try:
+            return ClaudeBatchHook(self.conn_id).settings.base_url
+        except Exception:
+            return ""
 
     def _poll(self) -> tuple[dict[str, Any] | None, PollError | None]:
         try:
@@ -281,6 +336,30 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     # --- helpers -----------------------------------------------------------------------------------
 
+    @contextmanager
+    def _soft_fail(self) -> Iterator[None]:
+        """With ``soft_fail``, a timeout or a failed wait skips the task, as for Airflow's sensors."""
+        try:
+            yield
+        except (AirflowSkipException, AirflowRescheduleException):
+            raise
+        except (AirflowException, ClaudeBatchError) as exc:
+            if self.soft_fail:
+                raise AirflowSkipException(f"Skipping (soft_fail=True): {exc}") from exc
+            raise
+
+    def _resolve_batch_id(self) -> None:
+        if self.shard is None:
+            if not isinstance(self.batch_id, str) or not self.batch_id.strip():
+                raise AirflowFailException(
+                    f"{self.task_id}: batch_id is {self.batch_id!r}: pass the id of the batch to wait for "
+                    "(msgbatch_...), or a template that renders to it."
+                )
+            self.batch_id = self.batch_id.strip()
+            return
+        self._check_shard()
+        self.batch_id = str(self.shard["batch_id"])
+
     def _check_shard(self) -> None:
         shard = self.shard
         missing = [key for key in REQUIRED_SHARD_KEYS if not isinstance(shard, Mapping) or key not in shard]
@@ -306,6 +385,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 counts["canceled"],
                 counts["expired"],
             )
+        if self.shard is None:
+            return {"batch_id": self.batch_id, "processing_status": ENDED, "request_counts": counts}
         expected = self.shard.get("request_count")
         if isinstance(expected, int) and self.shard.get("marker_id"):
             expected += 1  # the batch's marker request
@@ -320,7 +401,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         return {**self.shard, "processing_status": ENDED, "request_counts": counts}
 
     def _raise_failure(self, kind: ErrorKind, message: str) -> NoReturn:
-        if kind is ErrorKind.AUTH:
+        if kind in (ErrorKind.AUTH, ErrorKind.CONNECTION_CONFIG):
             # A rejected key stays rejected on retry: fail without retrying, as for any bad input.
             raise AirflowFailException(message) from ConnectionConfigError(message)
         if kind is ErrorKind.NOT_FOUND:

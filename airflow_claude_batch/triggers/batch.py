@@ -46,6 +46,7 @@ from airflow_claude_batch.batch.polling import (
     poll_error_from_exception,
     request_counts,
 )
+from airflow_claude_batch.compat import AirflowNotFoundException
 
 if TYPE_CHECKING:
     import anthropic
@@ -368,7 +369,9 @@ async def _build_client(conn_id: str) -> anthropic.AsyncAnthropic:
         await hook.asettings()  # reads the connection without blocking the loop
         # Building a client loads the CA bundle: about 0.1 s of CPU, kept off the loop.
         return await asyncio.to_thread(hook.get_async_conn, max_retries=0)
+    except AirflowNotFoundException as exc:
+        detail = f"connection {conn_id!r} is not defined for the process that polls ({exc})"
+        raise _ConnectionUnusable(PollError(ErrorKind.CONNECTION_CONFIG, detail=detail)) from exc
     except Exception as exc:
-        raise _ConnectionUnusable(
-            PollError(ErrorKind.AUTH, detail=f"connection unusable: {type(exc).__name__}: {exc}")
-        ) from exc
+        detail = f"{type(exc).__name__}: {exc}"
+        raise _ConnectionUnusable(PollError(ErrorKind.CONNECTION_CONFIG, detail=detail)) from exc

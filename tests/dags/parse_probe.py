@@ -36,7 +36,9 @@ def _python_roots() -> tuple[str, ...]:
 
 
 def main(dags_folder: str, package_dir: str) -> dict[str, Any]:
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_claude_batch.compat import dag_bag_class
+
+    DagBag = dag_bag_class()
 
     # Warm up what Airflow loads once per process (plugins, providers, timetables), outside the probe.
     with tempfile.TemporaryDirectory() as empty:
@@ -49,6 +51,11 @@ def main(dags_folder: str, package_dir: str) -> dict[str, Any]:
     def allowed_open(path: str) -> bool:
         real = os.path.realpath(path)
         if real.startswith(python_roots) or real == "/dev/null":
+            return True
+        # Airflow 3.1 reads the source of the calling frames (this probe) while a DAG is built, and its
+        # import machinery opens the entries it puts on sys.path (config/, plugins/): neither is the
+        # DAG file's doing.
+        if real == os.path.realpath(__file__) or real in {os.path.realpath(entry) for entry in sys.path}:
             return True
         # In the package and the DAG folder only code may be read: no data file, prompt or price table.
         return real.startswith(code_roots) and (

@@ -149,7 +149,9 @@ def test_a_misconfigured_connection_says_what_to_fix(
 def test_ui_fields_match_the_provider_info() -> None:
     types = get_provider_info()["connection-types"]
     declared = next(entry for entry in types if entry["connection-type"] == "claude_batch")
-    assert ClaudeBatchHook.get_ui_field_behaviour() == declared["ui-field-behaviour"]
+    behaviour = ClaudeBatchHook.get_ui_field_behaviour()
+    assert behaviour == {k.replace("-", "_"): v for k, v in declared["ui-field-behaviour"].items()}
+    assert behaviour["hidden_fields"] == ["schema", "port", "login"]
     assert declared["hook-class-name"] == f"{ClaudeBatchHook.__module__}.{ClaudeBatchHook.__name__}"
     assert ClaudeBatchHook.conn_type == declared["connection-type"]
     assert ClaudeBatchHook.hook_name == declared["hook-name"]
@@ -480,3 +482,21 @@ def test_no_log_line_holds_the_key_even_at_debug(
     assert "HTTP Request" in caplog.text  # the debug logs were captured
     for text in (caplog.text, captured.out, captured.err):
         assert emulator.api_key not in text
+
+
+def test_the_connection_form_shows_the_fields_on_this_airflow() -> None:
+    """What Airflow's UI serves for the connection form: extra fields and relabelled standard fields.
+
+    Airflow 3.2 and later read them from the provider info; 3.1 from the hook's widgets.
+    """
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "claude_batch")
+    extra = meta.extra_fields or {}
+    assert set(extra) == {"anthropic_version", "anthropic_beta", "timeout", "max_retries"}
+    assert "retries" in str(extra["max_retries"]).lower()
+    assert meta.standard_fields is not None
+    assert meta.standard_fields.host is not None
+    assert meta.standard_fields.host.title == "Base URL"
+    assert meta.standard_fields.login is not None
+    assert meta.standard_fields.login.hidden

@@ -19,7 +19,7 @@ import json
 import pathlib
 
 import pendulum
-from airflow.sdk import DAG, ObjectStoragePath, get_current_context, task
+from airflow.sdk import DAG, Asset, ObjectStoragePath, get_current_context, task
 
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import write_json
@@ -28,6 +28,7 @@ from tests.batch.batch_results import errored, expired, fanned_out_shard, succee
 
 STORAGE = {storage!r}
 OUT = {out!r}
+LABELS = Asset(name="report_only_labels")
 
 with DAG("report_only", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
          default_args={{"retries": 0}}) as dag:
@@ -54,6 +55,7 @@ with DAG("report_only", schedule=None, start_date=pendulum.datetime(2026, 1, 1, 
         prices_file={prices!r},
         output_uri="{{{{ params.out_dir }}}}/labels.csv",
         params={{"out_dir": {out_dir!r}}},
+        outlets=[LABELS],
     )
     one_round() >> report
 
@@ -62,6 +64,17 @@ with DAG("report_only", schedule=None, start_date=pendulum.datetime(2026, 1, 1, 
         pathlib.Path(OUT).write_text(json.dumps(summary))
 
     keep(report.output)
+
+
+# What a downstream DAG sees of the report's Asset event.
+with DAG("report_reader", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as reader:
+
+    @task(inlets=[LABELS])
+    def read_event(*, inlet_events):
+        event = inlet_events[LABELS][-1]
+        pathlib.Path(OUT).with_name("event.json").write_text(json.dumps(event.extra))
+
+    read_event()
 """
 
 
@@ -108,3 +121,13 @@ def test_the_report_task_writes_the_run_files_and_returns_a_small_summary(
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["files"]["output"] == summary["files"]["output"]
     assert manifest["price_sources"][-1] == str(prices)
+
+    run_dag(dag_file, "report_reader")
+    extra = json.loads((tmp_path / "event.json").read_text())
+    assert extra["outcomes"] == summary["dispositions"]
+    assert extra["actual_cost_usd"] == pytest.approx(summary["actual_cost_usd"])
+    assert extra["savings_usd"] == pytest.approx(summary["savings_usd"])
+    assert extra["manifest_uri"] == f"file://{run}/manifest.json"
+    assert extra["output_uri"] == f"file://{tmp_path}/out/labels.csv"
+    assert extra["input_records"] == 4
+    assert extra["reconciled"] is True

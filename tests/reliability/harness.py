@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk._shared.module_loading import import_string
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.module_loading import import_string
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.compat import AirflowFailException, TaskDeferred
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator

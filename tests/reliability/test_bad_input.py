@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES
+from airflow_claude_batch.compat import AirflowFailException
 from tests.reliability.harness import RunHarness, records, write_jsonl
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"

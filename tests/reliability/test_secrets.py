@@ -29,11 +29,11 @@ import httpx
 import orjson
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.batch.models import get_model
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.emulator.answers import summarise
 from airflow_claude_batch.emulator.cli import build_parser

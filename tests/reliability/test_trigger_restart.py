@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-from airflow._shared.module_loading import import_string
 from airflow.models.trigger import Trigger
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.module_loading import import_string
 
 from airflow_claude_batch.batch.limits import batch_body_size
+from airflow_claude_batch.compat import TaskDeferred
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor

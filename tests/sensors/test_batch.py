@@ -9,9 +9,9 @@ from typing import Any
 
 import anthropic
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, TaskDeferred
 
 from airflow_claude_batch.batch.polling import parse_timestamp
+from airflow_claude_batch.compat import AirflowFailException, AirflowRescheduleException, TaskDeferred
 from airflow_claude_batch.exceptions import BatchDeadlineError, BatchNotFoundError
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
@@ -224,6 +224,9 @@ with DAG("claude_batch_wait_deferred", schedule=None, start_date=pendulum.dateti
 @pytest.mark.airflow
 def test_deferred_for_real_through_the_triggerer(run_dag, emulator, tmp_path: Path) -> None:
     emulator.faults({"processing_seconds": 5.0})
+    # The sensor's own first poll fails (transient), so the wait always defers to the trigger, however
+    # late the task starts after the batch ended.
+    emulator.faults({"fail_next": {"endpoint": "retrieve", "status": 500, "count": 1}})
     requests = [
         {
             "custom_id": f"doc-{index}",

@@ -1,0 +1,65 @@
+"""The "Claude batch" extra link of the submit and wait tasks.
+
+Airflow's UI shows a button per declared link; the API server reads the link's URL from the task's
+XCom under :attr:`ClaudeBatchLink.xcom_key`, which the task writes once it knows its batch id
+(:meth:`ClaudeBatchLink.persist`). Which URL:
+
+- ``[claude_batch] batch_link`` (or ``CLAUDE_BATCH_BATCH_LINK``) when set: a template with
+  ``{batch_id}`` and ``{base_url}``, for any connection (a gateway's own batch page, for example);
+- otherwise, for the first-party API (an empty Base URL, or ``https://api.anthropic.com``): the
+  batch in the Claude Console, :data:`CONSOLE_BATCH_URL`;
+- otherwise (a gateway or the emulator): no link. The batch object the Base URL serves needs the API
+  key in a header, which a link in a browser cannot send, so a link to it would only answer 401.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperatorLink
+
+from airflow_claude_batch import settings
+
+FIRST_PARTY_BASE_URL = "https://api.anthropic.com"
+#: The Console page of one batch; the workspace segment "default" is the organisation's default workspace.
+CONSOLE_BATCH_URL = "https://console.anthropic.com/workspaces/default/batches/{batch_id}"
+
+
+def batch_link_url(base_url: str, batch_id: str) -> str | None:
+    """The link for one batch reached through ``base_url``, or ``None`` when there is none.
+
+    :param base_url: the connection's normalised Base URL.
+    :param batch_id: the batch id.
+    """
+    template = settings.get_setting("batch_link")
+    if template is None:
+        if base_url.rstrip("/") != FIRST_PARTY_BASE_URL:
+            return None
+        template = CONSOLE_BATCH_URL
+    return template.format(batch_id=batch_id, base_url=base_url.rstrip("/"))
+
+
+class ClaudeBatchLink(BaseOperatorLink):
+    """A link from a submit or wait task to its batch."""
+
+    name: ClassVar[str] = "Claude batch"  # type: ignore[misc]
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """Return the URL the task stored (Airflow's API server reads the XCom itself)."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
+
+    @classmethod
+    def persist(cls, context: Any, *, base_url: str, batch_id: str) -> str | None:
+        """Store the batch's URL for the UI, when it has one; return it.
+
+        :param context: the task's context.
+        :param base_url: the connection's normalised Base URL.
+        :param batch_id: the batch id.
+        """
+        url = batch_link_url(base_url, batch_id)
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if url is not None and ti is not None:
+            ti.xcom_push(key=cls().xcom_key, value=url)
+        return url

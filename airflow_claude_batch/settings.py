@@ -1,0 +1,132 @@
+"""The provider's configuration: the ``[claude_batch]`` section of Airflow's configuration.
+
+Each option is read, in order, from the legacy environment variable (``CLAUDE_BATCH_<NAME>``, which
+keeps working), then Airflow's configuration (``airflow.cfg``'s ``[claude_batch]`` section or
+``AIRFLOW__CLAUDE_BATCH__<NAME>``), then the default. ``airflow config list`` shows the section with
+the provider's defaults; ``airflow config get-value claude_batch poll_interval`` shows one value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+SECTION = "claude_batch"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of the section.
+
+    :param name: the option's name in ``[claude_batch]``.
+    :param type: ``string``, ``float``, ``integer`` or ``boolean``, as Airflow's schema names them.
+    :param default: the default, as text (empty: none).
+    :param example: an example value, as text.
+    :param description: what it does.
+    """
+
+    name: str
+    type: str
+    default: str
+    example: str
+    description: str
+
+    @property
+    def env_var(self) -> str:
+        """The legacy environment variable, still honoured before the configuration."""
+        return f"CLAUDE_BATCH_{self.name.upper()}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "prices_file",
+        "string",
+        "",
+        "s3://my-bucket/claude/prices.json",
+        "A prices file (local path or object-storage URI) laid over the shipped prices: its models "
+        "replace the shipped ones, the rest stay. An operator's prices_file= wins over it.",
+    ),
+    Option(
+        "poll_interval",
+        "float",
+        "60",
+        "300",
+        "Default seconds between polls of a batch, for the wait sensor and the sample DAGs. Every poll "
+        "counts against the organisation's batch requests-per-minute limit.",
+    ),
+    Option(
+        "batch_link",
+        "string",
+        "",
+        "https://gateway.example.com/ui/batches/{batch_id}",
+        "The submit and wait tasks' 'Claude batch' link, with {batch_id} and {base_url}. Empty: the "
+        "Claude Console for the first-party API, and no link for a gateway or the emulator.",
+    ),
+    Option(
+        "storage_conn_id",
+        "string",
+        "",
+        "aws_default",
+        "The sample DAGs' connection for their run folders (empty: local files).",
+    ),
+    Option(
+        "source_conn_id",
+        "string",
+        "",
+        "aws_default",
+        "The sample DAGs' connection for their input files (empty: local files).",
+    ),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def provider_config() -> dict[str, Any]:
+    """The section as ``get_provider_info()["config"]`` declares it to Airflow."""
+    return {
+        SECTION: {
+            "description": "Claude Message Batches. Each option can also be set with its legacy "
+            "environment variable CLAUDE_BATCH_<OPTION>, which wins over this section.",
+            "options": {
+                option.name: {
+                    "description": option.description,
+                    "version_added": "0.2.0",
+                    "type": option.type,
+                    "example": option.example,
+                    "default": option.default,
+                }
+                for option in OPTIONS
+            },
+        }
+    }
+
+
+def get_setting(name: str) -> str | None:
+    """Return an option's value as text, or ``None`` when it is empty everywhere.
+
+    :param name: the option's name, e.g. ``"prices_file"``.
+    """
+    option = _BY_NAME[name]
+    value = os.environ.get(option.env_var)
+    if value is None:
+        from airflow_claude_batch.compat import conf
+
+        value = conf.get(SECTION, name, fallback=option.default)
+    value = (value or "").strip()
+    return value or None
+
+
+def poll_interval() -> float:
+    """The default seconds between polls (``[claude_batch] poll_interval``)."""
+    value = get_setting("poll_interval") or _BY_NAME["poll_interval"].default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"[{SECTION}] poll_interval (or CLAUDE_BATCH_POLL_INTERVAL) is {value!r}: give seconds, e.g. 60."
+        ) from None
+
+
+def prices_file() -> str | None:
+    """The prices file laid over the shipped prices (``[claude_batch] prices_file``), if any."""
+    return get_setting("prices_file")

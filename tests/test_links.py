@@ -1,0 +1,30 @@
+"""The "Claude batch" extra link: which URL for which Base URL, and its declaration."""
+
+from __future__ import annotations
+
+from airflow_claude_batch import get_provider_info
+from airflow_claude_batch.links import ClaudeBatchLink, batch_link_url
+from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
+
+
+def test_the_first_party_api_links_to_the_console(monkeypatch) -> None:
+    monkeypatch.delenv("CLAUDE_BATCH_BATCH_LINK", raising=False)
+    url = batch_link_url("https://api.anthropic.com", "msgbatch_01")
+    assert url == "https://console.anthropic.com/workspaces/default/batches/msgbatch_01"
+
+
+def test_a_gateway_or_the_emulator_gets_no_link_unless_configured(monkeypatch) -> None:
+    monkeypatch.delenv("CLAUDE_BATCH_BATCH_LINK", raising=False)
+    assert batch_link_url("http://127.0.0.1:8765", "msgbatch_01") is None
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__BATCH_LINK", "{base_url}/batches/{batch_id}")
+    assert (
+        batch_link_url("https://gw.example.com/", "msgbatch_01")
+        == "https://gw.example.com/batches/msgbatch_01"
+    )
+
+
+def test_the_link_is_declared_and_on_the_submit_and_wait_tasks() -> None:
+    assert get_provider_info()["extra-links"] == ["airflow_claude_batch.links.ClaudeBatchLink"]
+    for operator in (ClaudeBatchSubmitOperator, ClaudeBatchSensor):
+        assert [link.name for link in operator.operator_extra_links] == [ClaudeBatchLink.name]
