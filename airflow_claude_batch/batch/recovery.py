@@ -48,10 +48,12 @@ class Wait:
 
     :param until: when to look again (UTC).
     :param reason: what the submit is waiting for, for the task log.
+    :param nothing_listed: no candidate is listed; the wait is only for the create to settle.
     """
 
     until: datetime
     reason: str
+    nothing_listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def _undecided(intent: SubmitState, running: list[str], now: datetime, recheck: 
             settle_at,
             f"the create sent at {intent.intent_at} is unanswered and may still make a batch until "
             f"{format_utc(settle_at)}; no second create before then",
+            nothing_listed=True,
         )
     return CreateAgain()
 

@@ -149,10 +149,12 @@ class SubmitWait:
 
     :param until: when to look again (UTC).
     :param reason: what the submit waits for.
+    :param nothing_listed: no candidate batch is listed: only time can tell.
     """
 
     until: datetime
     reason: str
+    nothing_listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ def _follow_up(
         log.info(
             "Shard %s: %s; looking again at %s", job.shard.uri, decision.reason, format_utc(decision.until)
         )
-        return SubmitWait(decision.until, decision.reason)
+        return SubmitWait(decision.until, decision.reason, decision.nothing_listed)
     assert isinstance(decision, CreateAgain)
     return None
 
@@ -341,9 +343,17 @@ def _after_lost_answer(
         # The API finished with the request: whatever it made is listed now, nothing more can land.
         intent = dataclasses.replace(intent, settle_at=format_utc(job.timing.now()))
         job.store.write(intent)
-    outcome = _follow_up(job, intent, current)
-    if outcome is not None:
-        return outcome
+    decision = _follow_up(job, intent, current)
+    if isinstance(decision, SubmitWait) and decision.nothing_listed:
+        # Nothing to wait for but time: the task's retry looks again (and waits until then), so that a
+        # create failing again and again uses up retries instead of looping in one attempt.
+        raise AfterSubmitError(
+            f"the create call for shard {job.shard.uri} failed ({type(exc).__name__}: {exc}) and no batch "
+            f"for it is listed yet; the intent is kept in {job.store.location}: the task's retry looks "
+            f"again and sends nothing before {intent.settle_at}"
+        ) from exc
+    if decision is not None:
+        return decision
     job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
     raise AfterSubmitError(
         f"the create call for shard {job.shard.uri} failed ({type(exc).__name__}: {exc}) and made no batch; "

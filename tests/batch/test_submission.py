@@ -395,11 +395,14 @@ def test_a_server_error_that_made_nothing_is_failed_and_sent_again_by_the_retry(
 def test_an_unanswered_create_waits_until_it_can_no_longer_land_before_creating_again() -> None:
     world = World()
     world.api.lose_next = "before_create"
-    waiting = world.submit()
-    assert isinstance(waiting, SubmitWait)
+    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet; the intent is kept"):
+        world.submit()  # the attempt ends; its retry follows the intent up
     intent = world.store.state
     assert intent is not None
     assert intent.status == "intent"
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    assert waiting.nothing_listed
     assert "may still make a batch" in waiting.reason
     assert waiting.until == intent.intent_time + SETTLE
     early = world.submit()  # a retry before then still does not create
@@ -558,10 +561,14 @@ def test_two_shards_of_one_size_both_losing_their_answer_each_find_their_own() -
 def test_a_lost_answer_beside_another_runs_unclaimed_same_size_batch_ends_with_each_its_own() -> None:
     world = World()
     other = World().join(world, "other/round-0/shard-00000.state.json", "file:///runs/d/other/p/s0")
-    other.api.lose_next = "after_create"
-    other.submit()  # another run lost its answer too: its batch is unclaimed
     world.api.lose_next = "before_create"  # this shard's create made nothing
-    assert isinstance(world.submit(), SubmitWait)
+    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet"):
+        world.submit()
+    other.api.lose_next = "after_create"
+    other.submit()  # another run's batch of the same size, answer lost too: unclaimed
+    waiting = world.submit()  # the retry
+    assert isinstance(waiting, SubmitWait)
+    assert not waiting.nothing_listed, "the other run's batch may be this shard's until it ends"
     result = world.submit_until_done()
     assert result.action == "created"
     assert result.batch_id == "msgbatch_001"
