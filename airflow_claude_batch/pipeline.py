@@ -204,7 +204,7 @@ def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, reque
         conn_id=settings.conn_id,
         storage_conn_id=settings.storage_conn_id,
         # a lost create's candidates are looked at as often as batches are polled
-        recheck_interval=max(settings.poll_interval, 1.0),
+        **({} if settings.poll_interval is None else {"recheck_interval": max(settings.poll_interval, 1.0)}),
         **settings.sensor_kwargs,
     ).expand(shard=shards)
     wait = ClaudeBatchSensor.partial(

@@ -66,7 +66,7 @@ def test_the_build_reports_its_source_files_and_shards(tmp_path: Path) -> None:
 
 def test_the_report_reports_the_run_folder_and_its_files(tmp_path: Path) -> None:
     storage = f"file://{tmp_path}/runs"
-    folder = RunFolder.for_run(ObjectStoragePath(storage), "lineage_dag", "manual__1")
+    folder = RunFolder.for_run(ObjectStoragePath(storage), "lineage_dag", "manual__1", "claude_batch")
     write_json(folder.estimate, {"records": 2, "estimated_cost_usd_upper": 0.01})
     lines = [succeeded("a", '{"label": "bug"}'), errored("b", "invalid_request_error", "bad")]
     write_shard_list(folder, 0, [fanned_out_shard(folder, 0, lines)])

@@ -273,7 +273,7 @@ def test_a_request_over_a_small_shard_limit_names_the_record_and_both_fixes(
         message,
         "documents.jsonl:2",
         "request 'huge-1' alone makes a 300,",
-        "raise max_bytes_per_shard (at most 256,000,000) or shorten the prompt",
+        "raise max_bytes_per_shard (at most 255,998,976) or shorten the prompt",
     )
 
 
@@ -290,6 +290,6 @@ def test_a_request_over_the_api_limit_of_256_mb_is_refused(
     assert_names(
         message,
         "documents.jsonl:2",
-        "over the 256,000,000-byte limit",
+        "over the 255,998,976-byte limit",
         "the API takes at most 256 MB per batch",
     )

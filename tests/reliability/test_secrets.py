@@ -47,6 +47,7 @@ from tests.reliability.harness import RunHarness, first_event, records, write_js
 
 AIRFLOW_HOME = Path(os.environ["AIRFLOW_HOME"])
 DAG_ID = "reliability_secrets"
+PIPELINE_ID = "claude_batch"  # the pipeline's default group id
 RECORDS = 6
 
 DAG_SOURCE = """
@@ -166,7 +167,7 @@ def test_a_whole_dag_run_writes_the_key_nowhere_and_logs_no_prompt_or_output(
     dag_run = run_dag(dag_file, DAG_ID)
 
     assert dag_run.state == "success"
-    run_dir = storage / DAG_ID / dag_run.run_id
+    run_dir = storage / DAG_ID / dag_run.run_id / PIPELINE_ID
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert manifest["dispositions"]["succeeded"] == RECORDS
     assert len(manifest["rounds"]) == 2
@@ -307,7 +308,7 @@ def test_the_run_ids_airflow_makes_are_accepted_as_one_segment(run_id: str, tmp_
     folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", run_id, "claude_batch")
     assert (
         str(folder.shard_requests(0, 0))
-        == f"file://{tmp_path}/runs/dag/{run_id}/round-0/shard-00000.requests.jsonl"
+        == f"file://{tmp_path}/runs/dag/{run_id}/claude_batch/round-0/shard-00000.requests.jsonl"
     )
 
 

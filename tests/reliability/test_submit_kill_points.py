@@ -59,7 +59,7 @@ def _arm_kill(point: str, base_url: str) -> None:
         ShardStateFile.write = write  # type: ignore[method-assign]
     elif point == "after_intent":
 
-        def create_batch(self: Any) -> Any:
+        def create_batch(self: Any, marker: bytes) -> Any:
             _die()
 
         submit_module._ShardBatchApi.create_batch = create_batch  # type: ignore[method-assign]
@@ -90,7 +90,8 @@ def _arm_kill(point: str, base_url: str) -> None:
 
 def _submit_in_worker(point: str, shard: dict[str, Any], base_url: str) -> None:
     _arm_kill(point, base_url)
-    ClaudeBatchSubmitOperator(task_id="submit", shard=shard).execute({})
+    # the same margin as the harness's submits: an unanswered create settles 2 s after the timeout
+    ClaudeBatchSubmitOperator(task_id="submit", shard=shard, create_settle_margin=2.0).execute({})
     os._exit(0)  # the kill point was never reached
 
 
