@@ -289,7 +289,9 @@ def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     states = states_of(dag_run)
     assert states["round_0.fanout"] == "failed"
     assert states["report"] == "upstream_failed"
-    assert not (storage / "pipeline_fanout_fails" / dag_run.run_id / "manifest.json").exists()
+    run_folder = storage / "pipeline_fanout_fails" / dag_run.run_id / "claude_batch"
+    assert (run_folder / "round-0").is_dir()  # the run ran in this folder ...
+    assert not (run_folder / "manifest.json").exists()  # ... and wrote no manifest
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -317,7 +319,7 @@ with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz=
 
 
 def estimate_and_manifest(storage: Path, dag_id: str, dag_run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    folder = storage / dag_id / dag_run.run_id
+    folder = storage / dag_id / dag_run.run_id / "classify"
     return json.loads((folder / "estimate.json").read_text()), json.loads(
         (folder / "manifest.json").read_text()
     )
@@ -384,6 +386,6 @@ def test_a_repeated_workload_is_estimated_within_ten_percent(
     assert manifest["cache_hit_rate"] is not None
     assert manifest["pipeline"] == {"dag_id": "cost_repeat", "group_id": "classify"}
     assert first_manifest["prices"]["as_of"] == estimate["prices"]["as_of"]
-    report = (storage / "cost_repeat" / second.run_id / "report.html").read_text()
+    report = (storage / "cost_repeat" / second.run_id / "classify" / "report.html").read_text()
     assert "Cost per run of this pipeline" in report
     assert first.run_id in report
