@@ -64,6 +64,9 @@ def claude_batch_pipeline(
     deferrable: bool | None = None,
     output_parser: Callable[[str], Any] | None = None,
     output_schema: Any = None,
+    structured_output: str | None = None,
+    keep_thinking: bool = False,
+    check_model: bool | str = True,
     output_uri: str | None = None,
     outlets: Iterable[Any] | None = None,
     requeue_canceled: bool = True,
@@ -74,7 +77,8 @@ def claude_batch_pipeline(
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
-    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis`` included) have the
+    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis``, ``structured_output``
+    and ``check_model`` included) have the
     same names and meaning as on
     :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
     unchanged, templates included.
@@ -91,7 +95,9 @@ def claude_batch_pipeline(
     :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
         the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
-    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy.
+    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy; the
+        build asks for it in every request as ``structured_output`` says (see the build operator).
+    :param keep_thinking: keep each answer's thinking blocks in its row (see the fanout operator).
     :param output_uri: where the report writes the flat, joinable output (one row per succeeded
         record); templated, e.g. ``"{{ var.value.out }}/labels/{{ ds }}.jsonl"``.
     :param outlets: Assets the report task updates, e.g. ``[Asset("ticket_labels")]``.
@@ -136,8 +142,15 @@ def claude_batch_pipeline(
             prices_file=prices_file,
             pipeline_id=group.group_id,
             on_input_change=on_input_change,
+            output_schema=output_schema,
+            structured_output=structured_output,
+            check_model=check_model,
         )
-        answer_checks = {"output_parser": output_parser, "output_schema": output_schema}
+        answer_checks = {
+            "output_parser": output_parser,
+            "output_schema": output_schema,
+            "keep_thinking": keep_thinking,
+        }
         round_settings = _RoundSettings(
             conn_id=conn_id,
             storage_conn_id=storage_conn_id,

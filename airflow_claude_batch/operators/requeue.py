@@ -61,6 +61,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
     :param output_parser: as for the fanout, applied to synchronous answers.
     :param output_schema: as for the fanout, applied to synchronous answers.
+    :param keep_thinking: as for the fanout.
     :param prices_file: a prices file for the synchronous answers' cost (templated).
     """
 
@@ -89,6 +90,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
         output_parser: Callable[[str], Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
+        keep_thinking: bool = False,
         prices_file: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -104,6 +106,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.max_bytes_per_shard = max_bytes_per_shard
         self.output_parser = output_parser
         self.output_schema = output_schema
+        self.keep_thinking = keep_thinking
         self.prices_file = prices_file
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -140,7 +143,9 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         return SyncRetry(
             send=synchronous_sender(client),
             prices=load_prices(self.prices_file, self.storage_conn_id),
-            validator=OutputValidator.from_options(self.output_parser, self.output_schema),
+            validator=OutputValidator.from_options(
+                self.output_parser, self.output_schema, keep_thinking=self.keep_thinking
+            ),
         )
 
 
