@@ -74,6 +74,8 @@ def claude_batch_pipeline(
     prices_file: str | None = None,
     on_input_change: str = "fail",
     custom_input: bool | str = False,
+    max_invalid_fraction: float | str | None = None,
+    max_dead_letter_fraction: float | str | None = None,
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
@@ -112,6 +114,10 @@ def claude_batch_pipeline(
     :param custom_input: the run reads an input other than its interval's own (templated, e.g.
         ``"{{ params.input_path is not none }}"``): its flat output goes into its run folder, never to
         ``output_uri`` (see the report operator).
+    :param max_invalid_fraction: fail the run (its report task, so its ``outlets`` are not updated)
+        when more than this share of the input records ended ``invalid_output``; default ``None``:
+        never. The manifest's ``failure`` and the report page say why (templated).
+    :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
     :return: the task group; ``upstream >> group >> downstream`` works as for a task.
     """
     if not 1 <= max_rounds <= MAX_ROUNDS:
@@ -187,6 +193,8 @@ def claude_batch_pipeline(
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
             custom_input=custom_input,
+            max_invalid_fraction=max_invalid_fraction,
+            max_dead_letter_fraction=max_dead_letter_fraction,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
             # upstream-failed task must stop it: none_failed is exactly that.
             trigger_rule=TriggerRule.NONE_FAILED,
