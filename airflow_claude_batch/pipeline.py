@@ -70,7 +70,7 @@ def claude_batch_pipeline(
     output_uri: str | None = None,
     outlets: Iterable[Any] | None = None,
     requeue_canceled: bool = True,
-    retry_errored_sync: bool = False,
+    retry_errored_sync: bool | str = False,
     prices_file: str | None = None,
     on_input_change: str = "fail",
     custom_input: bool | str = False,
@@ -106,8 +106,10 @@ def claude_batch_pipeline(
     :param requeue_canceled: requeue canceled requests (of batches nobody cancelled on purpose) as
         well as expired ones.
     :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
-        before requeueing what still fails (see the requeue operator); the build's upper bound then
-        prices every answer at standard prices.
+        before requeueing what still fails (see the requeue operator; templated, e.g.
+        ``"{{ params.retry_errored_sync }}"``); the build's upper bound then prices every answer at
+        standard prices. Where the synchronous endpoint is missing or unreachable the requests are
+        requeued as without it.
     :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
     :param on_input_change: what a rerun does when the input changed after a submit (templated):
         ``"fail"``, ``"keep"`` or ``"add_new"`` (see the build operator).

@@ -114,6 +114,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         "on_input_change",
         "structured_output",
         "check_model",
+        "retry_errored_sync",
     )
     template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
@@ -138,7 +139,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         max_cost_usd: float | None = None,
         budget_basis: str = DEFAULT_BUDGET_BASIS,
         expected_output_tokens: int | None = None,
-        retry_errored_sync: bool = False,
+        retry_errored_sync: bool | str = False,
         source_format: str | None = None,
         dry_run: bool = False,
         prices_file: str | None = None,
