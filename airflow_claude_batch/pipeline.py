@@ -67,6 +67,7 @@ def claude_batch_pipeline(
     structured_output: str | None = None,
     keep_thinking: bool = False,
     check_model: bool | str = True,
+    passthrough_fields: Any = None,
     output_uri: str | None = None,
     outlets: Iterable[Any] | None = None,
     requeue_canceled: bool = True,
@@ -79,8 +80,8 @@ def claude_batch_pipeline(
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
-    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis``, ``structured_output``
-    and ``check_model`` included) have the
+    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis``, ``structured_output``,
+    ``check_model`` and ``passthrough_fields`` included) have the
     same names and meaning as on
     :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
     unchanged, templates included.
@@ -153,6 +154,7 @@ def claude_batch_pipeline(
             output_schema=output_schema,
             structured_output=structured_output,
             check_model=check_model,
+            passthrough_fields=passthrough_fields,
         )
         answer_checks = {
             "output_parser": output_parser,

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.routing import (
     OutputValidator,
@@ -480,10 +481,12 @@ class _RoundRequeue:
                 # the reservation becomes the answer's real cost
                 allowance.sync_left += allowance.budget.per_sync_request_usd
                 allowance.sync_left -= max(float(row.get("cost_usd") or 0.0), 0.0)
+        carried = load_passthrough(self.folder, rows) if rows else None
         for custom_id, line in requests:
             row = rows.get(custom_id)
             if row is None:
                 continue  # held by the budget
+            row = dict(with_passthrough(row, carried))
             sync_out.write(orjson.dumps(row) + b"\n")
             if row["outcome"] == "succeeded":
                 self.tally.sync_succeeded += 1

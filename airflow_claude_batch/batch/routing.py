@@ -30,6 +30,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from airflow_claude_batch.batch.marker import MarkerWatch
+from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable, TokenTotals
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, write_json
@@ -482,6 +483,10 @@ class Reconciler:
     def expected(self) -> int:
         return len(self._seen)
 
+    def ids(self) -> Iterable[str]:
+        """The shard's custom_ids."""
+        return self._seen.keys()
+
     def begin_attempt(self) -> None:
         """Start reading the stream again from its beginning."""
         self.attempt += 1
@@ -688,6 +693,7 @@ def fan_out_shard(
     """
     where = f"batch {batch_id} (round {round_index}, shard {shard_index})"
     reconciler = Reconciler(custom_id for custom_id, _ in iter_request_lines(requests_path))
+    carried = load_passthrough(folder, reconciler.ids())
     pricer = RowPricer(prices, batch=True)
     accounts = _Accounts(pricer)
     marker = MarkerWatch(marker_id)
@@ -701,10 +707,11 @@ def fan_out_shard(
                     routed = route_line(
                         line, pricer=pricer, validator=validator, cancel_initiated_at=cancel_initiated_at
                     )
-                    files.write(routed.outcome, routed.row)
+                    row = with_passthrough(routed.row, carried)
+                    files.write(routed.outcome, row)
                     accounts.add(routed)
                     if sink is not None and routed.outcome == "succeeded":
-                        sink(routed.row)
+                        sink(dict(row))
                 break
             except ResultsStreamInterrupted:
                 if restarts >= max_stream_restarts:

@@ -16,6 +16,7 @@ from airflow_claude_batch.batch.input_change import parse_on_input_change
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.model_check import check_model
+from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough
 from airflow_claude_batch.batch.rendering import RenderCallable, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
@@ -81,6 +82,9 @@ class ClaudeBatchBuildOperator(BaseOperator):
     :param check_model: ask the models endpoint, before anything is spent, that the model exists
         exactly as written and that ``max_tokens`` is within its output limit (templated). No answer
         from the endpoint is a warning; turn it off for a gateway that has no models endpoint.
+    :param passthrough_fields: record fields carried into every output row (``passthrough`` in the
+        run-folder rows, beside ``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``;
+        see :mod:`~airflow_claude_batch.batch.passthrough`.
     :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group
         the task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the
         same pipeline must use the same id.
@@ -115,6 +119,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         "structured_output",
         "check_model",
         "retry_errored_sync",
+        "passthrough_fields",
     )
     template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
@@ -148,9 +153,11 @@ class ClaudeBatchBuildOperator(BaseOperator):
         output_schema: Mapping[str, Any] | type | None = None,
         structured_output: str | None = None,
         check_model: bool | str = True,
+        passthrough_fields: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.passthrough_fields = passthrough_fields
         self.output_schema = output_schema
         self.structured_output = structured_output
         self.check_model = check_model
@@ -184,6 +191,7 @@ class ClaudeBatchBuildOperator(BaseOperator):
         try:
             source, template = self._record_source(), self._template()
             self._check_model(template)
+            carried = parse_fields(self.passthrough_fields)
             result = build_run(
                 source,
                 template,
@@ -212,6 +220,8 @@ class ClaudeBatchBuildOperator(BaseOperator):
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
             )
+            if carried and result.shard_dicts():
+                write_passthrough(self._run_folder(context), source, template.custom_id_field, carried)
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
             raise AirflowFailException(str(exc)) from exc
