@@ -62,7 +62,7 @@ def test_every_dag_file_parses_without_errors_warnings_or_io(tmp_path: Path) -> 
     report = probe_parse(DAGS, tmp_path)
     assert report["import_errors"] == {}
     assert report["warnings"] == []
-    assert report["dag_ids"] == ["monthly_moderation_sweep", "overnight_classification"]
+    assert report["dag_ids"] == ["monthly_moderation_sweep", "overnight_classification", "prompt_model_eval"]
     assert report["touched"] == []
     assert "classify_tickets.round_0.submit" in report["tasks"]["overnight_classification"]
     assert "extract_flags" in report["tasks"]["monthly_moderation_sweep"]
