@@ -199,6 +199,7 @@ class Manifest:
             "actual_cost_usd": self.money.actual_usd,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
+            "money": asdict(self.money),
             "files": dict(self.files),
         }
 
