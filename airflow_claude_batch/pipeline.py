@@ -64,17 +64,24 @@ def claude_batch_pipeline(
     deferrable: bool | None = None,
     output_parser: Callable[[str], Any] | None = None,
     output_schema: Any = None,
+    structured_output: str | None = None,
+    keep_thinking: bool = False,
+    check_model: bool | str = True,
+    passthrough_fields: Any = None,
     output_uri: str | None = None,
     outlets: Iterable[Any] | None = None,
     requeue_canceled: bool = True,
-    retry_errored_sync: bool = False,
+    retry_errored_sync: bool | str = False,
     prices_file: str | None = None,
     on_input_change: str = "fail",
     custom_input: bool | str = False,
+    max_invalid_fraction: float | str | None = None,
+    max_dead_letter_fraction: float | str | None = None,
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
-    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis`` included) have the
+    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis``, ``structured_output``,
+    ``check_model`` and ``passthrough_fields`` included) have the
     same names and meaning as on
     :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
     unchanged, templates included.
@@ -92,21 +99,29 @@ def claude_batch_pipeline(
     :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
         the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
-    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy.
+    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy; the
+        build asks for it in every request as ``structured_output`` says (see the build operator).
+    :param keep_thinking: keep each answer's thinking blocks in its row (see the fanout operator).
     :param output_uri: where the report writes the flat, joinable output (one row per succeeded
         record); templated, e.g. ``"{{ var.value.out }}/labels/{{ ds }}.jsonl"``.
     :param outlets: Assets the report task updates, e.g. ``[Asset("ticket_labels")]``.
     :param requeue_canceled: requeue canceled requests (of batches nobody cancelled on purpose) as
         well as expired ones.
     :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
-        before requeueing what still fails (see the requeue operator); the build's upper bound then
-        prices every answer at standard prices.
+        before requeueing what still fails (see the requeue operator; templated, e.g.
+        ``"{{ params.retry_errored_sync }}"``); the build's upper bound then prices every answer at
+        standard prices. Where the synchronous endpoint is missing or unreachable the requests are
+        requeued as without it.
     :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
     :param on_input_change: what a rerun does when the input changed after a submit (templated):
         ``"fail"``, ``"keep"`` or ``"add_new"`` (see the build operator).
     :param custom_input: the run reads an input other than its interval's own (templated, e.g.
         ``"{{ params.input_path is not none }}"``): its flat output goes into its run folder, never to
         ``output_uri`` (see the report operator).
+    :param max_invalid_fraction: fail the run (its report task, so its ``outlets`` are not updated)
+        when more than this share of the input records ended ``invalid_output``; default ``None``:
+        never. The manifest's ``failure`` and the report page say why (templated).
+    :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
     :return: the task group; ``upstream >> group >> downstream`` works as for a task.
     """
     if not 1 <= max_rounds <= MAX_ROUNDS:
@@ -137,8 +152,16 @@ def claude_batch_pipeline(
             prices_file=prices_file,
             pipeline_id=group.group_id,
             on_input_change=on_input_change,
+            output_schema=output_schema,
+            structured_output=structured_output,
+            check_model=check_model,
+            passthrough_fields=passthrough_fields,
         )
-        answer_checks = {"output_parser": output_parser, "output_schema": output_schema}
+        answer_checks = {
+            "output_parser": output_parser,
+            "output_schema": output_schema,
+            "keep_thinking": keep_thinking,
+        }
         round_settings = _RoundSettings(
             conn_id=conn_id,
             storage_conn_id=storage_conn_id,
@@ -175,6 +198,8 @@ def claude_batch_pipeline(
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
             custom_input=custom_input,
+            max_invalid_fraction=max_invalid_fraction,
+            max_dead_letter_fraction=max_dead_letter_fraction,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
             # upstream-failed task must stop it: none_failed is exactly that.
             trigger_rule=TriggerRule.NONE_FAILED,

@@ -146,6 +146,15 @@ with DAG(
             "`add_new` (send only the records no run of this data interval has answered yet: pick it "
             "with the interval's logical date to re-sweep a month after late content).",
         ),
+        "retry_errored_sync": Param(
+            False,
+            type="boolean",
+            title="Retry errors synchronously",
+            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
+            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
+            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
+            "unreachable they are requeued as without this option. Off by default.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -173,6 +182,7 @@ with DAG(
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
         on_input_change="{{ params.on_input_change }}",
+        retry_errored_sync="{{ params.retry_errored_sync }}",
         output_schema=VERDICT_SCHEMA,
         output_uri=VERDICTS_URI,
     )

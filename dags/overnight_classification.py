@@ -158,6 +158,15 @@ with DAG(
             "`add_new` (send only the records no run of this data interval has answered yet: pick it "
             "with the interval's logical date to re-sweep a day after late tickets).",
         ),
+        "retry_errored_sync": Param(
+            False,
+            type="boolean",
+            title="Retry errors synchronously",
+            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
+            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
+            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
+            "unreachable they are requeued as without this option. Off by default.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -187,6 +196,7 @@ with DAG(
         dry_run="{{ params.dry_run }}",
         max_rounds=MAX_ROUNDS,
         on_input_change="{{ params.on_input_change }}",
+        retry_errored_sync="{{ params.retry_errored_sync }}",
         # Tickets from the form's input path are not the day's own: their labels stay in the run folder.
         custom_input="{{ params.input_path is not none and params.input_path | trim != '' }}",
         requeue_rounds="{{ params.requeue_rounds }}",

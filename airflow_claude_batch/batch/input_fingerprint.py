@@ -181,4 +181,6 @@ def _digest(template: RequestTemplate, settings: dict[str, Any]) -> str:
         "render": render_name,
         **settings,
     }
+    if template.additions:
+        described["additions"] = template.additions
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()

@@ -199,6 +199,7 @@ class Manifest:
             "actual_cost_usd": self.money.actual_usd,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
+            "money": asdict(self.money),
             "files": dict(self.files),
         }
 
@@ -679,14 +680,16 @@ def flat_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """Return the joinable form of a succeeded row: ``custom_id`` plus the parsed fields, or ``text``.
 
     A parsed value that is not an object is kept under ``parsed``; a parsed field called ``custom_id``
-    gives way to the record's id.
+    gives way to the record's id. The record's ``passthrough`` fields come after ``custom_id`` (a parsed
+    field of the same name wins).
     """
     parsed = row.get("parsed")
+    carried = row.get("passthrough") or {}
     if parsed is None:
-        return {"custom_id": row["custom_id"], "text": row.get("text", "")}
+        return {"custom_id": row["custom_id"], **carried, "text": row.get("text", "")}
     if isinstance(parsed, Mapping):
-        return {**parsed, "custom_id": row["custom_id"]}
-    return {"custom_id": row["custom_id"], "parsed": parsed}
+        return {**carried, **parsed, "custom_id": row["custom_id"]}
+    return {"custom_id": row["custom_id"], **carried, "parsed": parsed}
 
 
 def write_flat_output(

@@ -31,6 +31,7 @@ from airflow_claude_batch.batch.encoding import decode_request, encode_json, enc
 from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
 from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
 from airflow_claude_batch.batch.sources import Record, RecordSource
+from airflow_claude_batch.batch.structured_output import merge_additions
 from airflow_claude_batch.batch.validation import custom_id_problem, params_problem
 from airflow_claude_batch.exceptions import InputError
 
@@ -106,6 +107,8 @@ class RequestTemplate:
     :param system: a system prompt for every request.
     :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
     :param render: a callable ``record -> Messages params`` used instead of ``prompt_field``.
+    :param additions: params every request gets on top (the structured-output ``output_config``, or
+        the schema's tool and ``tool_choice``; see :mod:`~airflow_claude_batch.batch.structured_output`).
     """
 
     custom_id_field: str = "id"
@@ -115,6 +118,7 @@ class RequestTemplate:
     system: str | None = None
     cache_system: str | None = None
     render: RenderCallable | None = None
+    additions: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("custom_id_field", "prompt_field"):
@@ -174,6 +178,7 @@ class RequestRenderer:
         if self._system is not None:
             params["system"] = self._system
         params["messages"] = [{"role": "user", "content": content}]
+        params.update(self.template.additions or {})
         return params
 
     def _line_pieces(self) -> tuple[bytes, bytes, bytes]:
@@ -296,6 +301,7 @@ class RequestRenderer:
         params.setdefault("max_tokens", self.template.max_tokens)
         if "system" not in params and self._system is not None:
             params["system"] = self._system
+        params = merge_additions(params, self.template.additions or {}, location)
         return self._encode(custom_id, params, location)
 
     def _encode(self, custom_id: str, params: dict[str, Any], location: str) -> EncodedRequest:

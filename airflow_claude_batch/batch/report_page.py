@@ -204,12 +204,22 @@ def _money_table(manifest: Manifest) -> str:
             f"{_pct(inputs.get('cache_hit_rate'))} / {_pct(manifest.cache_hit_rate)}",
         ),
         ("batches (batch prices)", _usd(m.batch_usd)),
-        ("synchronous retries (standard prices)", _usd(m.sync_retry_usd)),
+        ("synchronous retries (standard prices)", f"{_usd(m.sync_retry_usd)} ({_sync_counts(manifest)})"),
         ("actual", _usd(m.actual_usd)),
         ("same work, synchronous (standard prices)", _usd(m.synchronous_equivalent_usd)),
         ("savings", f"{_usd(m.savings_usd)} ({pct})"),
     ]
     return _table(["", "USD"], rows, numeric=(False, True))
+
+
+def _sync_counts(manifest: Manifest) -> str:
+    """How the run's synchronous retries ended: ``3 succeeded, 1 fell_back``, or ``none``."""
+    counts: dict[str, int] = {}
+    for round_ledger in manifest.rounds:
+        for outcome, count in round_ledger.sync_retry.items():
+            counts[outcome] = counts.get(outcome, 0) + count
+    shown = [f"{count} {outcome}" for outcome, count in counts.items() if count]
+    return ", ".join(shown) or "none"
 
 
 def _history_table(manifest: Manifest, history: Sequence[RunCost]) -> str:

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.routing import (
     OutputValidator,
@@ -180,18 +181,28 @@ class SyncRequestError(ClaudeBatchError):
     :param error_type: the API's error type (``overloaded_error``, ``invalid_request_error`` ...).
     :param message: the API's message.
     :param request_id: the API's request id, when known.
+    :param endpoint_fault: the failure is not the request's own: the synchronous endpoint is missing
+        (a gateway that forwards only the batch endpoints), unreachable, or refuses the key. The request
+        then falls back to the next round, never to the dead-letter file, and the round sends no more
+        synchronous calls.
     """
 
-    def __init__(self, error_type: str, message: str, request_id: str | None = None) -> None:
+    def __init__(
+        self, error_type: str, message: str, request_id: str | None = None, *, endpoint_fault: bool = False
+    ) -> None:
         self.error_type = error_type
         self.message = message
         self.request_id = request_id
+        self.endpoint_fault = endpoint_fault
         super().__init__(f"{error_type}: {message}")
 
 
 #: Sends one request's Messages params synchronously and returns the Message as a dict; raises
 #: ``SyncRequestError`` for an API error.
 SendMessage = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+#: Synchronous calls in flight at once, by default.
+DEFAULT_SYNC_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -201,26 +212,74 @@ class SyncRetry:
     :param send: the call.
     :param prices: prices the answers at standard (synchronous) rates.
     :param validator: the user's parser/schema for the answers.
+    :param concurrency: calls in flight at once (a shard's calls are sent through a pool of this size).
     """
 
     send: SendMessage
     prices: PriceTable
     validator: OutputValidator | None = None
+    concurrency: int = DEFAULT_SYNC_CONCURRENCY
     _pricer: RowPricer = field(init=False, repr=False, compare=False)
+    _broken: list[str] = field(init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_pricer", RowPricer(self.prices, batch=False))
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+
+    @property
+    def endpoint_broken(self) -> str | None:
+        """Why the synchronous endpoint is not used any more in this round, or ``None``."""
+        return self._broken[0] if self._broken else None
 
     def retry(self, custom_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Return the ``sync_retry`` row: ``outcome`` (succeeded / invalid_output / errored), ``price``
-        ("standard") and the fields of the matching outcome row."""
+        """Return the ``sync_retry`` row: ``outcome`` (succeeded / invalid_output / errored /
+        fell_back), ``price`` ("standard") and the fields of the matching outcome row. ``fell_back``
+        rows (the endpoint's fault, nothing billed) are requeued."""
+        broken = self.endpoint_broken
+        if broken is not None:
+            return self._fell_back(custom_id, broken, sent=False)
         try:
             message = self.send(params)
         except SyncRequestError as exc:
+            if exc.endpoint_fault:
+                reason = f"{exc.error_type}: {exc.message}"
+                self._broken.append(reason)
+                log.warning(
+                    "the synchronous endpoint failed not by the request's fault (%s); this round's "
+                    "remaining retryable errors are requeued without synchronous calls",
+                    reason,
+                )
+                return self._fell_back(custom_id, reason, sent=True)
             error = {"error": {"type": exc.error_type, "message": exc.message}, "request_id": exc.request_id}
             return {"outcome": "errored", "price": "standard", **error_row(custom_id, error)}
         outcome, row, _ = answer_row(custom_id, message, pricer=self._pricer, validator=self.validator)
         return {"outcome": outcome, "price": "standard", **row}
+
+    @staticmethod
+    def _fell_back(custom_id: str, reason: str, *, sent: bool) -> dict[str, Any]:
+        return {
+            "outcome": "fell_back",
+            "custom_id": custom_id,
+            "retryable": True,
+            "sent": sent,
+            "message": f"synchronous endpoint unusable ({_short_reason(reason)}); requeued",
+            "cost_usd": 0.0,
+        }
+
+    def retry_many(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """Return the rows of ``retry`` for each ``(custom_id, params)``, in order, with at most
+        ``concurrency`` calls in flight."""
+        if self.concurrency == 1 or len(requests) <= 1:
+            return [self.retry(custom_id, params) for custom_id, params in requests]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sync-retry") as pool:
+            return list(pool.map(lambda item: self.retry(*item), requests))
+
+
+def _short_reason(reason: str, limit: int = 300) -> str:
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,6 +303,8 @@ class RequeueRecord:
     :param retry_errored_sync: whether errored requests were retried synchronously.
     :param budget_held: requests the budget kept from a synchronous retry or the next round (pending,
         in ``round-r/budget-held.jsonl``).
+    :param sync_fell_back: retryable errors requeued because the synchronous endpoint was missing,
+        unreachable or refused them not by their own fault.
     """
 
     round: int
@@ -257,6 +318,7 @@ class RequeueRecord:
     requeue_user_canceled: bool = False
     retry_errored_sync: bool = False
     budget_held: int = 0
+    sync_fell_back: int = 0
     schema_version: int = REQUEUE_SCHEMA_VERSION
 
     @property
@@ -286,6 +348,7 @@ class _Tally:
     sync_succeeded: int = 0
     sync_invalid_output: int = 0
     budget_held: int = 0
+    sync_fell_back: int = 0
 
 
 @dataclass
@@ -343,6 +406,7 @@ class _RoundRequeue:
                 sync_out = stack.enter_context(
                     atomic_writer(sync_retry_path(self.folder, self.round_index, shard.index))
                 )
+            to_send: list[tuple[str, bytes]] = []
             for custom_id, line in iter_request_lines(requests_path):
                 mode = selected.pop(custom_id, None)
                 if mode is None:
@@ -350,8 +414,10 @@ class _RoundRequeue:
                 if mode[0] == "requeue":
                     self._requeue(custom_id, line, f"{requests_path.name} ({custom_id})", mode[1])
                 else:
-                    assert sync_out is not None
-                    self._retry_sync(custom_id, line, done, sync_out)
+                    to_send.append((custom_id, line))
+            if to_send:
+                assert sync_out is not None
+                self._retry_sync(to_send, done, sync_out)
         if selected:
             raise ReconciliationError(
                 f"round {self.round_index}, shard {shard.index}: {len(selected)} ids of its outcome files "
@@ -387,32 +453,52 @@ class _RoundRequeue:
         self.tally.requeued += 1
 
     def _retry_sync(
-        self, custom_id: str, line: bytes, done: dict[str, dict[str, Any]], sync_out: IO[bytes]
+        self, requests: list[tuple[str, bytes]], done: dict[str, dict[str, Any]], sync_out: IO[bytes]
     ) -> None:
+        """Send a shard's retryable errored requests synchronously (the pool bounds the calls in
+        flight); each call is admitted by the budget before any is sent, at the estimate per call."""
         assert self.sync is not None
-        row = done.get(custom_id)
-        if row is None:
-            allowance = self.allowance
+        allowance = self.allowance
+        rows: dict[str, dict[str, Any]] = {}
+        to_send: list[tuple[str, Mapping[str, Any]]] = []
+        for custom_id, line in requests:
+            earlier = done.get(custom_id)
+            if earlier is not None:
+                rows[custom_id] = earlier
+                continue
             if allowance is not None:
                 cost = allowance.budget.per_sync_request_usd
                 if cost > allowance.sync_left:
                     self._hold_for_budget(
                         custom_id, "errored", allowance.budget.reason("a synchronous retry", cost)
                     )
-                    return
-            row = self.sync.retry(custom_id, orjson.loads(line)["params"])
+                    continue
+                allowance.sync_left -= cost
+            to_send.append((custom_id, orjson.loads(line)["params"]))
+        for (custom_id, _), row in zip(to_send, self.sync.retry_many(to_send), strict=True):
+            rows[custom_id] = row
             if allowance is not None:
+                # the reservation becomes the answer's real cost
+                allowance.sync_left += allowance.budget.per_sync_request_usd
                 allowance.sync_left -= max(float(row.get("cost_usd") or 0.0), 0.0)
-        sync_out.write(orjson.dumps(row) + b"\n")
-        if row["outcome"] == "succeeded":
-            self.tally.sync_succeeded += 1
-        elif row["outcome"] == "invalid_output":
-            self.tally.sync_invalid_output += 1
-        elif row.get("retryable"):
-            self._requeue(custom_id, line, f"synchronous retry of {custom_id}", "errored")
-        else:
-            reason = self.rule.decide("errored", row).reason
-            self.dead_letter(row, f"on the synchronous retry, {reason}")
+        carried = load_passthrough(self.folder, rows) if rows else None
+        for custom_id, line in requests:
+            row = rows.get(custom_id)
+            if row is None:
+                continue  # held by the budget
+            row = dict(with_passthrough(row, carried))
+            sync_out.write(orjson.dumps(row) + b"\n")
+            if row["outcome"] == "succeeded":
+                self.tally.sync_succeeded += 1
+            elif row["outcome"] == "invalid_output":
+                self.tally.sync_invalid_output += 1
+            elif row.get("retryable"):
+                if row["outcome"] == "fell_back":
+                    self.tally.sync_fell_back += 1
+                self._requeue(custom_id, line, f"synchronous retry of {custom_id}", "errored")
+            else:
+                reason = self.rule.decide("errored", row).reason
+                self.dead_letter(row, f"on the synchronous retry, {reason}")
 
 
 def requeue_round(
@@ -482,6 +568,7 @@ def requeue_round(
         requeue_user_canceled=rule.requeue_user_canceled,
         retry_errored_sync=sync is not None,
         budget_held=tally.budget_held,
+        sync_fell_back=tally.sync_fell_back,
     )
     write_json(requeue_record_path(folder, round_index), record.to_dict())
     log.info(

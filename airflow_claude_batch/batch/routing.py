@@ -3,8 +3,9 @@
 The fanout of one shard reads the batch's results once, as plain dicts, and writes one row per request
 into the shard's outcome files (see ``docs/architecture.md``, "Outcome rows"):
 
-- ``succeeded.jsonl``: ``custom_id``, ``model``, ``text``, ``parsed``, ``stop_reason``, ``usage``,
-  ``cost_usd`` (batch prices);
+- ``succeeded.jsonl``: ``custom_id``, ``model``, ``text`` (text blocks only), ``tool_calls`` (when
+  the answer called tools), ``thinking`` (only with ``keep_thinking``), ``parsed``, ``stop_reason``,
+  ``usage``, ``cost_usd`` (batch prices);
 - ``invalid_output.jsonl``: a billed answer the user's parser or schema rejected: ``custom_id``,
   ``model``, ``text``, ``error``, ``stop_reason``, ``usage``, ``cost_usd``;
 - ``errored.jsonl``: ``custom_id``, ``error_type``, ``message``, ``retryable``, ``request_id``;
@@ -29,9 +30,11 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from airflow_claude_batch.batch.marker import MarkerWatch
+from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable, TokenTotals
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, write_json
+from airflow_claude_batch.batch.structured_output import SCHEMA_TOOL_NAME
 from airflow_claude_batch.exceptions import InputError, ReconciliationError, ResultsStreamInterrupted
 
 log = logging.getLogger(__name__)
@@ -112,26 +115,34 @@ def _is_pydantic_model(schema: Any) -> bool:
 
 
 class OutputValidator:
-    """Turn an answer's text into the ``parsed`` value, or raise ``InvalidOutput``.
+    """Turn an answer into the ``parsed`` value, or raise ``InvalidOutput``.
 
-    - ``output_parser`` only: ``parsed = output_parser(text)``; any exception marks the answer invalid.
-    - ``output_schema`` only: the text is read as JSON (a surrounding Markdown code fence is removed)
-      and validated; a Pydantic model class gives ``parsed = model.model_dump(mode="json")``.
+    - ``output_parser`` only: ``parsed = output_parser(text)``; a parser that takes a ``message``
+      keyword is called ``output_parser(text, message=message)`` with the whole Message dict (tool
+      calls, thinking, stop reason); any exception marks the answer invalid.
+    - ``output_schema`` only: the object is the input of the schema's tool call when the answer has
+      one (``structured_output="tool"``), else the text read as JSON (a surrounding Markdown code fence
+      is removed); it is validated, and a Pydantic model class gives ``model.model_dump(mode="json")``.
     - both: the parser's value is validated against the schema.
 
-    :param output_parser: a callable ``text -> value``.
+    :param output_parser: a callable ``text -> value`` (or ``(text, *, message) -> value``).
     :param output_schema: a JSON-schema dict (validated with ``jsonschema``) or a Pydantic model class.
+    :param keep_thinking: keep the answer's thinking blocks in the row (``thinking``); dropped otherwise.
     :raises InputError: when the schema itself is not usable.
     """
 
     def __init__(
         self,
-        output_parser: Callable[[str], Any] | None = None,
+        output_parser: Callable[..., Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
+        *,
+        keep_thinking: bool = False,
     ) -> None:
         if output_parser is not None and not callable(output_parser):
             raise InputError(f"output_parser must be a callable text -> value, got {type(output_parser)}")
         self._parser = output_parser
+        self._parser_takes_message = _takes_message(output_parser)
+        self.keep_thinking = keep_thinking
         self._model: Any = None
         self._json_validator: Any = None
         if output_schema is None:
@@ -149,31 +160,42 @@ class OutputValidator:
     @classmethod
     def from_options(
         cls,
-        output_parser: Callable[[str], Any] | None = None,
+        output_parser: Callable[..., Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
+        *,
+        keep_thinking: bool = False,
     ) -> OutputValidator | None:
-        """Return a validator, or ``None`` when neither a parser nor a schema was given."""
-        if output_parser is None and output_schema is None:
+        """Return a validator, or ``None`` when neither a parser, a schema nor ``keep_thinking`` is set."""
+        if output_parser is None and output_schema is None and not keep_thinking:
             return None
-        return cls(output_parser, output_schema)
+        return cls(output_parser, output_schema, keep_thinking=keep_thinking)
 
-    def parse(self, text: str) -> Any:
-        """Return the parsed value of ``text``.
+    def parse(self, text: str, message: Mapping[str, Any] | None = None) -> Any:
+        """Return the parsed value of an answer.
 
+        :param text: the answer's text blocks.
+        :param message: the whole Message dict, for the schema's tool call and a parser that reads it.
         :raises InvalidOutput: with a short reason when it does not parse or validate.
         """
-        value = self._run_parser(text) if self._parser is not None else None
-        if self._model is not None:
-            return self._validate_model(text, value)
-        if self._json_validator is not None:
-            if self._parser is None:
+        value = self._run_parser(text, message) if self._parser is not None else None
+        if self._model is None and self._json_validator is None:
+            return value
+        if self._parser is None:
+            tool_input = schema_tool_input(message)
+            if tool_input is not None:
+                value, text = tool_input, ""
+            elif self._model is None:
                 value = self._decode_json(text)
-            self._validate_json(value)
+        if self._model is not None:
+            return self._validate_model(text, value, from_value=self._parser is not None or not text)
+        self._validate_json(value)
         return value
 
-    def _run_parser(self, text: str) -> Any:
+    def _run_parser(self, text: str, message: Mapping[str, Any] | None) -> Any:
         assert self._parser is not None
         try:
+            if self._parser_takes_message:
+                return self._parser(text, message=dict(message or {}))
             return self._parser(text)
         except Exception as exc:
             raise InvalidOutput(_short(f"output_parser raised {type(exc).__name__}: {exc}")) from exc
@@ -193,17 +215,41 @@ class OutputValidator:
             where = "/".join(str(part) for part in error.absolute_path) or "(root)"
             raise InvalidOutput(_short(f"schema violation at {where}: {error.message}"))
 
-    def _validate_model(self, text: str, value: Any) -> Any:
+    def _validate_model(self, text: str, value: Any, *, from_value: bool) -> Any:
         from pydantic import ValidationError
 
         try:
-            if self._parser is not None:
+            if from_value:
                 instance = self._model.model_validate(value)
             else:
                 instance = self._model.model_validate_json(_strip_code_fence(text))
         except ValidationError as exc:
             raise InvalidOutput(_short(f"{self._model.__name__} validation failed: {exc}")) from exc
         return instance.model_dump(mode="json")
+
+
+def _takes_message(parser: Callable[..., Any] | None) -> bool:
+    import inspect
+
+    if parser is None:
+        return False
+    try:
+        parameters = inspect.signature(parser).parameters
+    except (TypeError, ValueError):
+        return False
+    return "message" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def schema_tool_input(message: Mapping[str, Any] | None) -> Any:
+    """Return the input of the answer's call of the schema's tool (``structured_output="tool"``)."""
+    for block in (message or {}).get("content") or ():
+        if (
+            isinstance(block, Mapping)
+            and block.get("type") == "tool_use"
+            and block.get("name") == SCHEMA_TOOL_NAME
+        ):
+            return block.get("input")
+    return None
 
 
 def _json_schema_validator(schema: dict[str, Any]) -> Any:
@@ -302,6 +348,24 @@ class RoutedRow(NamedTuple):
     tokens: TokenTotals | None = None
 
 
+def tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return the answer's tool calls as ``[{"id", "name", "input"}]`` (``[]`` when it has none)."""
+    return [
+        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+        for block in message.get("content") or ()
+        if isinstance(block, Mapping) and block.get("type") in ("tool_use", "server_tool_use")
+    ]
+
+
+def thinking_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return the answer's thinking and redacted-thinking blocks as they came."""
+    return [
+        dict(block)
+        for block in message.get("content") or ()
+        if isinstance(block, Mapping) and block.get("type") in ("thinking", "redacted_thinking")
+    ]
+
+
 def answer_row(
     custom_id: str,
     message: Mapping[str, Any],
@@ -311,24 +375,33 @@ def answer_row(
 ) -> RoutedRow:
     """Route a billed answer: ``succeeded``, or ``invalid_output`` when the parser/schema rejects it.
 
+    The row keeps every content block that carries an answer: ``text`` (text blocks only),
+    ``tool_calls`` when the answer called tools, and ``thinking`` when the validator keeps it.
+
     :param custom_id: the request's id.
     :param message: the Message as a dict, with its ``usage``.
     :param pricer: prices the answer (batch or standard rates).
-    :param validator: the user's parser/schema, or ``None`` to keep the text only.
+    :param validator: the user's parser/schema, or ``None`` to keep the answer unparsed.
     """
     model = message.get("model") or ""
     usage = message.get("usage") or {}
     text = message_text(message)
     tokens, cost = pricer.price(model, usage)
-    common = {"custom_id": custom_id, "model": model, "text": text}
-    tail = {"stop_reason": message.get("stop_reason"), "usage": usage, "cost_usd": cost}
+    common: dict[str, Any] = {"custom_id": custom_id, "model": model, "text": text}
+    calls = tool_calls(message)
+    if calls:
+        common["tool_calls"] = calls
+    if validator is not None and validator.keep_thinking:
+        common["thinking"] = thinking_blocks(message)
+    stop_reason = message.get("stop_reason")
+    tail = {"stop_reason": stop_reason, "usage": usage, "cost_usd": cost}
     if validator is None:
         return RoutedRow("succeeded", {**common, "parsed": None, **tail}, tokens)
     try:
-        parsed = validator.parse(text)
+        parsed = validator.parse(text, message)
     except InvalidOutput as exc:
         reason = str(exc)
-        if message.get("stop_reason") == "max_tokens":
+        if stop_reason == "max_tokens":
             reason += " (the answer was cut at max_tokens; raise max_tokens)"
         return RoutedRow("invalid_output", {**common, "error": reason, **tail}, tokens)
     return RoutedRow("succeeded", {**common, "parsed": parsed, **tail}, tokens)
@@ -409,6 +482,10 @@ class Reconciler:
     @property
     def expected(self) -> int:
         return len(self._seen)
+
+    def ids(self) -> Iterable[str]:
+        """The shard's custom_ids."""
+        return self._seen.keys()
 
     def begin_attempt(self) -> None:
         """Start reading the stream again from its beginning."""
@@ -616,6 +693,7 @@ def fan_out_shard(
     """
     where = f"batch {batch_id} (round {round_index}, shard {shard_index})"
     reconciler = Reconciler(custom_id for custom_id, _ in iter_request_lines(requests_path))
+    carried = load_passthrough(folder, reconciler.ids())
     pricer = RowPricer(prices, batch=True)
     accounts = _Accounts(pricer)
     marker = MarkerWatch(marker_id)
@@ -629,10 +707,11 @@ def fan_out_shard(
                     routed = route_line(
                         line, pricer=pricer, validator=validator, cancel_initiated_at=cancel_initiated_at
                     )
-                    files.write(routed.outcome, routed.row)
+                    row = with_passthrough(routed.row, carried)
+                    files.write(routed.outcome, row)
                     accounts.add(routed)
                     if sink is not None and routed.outcome == "succeeded":
-                        sink(routed.row)
+                        sink(dict(row))
                 break
             except ResultsStreamInterrupted:
                 if restarts >= max_stream_restarts:

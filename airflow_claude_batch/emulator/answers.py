@@ -2,7 +2,9 @@
 
 Three kinds of prompt are recognised from the system prompt:
 
-- a classifier (a line ``Labels: a, b, c``) answers ``{"label": ..., "confidence": ...}``;
+- a classifier (a line ``Labels: a, b, c``) answers ``{"label": ..., "confidence": ...}``; a model of
+  the ``haiku`` line slips on one answer in eight (by a stable hash of the model and the text: the label
+  listed after the right one), so that an eval sweep sees the models differ, deterministically;
 - a moderator (a line ``Policy version: v``) answers ``{"verdict", "category", "reason",
   "policy_version"}``;
 - anything else gets a short text derived from the last user turn and the model.
@@ -23,6 +25,8 @@ import orjson
 _LABELS_LINE = re.compile(r"^\s*Labels:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
 _POLICY_LINE = re.compile(r"^\s*Policy version:\s*(.+?)\s*$", re.MULTILINE | re.IGNORECASE)
 _WORD_SPLIT = re.compile(r"[_\-\s]+")
+#: A ``haiku`` model gives the next label on one classification in this many.
+HAIKU_SLIP_EVERY = 8
 
 # Words that point at common support-ticket labels beyond the label's own name.
 LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -86,7 +90,7 @@ def answer_text(system: str, user: str, model: str = "") -> str:
     """
     kind, argument = _prompt_kind(system)
     if kind == "classify":
-        return _classify(argument, user)
+        return _classify(argument, user, model)
     if kind == "moderate":
         return moderate(argument, user)
     return summarise(user, model)
@@ -124,7 +128,7 @@ def classify(labels: list[str], text: str) -> str:
     return _classify(_label_words(tuple(labels)), text)
 
 
-def _classify(label_words: tuple[tuple[str, frozenset[str]], ...], text: str) -> str:
+def _classify(label_words: tuple[tuple[str, frozenset[str]], ...], text: str, model: str = "") -> str:
     lowered = text.lower()
     number = _stable_number(text)
     best_label, best_score = None, 0
@@ -137,6 +141,9 @@ def _classify(label_words: tuple[tuple[str, frozenset[str]], ...], text: str) ->
         confidence = 0.50 + (number % 25) / 100
     else:
         confidence = 0.75 + (number % 25) / 100
+    if "haiku" in model and _stable_number(model + text) % HAIKU_SLIP_EVERY == 0:
+        names = [label for label, _ in label_words]
+        best_label = names[(names.index(best_label) + 1) % len(names)]
     return orjson.dumps({"label": best_label, "confidence": round(confidence, 2)}).decode()
 
 

@@ -91,7 +91,9 @@ def _fits(value: Any, schema: Any, root: Mapping[str, Any]) -> bool:
 
     if not isinstance(schema, Mapping):
         return schema is not False
-    full = {**root, **schema} if root else dict(schema)
+    # only the root's definitions, for $ref: its own keywords (type, required) are not the property's
+    definitions = {key: root[key] for key in ("$defs", "definitions") if root and key in root}
+    full = {**definitions, **schema}
     try:
         return validator_for(full)(full).is_valid(value)
     except Exception:  # an unresolvable schema: do not use the hint

@@ -543,6 +543,25 @@ class ClaudeBatchHook(BaseHook):
         batch = await self._acall("cancel a batch", lambda c: c.messages.batches.cancel(batch_id), batch_id)
         return batch.model_dump(mode="json")
 
+    def get_model_info(self, model_id: str) -> dict[str, Any] | None:
+        """Return the models endpoint's entry for ``model_id`` exactly as written, ``None`` when the
+        endpoint answers that no such model exists.
+
+        A 404 is told apart from an endpoint that is not there (a gateway that forwards only the batch
+        endpoints) by listing models: when the list is missing too, ``anthropic.NotFoundError`` is raised.
+
+        :raises anthropic.APIError: the endpoint gave no usable answer (unreachable, missing, refused).
+        """
+        import anthropic
+
+        client = self._client_without_retries
+        try:
+            info = client.models.retrieve(model_id)
+        except anthropic.NotFoundError:
+            client.models.list(limit=1)  # raises NotFoundError as well when the endpoint is missing
+            return None
+        return info.model_dump(mode="json")
+
     # --- calls and their errors --------------------------------------------------------------------
 
     def _call(

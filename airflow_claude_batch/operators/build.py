@@ -14,6 +14,8 @@ from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOp
 from airflow_claude_batch.batch.input_change import parse_on_input_change
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.batch.model_check import check_model
+from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough
 from airflow_claude_batch.batch.rendering import RenderCallable, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
@@ -24,6 +26,7 @@ from airflow_claude_batch.batch.sources import (
     expand_glob,
     split_glob,
 )
+from airflow_claude_batch.batch.structured_output import choose_mode, request_additions
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
 from airflow_claude_batch.lineage import LineageMixin
@@ -71,6 +74,18 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
     :param prices_file: a prices file over the shipped prices, a local path or a URI read with
         ``storage_conn_id`` (default: ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
+    :param output_schema: a JSON-schema dict or a Pydantic model class the answers must satisfy; with
+        ``structured_output`` it is asked for in every request.
+    :param structured_output: how the schema is asked for (templated): ``"native"`` (the API's
+        ``output_config.format``; refused before spend for a model that lacks it), ``"tool"`` (one tool
+        built from the schema, forced with ``tool_choice``), ``"text"`` (nothing added; the text is read
+        as JSON). Default: ``"native"`` where the model supports it, else ``"tool"``.
+    :param check_model: ask the models endpoint, before anything is spent, that the model exists
+        exactly as written and that ``max_tokens`` is within its output limit (templated). No answer
+        from the endpoint is a warning; turn it off for a gateway that has no models endpoint.
+    :param passthrough_fields: record fields carried into every output row (``passthrough`` in the
+        run-folder rows, beside ``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``;
+        see :mod:`~airflow_claude_batch.batch.passthrough`.
     :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group
         the task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the
         same pipeline must use the same id.
@@ -102,6 +117,10 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         "dry_run",
         "prices_file",
         "on_input_change",
+        "structured_output",
+        "check_model",
+        "retry_errored_sync",
+        "passthrough_fields",
     )
     template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
@@ -126,15 +145,23 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         max_cost_usd: float | None = None,
         budget_basis: str = DEFAULT_BUDGET_BASIS,
         expected_output_tokens: int | None = None,
-        retry_errored_sync: bool = False,
+        retry_errored_sync: bool | str = False,
         source_format: str | None = None,
         dry_run: bool = False,
         prices_file: str | None = None,
         pipeline_id: str | None = None,
         on_input_change: str = "fail",
+        output_schema: Mapping[str, Any] | type | None = None,
+        structured_output: str | None = None,
+        check_model: bool | str = True,
+        passthrough_fields: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.passthrough_fields = passthrough_fields
+        self.output_schema = output_schema
+        self.structured_output = structured_output
+        self.check_model = check_model
         self.pipeline_id = pipeline_id
         self.on_input_change = on_input_change
         # Airflow calls callables found in template fields while rendering them; wrapped, the user's
@@ -164,6 +191,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
             source, template = self._record_source(), self._template()
+            self._check_model(template)
+            carried = parse_fields(self.passthrough_fields)
             result = build_run(
                 source,
                 template,
@@ -192,6 +221,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
             )
+            if carried and result.shard_dicts():
+                write_passthrough(self._run_folder(context), source, template.custom_id_field, carried)
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
             raise AirflowFailException(str(exc)) from exc
@@ -213,6 +244,10 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return FileRecords(paths, _optional_text(self.source_format))
 
     def _template(self) -> RequestTemplate:
+        model = _optional_text(self.model)
+        mode = choose_mode(_optional_text(self.structured_output), self.output_schema, model)
+        if mode is not None:
+            self.log.info("output_schema is asked for with structured_output=%r", mode)
         return RequestTemplate(
             custom_id_field=self.custom_id_field,
             prompt_field=self.prompt_field,
@@ -221,7 +256,24 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             system=_optional_text(self.system),
             cache_system=_optional_text(self.cache_system),
             render=self.render,
+            additions=request_additions(mode, self.output_schema) or None,
         )
+
+    def _check_model(self, template: RequestTemplate) -> None:
+        if template.model is None or not _flag(self.check_model, "check_model") or not self.conn_id:
+            return
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        try:
+            check_model(
+                template.model,
+                template.max_tokens,
+                hook.get_model_info,
+                endpoint=self.conn_id,
+            )
+        finally:
+            hook.close()
 
     def _run_folder(self, context: Any) -> RunFolder:
         return run_folder_for(

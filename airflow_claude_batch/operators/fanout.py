@@ -34,9 +34,13 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
     :param conn_id: the Claude connection (templated).
     :param storage_conn_id: the connection for the run folder's storage (templated).
     :param output_parser: a callable ``text -> value``; its value is the row's ``parsed``; an exception
-        sends the answer to ``invalid_output.jsonl`` with the error.
-    :param output_schema: a JSON-schema dict or a Pydantic model class the answer (read as JSON, or the
-        parser's value) must satisfy; a violation sends it to ``invalid_output.jsonl``.
+        sends the answer to ``invalid_output.jsonl`` with the error. A parser with a ``message`` keyword
+        gets the whole Message dict too (tool calls, thinking, stop reason).
+    :param output_schema: a JSON-schema dict or a Pydantic model class the answer (the schema tool's
+        input, else the text read as JSON, or the parser's value) must satisfy; a violation sends it to
+        ``invalid_output.jsonl``.
+    :param keep_thinking: keep each answer's thinking blocks in its row (``thinking``); by default they
+        are dropped (``text`` never holds them either way).
     :param sink: a callable receiving each succeeded row as it streams (for example an upsert into a
         table). A retried task calls it again for the same rows: make it idempotent on ``custom_id``.
     :param prices_file: a prices file over the shipped prices (templated; default:
@@ -54,6 +58,7 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
         storage_conn_id: str | None = None,
         output_parser: Callable[[str], Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
+        keep_thinking: bool = False,
         sink: Callable[[dict[str, Any]], None] | None = None,
         prices_file: str | None = None,
         **kwargs: Any,
@@ -64,6 +69,7 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.output_parser = output_parser
         self.output_schema = output_schema
+        self.keep_thinking = keep_thinking
         self.sink = sink
         self.prices_file = prices_file
 
@@ -80,7 +86,9 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
         folder = RunFolder(ObjectStoragePath(shard.run_uri, conn_id=self.storage_conn_id))
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         try:
-            validator = OutputValidator.from_options(self.output_parser, self.output_schema)
+            validator = OutputValidator.from_options(
+                self.output_parser, self.output_schema, keep_thinking=self.keep_thinking
+            )
             prices = load_prices(self.prices_file, self.storage_conn_id)
             batch = hook.get_batch(batch_id)
             summary = fan_out_shard(

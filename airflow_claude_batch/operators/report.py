@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.batch.cost_history import pipeline_history
+from airflow_claude_batch.batch.failure_threshold import FailureThreshold
 from airflow_claude_batch.batch.input_change import read_answered_earlier
 from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.storage import read_json, write_json
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
@@ -52,6 +55,10 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
     :param output_uri: where to write the flat output (templated), or ``None``.
     :param pipeline_id: the pipeline's name in the run folder path, as given to its build (default: the
         id of the task group the task is in, else ``claude_batch``).
+    :param max_invalid_fraction: fail the run when more than this share of its input records ended
+        ``invalid_output`` (templated; default ``None``: never). The manifest (``failure``) and the
+        report page say why, and the task fails after writing them, so its outlets are not updated.
+    :param max_dead_letter_fraction: the same bound for dead-lettered records.
     :param custom_input: the run read an input other than its interval's own (templated; e.g. a path
         from the trigger form): its flat output goes into its run folder, never to ``output_uri``. A run
         also writes there when another run owns ``output_uri`` (see ``batch.output_owner``).
@@ -64,6 +71,8 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "prices_file",
         "output_uri",
         "custom_input",
+        "max_invalid_fraction",
+        "max_dead_letter_fraction",
     )
     ui_color = "#d8e4f0"
 
@@ -77,9 +86,13 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         output_uri: str | None = None,
         pipeline_id: str | None = None,
         custom_input: bool | str = False,
+        max_invalid_fraction: float | str | None = None,
+        max_dead_letter_fraction: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_invalid_fraction = max_invalid_fraction
+        self.max_dead_letter_fraction = max_dead_letter_fraction
         self.pipeline_id = pipeline_id
         self.custom_input = custom_input
         self.storage = storage
@@ -93,6 +106,9 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
             pipeline_id = pipeline_id_of(self, self.pipeline_id)
             folder = run_folder_for(context, str(self.storage), self.storage_conn_id, pipeline_id)
             prices = load_prices(self.prices_file, self.storage_conn_id)
+            threshold = FailureThreshold.from_options(
+                self.max_invalid_fraction, self.max_dead_letter_fraction
+            )
             max_rounds = int(self.max_rounds)
             dry_run = is_dry_run(folder)
             output = None if dry_run else self._output_path()
@@ -119,9 +135,16 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
             history = pipeline_history(
                 folder.storage_root, ti.dag_id, pipeline_id, exclude_run=context["run_id"]
             )
+            failure = None if dry_run else threshold.failure(manifest.dispositions, manifest.input_records)
+            if failure is not None:
+                manifest = dataclasses.replace(manifest, warnings=[failure["reason"], *manifest.warnings])
+                write_json(folder.manifest, {**(read_json(folder.manifest) or {}), "failure": failure})
             write_report(folder.report, manifest, samples, history)
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
+        if failure is not None:
+            # Failed, not succeeded: the outlets' Asset events must not announce this run's data.
+            raise AirflowFailException(failure["reason"])
         summary = manifest.summary()
         summary["files"] = {name: _uri(folder, path) for name, path in manifest.files.items()}
         self._log(manifest.summary(), manifest.reconciled, manifest.notes)

@@ -11,6 +11,7 @@ from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.budget import round_budget
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.requeue import (
+    DEFAULT_SYNC_CONCURRENCY,
     RequeueRule,
     SendMessage,
     SyncRequestError,
@@ -23,6 +24,7 @@ from airflow_claude_batch.batch.sharding import ShardLimits
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices
 
 if TYPE_CHECKING:
@@ -54,14 +56,20 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     :param requeue_canceled: requeue canceled requests of batches nobody cancelled on purpose.
     :param requeue_user_canceled: requeue canceled requests of batches cancelled on purpose too.
     :param retry_errored_sync: send retryable errored requests once as synchronous Messages calls at
-        standard prices (rows in the shard's ``sync_retry.jsonl``) before requeueing the ones that
-        still fail. A task killed in the middle of a shard's synchronous calls repeats them.
+        standard prices (rows in the shard's ``sync_retry.jsonl``, ``price: "standard"``) before
+        requeueing the ones that still fail. When the synchronous endpoint is missing, unreachable or
+        refuses not by the request's fault, the request is requeued (``fell_back``), never
+        dead-lettered, and the round sends no more synchronous calls. A task killed in the middle of a
+        shard's synchronous calls repeats the ones it had not recorded.
     :param conn_id: the Claude connection for the synchronous retries (templated).
     :param max_requests_per_shard: requests per next-round shard, at most 100,000.
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
     :param output_parser: as for the fanout, applied to synchronous answers.
     :param output_schema: as for the fanout, applied to synchronous answers.
+    :param keep_thinking: as for the fanout.
     :param prices_file: a prices file for the synchronous answers' cost (templated).
+    :param sync_concurrency: synchronous calls in flight at once (a 429 is waited out for its
+        ``retry-after``).
     """
 
     template_fields: Sequence[str] = (
@@ -72,6 +80,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         "max_requests_per_shard",
         "max_bytes_per_shard",
         "prices_file",
+        "retry_errored_sync",
     )
     ui_color = "#f0ecd8"
 
@@ -83,16 +92,19 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         storage_conn_id: str | None = None,
         requeue_canceled: bool = True,
         requeue_user_canceled: bool = False,
-        retry_errored_sync: bool = False,
+        retry_errored_sync: bool | str = False,
         conn_id: str = DEFAULT_CONN_ID,
         max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
         max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
         output_parser: Callable[[str], Any] | None = None,
         output_schema: Mapping[str, Any] | type | None = None,
+        keep_thinking: bool = False,
         prices_file: str | None = None,
+        sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.sync_concurrency = sync_concurrency
         self.shards = shards
         self.round_index = round_index
         self.storage_conn_id = storage_conn_id
@@ -104,6 +116,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.max_bytes_per_shard = max_bytes_per_shard
         self.output_parser = output_parser
         self.output_schema = output_schema
+        self.keep_thinking = keep_thinking
         self.prices_file = prices_file
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -126,7 +139,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
                 shards,
                 rule=RequeueRule(self.requeue_canceled, self.requeue_user_canceled),
                 limits=limits,
-                sync=self._sync_retry() if self.retry_errored_sync else None,
+                sync=self._sync_retry() if _flag(self.retry_errored_sync, "retry_errored_sync") else None,
                 budget=round_budget(folder, round_index, load_prices(self.prices_file, self.storage_conn_id)),
             )
         except BeforeSubmitError as exc:
@@ -138,42 +151,98 @@ class ClaudeBatchRequeueOperator(BaseOperator):
 
         client = ClaudeBatchHook(conn_id=self.conn_id).get_conn()
         return SyncRetry(
+            concurrency=int(self.sync_concurrency),
             send=synchronous_sender(client),
             prices=load_prices(self.prices_file, self.storage_conn_id),
-            validator=OutputValidator.from_options(self.output_parser, self.output_schema),
+            validator=OutputValidator.from_options(
+                self.output_parser, self.output_schema, keep_thinking=self.keep_thinking
+            ),
         )
 
 
-def synchronous_sender(client: anthropic.Anthropic) -> SendMessage:
+#: Waits for a 429's ``retry-after`` before a synchronous call is given up as rate-limited (requeued).
+MAX_RATE_LIMIT_WAITS = 3
+#: The longest ``retry-after`` honoured, in seconds; a longer one requeues the request instead.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def synchronous_sender(
+    client: anthropic.Anthropic, *, sleep: Callable[[float], None] | None = None
+) -> SendMessage:
     """Return a ``SendMessage`` that sends one request's params with ``client.messages.create``.
 
     API errors become ``SyncRequestError`` with the API's error type, so that the requeue rule can tell
-    a retryable failure from one that needs a fix.
+    a retryable failure from one that needs a fix. A 429 is waited out for its ``retry-after`` (at most
+    ``MAX_RATE_LIMIT_WAITS`` times, each at most ``MAX_RETRY_AFTER_SECONDS``) before it is given up as
+    ``rate_limit_error`` (requeued). Failures that are not the request's own are marked
+    ``endpoint_fault`` (the request is requeued, never dead-lettered): a 404 (the request reached the
+    batch API, so a missing resource is the synchronous endpoint: a gateway that forwards only
+    ``/v1/messages/batches``), a refused key (401/403), an unreachable or timed-out endpoint, and a call
+    the SDK will not send synchronously (a large ``max_tokens``).
     """
+    import time
+
     import anthropic
 
+    wait = sleep or time.sleep
+    plain = client.with_options(max_retries=0)
+
     def send(params: Mapping[str, Any]) -> Mapping[str, Any]:
-        try:
-            message = client.messages.create(**params)
-        except anthropic.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
-            error_type = error.get("type") or (
-                "api_error" if exc.status_code >= 500 else "invalid_request_error"
-            )
-            raise SyncRequestError(error_type, error.get("message") or str(exc), exc.request_id) from exc
-        except anthropic.APITimeoutError as exc:
-            raise SyncRequestError("timeout_error", f"the synchronous call timed out ({exc})") from exc
-        except anthropic.APIConnectionError as exc:
-            raise SyncRequestError("api_error", f"the synchronous call failed to connect ({exc})") from exc
-        except TypeError as exc:  # params the SDK's create does not take
-            raise SyncRequestError(
-                "invalid_request_error", f"the params do not fit messages.create: {exc}"
-            ) from exc
-        except ValueError as exc:  # the SDK refuses a long non-streaming call (a large max_tokens)
-            raise SyncRequestError(
-                "invalid_request_error", f"the SDK refused the synchronous call before sending it: {exc}"
-            ) from exc
-        return message.model_dump(mode="json")
+        waits = 0
+        while True:
+            try:
+                message = plain.messages.create(**params)
+            except anthropic.RateLimitError as exc:
+                delay = _retry_after(exc.response)
+                if waits >= MAX_RATE_LIMIT_WAITS or delay is None or delay > MAX_RETRY_AFTER_SECONDS:
+                    raise _sync_error(exc) from exc
+                waits += 1
+                wait(delay)
+                continue
+            except anthropic.APIStatusError as exc:
+                raise _sync_error(exc) from exc
+            except anthropic.APITimeoutError as exc:
+                raise SyncRequestError(
+                    "timeout_error", f"the synchronous call timed out ({exc})", endpoint_fault=True
+                ) from exc
+            except anthropic.APIConnectionError as exc:
+                raise SyncRequestError(
+                    "api_error", f"the synchronous call failed to connect ({exc})", endpoint_fault=True
+                ) from exc
+            except TypeError as exc:  # params the SDK's create does not take
+                raise SyncRequestError(
+                    "invalid_request_error",
+                    f"the params do not fit messages.create: {exc}",
+                    endpoint_fault=True,
+                ) from exc
+            except ValueError as exc:  # the SDK refuses a long non-streaming call (a large max_tokens)
+                raise SyncRequestError(
+                    "invalid_request_error",
+                    f"the SDK refused the synchronous call before sending it: {exc}",
+                    endpoint_fault=True,
+                ) from exc
+            return message.model_dump(mode="json")
 
     return send
+
+
+def _sync_error(exc: anthropic.APIStatusError) -> SyncRequestError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    error_type = error.get("type") or ("api_error" if exc.status_code >= 500 else "invalid_request_error")
+    if exc.status_code == 404 and not error:
+        error_type = "not_found_error"
+    return SyncRequestError(
+        error_type,
+        error.get("message") or str(exc),
+        exc.request_id,
+        endpoint_fault=exc.status_code in (401, 403, 404, 405),
+    )
+
+
+def _retry_after(response: Any) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

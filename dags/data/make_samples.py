@@ -107,6 +107,7 @@ TICKET_TEMPLATES: dict[str, list[str]] = {
     ],
 }
 # Rough shares seen in a support queue: bugs and billing dominate, shipping is smaller.
+EVAL_CASES = 300
 TICKET_WEIGHTS = {"billing": 26, "bug": 28, "feature_request": 14, "account": 16, "shipping": 9, "other": 7}
 EXTRAS = [
     "This is blocking our whole team.",
@@ -206,9 +207,9 @@ def _pick(rng: random.Random, weights: dict[str, int]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def make_ticket(rng: random.Random, number: int) -> dict[str, object]:
+def make_ticket(rng: random.Random, number: int, category: str | None = None) -> dict[str, object]:
     """Return one ticket record: ``id``, ``created_at``, ``channel``, ``plan`` and ``text``."""
-    category = _pick(rng, TICKET_WEIGHTS)
+    category = category or _pick(rng, TICKET_WEIGHTS)
     body = _fill(rng, rng.choice(TICKET_TEMPLATES[category]))
     extra = _fill(rng, rng.choice(EXTRAS))
     greeting, sign_off = rng.choice(GREETINGS), rng.choice(SIGN_OFFS)
@@ -253,6 +254,14 @@ def render_samples() -> dict[Path, bytes]:
     for month, count in CONTENT_MONTHS.items():
         posts = [make_post(rng, month, number) for number in range(1, count + 1)]
         files[Path(f"content/{month}.jsonl")] = _jsonl(posts)
+    # The eval sweep's regression set: tickets of every queue with the queue they were written for.
+    eval_rng = random.Random(SEED + 1)
+    labelled = []
+    for number in range(1, EVAL_CASES + 1):
+        category = _pick(eval_rng, TICKET_WEIGHTS)
+        case = make_ticket(eval_rng, number, category)
+        labelled.append({"id": f"case-{number:04d}", "text": case["text"], "expected_label": category})
+    files[Path("eval/labelled_tickets.jsonl")] = _jsonl(labelled)
     return files
 
 

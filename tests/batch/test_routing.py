@@ -363,3 +363,77 @@ def test_a_tool_call_answer_routes_with_empty_text():
     assert outcome == "invalid_output"
     assert tokens is not None
     assert row["cost_usd"] > 0
+
+
+LABEL_SCHEMA = {
+    "type": "object",
+    "properties": {"label": {"type": "string", "enum": ["billing", "bug", "other"]}},
+    "required": ["label"],
+    "additionalProperties": False,
+}
+
+
+def test_a_forced_tool_call_is_kept_in_tool_calls_on_every_row():
+    tool = {"name": "classify", "input_schema": LABEL_SCHEMA}
+    line = _emulated_line("t", tools=[tool], tool_choice={"type": "tool", "name": "classify"})
+    outcome, row, _ = route_line(line, pricer=PRICER, validator=None)
+    assert outcome == "succeeded"
+    assert [call["name"] for call in row["tool_calls"]] == ["classify"]
+    assert row["tool_calls"][0]["input"]["label"] in ("billing", "bug", "other")
+    assert row["tool_calls"][0]["id"].startswith("toolu_")
+
+
+def test_a_parser_that_takes_the_message_reads_the_tool_call():
+    tool = {"name": "classify", "input_schema": LABEL_SCHEMA}
+    line = _emulated_line("t", tools=[tool], tool_choice={"type": "tool", "name": "classify"})
+
+    def parse(text: str, *, message: dict[str, Any]) -> Any:
+        return next(b["input"] for b in message["content"] if b["type"] == "tool_use")
+
+    outcome, row, _ = route_line(line, pricer=PRICER, validator=OutputValidator(parse, LABEL_SCHEMA))
+    assert outcome == "succeeded"
+    assert row["parsed"] == row["tool_calls"][0]["input"]
+
+
+@pytest.mark.parametrize("mode", ["native", "tool"])
+def test_structured_output_answers_are_validated_and_parsed(mode: str):
+    from airflow_claude_batch.batch.structured_output import request_additions
+
+    line = _emulated_line("t", **request_additions(mode, LABEL_SCHEMA))
+    for validator in (OutputValidator(output_schema=LABEL_SCHEMA), OutputValidator(output_schema=Verdict)):
+        outcome, row, _ = route_line(line, pricer=PRICER, validator=validator)
+        assert outcome == "succeeded", row
+        assert row["parsed"]["label"] in ("billing", "bug", "other")
+    assert ("tool_calls" in row) is (mode == "tool")
+
+
+class Verdict(pydantic.BaseModel):
+    label: str
+
+
+def test_a_tool_answer_that_breaks_the_schema_is_invalid_output():
+    from airflow_claude_batch.batch.structured_output import request_additions
+
+    line = _emulated_line("t", **request_additions("tool", {"type": "object"}))
+    strict = {**LABEL_SCHEMA, "properties": {"label": {"type": "integer"}}}
+    outcome, row, _ = route_line(line, pricer=PRICER, validator=OutputValidator(output_schema=strict))
+    assert outcome == "invalid_output"
+    assert "label" in row["error"]
+
+
+def test_thinking_is_dropped_by_default_and_kept_on_request():
+    line = _emulated_line("t", thinking={"type": "enabled", "budget_tokens": 1024})
+    _, dropped, _ = route_line(line, pricer=PRICER, validator=None)
+    assert "thinking" not in dropped
+    _, kept, _ = route_line(line, pricer=PRICER, validator=OutputValidator.from_options(keep_thinking=True))
+    assert [block["type"] for block in kept["thinking"]] == ["thinking"]
+    assert kept["thinking"][0]["signature"]
+    assert kept["text"] == dropped["text"]
+
+
+def test_a_truncated_answer_says_so_in_its_invalid_output_row():
+    line = succeeded("t", '{"label": "bil', stop_reason="max_tokens")
+    outcome, row, _ = route_line(line, pricer=PRICER, validator=OutputValidator(output_schema=LABEL_SCHEMA))
+    assert outcome == "invalid_output"
+    assert "cut at max_tokens" in row["error"]
+    assert row["stop_reason"] == "max_tokens"

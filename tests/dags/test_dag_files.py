@@ -69,6 +69,7 @@ def test_every_dag_file_parses_without_errors_warnings_or_io(tmp_path: Path) -> 
     assert report["dag_ids"] == [
         "monthly_moderation_sweep",
         "overnight_classification",
+        "prompt_model_eval",
         "wait_for_external_batch",
     ]
     assert report["touched"] == []
@@ -154,11 +155,13 @@ def test_the_trigger_form_documents_every_field(nightly: ModuleType, sweep: Modu
         "requeue_rounds",
         "dry_run",
         "on_input_change",
+        "retry_errored_sync",
     }
     assert set(nightly.dag.params) == expected
     for dag in (nightly.dag, sweep.dag):
         assert dag.params.get_param("on_input_change").schema["enum"] == ["fail", "keep", "add_new"]
         assert dag.params["budget_basis"] == "expected"
+        assert dag.params["retry_errored_sync"] is False
         assert dag.task_dict[f"{next(iter(dag.task_group.children))}.build"].budget_basis == (
             "{{ params.budget_basis }}"
         )

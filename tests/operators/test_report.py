@@ -131,3 +131,46 @@ def test_the_report_task_writes_the_run_files_and_returns_a_small_summary(
     assert extra["output_uri"] == f"file://{tmp_path}/out/labels.csv"
     assert extra["input_records"] == 4
     assert extra["reconciled"] is True
+
+
+@pytest.mark.airflow
+def test_a_run_over_its_failure_threshold_fails_and_says_why_without_an_asset_event(
+    run_dag: Any, tmp_path: Path
+) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    source = DAG_SOURCE.replace(
+        "        max_rounds=1,\n",
+        '        max_rounds=1,\n        max_dead_letter_fraction="{{{{ params.max_dead }}}}",\n'
+        '        outlets=[Asset("labels_over_threshold")],\n',
+    ).replace('params={{"out_dir": {out_dir!r}}}', 'params={{"out_dir": {out_dir!r}, "max_dead": 0.2}}')
+    source = source.replace("from airflow.sdk import DAG,", "from airflow.sdk import DAG, Asset,")
+    dag_file = tmp_path / "report_only.py"
+    dag_file.write_text(
+        source.format(
+            storage=f"file://{tmp_path}/runs",
+            out=str(tmp_path / "summary.json"),
+            prices=None,
+            out_dir=f"file://{tmp_path}/out",
+        )
+    )
+
+    dag_run = run_dag(dag_file, "report_only")
+
+    assert dag_run.state == "failed"
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["report"] == "failed"
+    run = tmp_path / "runs" / "report_only" / dag_run.run_id / "claude_batch"
+    failure = json.loads((run / "manifest.json").read_text())["failure"]
+    assert failure["bound"] == "max_dead_letter_fraction"
+    assert (failure["count"], failure["fraction"], failure["limit"]) == (1, 0.25, 0.2)
+    assert "1 of 4 records ended dead_lettered" in (run / "report.html").read_text()
+    with create_session() as session:
+        query = (
+            select(func.count(AssetEvent.id))
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "labels_over_threshold")
+        )
+        assert (session.scalar(query) or 0) == 0
