@@ -8,8 +8,8 @@ child process, so that each one's time and peak memory are its own:
 
 - ``sdk``: the loop a user of the SDK (and of the existing operators) writes:
   ``for result in client.messages.batches.results(batch_id)``, each result dumped to a dict and
-  written to its outcome file with the same row builder (``routing.route_line``) and writers;
-- ``ours``: ``routing.fan_out_shard`` over ``ClaudeBatchHook.iter_results`` (the streaming reader, the
+  written to its outcome file with the same row builder (``result_rows.route_line``) and writers;
+- ``ours``: ``fanout.fan_out_shard`` over ``ClaudeBatchHook.iter_results`` (the streaming reader, the
   reconciliation against the shard's requests file, token and cost totals), as the fanout task runs it.
 
 Both write the same five files; the script checks that their rows are the same. A child reports its
@@ -69,8 +69,9 @@ def create_ended_batch(base_url: str, shard: Path) -> str:
 def fan_out_with_sdk(base_url: str, batch_id: str, run_root: Path) -> None:
     import anthropic
 
+    from airflow_claude_batch.batch.outcome_files import OutcomeFiles, shard_outcome_paths
     from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.routing import OutcomeFiles, RowPricer, route_line, shard_outcome_paths
+    from airflow_claude_batch.batch.result_rows import RowPricer, route_line
     from airflow_claude_batch.batch.runfolder import RunFolder
 
     client = anthropic.Anthropic(api_key=API_KEY, base_url=base_url, max_retries=0)
@@ -95,8 +96,8 @@ def fan_out_with_package(base_url: str, batch_id: str, run_root: Path) -> None:
     os.environ["AIRFLOW_CONN_CLAUDE_BATCH_BENCH"] = json.dumps(
         {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
     )
+    from airflow_claude_batch.batch.fanout import fan_out_shard
     from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.routing import fan_out_shard
     from airflow_claude_batch.batch.runfolder import RunFolder
     from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 

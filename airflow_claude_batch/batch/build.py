@@ -26,14 +26,7 @@ from typing import Any
 
 from airflow_claude_batch.batch.budget import check_budget
 from airflow_claude_batch.batch.cost_history import RunCost
-from airflow_claude_batch.batch.estimate import (
-    CostEstimate,
-    EstimateOptions,
-    ReservoirSample,
-    TokenCounter,
-    estimate_cost,
-    measure_tokens,
-)
+from airflow_claude_batch.batch.estimate import CostEstimate, EstimateOptions, estimate_cost
 from airflow_claude_batch.batch.input_change import (
     ADD_NEW,
     FAIL,
@@ -46,9 +39,10 @@ from airflow_claude_batch.batch.input_change import (
     write_answered_earlier,
 )
 from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, write_fingerprint
+from airflow_claude_batch.batch.input_tokens import ReservoirSample, TokenCounter, measure_tokens
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.rendering import RequestTemplate, iter_requests
-from airflow_claude_batch.batch.requeue import shard_list_path
+from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
 from airflow_claude_batch.batch.shards import ShardDescriptor

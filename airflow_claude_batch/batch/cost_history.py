@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.pricing import TokenTotals
 from airflow_claude_batch.batch.storage import StoragePath, read_json
+from airflow_claude_batch.batch.tokens import TokenTotals
 
 log = logging.getLogger(__name__)
 

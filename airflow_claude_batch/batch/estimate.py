@@ -43,41 +43,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.caching import break_even_hit_rate, min_cacheable_tokens
 from airflow_claude_batch.batch.cost_history import LearnedFigures, RunCost
 from airflow_claude_batch.batch.expectation import DEFAULT_OUTPUT_FRACTION, Expectation
-from airflow_claude_batch.batch.input_tokens import (
-    DEFAULT_SAMPLE_SIZE,
-    LOCAL_METHOD,
-    ReservoirSample,
-    TokenCounter,
-    TokenRate,
-    count_tokens_params,
-    measure_tokens,
-)
-from airflow_claude_batch.batch.pricing import PriceTable, TokenTotals
+from airflow_claude_batch.batch.group_pricing import GroupPricer, GroupSums
+from airflow_claude_batch.batch.input_tokens import DEFAULT_SAMPLE_SIZE, TokenRate
+from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.rendering import RequestTemplate
-from airflow_claude_batch.batch.sharding import GroupTally, WrittenShard
+from airflow_claude_batch.batch.sharding import WrittenShard
 from airflow_claude_batch.exceptions import InputError
-
-__all__ = [
-    "LOCAL_METHOD",
-    "CostEstimate",
-    "EstimateOptions",
-    "ReservoirSample",
-    "TokenCounter",
-    "TokenRate",
-    "count_tokens_params",
-    "estimate_cost",
-    "measure_tokens",
-]
 
 ESTIMATE_SCHEMA_VERSION = 2
 BUDGET_BASES = ("expected", "upper")
 #: What ``max_cost_usd`` is compared with unless ``budget_basis`` says otherwise.
 DEFAULT_BUDGET_BASIS = "expected"
-#: The parts of the gap between the upper bound and the expected figure, in the order they are added.
-GAP_PARTS = ("answered", "output", "cache", "input", "sync_retry")
 
 
 @dataclass(frozen=True)
@@ -221,134 +199,6 @@ def _usd(value: float) -> float:
     return round(value, 6)
 
 
-@dataclass
-class _Sums:
-    requests: int = 0
-    input_tokens: int = 0
-    prefix_tokens: int = 0
-    output_upper: int = 0
-    output_expected: float = 0.0
-    upper_batch: float = 0.0
-    upper_standard: float = 0.0
-    expected_batch: float = 0.0
-    expected_standard: float = 0.0
-    gap_answered: float = 0.0
-    gap_output: float = 0.0
-    gap_cache: float = 0.0
-    gap_input: float = 0.0
-    gap_sync_retry: float = 0.0
-
-    def add(self, other: _Sums) -> None:
-        for item in dataclasses.fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
-
-    def gap(self) -> dict[str, float]:
-        return {part: getattr(self, f"gap_{part}") for part in GAP_PARTS}
-
-
-class _GroupPricer:
-    def __init__(
-        self,
-        rate: TokenRate,
-        template: RequestTemplate,
-        prices: PriceTable,
-        options: EstimateOptions,
-        expectation: Expectation,
-    ) -> None:
-        self.rate = rate
-        self.template = template
-        self.prices = prices
-        self.sync = options.retry_errored_sync
-        self.expect = expectation
-        self.warnings: dict[str, str] = {}
-
-    def _prefix_per_request(self, model: str, ttl: str | None, group: GroupTally) -> float:
-        if not ttl or not group.cache_prefix_bytes:
-            return 0.0
-        if self.template.render is None and self.rate.cached_prefix_tokens:
-            prefix = float(self.rate.cached_prefix_tokens)  # counted with count_tokens
-        else:
-            prefix = group.cache_prefix_bytes / group.requests * self.rate.tokens_per_byte
-        minimum, known = min_cacheable_tokens(model)
-        if prefix * self.expect.input_ratio < minimum:
-            where = "" if known else " (the model catalogue does not know the model; assumed)"
-            self.warnings[f"min:{model}"] = (
-                f"{model}: the cacheable prefix is about {round(prefix):,} tokens, under the model's minimum "
-                f"of {minimum:,}{where}, so it is not cached: priced as plain input"
-            )
-            return 0.0
-        return prefix
-
-    def price(self, key: tuple[str, str | None, str | None], group: GroupTally) -> _Sums:
-        model, ttl, geo = key
-        n = group.requests
-        factor = self.prices.factor(model, {"inference_geo": geo} if geo else None)
-        raw_input = group.request_bytes * self.rate.tokens_per_byte
-        prefix = min(self._prefix_per_request(model, ttl, group) * n, raw_input)
-        expect = self.expect
-        if expect.output_per_request is None:
-            output = DEFAULT_OUTPUT_FRACTION * group.max_tokens
-        else:
-            output = min(expect.output_per_request * n, group.max_tokens)
-        if prefix:
-            self._check_break_even(model, ttl)
-
-        def cost(hit: float, out: float, ratio: float, *, batch: bool = True) -> float:
-            total_input, cached = raw_input * ratio, prefix * ratio
-            totals = TokenTotals(
-                input=round(total_input - cached),
-                output=round(out),
-                cache_write_5m=round((1 - hit) * cached) if ttl != "1h" else 0,
-                cache_write_1h=round((1 - hit) * cached) if ttl == "1h" else 0,
-                cache_read=round(hit * cached),
-            )
-            prompt = round(total_input / n) if n else None
-            return self.prices.cost_of_totals(model, totals, batch=batch, prompt_tokens=prompt, factor=factor)
-
-        h, r = expect.hit_rate, expect.input_ratio
-        all_batch = cost(h, output, r)
-        expected = expect.answered_batch * all_batch + expect.answered_sync * cost(h, output, r, batch=False)
-        with_max_output = cost(h, group.max_tokens, r)
-        no_hits = cost(0.0, group.max_tokens, r)
-        upper_ratio = max(r, 1.0)
-        upper_batch = cost(0.0, group.max_tokens, upper_ratio)
-        upper_standard = cost(0.0, group.max_tokens, upper_ratio, batch=False)
-        upper = upper_standard if self.sync else upper_batch
-        return _Sums(
-            requests=n,
-            input_tokens=round(raw_input),
-            prefix_tokens=round(prefix),
-            output_upper=group.max_tokens,
-            output_expected=output,
-            upper_batch=upper,
-            upper_standard=upper_standard,
-            expected_batch=expected,
-            expected_standard=expect.answered_batch * cost(h, output, r, batch=False)
-            + expect.answered_sync * cost(h, output, r, batch=False),
-            gap_answered=all_batch - expected,
-            gap_output=with_max_output - all_batch,
-            gap_cache=no_hits - with_max_output,
-            gap_input=upper_batch - no_hits,
-            gap_sync_retry=upper - upper_batch,
-        )
-
-    def _check_break_even(self, model: str, ttl: str | None) -> None:
-        cache = self.prices.cache_multipliers(model)
-        write = cache.write_1h if ttl == "1h" else cache.write_5m
-        even = break_even_hit_rate(write, cache.read)
-        if self.expect.hit_rate < even:
-            self.warnings[f"ttl:{model}:{ttl}"] = (
-                f"{model}: {ttl} cache writes cost {write:g}x the input price and pay off above a "
-                f"{even:.0%} hit rate; the expected hit rate is {self.expect.hit_rate:.0%} "
-                f"({self.expect.basis['kind']}), so caching is expected to cost more than it saves"
-                + (
-                    ": try cache_system='5m'"
-                    if ttl == "1h" and self.expect.hit_rate >= break_even_hit_rate(cache.write_5m, cache.read)
-                    else ""
-                )
-            )
-
-
 def estimate_cost(
     shards: Sequence[WrittenShard],
     rate: TokenRate,
@@ -372,17 +222,17 @@ def estimate_cost(
     :raises InputError: a model has no price; the message names the prices file to extend.
     """
     expectation = Expectation.choose(options.expected_output_tokens, LearnedFigures.from_runs(history))
-    pricer = _GroupPricer(rate, template, prices, options, expectation)
-    total = _Sums()
-    by_model: dict[str, _Sums] = {}
+    pricer = GroupPricer(rate, template, prices, expectation, retry_errored_sync=options.retry_errored_sync)
+    total = GroupSums()
+    by_model: dict[str, GroupSums] = {}
     ttls: set[str] = set()
     shard_costs = []
     for shard in shards:
-        shard_sums = _Sums()
+        shard_sums = GroupSums()
         for key, group in shard.groups.items():
             sums = pricer.price(key, group)
             shard_sums.add(sums)
-            by_model.setdefault(key[0], _Sums()).add(sums)
+            by_model.setdefault(key[0], GroupSums()).add(sums)
             if sums.prefix_tokens and key[1]:
                 ttls.add(key[1])
         shard_costs.append(shard_sums.upper_batch)
@@ -418,7 +268,7 @@ def estimate_cost(
     )
 
 
-def _model_summary(sums: _Sums) -> dict[str, Any]:
+def _model_summary(sums: GroupSums) -> dict[str, Any]:
     return {
         "requests": sums.requests,
         "input_tokens": sums.input_tokens,

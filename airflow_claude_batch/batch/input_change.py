@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from airflow_claude_batch.batch.flat_output import iter_succeeded_rows
 from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, read_fingerprint
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
@@ -173,8 +174,6 @@ def earlier_answers(folder: RunFolder, max_rounds: int, exclude: set[str]) -> It
     Each id once (the first run listed wins) and none of ``exclude`` (the ids this run answered), so
     that a re-sweep's flat output holds every answered record of the interval, whatever its format.
     """
-    from airflow_claude_batch.batch.ledger import iter_succeeded_rows  # the ledger reads run folders too
-
     answered = read_answered_earlier(folder) or {}
     runs = answered.get("runs") or []
     dag_dir = folder.root.parent.parent  # type: ignore[attr-defined]

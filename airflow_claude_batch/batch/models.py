@@ -16,12 +16,9 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+from airflow_claude_batch.batch.override_file import override_path, read_override, read_shipped
 from airflow_claude_batch.exceptions import InputError
 
 MODELS_ENV_VAR = "CLAUDE_BATCH_MODELS_FILE"
@@ -193,17 +190,16 @@ def load_models(path: str | os.PathLike[str] | None = None) -> ModelCatalogue:
     :param path: a models file; when ``None``, the file named by ``CLAUDE_BATCH_MODELS_FILE`` if set.
     :raises InputError: the user's file is missing or not a valid models file.
     """
-    override = path if path is not None else os.environ.get(MODELS_ENV_VAR) or None
+    override = override_path(path, MODELS_ENV_VAR)
     return _load(None if override is None else str(override))
 
 
 @functools.lru_cache(maxsize=8)
 def _load(override: str | None) -> ModelCatalogue:
-    shipped = orjson.loads(resources.files(__package__).joinpath("models.json").read_bytes())
-    catalogue = ModelCatalogue(models={}, sources=()).overlay(shipped, SHIPPED_MODELS)
+    catalogue = ModelCatalogue(models={}, sources=()).overlay(read_shipped("models.json"), SHIPPED_MODELS)
     if override is None:
         return catalogue
-    return catalogue.overlay(_read_models_file(override), override)
+    return catalogue.overlay(read_override(override, kind="models", hint=MODELS_ENV_VAR), override)
 
 
 def get_model(model: str, path: str | os.PathLike[str] | None = None) -> ModelSpec:
@@ -214,17 +210,3 @@ def get_model(model: str, path: str | os.PathLike[str] | None = None) -> ModelSp
     :raises InputError: the model is unknown.
     """
     return load_models(path).get(model)
-
-
-def _read_models_file(path: str) -> Mapping[str, Any]:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the models file {path}: {exc}; check {MODELS_ENV_VAR}") from exc
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"the models file {path} is not valid JSON ({exc}); fix the file") from exc
-    if not isinstance(document, dict):
-        raise InputError(f"the models file {path} must hold a JSON object with a 'models' object")
-    return document

@@ -24,23 +24,22 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+from airflow_claude_batch.batch.model_prices import (
+    CacheMultipliers,
+    ModelPrice,
+    Multiplier,
+    model_price,
+    parse_price,
+)
+from airflow_claude_batch.batch.override_file import override_path, read_override, read_shipped
 from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
 
 __all__ = [
     "PRICES_ENV_VAR",
-    "CacheMultipliers",
-    "ModelPrice",
-    "Multiplier",
     "PriceTable",
-    "PromptTier",
-    "TokenTotals",
     "canonical_model_name",
 ]
 
@@ -69,82 +68,6 @@ def canonical_model_name(model: str) -> str:
     name = name.removesuffix("-latest")
     # "claude-sonnet-4-0" is the API's alias of "claude-sonnet-4".
     return name.removesuffix("-0")
-
-
-@dataclass(frozen=True)
-class PromptTier:
-    """Prices of a request whose input is above a length (long-context pricing).
-
-    :param above_input_tokens: the tier applies when a request's input tokens (uncached, cache writes
-        and reads together) are above this.
-    :param input: price of an uncached input token in this tier.
-    :param output: price of an output token in this tier.
-    """
-
-    above_input_tokens: int
-    input: float
-    output: float
-
-
-@dataclass(frozen=True)
-class CacheMultipliers:
-    """Cache writes and reads as multiples of the input price.
-
-    :param write_5m: a 5-minute cache write (1.25).
-    :param write_1h: a 1-hour cache write (2.0).
-    :param read: a cache read (0.1).
-    """
-
-    write_5m: float = 1.25
-    write_1h: float = 2.0
-    read: float = 0.1
-
-
-@dataclass(frozen=True)
-class ModelPrice:
-    """Standard prices of one model family in USD per million tokens.
-
-    :param input: price of an uncached input token.
-    :param output: price of an output token.
-    :param cache: the model's own cache multipliers, when they differ from the table's.
-    :param prompt_tiers: prices for long prompts, by ascending threshold.
-    """
-
-    input: float
-    output: float
-    cache: CacheMultipliers | None = None
-    prompt_tiers: tuple[PromptTier, ...] = ()
-
-    def tier(self, prompt_tokens: int | None) -> int:
-        """The index of the tier a request of ``prompt_tokens`` input falls in: 0 for the base prices."""
-        index = 0
-        for number, tier in enumerate(self.prompt_tiers, start=1):
-            if prompt_tokens is not None and prompt_tokens > tier.above_input_tokens:
-                index = number
-        return index
-
-    def rates(self, tier: int) -> tuple[float, float]:
-        """Input and output prices of ``tier`` (0: the base prices)."""
-        if tier == 0:
-            return self.input, self.output
-        chosen = self.prompt_tiers[tier - 1]
-        return chosen.input, chosen.output
-
-
-@dataclass(frozen=True)
-class Multiplier:
-    """A factor on every token of a request whose params set a field to a value (data residency).
-
-    :param field: the params field (``inference_geo``).
-    :param value: its value (``us``).
-    :param factor: the factor (1.1).
-    :param models: the canonical models it applies to.
-    """
-
-    field: str
-    value: str
-    factor: float
-    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -182,12 +105,12 @@ class PriceTable:
             the file named by ``CLAUDE_BATCH_PRICES_FILE`` if set.
         :raises InputError: the user's file is missing or not a valid prices file.
         """
-        shipped = orjson.loads(resources.files(__package__).joinpath("prices.json").read_bytes())
-        table = cls.from_document(shipped, SHIPPED_PRICES)
-        override = path if path is not None else os.environ.get(PRICES_ENV_VAR) or None
+        table = cls.from_document(read_shipped("prices.json"), SHIPPED_PRICES)
+        override = override_path(path, PRICES_ENV_VAR)
         if override is None:
             return table
-        return table.overlay(_read_prices_file(override), str(override))
+        document = read_override(override, kind="prices", hint=f"prices_file= or {PRICES_ENV_VAR}")
+        return table.overlay(document, str(override))
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], source: str) -> PriceTable:
@@ -210,7 +133,7 @@ class PriceTable:
         try:
             models = dict(self.models)
             for name, price in (document.get("models") or {}).items():
-                models[canonical_model_name(name)] = _model_price(price)
+                models[canonical_model_name(name)] = model_price(price)
             cache = document.get("cache_multipliers") or {}
             multipliers = {(m.field, m.value): m for m in self.multipliers}
             for field_name, values in (document.get("multipliers") or {}).items():
@@ -218,16 +141,16 @@ class PriceTable:
                     multipliers[(field_name, value)] = Multiplier(
                         field_name,
                         value,
-                        _price(spec["factor"]),
+                        parse_price(spec["factor"]),
                         tuple(canonical_model_name(m) for m in spec.get("models") or ()),
                     )
             not_modelled = document.get("not_modelled", self.not_modelled)
             return PriceTable(
                 models=models,
-                batch_multiplier=_price(document.get("batch_multiplier", self.batch_multiplier)),
-                cache_write_5m=_price(cache.get("write_5m", self.cache_write_5m)),
-                cache_write_1h=_price(cache.get("write_1h", self.cache_write_1h)),
-                cache_read=_price(cache.get("read", self.cache_read)),
+                batch_multiplier=parse_price(document.get("batch_multiplier", self.batch_multiplier)),
+                cache_write_5m=parse_price(cache.get("write_5m", self.cache_write_5m)),
+                cache_write_1h=parse_price(cache.get("write_1h", self.cache_write_1h)),
+                cache_read=parse_price(cache.get("read", self.cache_read)),
                 multipliers=tuple(multipliers.values()),
                 as_of=_text(document.get("as_of", self.as_of)),
                 source=_text(document.get("source", self.source)),
@@ -360,55 +283,5 @@ class PriceTable:
         return model, self.price(model).tier(totals.total_input), self.factor(model, usage)
 
 
-def _model_price(entry: Mapping[str, Any]) -> ModelPrice:
-    cache = entry.get("cache_multipliers")
-    tiers = sorted(
-        (
-            PromptTier(int(tier["above_input_tokens"]), _price(tier["input"]), _price(tier["output"]))
-            for tier in entry.get("prompt_tiers") or ()
-        ),
-        key=lambda tier: tier.above_input_tokens,
-    )
-    return ModelPrice(
-        input=_price(entry["input"]),
-        output=_price(entry["output"]),
-        cache=None
-        if not cache
-        else CacheMultipliers(
-            _price(cache.get("write_5m", 1.25)),
-            _price(cache.get("write_1h", 2.0)),
-            _price(cache.get("read", 0.1)),
-        ),
-        prompt_tiers=tuple(tiers),
-    )
-
-
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _price(value: Any) -> float:
-    number = float(value)
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"a price or multiplier must be a finite number >= 0, got {value!r}")
-    return number
-
-
-def _read_prices_file(path: Any) -> Mapping[str, Any]:
-    try:
-        if isinstance(path, str) or not hasattr(path, "open"):
-            data = Path(path).read_bytes()
-        else:
-            with path.open("rb") as handle:
-                data = handle.read()
-    except OSError as exc:
-        raise InputError(
-            f"cannot read the prices file {path}: {exc}; check prices_file= or {PRICES_ENV_VAR}"
-        ) from exc
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"the prices file {path} is not valid JSON ({exc}); fix the file") from exc
-    if not isinstance(document, dict):
-        raise InputError(f"the prices file {path} must hold a JSON object with a 'models' object")
-    return document

@@ -16,11 +16,8 @@ for a duplicate.
 
 from __future__ import annotations
 
-import math
 import uuid
-from array import array
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,13 +29,13 @@ from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
 from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
 from airflow_claude_batch.batch.sources import Record, RecordSource
 from airflow_claude_batch.batch.structured_output import merge_additions
+from airflow_claude_batch.batch.unique_ids import DigestSet, id_digest, raise_if_used_before
 from airflow_claude_batch.batch.validation import custom_id_problem, params_problem
 from airflow_claude_batch.exceptions import InputError
 
 CACHE_TTLS = ("5m", "1h")
 RenderCallable = Callable[[Record], "Mapping[str, Any] | None"]
 _MISSING = object()
-_DIGEST_MASK = (1 << 64) - 1
 _valid_id = CUSTOM_ID_PATTERN.fullmatch
 _dumps = orjson.dumps
 
@@ -321,55 +318,6 @@ class RequestRenderer:
         )
 
 
-class DigestSet:
-    """A set of non-zero 64-bit digests in one flat array (8 bytes a slot, at most 60 % full).
-
-    A million ids take 16 MiB, against about 75 MiB for a Python ``set`` of the same integers.
-    """
-
-    def __init__(self, slots_log2: int = 16) -> None:
-        self._table = array("Q", bytes(8 << slots_log2))
-        self._mask = (1 << slots_log2) - 1
-        self._count = 0
-        self._limit = int(len(self._table) * 0.6)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, digest: int) -> bool:
-        """Add ``digest`` (non-zero); return ``False`` when it was already there."""
-        table, mask = self._table, self._mask
-        slot = digest & mask
-        while True:
-            held = table[slot]
-            if held == 0:
-                break
-            if held == digest:
-                return False
-            slot = (slot + 1) & mask
-        table[slot] = digest
-        self._count += 1
-        if self._count > self._limit:
-            self._grow()
-        return True
-
-    def _grow(self) -> None:
-        old = self._table
-        slots_log2 = int(math.log2(len(old))) + 1
-        self._table = array("Q", bytes(8 << slots_log2))
-        self._mask = (1 << slots_log2) - 1
-        self._limit = int(len(self._table) * 0.6)
-        self._count = 0
-        for digest in old:
-            if digest:
-                self.add(digest)
-
-
-def id_digest(custom_id: str) -> int:
-    """A non-zero 64-bit digest of an id (stable within one process, which is all uniqueness needs)."""
-    return (hash(custom_id) & _DIGEST_MASK) or 1
-
-
 def iter_requests(source: RecordSource, template: RequestTemplate) -> Iterator[EncodedRequest]:
     """Render every record of ``source``, in order, checking that custom_ids are unique across the run.
 
@@ -383,7 +331,7 @@ def iter_requests(source: RecordSource, template: RequestTemplate) -> Iterator[E
     for record, location in source:
         request = renderer.render(record, location)
         if not seen.add(id_digest(request.custom_id)):
-            _raise_if_used_before(source, renderer, request, count)
+            raise_if_used_before(source, renderer.custom_id, request.custom_id, request.location, count)
         count += 1
         yield request
     if count == 0:
@@ -401,24 +349,3 @@ def _source_name(source: RecordSource) -> str:
         return "the source"
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return f"the source ({shown})"
-
-
-def _raise_if_used_before(
-    source: RecordSource, renderer: RequestRenderer, request: EncodedRequest, position: int
-) -> None:
-    if iter(source) is source:  # a one-shot iterator cannot be read again to name the first use
-        raise InputError(
-            f"custom_id {request.custom_id!r} is used by an earlier record too; custom_ids must be unique "
-            "across the whole run (every file), remove or renumber the duplicate",
-            location=request.location,
-        )
-    with closing(iter(source)) as earlier:
-        for index, (record, location) in enumerate(earlier):
-            if index >= position:
-                return  # a digest collision between two different ids: not a duplicate
-            if renderer.custom_id(record, location) == request.custom_id:
-                raise InputError(
-                    f"custom_id {request.custom_id!r} is used twice, first at {location}; custom_ids must "
-                    "be unique across the whole run (every file), remove or renumber the duplicate",
-                    location=request.location,
-                )

@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from airflow_claude_batch.batch.cost_history import RunCost
-from airflow_claude_batch.batch.ledger import Manifest, RoundLedger
+from airflow_claude_batch.batch.manifest import Manifest, RoundLedger
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
 
 OUTCOME_COLOURS = {

@@ -10,9 +10,10 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.build import build_run
 from airflow_claude_batch.batch.cost_history import RunCost, pipeline_history
-from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions, TokenCounter
+from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
 from airflow_claude_batch.batch.input_change import parse_on_input_change
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
+from airflow_claude_batch.batch.input_tokens import TokenCounter
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.model_check import check_model
 from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough

@@ -8,8 +8,9 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID, settings
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.fanout import fan_out_shard
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.compat import AirflowFailException

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow_claude_batch.batch.flat_output import iter_succeeded_rows, write_flat_output
 from airflow_claude_batch.batch.input_change import earlier_answers, read_answered_earlier
 from airflow_claude_batch.batch.input_fingerprint import read_fingerprint
-from airflow_claude_batch.batch.ledger import iter_succeeded_rows, write_flat_output
 from airflow_claude_batch.batch.output_owner import OutputClaim, claim_output, place_output
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath

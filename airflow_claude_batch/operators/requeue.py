@@ -8,20 +8,20 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
 from airflow_claude_batch.batch.budget import round_budget
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
-from airflow_claude_batch.batch.requeue import (
-    DEFAULT_SYNC_CONCURRENCY,
-    RequeueRule,
-    SendMessage,
-    SyncRequestError,
-    SyncRetry,
-    requeue_round,
-)
-from airflow_claude_batch.batch.routing import OutputValidator
+from airflow_claude_batch.batch.requeue import requeue_round
+from airflow_claude_batch.batch.requeue_rule import RequeueRule
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
 from airflow_claude_batch.batch.shards import ShardDescriptor
+from airflow_claude_batch.batch.sync_retry import (
+    DEFAULT_SYNC_CONCURRENCY,
+    SendMessage,
+    SyncRequestError,
+    SyncRetry,
+)
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.build import _flag

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.fanout import fan_out_shard
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.requeue import shard_list_path
-from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
+from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.storage import atomic_writer, write_json

@@ -9,9 +9,10 @@ import pytest
 
 from airflow_claude_batch.batch.budget import round_budget
 from airflow_claude_batch.batch.ledger import write_ledger
-from airflow_claude_batch.batch.requeue import SyncRequestError, SyncRetry, requeue_round
+from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import write_json
+from airflow_claude_batch.batch.sync_retry import SyncRequestError, SyncRetry
 from tests.batch.batch_results import (
     MODEL,
     PRICES,

@@ -9,20 +9,19 @@ import pytest
 from airflow_claude_batch.batch.budget import check_budget
 from airflow_claude_batch.batch.caching import DEFAULT_HIT_RATE
 from airflow_claude_batch.batch.cost_history import RunCost
-from airflow_claude_batch.batch.estimate import (
+from airflow_claude_batch.batch.estimate import CostEstimate, EstimateOptions, estimate_cost
+from airflow_claude_batch.batch.input_tokens import (
     LOCAL_METHOD,
-    CostEstimate,
-    EstimateOptions,
     ReservoirSample,
     TokenRate,
     count_tokens_params,
-    estimate_cost,
     measure_tokens,
 )
-from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable, TokenTotals
+from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
+from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import BudgetExceededError, InputError
 
 MILLION = 1_000_000

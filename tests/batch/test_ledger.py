@@ -10,19 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.ledger import (
-    flat_record,
-    iter_succeeded_rows,
-    write_flat_output,
-    write_ledger,
-)
-from airflow_claude_batch.batch.pricing import TokenTotals
-from airflow_claude_batch.batch.requeue import SyncRetry, requeue_round
-from airflow_claude_batch.batch.routing import OutputValidator
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.flat_output import flat_record, iter_succeeded_rows, write_flat_output
+from airflow_claude_batch.batch.ledger import write_ledger
+from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import SubmitState, write_state
 from airflow_claude_batch.batch.storage import write_json
+from airflow_claude_batch.batch.sync_retry import SyncRetry
+from airflow_claude_batch.batch.tokens import TokenTotals
 from tests.batch.batch_results import (
     MODEL,
     PRICES,

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batch.batch.ledger import flat_record, write_flat_output
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.fanout import fan_out_shard
+from airflow_claude_batch.batch.flat_output import flat_record, write_flat_output
 from airflow_claude_batch.batch.passthrough import load_passthrough, parse_fields, write_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.routing import OutputValidator, fan_out_shard
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.exceptions import InputError
 from tests.batch.batch_results import errored, read_rows, succeeded, write_shard, write_shard_list

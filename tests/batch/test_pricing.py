@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable, TokenTotals, canonical_model_name
+from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable, canonical_model_name
+from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
 
 MILLION = 1_000_000

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from airflow_claude_batch.batch import rendering
 from airflow_claude_batch.batch.rendering import (
-    DigestSet,
     EncodedRequest,
     RequestRenderer,
     RequestTemplate,
     iter_requests,
 )
 from airflow_claude_batch.batch.sources import CallableRecords, FileRecords
+from airflow_claude_batch.batch.unique_ids import DigestSet
 from airflow_claude_batch.exceptions import InputError
 
 API_ID_RULE = re.compile(r"[a-zA-Z0-9_-]{1,64}")

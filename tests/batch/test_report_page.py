@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from airflow_claude_batch.batch.ledger import Manifest, Money, RoundLedger
+from airflow_claude_batch.batch.manifest import Manifest, Money, RoundLedger
 from airflow_claude_batch.batch.report_page import render_report
 
 EVIL_ID = '<script>alert("x")</script>'
@@ -142,7 +142,7 @@ def test_the_estimate_stands_beside_the_actual_with_the_hit_rate_and_earlier_run
     import dataclasses
 
     from airflow_claude_batch.batch.cost_history import RunCost
-    from airflow_claude_batch.batch.pricing import TokenTotals
+    from airflow_claude_batch.batch.tokens import TokenTotals
 
     run = dataclasses.replace(
         manifest(),

@@ -9,17 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.requeue import (
-    Decision,
-    RequeueRule,
-    SyncRequestError,
-    SyncRetry,
-    read_requeue_record,
-    requeue_round,
-    sync_retry_path,
-)
+from airflow_claude_batch.batch.requeue import requeue_round
+from airflow_claude_batch.batch.requeue_record import read_requeue_record
+from airflow_claude_batch.batch.requeue_rule import Decision, RequeueRule
+from airflow_claude_batch.batch.round_files import sync_retry_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
+from airflow_claude_batch.batch.sync_retry import SyncRequestError, SyncRetry
 from airflow_claude_batch.exceptions import StorageError
 from tests.batch.batch_results import (
     MODEL,

@@ -10,16 +10,12 @@ from typing import Any
 import pydantic
 import pytest
 
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.fanout import fan_out_shard
+from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.routing import (
-    ROW_OUTCOMES,
-    OutputValidator,
-    RowPricer,
-    custom_id_of_line,
-    error_row,
-    fan_out_shard,
-    route_line,
-)
+from airflow_claude_batch.batch.request_lines import custom_id_of_line
+from airflow_claude_batch.batch.result_rows import RowPricer, error_row, route_line
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.exceptions import InputError, ReconciliationError, ResultsStreamInterrupted
 from tests.batch.batch_results import (

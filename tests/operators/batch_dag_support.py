@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.requeue import shard_list_path
+from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import SubmitState, format_utc, utc_now, write_state

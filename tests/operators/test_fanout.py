@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.routing import ROW_OUTCOMES
+from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 

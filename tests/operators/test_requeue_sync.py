@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from airflow_claude_batch.batch.requeue import SyncRequestError
+from airflow_claude_batch.batch.sync_retry import SyncRequestError
 from airflow_claude_batch.operators.requeue import synchronous_sender
 
 PARAMS = {
@@ -84,8 +84,10 @@ def test_a_429_is_waited_out_for_its_retry_after(emulator):
 
 def test_retryable_errors_are_requeued_not_dead_lettered_when_the_endpoint_is_missing(emulator, tmp_path):
     from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.requeue import SyncRetry, requeue_round, sync_retry_path
+    from airflow_claude_batch.batch.requeue import requeue_round
+    from airflow_claude_batch.batch.round_files import sync_retry_path
     from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.batch.sync_retry import SyncRetry
     from tests.batch.batch_results import errored, expired, fanned_out_shard, read_rows
 
     folder = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch import routing
+from airflow_claude_batch.batch import fanout, outcome_files
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from tests.reliability.harness import RunHarness, lost_and_doubled, records
@@ -110,7 +110,7 @@ def test_more_cuts_than_the_fanout_restarts_fail_the_attempt_and_leave_no_file(
     ended: tuple[RunHarness, dict[str, Any], dict[str, bytes]], faulty_emulator: Any, figures: Any
 ) -> None:
     run, shard, reference = ended
-    restarts = routing.DEFAULT_MAX_STREAM_RESTARTS
+    restarts = fanout.DEFAULT_MAX_STREAM_RESTARTS
     faulty_emulator.transport.arm("results", "reset", count=restarts + 1, after_bytes=200)
     run.retries = 0
 
@@ -130,10 +130,10 @@ def _fanout_in_worker(shard: dict[str, Any], stage: str, count: int) -> None:
     def die() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    routing._WRITE_BUFFER_BYTES = 1  # every row reaches its temporary file at once
+    outcome_files._WRITE_BUFFER_BYTES = 1  # every row reaches its temporary file at once
     steps = 0
     if stage == "writing":
-        write = routing.OutcomeFiles.write
+        write = outcome_files.OutcomeFiles.write
 
         def write_then_die(self: Any, outcome: str, row: Any) -> None:
             nonlocal steps
@@ -142,7 +142,7 @@ def _fanout_in_worker(shard: dict[str, Any], stage: str, count: int) -> None:
             if steps == count:
                 die()
 
-        routing.OutcomeFiles.write = write_then_die  # type: ignore[method-assign]
+        outcome_files.OutcomeFiles.write = write_then_die  # type: ignore[method-assign]
     else:
         rename = ObjectStoragePath.rename
 

@@ -1,0 +1,217 @@
+"""The fanout of one shard: its results stream → outcome rows, reconciled with its requests.
+
+The fanout of one shard reads the batch's results once, as plain dicts, and writes one row per request
+into the shard's outcome files (see ``docs/architecture.md``, "Outcome rows"):
+
+- ``succeeded.jsonl``: ``custom_id``, ``model``, ``text`` (text blocks only), ``tool_calls`` (when
+  the answer called tools), ``thinking`` (only with ``keep_thinking``), ``parsed``, ``stop_reason``,
+  ``usage``, ``cost_usd`` (batch prices);
+- ``invalid_output.jsonl``: a billed answer the user's parser or schema rejected: ``custom_id``,
+  ``model``, ``text``, ``error``, ``stop_reason``, ``usage``, ``cost_usd``;
+- ``errored.jsonl``: ``custom_id``, ``error_type``, ``message``, ``retryable``, ``request_id``;
+- ``expired.jsonl``: ``custom_id``; ``canceled.jsonl``: ``custom_id``, ``cancel_initiated_at`` (the
+  batch's, so that the requeue rule can tell a user's cancellation from any other).
+
+Every request of the shard gets exactly one row. Lines for ids the shard does not hold and repeated
+lines for an id are counted and left out; a request without any line is a ``ReconciliationError``.
+The files are published only once the whole stream was read and reconciled, so a failed or retried
+fanout never leaves a half file or a line twice. Memory holds the shard's ids and one line at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.marker import MarkerWatch
+from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES, OutcomeFiles, shard_outcome_paths
+from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
+from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.reconciliation import Reconciler
+from airflow_claude_batch.batch.request_lines import iter_request_lines
+from airflow_claude_batch.batch.result_rows import TOKEN_KINDS, RoutedRow, RowPricer, route_line
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.storage import StoragePath, write_json
+from airflow_claude_batch.batch.tokens import TokenTotals
+from airflow_claude_batch.exceptions import ReconciliationError, ResultsStreamInterrupted
+
+log = logging.getLogger(__name__)
+
+#: How many times a cut results stream is downloaded again from the start before giving up.
+DEFAULT_MAX_STREAM_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class FanoutSummary:
+    """What the fanout of one shard wrote and spent.
+
+    :param outcome_counts: rows per outcome file.
+    :param unknown_ids: distinct ids in the results that the shard does not hold (left out).
+    :param duplicates: repeated lines for one id (left out).
+    :param tokens: token totals over billed answers.
+    :param cost_usd: their cost at batch prices.
+    :param stream_restarts: how often a cut stream was downloaded again.
+    """
+
+    outcome_counts: dict[str, int]
+    unknown_ids: int
+    duplicates: int
+    tokens: TokenTotals
+    cost_usd: float
+    stream_restarts: int = 0
+
+    def descriptor_counts(self) -> dict[str, int]:
+        """The counts for the shard descriptor: rows per outcome plus the reconciliation anomalies."""
+        return {**self.outcome_counts, "unknown_ids": self.unknown_ids, "duplicates": self.duplicates}
+
+
+class _Accounts:
+    """Rows per outcome, and tokens per model as plain counters (one addition per kind and row)."""
+
+    def __init__(self, pricer: RowPricer) -> None:
+        self.pricer = pricer
+        self.counts = dict.fromkeys(ROW_OUTCOMES, 0)
+        self.tokens_by_model: dict[str, list[int]] = {}
+
+    def add(self, routed: RoutedRow) -> None:
+        self.counts[routed.outcome] += 1
+        totals = routed.tokens
+        if totals is not None:
+            model = routed.row["model"]
+            counters = self.tokens_by_model.get(model)
+            if counters is None:
+                counters = self.tokens_by_model[model] = [0] * len(TOKEN_KINDS)
+            counters[0] += totals.input
+            counters[1] += totals.output
+            counters[2] += totals.cache_write_5m
+            counters[3] += totals.cache_write_1h
+            counters[4] += totals.cache_read
+
+    def totals(self) -> TokenTotals:
+        total = TokenTotals()
+        for counters in self.tokens_by_model.values():
+            total = total + TokenTotals(*counters)
+        return total
+
+    def cost(self) -> float:
+        prices, batch = self.pricer.prices, self.pricer.batch
+        return sum(
+            prices.cost_of_totals(model, TokenTotals(*counters), batch=batch)
+            for model, counters in self.tokens_by_model.items()
+        )
+
+
+def fan_out_shard(
+    *,
+    folder: RunFolder,
+    round_index: int,
+    shard_index: int,
+    requests_path: StoragePath,
+    open_results: Callable[[], Iterable[Mapping[str, Any]]],
+    prices: PriceTable,
+    validator: OutputValidator | None = None,
+    sink: Callable[[dict[str, Any]], None] | None = None,
+    cancel_initiated_at: str | None = None,
+    batch_id: str | None = None,
+    marker_id: str | None = None,
+    max_stream_restarts: int = DEFAULT_MAX_STREAM_RESTARTS,
+) -> FanoutSummary:
+    """Stream a shard's results once into its outcome files and reconcile them with its requests.
+
+    :param folder: the run folder.
+    :param round_index: the shard's round.
+    :param shard_index: the shard's number in its round.
+    :param requests_path: the shard's requests file (its custom_ids are the expected set).
+    :param open_results: returns a fresh iterator of result lines from the start of the stream; it may
+        raise ``ResultsStreamInterrupted`` while iterating, after which it is called again.
+    :param prices: prices for each answer's ``cost_usd`` (batch rates).
+    :param validator: the user's parser/schema, or ``None``.
+    :param sink: called with each succeeded row as it streams. A retried task calls it again for the
+        same rows, so it should upsert by ``custom_id``.
+    :param cancel_initiated_at: the batch's ``cancel_initiated_at``, kept on canceled rows.
+    :param batch_id: for messages.
+    :param marker_id: the batch's marker request: its line must be in the results (else nothing is
+        written) and goes to ``marker.json``, out of the outcome files.
+    :param max_stream_restarts: downloads again from the start after a cut, at most this many times.
+    :raises ReconciliationError: when a request of the shard has no result line.
+    :raises ResultsStreamInterrupted: when the stream was cut more often than allowed.
+    """
+    where = f"batch {batch_id} (round {round_index}, shard {shard_index})"
+    reconciler = Reconciler(custom_id for custom_id, _ in iter_request_lines(requests_path))
+    carried = load_passthrough(folder, reconciler.ids())
+    pricer = RowPricer(prices, batch=True)
+    accounts = _Accounts(pricer)
+    marker = MarkerWatch(marker_id)
+    restarts = 0
+    with OutcomeFiles(shard_outcome_paths(folder, round_index, shard_index)) as files:
+        while True:
+            try:
+                for line in open_results():
+                    if marker.take(line) or not reconciler.accept(line.get("custom_id")):
+                        continue
+                    routed = route_line(
+                        line, pricer=pricer, validator=validator, cancel_initiated_at=cancel_initiated_at
+                    )
+                    row = with_passthrough(routed.row, carried)
+                    files.write(routed.outcome, row)
+                    accounts.add(routed)
+                    if sink is not None and routed.outcome == "succeeded":
+                        sink(dict(row))
+                break
+            except ResultsStreamInterrupted:
+                if restarts >= max_stream_restarts:
+                    raise
+                restarts += 1
+                log.warning(
+                    "%s: the results stream was cut (%d lines kept so far); downloading again from the "
+                    "start (%d/%d)",
+                    where,
+                    reconciler.accepted,
+                    restarts,
+                    max_stream_restarts,
+                )
+                reconciler.begin_attempt()
+        _check_shortfall(reconciler, where)
+        marker.check(where)
+        if marker.line is not None:
+            routed = route_line(marker.line, pricer=pricer, validator=None)
+            write_json(
+                folder.shard_marker(round_index, shard_index), {"outcome": routed.outcome, **routed.row}
+            )
+    summary = FanoutSummary(
+        outcome_counts=accounts.counts,
+        unknown_ids=reconciler.unknown_ids,
+        duplicates=reconciler.duplicates,
+        tokens=accounts.totals(),
+        cost_usd=accounts.cost(),
+        stream_restarts=restarts,
+    )
+    _log_anomalies(reconciler, where)
+    return summary
+
+
+def _check_shortfall(reconciler: Reconciler, where: str) -> None:
+    missing = reconciler.missing(limit=5)
+    if not missing:
+        return
+    count = len(reconciler.missing())
+    raise ReconciliationError(
+        f"{where}: {count} of {reconciler.expected} requests have no result line (for example "
+        f"{', '.join(missing)}); nothing was written. Retry the fanout; if it persists, the batch's "
+        f"results are incomplete: compare its request_counts with the shard's requests file."
+    )
+
+
+def _log_anomalies(reconciler: Reconciler, where: str) -> None:
+    if reconciler.unknown_ids:
+        log.warning(
+            "%s: %d result ids are not in the shard and were left out (for example %s)",
+            where,
+            reconciler.unknown_ids,
+            ", ".join(reconciler.unknown_sample()),
+        )
+    if reconciler.duplicates:
+        log.warning("%s: %d repeated result lines were left out", where, reconciler.duplicates)

@@ -1,0 +1,67 @@
+"""``round-r/requeue.json``: what the requeue of a round decided, schema-versioned, written last."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_claude_batch.batch.requeue_rule import RequeueRule
+from airflow_claude_batch.batch.round_files import requeue_record_path
+from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.storage import read_json
+
+REQUEUE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RequeueRecord:
+    """What the requeue of round ``round`` decided; written last, so its presence means "done".
+
+    :param round: the round that was read.
+    :param requeued: requests written to round ``round + 1``.
+    :param dead_lettered: requests written to ``round-r/dead-letter.jsonl``.
+    :param held: requests neither requeued nor dead (pending, e.g. canceled by user).
+    :param sync_succeeded: requests answered by the synchronous retry.
+    :param sync_invalid_output: synchronous answers the parser/schema rejected.
+    :param next_shards: the descriptors of round ``round + 1`` (as dicts).
+    :param requeue_canceled: the rule's setting.
+    :param requeue_user_canceled: the rule's setting.
+    :param retry_errored_sync: whether errored requests were retried synchronously.
+    :param budget_held: requests the budget kept from a synchronous retry or the next round (pending,
+        in ``round-r/budget-held.jsonl``).
+    :param sync_fell_back: retryable errors requeued because the synchronous endpoint was missing,
+        unreachable or refused them not by their own fault.
+    """
+
+    round: int
+    requeued: int
+    dead_lettered: int
+    held: int
+    sync_succeeded: int = 0
+    sync_invalid_output: int = 0
+    next_shards: list[dict[str, Any]] = field(default_factory=list)
+    requeue_canceled: bool = True
+    requeue_user_canceled: bool = False
+    retry_errored_sync: bool = False
+    budget_held: int = 0
+    sync_fell_back: int = 0
+    schema_version: int = REQUEUE_SCHEMA_VERSION
+
+    @property
+    def rule(self) -> RequeueRule:
+        return RequeueRule(self.requeue_canceled, self.requeue_user_canceled)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RequeueRecord:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def read_requeue_record(folder: RunFolder, round_index: int) -> RequeueRecord | None:
+    """Return the requeue record of a round, or ``None`` when that round was not requeued."""
+    data = read_json(requeue_record_path(folder, round_index))
+    return None if data is None else RequeueRecord.from_dict(data)

@@ -1,0 +1,181 @@
+"""One result line → one outcome row, priced (see ``docs/architecture.md``, "Outcome rows").
+
+A billed answer is priced by :class:`RowPricer` (batch rates in the fanout, standard rates for a
+synchronous retry) and checked by the user's
+:class:`~airflow_claude_batch.batch.answer_parsing.OutputValidator`; an API error becomes an
+``errored`` row that says whether sending the request again may help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from airflow_claude_batch.batch.answer_parsing import (
+    InvalidOutput,
+    OutputValidator,
+    message_text,
+    thinking_blocks,
+    tool_calls,
+)
+from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.tokens import TokenTotals
+
+#: Error types that a later attempt may get past: capacity and transient server errors. Everything
+#: else (invalid_request_error, not_found_error, permission_error, authentication_error,
+#: request_too_large, billing_error, and any type this package does not know) needs a change first.
+RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+#: The token kinds of :class:`TokenTotals`, in the order :class:`RowPricer` keeps their rates.
+TOKEN_KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+def is_retryable_error(error_type: str | None) -> bool:
+    """Return whether a request that failed with ``error_type`` may succeed when sent again as is."""
+    return error_type in RETRYABLE_ERROR_TYPES
+
+
+class RowPricer:
+    """Tokens and dollars of one answer, with each model's per-token rates looked up once.
+
+    Cost is linear in tokens, so each model's five rates are read from the price table once (the cost
+    of a million tokens of each kind) and every answer is priced with five multiplications.
+
+    :param prices: the price table.
+    :param batch: batch prices (the fanout) or standard prices (a synchronous call).
+    """
+
+    def __init__(self, prices: PriceTable, *, batch: bool = True) -> None:
+        self.prices = prices
+        self.batch = batch
+        self._rates: dict[tuple[str, int, float], tuple[float, ...]] = {}
+
+    def price(self, model: str, usage: Mapping[str, Any] | None) -> tuple[TokenTotals, float]:
+        """Return the answer's tokens by kind and its cost in US dollars (at its prompt-length tier and
+        with the multipliers its usage shows, such as ``inference_geo``).
+
+        :raises InputError: the model has no price (the message says how to add one).
+        """
+        totals = TokenTotals.from_usage(usage)
+        key = self.prices.rate_key(model, usage)
+        rates = self._rates.get(key) or self._load(key, totals.total_input)
+        cost = (
+            totals.input * rates[0]
+            + totals.output * rates[1]
+            + totals.cache_write_5m * rates[2]
+            + totals.cache_write_1h * rates[3]
+            + totals.cache_read * rates[4]
+        )
+        return totals, cost
+
+    def _load(self, key: tuple[str, int, float], prompt_tokens: int) -> tuple[float, ...]:
+        million = 1_000_000
+        model, _, factor = key
+        rates = tuple(
+            self.prices.cost_of_totals(
+                model,
+                TokenTotals(**{kind: million}),
+                batch=self.batch,
+                prompt_tokens=prompt_tokens,
+                factor=factor,
+            )
+            / million
+            for kind in TOKEN_KINDS
+        )
+        self._rates[key] = rates
+        return rates
+
+
+class RoutedRow(NamedTuple):
+    """One result line routed: the outcome file, the row, and the tokens billed (``None`` if unbilled)."""
+
+    outcome: str
+    row: dict[str, Any]
+    tokens: TokenTotals | None = None
+
+
+def answer_row(
+    custom_id: str,
+    message: Mapping[str, Any],
+    *,
+    pricer: RowPricer,
+    validator: OutputValidator | None,
+) -> RoutedRow:
+    """Route a billed answer: ``succeeded``, or ``invalid_output`` when the parser/schema rejects it.
+
+    The row keeps every content block that carries an answer: ``text`` (text blocks only),
+    ``tool_calls`` when the answer called tools, and ``thinking`` when the validator keeps it.
+
+    :param custom_id: the request's id.
+    :param message: the Message as a dict, with its ``usage``.
+    :param pricer: prices the answer (batch or standard rates).
+    :param validator: the user's parser/schema, or ``None`` to keep the answer unparsed.
+    """
+    model = message.get("model") or ""
+    usage = message.get("usage") or {}
+    text = message_text(message)
+    tokens, cost = pricer.price(model, usage)
+    common: dict[str, Any] = {"custom_id": custom_id, "model": model, "text": text}
+    calls = tool_calls(message)
+    if calls:
+        common["tool_calls"] = calls
+    if validator is not None and validator.keep_thinking:
+        common["thinking"] = thinking_blocks(message)
+    stop_reason = message.get("stop_reason")
+    tail = {"stop_reason": stop_reason, "usage": usage, "cost_usd": cost}
+    if validator is None:
+        return RoutedRow("succeeded", {**common, "parsed": None, **tail}, tokens)
+    try:
+        parsed = validator.parse(text, message)
+    except InvalidOutput as exc:
+        reason = str(exc)
+        if stop_reason == "max_tokens":
+            reason += " (the answer was cut at max_tokens; raise max_tokens)"
+        return RoutedRow("invalid_output", {**common, "error": reason, **tail}, tokens)
+    return RoutedRow("succeeded", {**common, "parsed": parsed, **tail}, tokens)
+
+
+def error_row(custom_id: str, error: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the ``errored`` row of an API error response (``{"type": "error", "error": {...}}``)."""
+    error = error or {}
+    inner = error.get("error") if isinstance(error.get("error"), Mapping) else error
+    error_type = str(inner.get("type") or "unknown_error")
+    return {
+        "custom_id": custom_id,
+        "error_type": error_type,
+        "message": inner.get("message") or "",
+        "retryable": is_retryable_error(error_type),
+        "request_id": error.get("request_id"),
+    }
+
+
+def route_line(
+    line: Mapping[str, Any],
+    *,
+    pricer: RowPricer,
+    validator: OutputValidator | None,
+    cancel_initiated_at: str | None = None,
+) -> RoutedRow:
+    """Route one result line to its outcome file.
+
+    An unrecognised result type becomes a non-retryable ``errored`` row, so the request stays
+    accounted for (and dead-lettered with the reason) instead of vanishing.
+    """
+    custom_id = line["custom_id"]
+    result = line.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        return answer_row(custom_id, result.get("message") or {}, pricer=pricer, validator=validator)
+    if kind == "errored":
+        return RoutedRow("errored", error_row(custom_id, result.get("error")))
+    if kind == "expired":
+        return RoutedRow("expired", {"custom_id": custom_id})
+    if kind == "canceled":
+        return RoutedRow("canceled", {"custom_id": custom_id, "cancel_initiated_at": cancel_initiated_at})
+    unrecognised = {
+        "custom_id": custom_id,
+        "error_type": "unrecognised_result",
+        "message": f"result type {kind!r} is not one this package knows; upgrade the package",
+        "retryable": False,
+        "request_id": None,
+    }
+    return RoutedRow("errored", unrecognised)
