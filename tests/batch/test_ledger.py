@@ -1,9 +1,7 @@
-"""The ledger: dispositions that add up, money from usage, the run's dead-letter, pending and flat files."""
+"""The ledger: dispositions that add up, money from usage, the run's dead-letter and pending files."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import orjson
 import pytest
 
 from airflow_claude_batch.batch.answer_parsing import OutputValidator
-from airflow_claude_batch.batch.flat_output import flat_record, iter_succeeded_rows, write_flat_output
+from airflow_claude_batch.batch.flat_output import iter_succeeded_rows
 from airflow_claude_batch.batch.ledger import write_ledger
 from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -212,35 +210,6 @@ def test_synchronous_retries_count_as_succeeded_at_standard_prices(folder: RunFo
         manifest.money.batch_usd + manifest.money.sync_retry_usd
     )
     assert [row["custom_id"] for row in iter_succeeded_rows(folder, 2)] == ["b", "a"]
-
-
-def test_flat_records_join_on_custom_id() -> None:
-    assert flat_record({"custom_id": "a", "parsed": {"label": "spam"}, "text": "t"}) == {
-        "label": "spam",
-        "custom_id": "a",
-    }
-    assert flat_record({"custom_id": "a", "parsed": None, "text": "t"}) == {"custom_id": "a", "text": "t"}
-    assert flat_record({"custom_id": "a", "parsed": 3}) == {"custom_id": "a", "parsed": 3}
-    assert flat_record({"custom_id": "a", "parsed": {"custom_id": "spoof"}})["custom_id"] == "a"
-
-
-def test_the_flat_output_is_jsonl_or_csv(folder: RunFolder, tmp_path: Path) -> None:
-    rows = [
-        {"custom_id": "a", "parsed": {"label": "spam", "tags": ["x"]}},
-        {"custom_id": "b", "parsed": {"label": "ham", "score": 0.5}},
-    ]
-    jsonl = tmp_path / "out" / "labels.jsonl"
-    assert write_flat_output(folder, jsonl, max_rounds=1, rows=lambda: iter(rows)) == 2
-    assert read_rows(jsonl) == [
-        {"label": "spam", "tags": ["x"], "custom_id": "a"},
-        {"label": "ham", "score": 0.5, "custom_id": "b"},
-    ]
-    table = tmp_path / "out" / "labels.csv"
-    write_flat_output(folder, table, max_rounds=1, rows=lambda: iter(rows))
-    read = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8"))))
-    assert list(read[0]) == ["custom_id", "label", "tags", "score"]
-    assert read[0] == {"custom_id": "a", "label": "spam", "tags": '["x"]', "score": ""}
-    assert read[1]["score"] == "0.5"
 
 
 def test_a_dry_run_reports_its_estimate_and_that_nothing_was_submitted(folder: RunFolder) -> None:

@@ -19,7 +19,6 @@ from airflow_claude_batch.batch.rendering import (
     iter_requests,
 )
 from airflow_claude_batch.batch.sources import CallableRecords, FileRecords
-from airflow_claude_batch.batch.unique_ids import DigestSet
 from airflow_claude_batch.exceptions import InputError
 
 API_ID_RULE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -343,23 +342,3 @@ def test_an_empty_input_is_refused(tmp_path: Path) -> None:
     empty.write_text("\n\n")
     with pytest.raises(InputError, match="no records"):
         list(iter_requests(FileRecords([empty]), RequestTemplate(model=MODEL)))
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=2**64 - 1), max_size=300))
-def test_the_digest_set_behaves_as_a_set(digests: list[int]) -> None:
-    table, reference = DigestSet(slots_log2=2), set()
-    for digest in digests:
-        assert table.add(digest) == (digest not in reference)
-        reference.add(digest)
-    assert len(table) == len(reference)
-
-
-def test_the_digest_set_takes_eight_bytes_a_slot() -> None:
-    table = DigestSet()
-    for n in range(1, 100_001):
-        table.add(rendering.id_digest(f"id-{n}"))
-    assert len(table) == 100_000
-    slots = len(table._table)
-    assert table._table.itemsize == 8
-    assert slots <= 2 * 100_000 / 0.6, "the table must stay within a factor of two of its load limit"

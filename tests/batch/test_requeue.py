@@ -1,4 +1,4 @@
-"""The requeue core: the rule, the next round's shards from the original lines, dead letters, sync retry."""
+"""The requeue core: the next round's shards from the original lines, dead letters, sync retry."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.requeue_record import read_requeue_record
-from airflow_claude_batch.batch.requeue_rule import Decision, RequeueRule
 from airflow_claude_batch.batch.round_files import sync_retry_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
@@ -39,58 +38,6 @@ def folder(tmp_path: Path) -> RunFolder:
 def original_lines(folder: RunFolder, round_index: int, index: int) -> dict[str, bytes]:
     raw = Path(str(folder.shard_requests(round_index, index))).read_bytes().splitlines(keepends=True)
     return {orjson.loads(line)["custom_id"]: line for line in raw}
-
-
-@pytest.mark.parametrize(
-    ("outcome", "row", "rule", "decision", "reason"),
-    [
-        ("expired", {}, RequeueRule(), Decision.REQUEUE, "expired"),
-        ("errored", {"error_type": "overloaded_error"}, RequeueRule(), Decision.REQUEUE, "retryable"),
-        ("errored", {"error_type": "rate_limit_error"}, RequeueRule(), Decision.REQUEUE, "retryable"),
-        (
-            "errored",
-            {"error_type": "invalid_request_error"},
-            RequeueRule(),
-            Decision.DEAD_LETTER,
-            "fix its params",
-        ),
-        ("errored", {"error_type": "not_found_error"}, RequeueRule(), Decision.DEAD_LETTER, "model name"),
-        ("errored", {"error_type": "brand_new_error"}, RequeueRule(), Decision.DEAD_LETTER, "will not help"),
-        ("canceled", {"cancel_initiated_at": None}, RequeueRule(), Decision.REQUEUE, "canceled"),
-        (
-            "canceled",
-            {"cancel_initiated_at": None},
-            RequeueRule(requeue_canceled=False),
-            Decision.HOLD,
-            "off",
-        ),
-        (
-            "canceled",
-            {"cancel_initiated_at": "2026-01-01T00:00:00Z"},
-            RequeueRule(),
-            Decision.HOLD,
-            "by user",
-        ),
-        (
-            "canceled",
-            {"cancel_initiated_at": "2026-01-01T00:00:00Z"},
-            RequeueRule(requeue_user_canceled=True),
-            Decision.REQUEUE,
-            "by user",
-        ),
-    ],
-)
-def test_the_rule(
-    outcome: str, row: dict[str, Any], rule: RequeueRule, decision: Decision, reason: str
-) -> None:
-    verdict = rule.decide(outcome, {"custom_id": "x", **row})
-    assert verdict.decision is decision
-    assert reason in verdict.reason
-
-
-def test_final_outcomes_are_not_decided() -> None:
-    with pytest.raises(ValueError, match="final"):
-        RequeueRule().decide("succeeded", {"custom_id": "x"})
 
 
 def test_the_next_round_holds_exactly_the_requeueable_original_lines(folder: RunFolder) -> None:
