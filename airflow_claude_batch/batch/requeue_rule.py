@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.result_rows import is_retryable_error
+from airflow_claude_batch.batch.error_types import is_retryable_error
 
 #: The outcome files whose rows are not final answers.
 UNFINISHED_OUTCOMES = ("errored", "expired", "canceled")

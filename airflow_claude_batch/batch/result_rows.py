@@ -18,20 +18,12 @@ from airflow_claude_batch.batch.answer_parsing import (
     thinking_blocks,
     tool_calls,
 )
+from airflow_claude_batch.batch.error_types import is_retryable_error
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.tokens import TokenTotals
 
-#: Error types that a later attempt may get past: capacity and transient server errors. Everything
-#: else (invalid_request_error, not_found_error, permission_error, authentication_error,
-#: request_too_large, billing_error, and any type this package does not know) needs a change first.
-RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 #: The token kinds of :class:`TokenTotals`, in the order :class:`RowPricer` keeps their rates.
 TOKEN_KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
-
-
-def is_retryable_error(error_type: str | None) -> bool:
-    """Return whether a request that failed with ``error_type`` may succeed when sent again as is."""
-    return error_type in RETRYABLE_ERROR_TYPES
 
 
 class RowPricer:
