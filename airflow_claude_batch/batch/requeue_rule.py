@@ -1,4 +1,4 @@
-"""Which requests of a round go to the next round, which to the dead-letter file, which stay pending.
+"""The requeue rule: whether an unfinished request is requeued, dead-lettered or held as pending.
 
 The rule (``RequeueRule.decide``), applied to each row of a shard's ``errored``, ``expired`` and
 ``canceled`` files:
@@ -11,7 +11,6 @@ The rule (``RequeueRule.decide``), applied to each row of a shard's ``errored``,
   or by the wait's ``cancel_on_timeout``): a decision, so not requeued but kept as pending with the reason
   "canceled by user" (``requeue_user_canceled=True`` requeues them). Canceled without a cancellation on
   record: requeued when ``requeue_canceled`` (the default).
-
 
 The report applies the same rule to the last round, where nothing is requeued any more: what would be
 requeued is listed as pending, never dropped.

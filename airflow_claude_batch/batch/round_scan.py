@@ -29,7 +29,7 @@ from airflow_claude_batch.batch.run_money import ModelTotals
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import read_state
-from airflow_claude_batch.batch.storage import iter_jsonl, read_json
+from airflow_claude_batch.batch.storage import StoragePath, iter_jsonl, read_json
 
 #: Rows of the dead-letter and pending files kept in the manifest's scan for the report page.
 SAMPLE_ROWS = 50
@@ -172,20 +172,20 @@ class RunScanner:
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"))
 
     def _budget_held(self, scan: RoundScan) -> None:
-        path = budget_held_path(self.folder, scan.round)
-        if not path.exists():
-            return
-        for row in iter_jsonl(path):
-            self.emitter.emit("pending", row)
-            scan.held += 1
+        scan.held += self._emit_file(budget_held_path(self.folder, scan.round), "pending")
 
     def _round_dead_letters(self, scan: RoundScan) -> None:
-        path = self.folder.round_dead_letter(scan.round)
+        scan.dead_lettered += self._emit_file(self.folder.round_dead_letter(scan.round), "dead_letter")
+
+    def _emit_file(self, path: StoragePath, kind: str) -> int:
+        """Hand every row of ``path`` (when it exists) to the run's ``kind`` file; return how many."""
         if not path.exists():
-            return
+            return 0
+        count = 0
         for row in iter_jsonl(path):
-            self.emitter.emit("dead_letter", row)
-            scan.dead_lettered += 1
+            self.emitter.emit(kind, row)
+            count += 1
+        return count
 
     def _check_rows(self, scan: RoundScan) -> None:
         rows = sum(scan.outcomes.values())
