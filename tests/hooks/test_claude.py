@@ -25,6 +25,7 @@ from airflow_claude_batch.exceptions import (
     ResultsUnavailableError,
 )
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook, normalize_base_url, settings_from_connection
+from airflow_claude_batch.hooks.results_stream import results_path
 
 BAD_KEY = "sk-ant-fake-do-not-leak-7f3a9c"
 
@@ -400,11 +401,12 @@ def test_results_download_retries_transient_errors(hook: ClaudeBatchHook, emulat
 
 
 def test_results_come_through_the_connection_base_url(hook: ClaudeBatchHook, emulator: Any) -> None:
-    assert hook._results_path(f"{emulator.base_url}/v1/messages/batches/b/results") == (
+    base_url = hook.settings.base_url
+    assert results_path(base_url, f"{emulator.base_url}/v1/messages/batches/b/results") == (
         f"{emulator.base_url}/v1/messages/batches/b/results"
     )
     # A gateway passing the API's own URL through: the path is fetched from the gateway.
-    assert hook._results_path("https://api.anthropic.com/v1/messages/batches/b/results?x=1") == (
+    assert results_path(base_url, "https://api.anthropic.com/v1/messages/batches/b/results?x=1") == (
         "v1/messages/batches/b/results?x=1"
     )
 

@@ -1,0 +1,140 @@
+"""The API's errors, as the SDK's exceptions and as this package's where the caller can act on them.
+
+- The stream client's failures become the SDK's exceptions (:func:`status_error`,
+  :func:`transport_error`), so that every call fails alike whichever client made it.
+- :func:`translate` turns those the caller can act on into this package's: a rejected key or an
+  unreachable Base URL → ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create
+  the API refused → ``InputError``. Every message names the connection and what to fix, never the key.
+- :func:`failed_test_message` says the same for the connection test.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import anthropic
+import httpx
+import orjson
+
+from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError, InputError
+from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL, ClaudeSettings
+from airflow_claude_batch.hooks.read_retries import is_retryable
+
+CREATE = "create a batch"
+_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+_STATUS_ERRORS: dict[int, type[anthropic.APIStatusError]] = {
+    400: anthropic.BadRequestError,
+    401: anthropic.AuthenticationError,
+    403: anthropic.PermissionDeniedError,
+    404: anthropic.NotFoundError,
+    408: anthropic.RequestTimeoutError,
+    409: anthropic.ConflictError,
+    413: anthropic.ContentTooLargeError,
+    422: anthropic.UnprocessableEntityError,
+    429: anthropic.RateLimitError,
+    529: anthropic.OverloadedError,
+}
+
+
+def translate(
+    exc: anthropic.APIError, settings: ClaudeSettings, action: str, batch_id: str | None, *, reached: bool
+) -> Exception | None:
+    """Return this package's exception for ``exc``, or ``None`` to let the SDK's go through.
+
+    :param action: what was being done, for the message (:data:`CREATE` for the create).
+    :param batch_id: the batch the call was about, if any: a 404 is then an unknown batch.
+    :param reached: whether the Base URL ever answered; if not, a refused connection is a wrong host.
+    """
+    conn_id, base_url = settings.conn_id, settings.base_url
+    if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
+        return ConnectionConfigError(
+            f"connection {conn_id!r} was rejected by {base_url} when trying to {action} "
+            f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
+        )
+    if isinstance(exc, anthropic.NotFoundError):
+        if batch_id is not None:
+            return BatchNotFoundError(
+                f"batch {batch_id} was not found by connection {conn_id!r} ({base_url}): check "
+                "the id; a batch is only visible to keys of the workspace that created it, and a "
+                "deleted batch is gone"
+            )
+        return ConnectionConfigError(
+            f"{base_url} answered 404 to '{action}' for connection {conn_id!r}: set the Base "
+            f"URL to the API root (e.g. {FIRST_PARTY_BASE_URL}), without the endpoint path"
+        )
+    if isinstance(exc, (anthropic.BadRequestError, anthropic.ContentTooLargeError)) and action == CREATE:
+        return InputError(f"the API refused to {action} (HTTP {exc.status_code}): {exc.api_message or exc}")
+    if not reached:
+        return unreachable_error(exc, settings)
+    return None
+
+
+def unreachable_error(exc: BaseException, settings: ClaudeSettings) -> ConnectionConfigError | None:
+    """Return the ``ConnectionConfigError`` for a Base URL that refuses connections or does not resolve."""
+    cause = unreachable_cause(exc)
+    if cause is None:
+        return None
+    return ConnectionConfigError(
+        f"connection {settings.conn_id!r} cannot reach its Base URL {settings.base_url} "
+        f"({type(cause).__name__}: {cause}): check the host in the connection, and that the server "
+        "is up and reachable from the workers"
+    )
+
+
+def unreachable_cause(exc: BaseException) -> OSError | None:
+    """Return the refused connection or failed name lookup behind ``exc``, if that is what it is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionRefusedError, socket.gaierror)) or (
+            isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def failed_test_message(exc: Exception, settings: ClaudeSettings) -> str:
+    """Return what the connection test says about ``exc``: what went wrong, and what to do.
+
+    :param exc: a ``ConnectionConfigError`` (its message says it all) or an SDK exception.
+    """
+    conn_id, base_url = settings.conn_id, settings.base_url
+    if isinstance(exc, anthropic.APIStatusError):
+        return (
+            f"connection {conn_id!r} reached {base_url}, which answered HTTP {exc.status_code} "
+            f"({exc.type or 'error'}): "
+            + ("try again in a minute" if is_retryable(exc) else "check the Base URL and the extras")
+        )
+    if isinstance(exc, anthropic.APIConnectionError):
+        behind = exc.__cause__ or exc  # the SDK wraps the transport's error
+        return (
+            f"connection {conn_id!r}: the call to {base_url} failed ({type(behind).__name__}: {behind}); "
+            "check the Base URL and the network, then try again"
+        )
+    return str(exc)
+
+
+def status_error(response: httpx.Response) -> anthropic.APIStatusError:
+    """Build the SDK's exception for an error answer of the stream client (read in full: it is small)."""
+    response.read()
+    try:
+        body: Any = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = response.text[:500]
+    status = response.status_code
+    error_class = _STATUS_ERRORS.get(status) or (
+        anthropic.InternalServerError if status >= 500 else anthropic.APIStatusError
+    )
+    message = f"Error code: {status} - {body}"
+    return error_class(message, response=response, body=body)  # type: ignore[arg-type]
+
+
+def transport_error(exc: httpx.TransportError, request: httpx.Request) -> anthropic.APIConnectionError:
+    """Return the SDK's exception for a stream client's request that got no answer."""
+    if isinstance(exc, httpx.TimeoutException):
+        return anthropic.APITimeoutError(request=request)  # type: ignore[arg-type]
+    return anthropic.APIConnectionError(message=str(exc), request=request)  # type: ignore[arg-type]
