@@ -113,19 +113,12 @@ def test_a_lost_create_answer_is_recovered_without_a_second_batch(
     assert emulator.stats()["batches_created"] == 1
 
 
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [
-        (429, r"was refused \(HTTP 429 rate_limit_error\) and made no batch"),
-        (500, r"failed .* made no batch"),
-    ],
-)
-def test_a_refused_create_is_submitted_again_by_the_retry(
-    emulator: Any, storage: str, status: int, message: str
+def test_a_create_answered_with_a_server_error_that_made_nothing_is_sent_again_by_the_retry(
+    emulator: Any, storage: str
 ) -> None:
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
-    emulator.faults({"fail_next": {"endpoint": "create", "status": status, "count": 1}})
-    with pytest.raises(AfterSubmitError, match=message):
+    emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
+    with pytest.raises(AfterSubmitError, match=r"failed .* made no batch"):
         submit(shard)
     assert emulator.stats()["creates_received"] == 1
     assert state_of(shard).status == "failed"
@@ -134,6 +127,60 @@ def test_a_refused_create_is_submitted_again_by_the_retry(
     assert stats["creates_received"] == 2
     assert stats["batches_created"] == 1
     assert state_of(shard).batch_id == result["batch_id"]
+
+
+@pytest.mark.parametrize(("status", "error"), [(429, "rate_limit_error"), (529, "overloaded_error")])
+def test_a_create_refused_for_now_waits_and_is_sent_again_without_failing(
+    emulator: Any, storage: str, status: int, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
+    emulator.faults({"fail_next": {"endpoint": "create", "status": status, "count": 2, "retry_after": 0.2}})
+    caplog.set_level("INFO")
+    started = time.monotonic()
+    result = submit(shard)
+    assert time.monotonic() - started >= 0.2, "the retry-after was waited for"
+    stats = emulator.stats()
+    assert (stats["creates_received"], stats["batches_created"]) == (3, 1)
+    state = state_of(shard)
+    assert (state.status, state.batch_id, state.refusals) == ("submitted", result["batch_id"], 2)
+    assert holds_marker(result["batch_id"], result["marker_id"])
+    assert f"waits for capacity: the API has no capacity for it now (HTTP {status} {error}" in caplog.text
+    assert "next try at" in caplog.text
+    assert "ticket 1 of shard 0" not in caplog.text
+
+
+def test_a_deferred_wait_for_capacity_frees_the_worker_and_fails_only_at_its_deadline(
+    make_emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    from airflow_claude_batch.compat import TaskDeferred
+
+    full = make_emulator(queue_limit=15, queue_retry_after=30, speed=0.1)
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
+    first, second = write_shards(storage, "run-1", shards=2, requests_per_shard=10)
+    submit(first)  # 11 of the 15 requests the queue holds are waiting: at 0.1 a second they stay
+    operator = ClaudeBatchSubmitOperator(
+        task_id="submit", shard=second, recheck_interval=0.1, pacing_timeout=60.0, deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={})
+    assert isinstance(deferred.value.trigger, DateTimeTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    since = deferred.value.kwargs["pacing_since"]
+    assert since is not None
+    state = state_of(second)
+    assert (state.status, state.refusals) == ("failed", 1)
+    assert "queue would exceed your limit" in state.failure
+    # Resumed by the triggerer while still within its deadline: it waits again, sending nothing early.
+    with pytest.raises(TaskDeferred) as again:
+        operator.execute_complete(context={}, pacing_since=since)
+    assert again.value.kwargs["pacing_since"] == since
+    # Resumed after its deadline: the task fails for good, saying what to do.
+    with pytest.raises(AirflowFailException, match=r"waited 0:01:00 for the API's capacity.*pacing_timeout"):
+        operator.execute_complete(context={}, pacing_since="2026-01-01T00:00:00.000000Z")
+    stats = full.stats()
+    assert (stats["creates_received"], stats["batches_created"]) == (2, 1)
 
 
 def test_shards_of_one_size_with_lost_answers_get_one_batch_each(emulator: Any, storage: str) -> None:
