@@ -20,6 +20,7 @@ from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 
 
 def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
@@ -183,6 +184,50 @@ def test_a_deferred_wait_for_capacity_frees_the_worker_and_fails_only_at_its_dea
     assert (stats["creates_received"], stats["batches_created"]) == (2, 1)
 
 
+def test_a_shard_never_jumps_ahead_of_a_lower_shard_waiting_for_capacity(
+    make_emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue holds one shard at a time. Shard 1 is refused and waits; shard 2 comes while it waits
+    and waits behind it, even once capacity has freed, until shard 1 has its batch."""
+    from airflow_claude_batch.compat import TaskDeferred
+
+    full = make_emulator(queue_limit=15, queue_retry_after=1, speed=5.0)  # 11 requests end in ~2 s
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
+    shards = write_shards(storage, "run-1", shards=3, requests_per_shard=10)
+    first = submit(shards[0])
+    paced = [
+        ClaudeBatchSubmitOperator(task_id="submit", shard=shard, recheck_interval=0.1, deferrable=True)
+        for shard in shards
+    ]
+    caplog.set_level("INFO")
+    with pytest.raises(TaskDeferred) as one:
+        paced[1].execute(context={})  # refused: the queue is full
+    with pytest.raises(TaskDeferred) as two:
+        paced[2].execute(context={})  # sends nothing: shard 1 is ahead of it
+    assert full.stats()["creates_received"] == 2
+    assert state_of(shards[2]) is None
+    assert "shards are sent in order: shard 1 of round 0 waits for capacity" in caplog.text
+    while ClaudeBatchHook().get_batch(first["batch_id"])["processing_status"] != "ended":
+        time.sleep(0.2)
+    # Capacity has freed, but shard 1 has not tried yet: shard 2, resumed first, still waits.
+    with pytest.raises(TaskDeferred) as still:
+        paced[2].execute_complete(context={}, **two.value.kwargs)
+    assert full.stats()["creates_received"] == 2
+    second = resume_deferred(paced[1], {}, one.value)
+    third = resume_deferred(paced[2], {}, still.value)
+    stats = full.stats()
+    assert stats["batches_created"] == 3
+    results = [first, second, third]
+    assert len({result["batch_id"] for result in results}) == 3
+    created = [ClaudeBatchHook().get_batch(result["batch_id"])["created_at"] for result in results]
+    assert created == sorted(created), "the batches were made in shard order"
+    while ClaudeBatchHook().get_batch(third["batch_id"])["processing_status"] != "ended":
+        time.sleep(0.2)
+    for shard, result in zip(shards, results, strict=True):
+        assert state_of(shard).batch_id == result["batch_id"]
+        assert holds_marker(result["batch_id"], result["marker_id"])
+
+
 def test_shards_of_one_size_with_lost_answers_get_one_batch_each(emulator: Any, storage: str) -> None:
     shards = write_shards(storage, "run-1", shards=3, requests_per_shard=20)
     emulator.faults({"lose_next_create_response": 3, "mode": "drop"})
@@ -258,6 +303,7 @@ import pendulum
 from airflow.sdk import DAG, get_current_context, task
 
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 from tests.operators.test_submit import write_shards
 
 with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.batch.state import read_state, utc_now
+from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.compat import TaskDeferred
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 from tests.reliability.harness import RunHarness, records, write_jsonl
 
 RECORDS = 6
@@ -125,23 +126,13 @@ def test_a_refused_create_never_adopts_the_batch_another_run_made_meanwhile(
     assert refused is not None
     assert (refused.status, refused.refusals) == ("failed", 1)
     submitted_b = b.submit(shard_b)
-    submitted_a = resume_until_done(paced, a.context(), deferred.value)  # A tries again
+    submitted_a = resume_deferred(paced, a.context(), deferred.value)  # A tries again
     assert faulty_emulator.stats()["creates_received"] == 3
     assert submitted_a["batch_id"] != submitted_b["batch_id"]
     assert submitted_a["marker_id"] != refused.marker_id, "the refused attempt's marker is in no batch"
     finish(a, [submitted_a])
     finish(b, [submitted_b])
     assert_own_batches(figures, faulty_emulator, a, b)
-
-
-def resume_until_done(operator: Any, context: Any, deferred: TaskDeferred) -> dict[str, Any]:
-    """Resume a deferred submit as the triggerer would, at its trigger's moment, until it returns."""
-    while True:
-        time.sleep(max(0.0, (deferred.trigger.moment - utc_now()).total_seconds()))
-        try:
-            return getattr(operator, deferred.method_name)(context, **(deferred.kwargs or {}))
-        except TaskDeferred as again:
-            deferred = again
 
 
 def test_lost_answers_of_two_runs_with_batches_of_one_size_end_each_with_its_own(
