@@ -176,7 +176,16 @@ def _paced_follow_up(job: _Submission, refused: SubmitState) -> SubmitWait | Non
     retry_at = parse_utc(str(refused.retry_at))
     if job.timing.now() < retry_at:
         return _capacity_wait(job, retry_at, refusal_reason(refused))
-    return None
+    return _behind(job)  # before the lookup: a shard waiting behind another calls nothing
+
+
+def _behind(job: _Submission) -> SubmitWait | None:
+    """Wait behind the lowest shard of the round that waits for capacity; ``None`` when none does."""
+    ahead = job.line.ahead(job.timing.now()) if job.line is not None else None
+    if ahead is None or job.line is None:
+        return None
+    until = max(ahead.retry_at, job.timing.now()) + job.timing.behind_margin
+    return _capacity_wait(job, until, behind_reason(ahead, job.line.round_index))
 
 
 def _capacity_wait(job: _Submission, until: datetime, reason: str) -> SubmitWait:
@@ -245,10 +254,9 @@ def _unresolved_markers(earlier: SubmitState | None) -> tuple[str, ...]:
 def _create(
     job: _Submission, current: ShardFingerprint, earlier: SubmitState | None
 ) -> SubmitResult | SubmitWait:
-    ahead = job.line.ahead(job.timing.now()) if job.line is not None else None
-    if ahead is not None:
-        until = max(ahead.retry_at, job.timing.now()) + job.timing.behind_margin
-        return _capacity_wait(job, until, behind_reason(ahead, job.line.round_index))
+    behind = _behind(job)
+    if behind is not None:
+        return behind
     intent = _new_intent(job, current, earlier)
     job.store.write(intent)
     try:

@@ -561,6 +561,29 @@ def test_a_shard_waits_behind_a_lower_shard_that_waits_for_capacity() -> None:
     assert low.store.state.batch_id == "msgbatch_000"
 
 
+def test_a_refused_shard_whose_time_came_waits_behind_a_lower_one_without_calling_the_api() -> None:
+    high = World()
+    high.shard = ShardToSubmit(uri=SHARD.uri.replace("00000", "00001"), request_count=3, body_bytes=99)
+    high.api.lose_next = "throttled"
+    high.api.retry_after = 10.0
+    first = high.submit()
+    assert isinstance(first, SubmitWait)
+    low = World().join(high, "p/round-0/shard-00000.state.json", SHARD.uri)
+    low.api.lose_next = "throttled"
+    low.api.retry_after = 60.0
+    low_wait = low.submit()
+    assert isinstance(low_wait, SubmitWait)
+    high.line = FakeLine({0: low.store.state})
+    high.clock.moment = first.until
+    calls = len(high.faults.names)
+    behind = high.submit()
+    assert isinstance(behind, SubmitWait)
+    assert "shard 0 of round 0 waits for capacity" in behind.reason
+    assert behind.until == low_wait.until + BEHIND_MARGIN
+    assert not [name for name in high.faults.names[calls:] if name.startswith("list")]
+    assert high.api.creates_received == 2
+
+
 def test_a_lower_shard_that_has_not_started_or_stopped_waiting_blocks_nobody() -> None:
     stopped = SubmitState(
         shard_uri="s0",
