@@ -36,6 +36,10 @@ class ConnectionConfigError(BeforeSubmitError):
     """The Claude connection is missing, unreachable or rejected (wrong base URL or key)."""
 
 
+class PacingTimeoutError(BeforeSubmitError):
+    """A shard waited for the API's capacity (queue or rate limit) past its deadline; no batch was made."""
+
+
 class StorageError(ClaudeBatchError):
     """The run folder cannot be read or written (permission, missing bucket, full disk)."""
 

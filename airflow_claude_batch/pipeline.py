@@ -61,6 +61,7 @@ def claude_batch_pipeline(
     max_rounds: int = 3,
     requeue_rounds: int | str | None = None,
     poll_interval: float | None = None,
+    pacing_timeout: float | None = None,
     deferrable: bool | None = None,
     output_parser: Callable[[str], Any] | None = None,
     output_schema: Any = None,
@@ -96,6 +97,8 @@ def claude_batch_pipeline(
         ``None`` uses them all. What a run does not requeue is listed in its ``pending.jsonl``.
     :param poll_interval: seconds between polls of each batch (default: ``[claude_batch]
         poll_interval``, 60).
+    :param pacing_timeout: seconds a submit task may wait for the API's capacity (its queue or rate
+        limit full) before it fails (see the submit operator; default 24 hours).
     :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
         the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
@@ -167,6 +170,7 @@ def claude_batch_pipeline(
             storage_conn_id=storage_conn_id,
             poll_interval=poll_interval,
             sensor_kwargs={} if deferrable is None else {"deferrable": deferrable},
+            submit_kwargs={} if pacing_timeout is None else {"pacing_timeout": pacing_timeout},
             fanout_kwargs={**answer_checks, "prices_file": prices_file},
             requeue_kwargs={
                 **answer_checks,
@@ -216,6 +220,7 @@ class _RoundSettings:
     storage_conn_id: str | None
     poll_interval: float | None
     sensor_kwargs: Mapping[str, Any]
+    submit_kwargs: Mapping[str, Any]
     fanout_kwargs: Mapping[str, Any]
     requeue_kwargs: Mapping[str, Any]
     requeue_rounds: int | str | None
@@ -230,6 +235,7 @@ def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, reque
         storage_conn_id=settings.storage_conn_id,
         # a lost create's candidates are looked at as often as batches are polled
         **({} if settings.poll_interval is None else {"recheck_interval": max(settings.poll_interval, 1.0)}),
+        **settings.submit_kwargs,
         **settings.sensor_kwargs,
     ).expand(shard=shards)
     wait = ClaudeBatchSensor.partial(

@@ -10,9 +10,12 @@ from typing import Any
 import orjson
 import pendulum
 import pytest
-from airflow.sdk import DAG, Asset, TriggerRule
+from airflow.sdk import DAG, Asset, ObjectStoragePath, TriggerRule
 from airflow.sdk.definitions.mappedoperator import MappedOperator
 
+from airflow_claude_batch.batch.marker import is_marker
+from airflow_claude_batch.batch.state import read_state
+from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
@@ -293,6 +296,61 @@ def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     assert (run_folder / "round-0").is_dir()  # the run ran in this folder ...
     assert not (run_folder / "manifest.json").exists()  # ... and wrote no manifest
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.airflow
+def test_ten_shards_past_the_queue_limit_pace_themselves_into_ten_batches(
+    tmp_path: Path,
+    run_dag: Any,
+    make_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """10 shards of 1,000 requests against a 3,000-request queue: at most two batches fit at once (each
+    holds its marker too); the others are refused with 429, wait deferred and are sent again as batches
+    end (``dag.test`` runs one task at a time, so the order among shards is shown by the operator
+    tests). No task fails, no batch is made twice, and each batch holds its shard's marker.
+    """
+    full = make_emulator(queue_limit=3_000, queue_retry_after=1, speed=500.0)
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
+    dag_file, storage = write_run_dag(
+        tmp_path, "pipeline_paced", 10_000, max_requests_per_shard=1_000, deferrable=True, pacing_timeout=600
+    )
+
+    caplog.set_level("INFO")
+    dag_run = run_dag(dag_file, "pipeline_paced")
+
+    assert dag_run.state == "success"
+    states = states_of(dag_run)
+    assert states["round_0.submit"] == states["round_0.wait"] == states["round_0.fanout"] == "success"
+    assert states["report"] == "success"
+    assert all(ti.try_number <= 1 for ti in dag_run.get_task_instances()), "no task failed and retried"
+    stats = full.stats()
+    assert stats["batches_created"] == 10
+    assert stats["creates_received"] > 10, "the queue limit was reached: some creates were refused"
+    folder = storage / "pipeline_paced" / dag_run.run_id / "claude_batch" / "round-0"
+    shard_states = [
+        read_state(ObjectStoragePath(f"file://{folder}/shard-{i:05d}.state.json")) for i in range(10)
+    ]
+    assert all(state is not None and state.status == "submitted" for state in shard_states)
+    batch_ids = [state.batch_id for state in shard_states if state is not None]
+    assert len(set(batch_ids)) == 10
+    assert (
+        sum(state.refusals for state in shard_states if state is not None) == stats["creates_received"] - 10
+    )
+    hook = ClaudeBatchHook()
+    listed = list(hook.iter_batches())
+    assert sorted(batch["id"] for batch in listed) == sorted(batch_ids), "no batch beyond the shards' own"
+    for state in shard_states:
+        assert state is not None
+        markers = [
+            line["custom_id"]
+            for line in hook.iter_results(str(state.batch_id))
+            if is_marker(line["custom_id"])
+        ]
+        assert markers == [state.marker_id]
+    assert "waits for capacity: the API has no capacity for it now (HTTP 429 rate_limit_error" in caplog.text
+    assert manifest_of(storage, "pipeline_paced", dag_run)["dispositions"]["succeeded"] == 10_000
 
 
 # --- cost truth ------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ It is written twice per submission: ``intent`` just before the create call (the 
 marker, the time, the newest batch that existed then and when an unanswered create can no longer
 land, so that a lost create can be found again and proven), and ``submitted`` with the batch id once
 the API answered or the batch was proven by its marker, or ``failed`` when the API refused the create
-and made no batch. It never holds a request, an output or a key.
+and made no batch. A create refused for now (the API's queue or rate limit, see
+:mod:`~airflow_claude_batch.batch.pacing`) is ``failed`` with the time of its next try. It never holds a
+request, an output or a key.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class SubmitState:
     :param earlier_markers: markers of earlier attempts whose outcome was never learned: a batch that
         holds one of them is this shard's too.
     :param not_ours: batches checked after they ended and found to hold none of this shard's markers.
+    :param retry_at: for a create the API refused for now (429, 529), when to try again (UTC, ISO
+        8601): the shard waits for capacity. ``None`` otherwise.
+    :param refusals: creates of this shard refused for now so far (the backoff grows with them).
     """
 
     shard_uri: str
@@ -75,6 +80,8 @@ class SubmitState:
     settle_at: str | None = None
     earlier_markers: tuple[str, ...] = ()
     not_ours: tuple[str, ...] = ()
+    retry_at: str | None = None
+    refusals: int = 0
     schema_version: int = STATE_SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -11,11 +11,14 @@ state file (:mod:`~airflow_claude_batch.batch.state`), one marker request per cr
    shard's marker in its results), wait while a candidate still runs or the create may still land,
    and send again only when it can no longer have made a batch.
 3. No state, or ``failed``: write the intent (a new attempt id and marker), create once (never retried
-   automatically), then claim the batch and write ``submitted``. A create the API refused (4xx, 429,
-   529) made no batch: the state becomes ``failed``, nothing is adopted, and the task's retry sends it
-   again. A create the API answered with a server error (500, 502-504) may have made one: it is looked
-   for at once. A create without an answer (a timeout, a dropped connection) is looked for after it
-   can no longer land.
+   automatically), then claim the batch and write ``submitted``. A create the API refused (4xx) made
+   no batch: the state becomes ``failed``, nothing is adopted, and the task's retry sends it again. A
+   create refused for now (429, 529: no capacity) made no batch either: it waits and is sent again
+   (:mod:`~airflow_claude_batch.batch.pacing`). A create the API answered with a server error (500,
+   502-504) may have made one: it is looked for at once. A create without an answer (a timeout, a
+   dropped connection) is looked for after it can no longer land.
+4. ``failed`` with ``retry_at`` (refused for now): wait until then, and behind any lower shard of the
+   round that waits for capacity; then prove the refused attempt made no batch, as for an intent.
 
 Whatever step a crash interrupts, the next attempt lands in one of these cases: no shard ever adopts a
 batch that is not its own, and none creates again while its first create may still have made one.
@@ -26,15 +29,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
 
 from airflow_claude_batch.batch.claims import Claim
 from airflow_claude_batch.batch.marker import marker_id, marker_line
+from airflow_claude_batch.batch.pacing import (
+    CreateThrottled,
+    ShardLine,
+    behind_reason,
+    refusal_reason,
+    refused_for_now,
+    timeout_message,
+)
 from airflow_claude_batch.batch.recovery import (
-    DEFAULT_CLOCK_SKEW,
     Adopt,
     CreateAgain,
     Wait,
@@ -47,131 +56,28 @@ from airflow_claude_batch.batch.state import (
     ShardFingerprint,
     SubmitState,
     format_utc,
-    utc_now,
+    parse_utc,
 )
-from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError, InputError
+from airflow_claude_batch.batch.submit_records import (
+    Batch,
+    BatchApi,
+    Claims,
+    CreateAnsweredWithError,
+    CreateRefused,
+    ShardToSubmit,
+    StateStore,
+    SubmitResult,
+    SubmitTiming,
+    SubmitWait,
+)
+from airflow_claude_batch.exceptions import (
+    AfterSubmitError,
+    BeforeSubmitError,
+    InputError,
+    PacingTimeoutError,
+)
 
 log = logging.getLogger(__name__)
-
-#: How long after its client gave up an unanswered create is still taken to be able to make a batch.
-DEFAULT_SETTLE_MARGIN = timedelta(minutes=15)
-#: How often a running candidate batch is looked at again.
-DEFAULT_RECHECK = timedelta(minutes=5)
-
-Batch = Mapping[str, Any]
-
-
-class CreateRefused(Exception):
-    """The API refused the create (4xx, 429, 529): it made no batch. Nothing may be adopted for it."""
-
-
-class CreateAnsweredWithError(Exception):
-    """The API answered the create with a server error (500, 502-504): a batch may have been made."""
-
-
-class BatchApi(Protocol):
-    """The API calls the submit needs."""
-
-    def create_batch(self, marker: bytes) -> Batch:
-        """Send the shard, followed by the ``marker`` request line, as a new batch, once; return it.
-
-        Raise :class:`CreateRefused` or :class:`CreateAnsweredWithError` as their docs say, a
-        ``BeforeSubmitError`` when the request was refused for good, anything else when the outcome is
-        unknown (a timeout, a dropped connection).
-        """
-        ...
-
-    def iter_batches(self, page_size: int) -> Iterator[Batch]:
-        """Yield the workspace's batches, newest first, fetching pages of ``page_size`` lazily."""
-        ...
-
-    def result_ids(self, batch_id: str) -> Iterable[str]:
-        """Yield the custom_ids of an ended batch's results."""
-        ...
-
-
-class StateStore(Protocol):
-    """Where the shard's submit state lives."""
-
-    location: str
-
-    def read(self) -> SubmitState | None:
-        """Return the state, ``None`` when there is none; raise on any other read failure."""
-        ...
-
-    def write(self, state: SubmitState) -> None:
-        """Write the state whole or not at all."""
-        ...
-
-
-class Claims(Protocol):
-    """The storage root's claims index (:class:`~airflow_claude_batch.batch.claims.ClaimsIndex`)."""
-
-    def read(self, batch_id: str) -> Claim | None: ...
-
-    def write(self, claim: Claim) -> None: ...
-
-
-@dataclass(frozen=True)
-class ShardToSubmit:
-    """The shard as the build described it.
-
-    :param uri: the shard's requests file.
-    :param request_count: requests in the shard.
-    :param body_bytes: size of the create body.
-    """
-
-    uri: str
-    request_count: int
-    body_bytes: int
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """What the submit did.
-
-    :param batch_id: the shard's batch.
-    :param action: ``created`` (a create was sent now), ``reattached`` (recorded earlier) or
-        ``recovered`` (an earlier create whose answer was lost, proven by its claim or marker).
-    :param request_count: requests of the shard in the batch (its marker not counted).
-    :param marker_id: the marker request the batch holds (``None`` for a batch made without one).
-    """
-
-    batch_id: str
-    action: Literal["created", "reattached", "recovered"]
-    request_count: int
-    marker_id: str | None = None
-
-
-@dataclass(frozen=True)
-class SubmitWait:
-    """Nothing may be sent yet: call :func:`submit_shard` again at ``until``.
-
-    :param until: when to look again (UTC).
-    :param reason: what the submit waits for.
-    :param nothing_listed: no candidate batch is listed: only time can tell.
-    """
-
-    until: datetime
-    reason: str
-    nothing_listed: bool = False
-
-
-@dataclass(frozen=True)
-class SubmitTiming:
-    """The submit's clocks.
-
-    :param now: the clock (UTC).
-    :param settle_after: from the intent, how long an unanswered create may still make a batch (the
-        client's timeout plus :data:`DEFAULT_SETTLE_MARGIN`).
-    :param recheck: how long to wait before looking at a running candidate again.
-    :param clock_skew: how far the API's clock may be behind ours when matching a lost create by time.
-    """
-
-    now: Callable[[], datetime] = utc_now
-    settle_after: timedelta = timedelta(minutes=10) + DEFAULT_SETTLE_MARGIN
-    recheck: timedelta = DEFAULT_RECHECK
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW
 
 
 @dataclass(frozen=True)
@@ -181,6 +87,7 @@ class _Submission:
     store: StateStore
     claims: Claims
     timing: SubmitTiming
+    line: ShardLine | None
 
 
 def submit_shard(
@@ -191,6 +98,7 @@ def submit_shard(
     claims: Claims,
     fingerprint: Callable[[], ShardFingerprint],
     timing: SubmitTiming | None = None,
+    line: ShardLine | None = None,
 ) -> SubmitResult | SubmitWait:
     """Make sure the shard has exactly one batch, creating it only if no earlier attempt did.
 
@@ -200,29 +108,35 @@ def submit_shard(
     :param claims: the storage root's claims index.
     :param fingerprint: reads the shard file (digest, request count, body size, model).
     :param timing: clocks and waits.
+    :param line: the round's shards, so that this one does not create before a lower one waiting for
+        capacity; ``None``: no order kept.
     :return: the shard's batch, or a :class:`SubmitWait` saying when to call again.
     :raises InputError: the shard file does not match its descriptor (nothing sent).
     :raises SubmitRecoveryError: an earlier create cannot be proven without help.
+    :raises PacingTimeoutError: the shard waited for capacity past ``timing.pacing_deadline``.
     :raises AfterSubmitError: the shard changed after it was submitted, or a create failed and the
         task's retry must send it again.
     """
-    job = _Submission(shard, api, store, claims, timing or SubmitTiming())
+    job = _Submission(shard, api, store, claims, timing or SubmitTiming(), line)
     current = fingerprint()
     state = store.read()
     if state is not None and state.status == SUBMITTED:
         _check_unchanged(state, current, store)
         log.info("Shard %s was submitted before as batch %s; re-attaching", shard.uri, state.batch_id)
         return SubmitResult(str(state.batch_id), "reattached", state.request_count, state.marker_id)
-    if state is not None and state.status == FAILED:
+    if state is not None and state.status == FAILED and state.retry_at is None:
         log.info("The last create for shard %s was refused (%s); submitting again", shard.uri, state.failure)
         state = None
     earlier: SubmitState | None = None
     if state is not None:
-        outcome = _follow_up(job, state, current)
+        outcome = _paced_follow_up(job, state) if state.status == FAILED else None
+        outcome = outcome or _follow_up(job, state, current)
         if outcome is not None:
             return outcome
         log.info(
-            "The create recorded at %s for shard %s made no batch: creating it", state.intent_at, shard.uri
+            "The create recorded at %s for shard %s made no batch: it may be sent again",
+            state.intent_at,
+            shard.uri,
         )
         earlier = store.read()
     _check_matches_descriptor(shard, current)
@@ -255,6 +169,34 @@ def _follow_up(
         return SubmitWait(decision.until, decision.reason, decision.nothing_listed)
     assert isinstance(decision, CreateAgain)
     return None
+
+
+def _paced_follow_up(job: _Submission, refused: SubmitState) -> SubmitWait | None:
+    """Wait until a create refused for now may be sent again; ``None`` when its time has come."""
+    retry_at = parse_utc(str(refused.retry_at))
+    if job.timing.now() < retry_at:
+        return _capacity_wait(job, retry_at, refusal_reason(refused))
+    return _behind(job)  # before the lookup: a shard waiting behind another calls nothing
+
+
+def _behind(job: _Submission) -> SubmitWait | None:
+    """Wait behind the lowest shard of the round that waits for capacity; ``None`` when none does."""
+    ahead = job.line.ahead(job.timing.now()) if job.line is not None else None
+    if ahead is None or job.line is None:
+        return None
+    until = max(ahead.retry_at, job.timing.now()) + job.timing.behind_margin
+    return _capacity_wait(job, until, behind_reason(ahead, job.line.round_index))
+
+
+def _capacity_wait(job: _Submission, until: datetime, reason: str) -> SubmitWait:
+    """Wait for the API's capacity until ``until``, or fail when the deadline has passed."""
+    deadline = job.timing.pacing_deadline
+    if deadline is not None and job.timing.now() >= deadline:
+        timeout = job.timing.pacing_timeout or timedelta(0)
+        raise PacingTimeoutError(timeout_message(job.shard.uri, reason, timeout))
+    until = until if deadline is None else min(until, deadline)
+    log.info("Shard %s waits for capacity: %s; next try at %s", job.shard.uri, reason, format_utc(until))
+    return SubmitWait(until, reason, capacity=True)
 
 
 def _check_matches_descriptor(shard: ShardToSubmit, current: ShardFingerprint) -> None:
@@ -296,14 +238,25 @@ def _new_intent(job: _Submission, current: ShardFingerprint, earlier: SubmitStat
         intent_id=intent_id,
         marker_id=marker_id(job.shard.uri, current.sha256, intent_id),
         settle_at=format_utc(moment + job.timing.settle_after),
-        earlier_markers=earlier.markers if earlier is not None else (),
+        earlier_markers=_unresolved_markers(earlier),
         not_ours=earlier.not_ours if earlier is not None else (),
+        refusals=earlier.refusals if earlier is not None else 0,
     )
+
+
+def _unresolved_markers(earlier: SubmitState | None) -> tuple[str, ...]:
+    """The markers a batch of the shard may still hold; a refused attempt's was just shown to be in none."""
+    if earlier is None:
+        return ()
+    return earlier.earlier_markers if earlier.retry_at is not None else earlier.markers
 
 
 def _create(
     job: _Submission, current: ShardFingerprint, earlier: SubmitState | None
 ) -> SubmitResult | SubmitWait:
+    behind = _behind(job)
+    if behind is not None:
+        return behind
     intent = _new_intent(job, current, earlier)
     job.store.write(intent)
     try:
@@ -312,6 +265,10 @@ def _create(
         # A definite refusal (a rejected key, an invalid body): no batch exists, no create is in flight.
         job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
         raise
+    except CreateThrottled as exc:
+        refused = refused_for_now(intent, exc, job.timing.now())
+        job.store.write(refused)
+        return _capacity_wait(job, parse_utc(str(refused.retry_at)), refusal_reason(refused))
     except CreateRefused as exc:
         job.store.write(intent.failed(str(exc)))
         raise AfterSubmitError(

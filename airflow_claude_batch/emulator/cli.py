@@ -18,6 +18,7 @@ from airflow_claude_batch.emulator.config import (
     KEEP_ALIVE_SECONDS,
     EmulatorConfig,
 )
+from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="most requests waiting or in progress per workspace; a create over it gets 429 (default: none)",
     )
     parser.add_argument(
+        "--queue-retry-after",
+        type=float,
+        default=QUEUE_RETRY_SECONDS,
+        help="seconds the retry-after header of a queue refusal asks for (default: %(default)g)",
+    )
+    parser.add_argument(
         "--rpm-limit",
         type=int,
         default=None,
@@ -94,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         seed=args.seed,
         cache_hit_rate=args.cache_hit_rate,
         queue_limit=args.queue_limit,
+        queue_retry_after=args.queue_retry_after,
         rpm_limit=args.rpm_limit,
         models_file=args.models_file,
     )

@@ -10,6 +10,7 @@ from airflow_claude_batch.batch.limits import (
     MAX_REQUESTS_PER_BATCH,
     RESULTS_RETENTION_SECONDS,
 )
+from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS
 
 # Enough that a batch of a few thousand requests ends within seconds.
 DEFAULT_SPEED = 2000.0
@@ -42,6 +43,8 @@ class EmulatorConfig:
         it again (the batch docs: best effort, typically 30-98 %). Which ones is decided by ``seed``.
     :param queue_limit: most requests waiting or in progress across a workspace (API key); a create
         that would exceed it is refused with 429. ``None``: no limit.
+    :param queue_retry_after: seconds the ``retry-after`` header of a queue refusal asks for (sent in
+        whole seconds, at least 1).
     :param rpm_limit: most calls per minute to the batch endpoints together, per workspace (polling
         included); more are refused with 429 and ``retry-after``. ``None``: no limit.
     :param models_file: a models file laid over the shipped catalogue (see ``batch.models``); ``None``
@@ -62,6 +65,7 @@ class EmulatorConfig:
     retention_seconds: float = float(RESULTS_RETENTION_SECONDS)
     cache_hit_rate: float = DEFAULT_CACHE_HIT_RATE
     queue_limit: int | None = None
+    queue_retry_after: float = QUEUE_RETRY_SECONDS
     rpm_limit: int | None = None
     models_file: str | None = None
 
@@ -80,5 +84,7 @@ class EmulatorConfig:
             limit = getattr(self, name)
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be 1 or more, or None for no limit, got {limit}")
+        if self.queue_retry_after <= 0:
+            raise ValueError(f"queue_retry_after must be above 0 seconds, got {self.queue_retry_after}")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must be a non-empty key, or None to accept any key")

@@ -136,7 +136,12 @@ class Engine:
         digests = digest_create_body(body, version, self.catalogue, self.config.max_requests)
         workspace = workspace_of(api_key)
         with self._lock:
-            check_queue(self.config.queue_limit, self._waiting(workspace), len(digests))
+            check_queue(
+                self.config.queue_limit,
+                self._waiting(workspace),
+                len(digests),
+                self.config.queue_retry_after,
+            )
             batch = self._store(digests, workspace, take_faults())
             return self._view(batch, base_url)
 

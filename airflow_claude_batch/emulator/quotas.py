@@ -13,8 +13,9 @@ from collections import deque
 from airflow_claude_batch.emulator.errors import ApiError
 
 WINDOW_SECONDS = 60.0
-# When a queue slot frees depends on processing; a client is told to look again after this long.
-QUEUE_RETRY_SECONDS = 30
+# When a queue slot frees depends on processing; a client is told to look again after this long
+# (``EmulatorConfig.queue_retry_after`` sets it).
+QUEUE_RETRY_SECONDS = 30.0
 
 
 def rate_limited(message: str, retry_after: float) -> ApiError:
@@ -59,17 +60,20 @@ class RequestsPerMinute:
             calls.append(now)
 
 
-def check_queue(limit: int | None, waiting: int, adding: int) -> None:
+def check_queue(
+    limit: int | None, waiting: int, adding: int, retry_after: float = QUEUE_RETRY_SECONDS
+) -> None:
     """Refuse a create that would put more than ``limit`` requests in the workspace's queue.
 
     :param limit: most requests waiting or in progress; ``None`` for no limit.
     :param waiting: requests of the workspace's batches that have not ended.
     :param adding: requests in the new batch.
+    :param retry_after: seconds the refusal asks the client to wait (sent rounded up, at least 1).
     :raises ApiError: 429 ``rate_limit_error`` with ``retry-after``.
     """
     if limit is not None and waiting + adding > limit:
         raise rate_limited(
             f"Number of batch requests in the queue would exceed your limit: {waiting} waiting or in "
             f"progress plus {adding} new is over {limit}; wait for batches to end, or submit fewer requests",
-            QUEUE_RETRY_SECONDS,
+            retry_after,
         )

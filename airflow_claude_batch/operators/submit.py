@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -12,10 +12,24 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.claims import ClaimsIndex
+from airflow_claude_batch.batch.pacing import (
+    DEFAULT_PACING_TIMEOUT,
+    PACED_STATUSES,
+    CreateThrottled,
+    ShardLine,
+)
+from airflow_claude_batch.batch.polling import parse_retry_after
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.state import ShardStateFile, fingerprint_shard, utc_now
-from airflow_claude_batch.batch.submission import (
+from airflow_claude_batch.batch.state import (
+    ShardStateFile,
+    fingerprint_shard,
+    format_utc,
+    parse_utc,
+    utc_now,
+)
+from airflow_claude_batch.batch.submission import submit_shard
+from airflow_claude_batch.batch.submit_records import (
     DEFAULT_RECHECK,
     DEFAULT_SETTLE_MARGIN,
     CreateAnsweredWithError,
@@ -24,14 +38,13 @@ from airflow_claude_batch.batch.submission import (
     SubmitResult,
     SubmitTiming,
     SubmitWait,
-    submit_shard,
 )
 from airflow_claude_batch.compat import AirflowFailException, conf
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
 
-#: HTTP statuses with which the API refuses a create without making a batch.
-REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422, 429, 529})
+#: HTTP statuses with which the API refuses a create without making a batch (429 and 529 are paced).
+REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
@@ -46,6 +59,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     default, and never creates a second batch. The create itself is never retried automatically, so
     give the task ``retries``: a refused create is sent again by the retry.
 
+    A create refused for now (429: the organisation's batch queue is full or its rate limit used up;
+    529: overloaded) waits instead of failing, deferred by default, until the answer's ``retry-after``
+    (or a growing backoff) and then is sent again, in shard order within the round, after proving the
+    refused attempt made no batch (:mod:`~airflow_claude_batch.batch.pacing`). The task fails only when
+    it has waited ``pacing_timeout`` for capacity.
+
     The shard file is streamed as the request body, so memory stays flat whatever its size. Only ids,
     counts and paths are logged, never a request.
 
@@ -56,6 +75,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param recheck_interval: seconds between looks at a running batch that may hold a lost create.
     :param create_settle_margin: seconds past the connection's timeout during which an unanswered create
         is still taken to be able to make a batch (no second create before then).
+    :param pacing_timeout: seconds a try of the task may wait for the API's capacity (queue or rate
+        limit), from its first such wait, before it fails; clearing the task waits again.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     """
 
@@ -71,6 +92,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         storage_conn_id: str | None = None,
         recheck_interval: float = DEFAULT_RECHECK.total_seconds(),
         create_settle_margin: float = DEFAULT_SETTLE_MARGIN.total_seconds(),
+        pacing_timeout: float = DEFAULT_PACING_TIMEOUT.total_seconds(),
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -80,30 +102,46 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.recheck_interval = recheck_interval
         self.create_settle_margin = create_settle_margin
+        self.pacing_timeout = pacing_timeout
         self.deferrable = deferrable
 
     def execute(self, context: Any) -> dict[str, Any]:
-        outcome = self._submit_once()
+        return self._run(context, None)
+
+    def execute_complete(
+        self, context: Any, event: Any = None, pacing_since: str | None = None
+    ) -> dict[str, Any]:
+        """Look again after a deferred wait (the same steps as ``execute``).
+
+        :param pacing_since: when this try first waited for capacity (the deadline's start), if it did.
+        """
+        return self._run(context, parse_utc(pacing_since) if pacing_since else None)
+
+    def _run(self, context: Any, pacing_since: datetime | None) -> dict[str, Any]:
+        outcome = self._submit_once(pacing_since)
         while isinstance(outcome, SubmitWait):
+            if outcome.capacity and pacing_since is None:
+                pacing_since = utc_now()
             if self.deferrable:
                 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-                self.defer(trigger=DateTimeTrigger(moment=outcome.until), method_name="execute_complete")
+                self.defer(
+                    trigger=DateTimeTrigger(moment=outcome.until),
+                    method_name="execute_complete",
+                    kwargs={"pacing_since": format_utc(pacing_since) if pacing_since else None},
+                )
             time.sleep(max(0.0, (outcome.until - utc_now()).total_seconds()))
-            outcome = self._submit_once()
+            outcome = self._submit_once(pacing_since)
         return self._finish(context, outcome)
 
-    def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
-        """Look again after a deferred wait (the same steps as ``execute``)."""
-        return self.execute(context)
-
-    def _submit_once(self) -> SubmitResult | SubmitWait:
+    def _submit_once(self, pacing_since: datetime | None) -> SubmitResult | SubmitWait:
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
         shard = ShardDescriptor.from_dict(self.shard)
         folder = RunFolder(ObjectStoragePath(shard.run_uri, conn_id=self.storage_conn_id))
         requests_path = ObjectStoragePath(shard.uri, conn_id=self.storage_conn_id)
         hook = ClaudeBatchHook(conn_id=self.conn_id)
+        pacing_timeout = timedelta(seconds=float(self.pacing_timeout))
         try:
             return submit_shard(
                 ShardToSubmit(uri=shard.uri, request_count=shard.request_count, body_bytes=shard.body_bytes),
@@ -114,10 +152,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 timing=SubmitTiming(
                     settle_after=timedelta(seconds=hook.settings.timeout + float(self.create_settle_margin)),
                     recheck=timedelta(seconds=float(self.recheck_interval)),
+                    pacing_deadline=None if pacing_since is None else pacing_since + pacing_timeout,
+                    pacing_timeout=pacing_timeout,
                 ),
+                line=ShardLine(folder, shard.round, shard.index),
             )
         except BeforeSubmitError as exc:
-            # Bad input or configuration, and no batch was made: a retry cannot fix it.
+            # Bad input or configuration, or no capacity until the deadline, and no batch was made: a
+            # retry cannot fix it.
             raise AirflowFailException(str(exc)) from exc
         finally:
             hook.close()
@@ -154,6 +196,9 @@ class _ShardBatchApi:
             )
         except anthropic.APIStatusError as exc:
             error = f"HTTP {exc.status_code} {exc.type or 'error'}"
+            if exc.status_code in PACED_STATUSES:
+                retry_after = parse_retry_after(exc.response.headers, now=time.time())
+                raise CreateThrottled(f"{error}: {exc.api_message or ''}".rstrip(": "), retry_after) from exc
             if exc.status_code in REFUSING_STATUSES:
                 raise CreateRefused(error) from exc
             raise CreateAnsweredWithError(error) from exc

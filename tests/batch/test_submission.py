@@ -11,20 +11,22 @@ import orjson
 import pytest
 
 from airflow_claude_batch.batch.claims import Claim
-from airflow_claude_batch.batch.state import ShardFingerprint, SubmitState, format_utc
-from airflow_claude_batch.batch.submission import (
+from airflow_claude_batch.batch.pacing import BEHIND_MARGIN, STALE_AFTER, CreateThrottled
+from airflow_claude_batch.batch.state import ShardFingerprint, SubmitState, format_utc, parse_utc
+from airflow_claude_batch.batch.submission import submit_shard
+from airflow_claude_batch.batch.submit_records import (
     CreateAnsweredWithError,
     CreateRefused,
     ShardToSubmit,
     SubmitResult,
     SubmitTiming,
     SubmitWait,
-    submit_shard,
 )
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,
     ConnectionConfigError,
     InputError,
+    PacingTimeoutError,
     SubmitRecoveryError,
 )
 
@@ -85,11 +87,14 @@ class FakeApi:
     creates_received: int = 0
     results_read: list[str] = field(default_factory=list)
     # "after_create": made, then the connection drops (unknown); "before_create": dropped before the
-    # API made anything (unknown); "refused": 429, nothing made; "server_error": 500, nothing made;
+    # API made anything (unknown); "rejected": 413, nothing made; "throttled": 429 (queue full, try
+    # again after ``retry_after``), nothing made; "server_error": 500, nothing made;
     # "server_error_after_create": 500 after making it; "late": the client gives up, the API makes the
     # batch on the next list call (an API finishing work its client stopped waiting for).
     lose_next: str | None = None
     late_marker: bytes | None = None
+    throttled: int = 0  # further creates refused with 429 after lose_next's
+    retry_after: float | None = 30.0
 
     def add_batch(self, custom_ids: list[str], *, created_at: datetime | None = None) -> dict[str, Any]:
         batch_id = f"msgbatch_{len(self.batches):03d}"
@@ -116,8 +121,14 @@ class FakeApi:
         if mode == "before_create":
             raise ServerGone("connection reset before the API read the body")
         self.creates_received += 1
-        if mode == "refused":
-            raise CreateRefused("HTTP 429 rate_limit_error")
+        if mode == "rejected":
+            raise CreateRefused("HTTP 413 request_too_large")
+        if mode == "throttled" or self.throttled:
+            self.throttled = max(self.throttled - (mode != "throttled"), 0)
+            raise CreateThrottled(
+                "HTTP 429 rate_limit_error: Number of batch requests in the queue would exceed your limit",
+                self.retry_after,
+            )
         if mode == "server_error":
             raise CreateAnsweredWithError("HTTP 500 api_error")
         if mode == "late":
@@ -185,6 +196,8 @@ class World:
     clock: Clock = field(default_factory=Clock)
     fingerprint: ShardFingerprint = PRINT
     shard: ShardToSubmit = SHARD
+    line: Any = None
+    pacing_deadline: datetime | None = None
 
     def __post_init__(self) -> None:
         self.api = FakeApi(self.faults, self.clock)
@@ -206,7 +219,14 @@ class World:
             store=self.store,
             claims=self.claims,
             fingerprint=lambda: self.fingerprint,
-            timing=SubmitTiming(now=self.clock, settle_after=SETTLE, recheck=RECHECK),
+            timing=SubmitTiming(
+                now=self.clock,
+                settle_after=SETTLE,
+                recheck=RECHECK,
+                pacing_deadline=self.pacing_deadline,
+                pacing_timeout=timedelta(hours=1),
+            ),
+            line=self.line,
         )
 
     def submit_until_done(self, attempts: int = 8, *, end_batches: bool = True) -> SubmitResult:
@@ -362,21 +382,226 @@ def test_a_lost_answer_waits_for_the_batch_to_end_and_adopts_it_by_its_marker(mo
 def test_a_refused_create_never_adopts_even_when_another_batch_of_its_size_appears() -> None:
     """The 429 race: another run's same-size batch lands right after this shard's create was refused."""
     world = World()
-    world.api.lose_next = "refused"
+    world.api.lose_next = "throttled"
     other = World()
     other.join(world, "other/round-0/shard-00000.state.json", "file:///runs/d/other/p/s0")
-    with pytest.raises(AfterSubmitError, match=r"was refused .* and made no batch") as raised:
-        world.submit()
-    assert isinstance(raised.value.__cause__, CreateRefused)
-    assert world.store.state is not None
-    assert world.store.state.status == "failed"
-    assert world.store.state.failure == "HTTP 429 rate_limit_error"
-    other.submit()  # another run's batch of the same size
-    world.api.end_all()
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    assert waiting.capacity
+    refused = world.store.state
+    assert refused is not None
+    assert (refused.status, refused.refusals) == ("failed", 1)
+    assert str(refused.failure).startswith("HTTP 429 rate_limit_error")
+    other.submit()  # another run's batch of the same size, claimed by its shard
+    world.clock.moment = waiting.until
     mine = world.submit()
     assert isinstance(mine, SubmitResult)
     assert (mine.action, mine.batch_id) == ("created", "msgbatch_001")
-    assert world.api.results_read == [], "nothing was looked up, so nothing could be adopted"
+    assert world.claims.claims["msgbatch_001"].owner == world.store.location
+    assert world.api.results_read == [], "the other batch was set aside by its claim, never read"
+
+
+def test_a_refused_create_never_adopts_an_unclaimed_batch_of_its_size_without_its_marker() -> None:
+    """The 429 race with a batch nobody claimed here: it is read once it ends, and set aside."""
+    world = World()
+    world.api.lose_next = "throttled"
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    world.api.add_batch(["x0", "x1", "x2", "acb-marker-someone-else"])  # another root's batch
+    world.clock.moment = waiting.until
+    still = world.submit()
+    assert isinstance(still, SubmitWait), "a running candidate may not be passed by"
+    assert not still.capacity
+    world.api.end_all()
+    world.clock.moment = still.until
+    mine = world.submit()
+    assert isinstance(mine, SubmitResult)
+    assert (mine.action, mine.batch_id) == ("created", "msgbatch_001")
+    assert world.api.results_read == ["msgbatch_000"]
+    assert world.store.state is not None
+    assert world.store.state.not_ours == ("msgbatch_000",)
+
+
+def test_a_create_refused_for_now_waits_for_retry_after_and_is_sent_again_once() -> None:
+    world = World()
+    world.api.lose_next = "throttled"
+    world.api.throttled = 1  # the first retry is refused too
+    first = world.submit()
+    assert isinstance(first, SubmitWait)
+    assert first.capacity
+    assert "queue would exceed your limit" in first.reason
+    refused = world.store.state
+    assert refused is not None
+    assert first.until == parse_utc(str(refused.retry_at))
+    assert first.until - parse_utc(str(refused.settle_at)) == timedelta(seconds=30)  # its retry-after
+    early = world.submit()  # the triggerer fired early, or a retry came: nothing is sent
+    assert isinstance(early, SubmitWait)
+    assert world.api.creates_received == 1
+    world.clock.moment = first.until
+    second = world.submit()
+    assert isinstance(second, SubmitWait)
+    assert world.store.state is not None
+    assert world.store.state.refusals == 2
+    assert world.store.state.marker_id != refused.marker_id, "each attempt sends its own marker"
+    world.clock.moment = second.until
+    done = world.submit()
+    assert isinstance(done, SubmitResult)
+    assert done.action == "created"
+    assert world.api.creates_received == 3
+    assert len(world.api.batches) == 1
+    # The refused attempts' markers were proven absent before each new create: not carried on.
+    assert world.store.state.earlier_markers == ()
+    assert world.store.state.refusals == 2
+
+
+def test_a_refused_attempt_whose_marker_is_found_after_all_is_adopted_not_sent_again() -> None:
+    """If a 429 was wrong and the batch exists, the lookup before the next create adopts it."""
+    world = World()
+    world.api.lose_next = "throttled"
+    waiting = world.submit()
+    assert isinstance(waiting, SubmitWait)
+    refused = world.store.state
+    assert refused is not None
+    world.api.add_batch(["r0", "r1", "r2", str(refused.marker_id)])
+    world.api.end_all()
+    world.clock.moment = waiting.until
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert (result.action, result.marker_id) == ("recovered", refused.marker_id)
+    assert world.api.creates_received == 1
+
+
+def test_without_retry_after_the_wait_backs_off_and_grows() -> None:
+    world = World()
+    world.api.retry_after = None
+    world.api.lose_next = "throttled"
+    world.api.throttled = 2
+    waits = []
+    for _ in range(3):
+        outcome = world.submit()
+        assert isinstance(outcome, SubmitWait)
+        assert world.store.state is not None
+        waits.append(outcome.until - parse_utc(str(world.store.state.settle_at)))
+        world.clock.moment = outcome.until
+    assert timedelta(seconds=22) <= waits[0] <= timedelta(seconds=30)
+    assert timedelta(seconds=45) <= waits[1] <= timedelta(seconds=60)
+    assert timedelta(seconds=90) <= waits[2] <= timedelta(seconds=120)
+
+
+def test_a_wait_for_capacity_past_the_deadline_fails_saying_what_to_do() -> None:
+    world = World()
+    world.api.lose_next = "throttled"
+    world.api.throttled = 1
+    first = world.submit()
+    assert isinstance(first, SubmitWait)
+    world.pacing_deadline = first.until + timedelta(seconds=10)
+    world.clock.moment = first.until
+    second = world.submit()  # refused again: the next try would be after the deadline
+    assert isinstance(second, SubmitWait)
+    assert second.until == world.pacing_deadline
+    world.clock.moment = second.until
+    world.api.throttled = 1
+    with pytest.raises(PacingTimeoutError, match=r"raise pacing_timeout.*clear this task") as raised:
+        world.submit()
+    assert "queue would exceed your limit" in str(raised.value)
+    assert len(world.api.batches) == 0
+
+
+def test_a_definite_4xx_refusal_still_fails_the_attempt_and_adopts_nothing() -> None:
+    world = World()
+    world.api.lose_next = "rejected"
+    with pytest.raises(
+        AfterSubmitError, match=r"was refused \(HTTP 413 request_too_large\) and made no batch"
+    ):
+        world.submit()
+    assert world.store.state is not None
+    assert (world.store.state.status, world.store.state.retry_at) == ("failed", None)
+    result = world.submit()  # the task's retry
+    assert isinstance(result, SubmitResult)
+    assert world.api.creates_received == 2
+
+
+@dataclass
+class FakeLine:
+    """The round's shards as the submit sees them: the states of the lower shards."""
+
+    lower: dict[int, SubmitState | None]
+    round_index: int = 0
+
+    def ahead(self, now: datetime) -> Any:
+        from airflow_claude_batch.batch.pacing import Ahead, waits_for_capacity
+
+        for index in sorted(self.lower):
+            state = self.lower[index]
+            if state is not None and state.retry_at is not None and waits_for_capacity(state, now):
+                return Ahead(index, parse_utc(state.retry_at), state.failure)
+        return None
+
+
+def test_a_shard_waits_behind_a_lower_shard_that_waits_for_capacity() -> None:
+    low = World()
+    low.api.lose_next = "throttled"
+    low_wait = low.submit()
+    assert isinstance(low_wait, SubmitWait)
+    high = World().join(low, "p/round-0/shard-00001.state.json", SHARD.uri.replace("00000", "00001"))
+    high.line = FakeLine({0: low.store.state})
+    behind = high.submit()
+    assert isinstance(behind, SubmitWait)
+    assert behind.capacity
+    assert "shard 0 of round 0 waits for capacity" in behind.reason
+    assert behind.until == low_wait.until + BEHIND_MARGIN
+    assert high.api.creates_received == 1, "the higher shard sent nothing"
+    assert high.store.state is None
+    low.clock.moment = low_wait.until
+    assert isinstance(low.submit(), SubmitResult)  # the lower shard goes first
+    high.line = FakeLine({0: low.store.state})
+    assert isinstance(high.submit(), SubmitResult)
+    assert [b["id"] for b in low.api.batches] == ["msgbatch_000", "msgbatch_001"]
+    assert low.store.state is not None
+    assert low.store.state.batch_id == "msgbatch_000"
+
+
+def test_a_refused_shard_whose_time_came_waits_behind_a_lower_one_without_calling_the_api() -> None:
+    high = World()
+    high.shard = ShardToSubmit(uri=SHARD.uri.replace("00000", "00001"), request_count=3, body_bytes=99)
+    high.api.lose_next = "throttled"
+    high.api.retry_after = 10.0
+    first = high.submit()
+    assert isinstance(first, SubmitWait)
+    low = World().join(high, "p/round-0/shard-00000.state.json", SHARD.uri)
+    low.api.lose_next = "throttled"
+    low.api.retry_after = 60.0
+    low_wait = low.submit()
+    assert isinstance(low_wait, SubmitWait)
+    high.line = FakeLine({0: low.store.state})
+    high.clock.moment = first.until
+    calls = len(high.faults.names)
+    behind = high.submit()
+    assert isinstance(behind, SubmitWait)
+    assert "shard 0 of round 0 waits for capacity" in behind.reason
+    assert behind.until == low_wait.until + BEHIND_MARGIN
+    assert not [name for name in high.faults.names[calls:] if name.startswith("list")]
+    assert high.api.creates_received == 2
+
+
+def test_a_lower_shard_that_has_not_started_or_stopped_waiting_blocks_nobody() -> None:
+    stopped = SubmitState(
+        shard_uri="s0",
+        fingerprint="0" * 64,
+        request_count=3,
+        body_bytes=99,
+        intent_at=format_utc(START),
+        status="failed",
+        failure="HTTP 429 rate_limit_error",
+        retry_at=format_utc(START),
+        refusals=4,
+    )
+    world = World()
+    world.clock.moment = START + STALE_AFTER  # its next try is overdue: its task stopped waiting
+    world.line = FakeLine({0: None, 1: stopped})
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
 
 
 def test_a_server_error_that_made_nothing_is_failed_and_sent_again_by_the_retry() -> None:

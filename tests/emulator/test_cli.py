@@ -50,6 +50,8 @@ def test_limit_and_cache_flags_become_the_config():
     config = config_from_args(args)
     assert (config.cache_hit_rate, config.queue_limit, config.rpm_limit) == (0.5, 1000, 50)
     assert config.models_file == "m.json"
+    assert config.queue_retry_after == 30.0  # the default when not given
+    assert config_from_args(build_parser().parse_args(["--queue-retry-after", "2"])).queue_retry_after == 2.0
 
 
 def test_invalid_flag_values_exit_with_a_message(capsys):

@@ -58,10 +58,21 @@ def test_the_queue_limit_refuses_a_create_that_would_exceed_it(clock):
         client.messages.batches.create(requests=requests(3))
         with pytest.raises(anthropic.RateLimitError) as raised:
             client.messages.batches.create(requests=requests(3))
-        assert raised.value.response.headers["retry-after"].isdigit()
+        assert raised.value.response.headers["retry-after"] == "30"
         client.messages.batches.create(requests=requests(2))  # exactly at the limit
         clock.advance(10.0)  # the batches end and leave the queue
         client.messages.batches.create(requests=requests(5))
+
+
+def test_a_queue_refusal_asks_for_the_configured_wait_in_whole_seconds(clock):
+    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=2, queue_retry_after=1.5)
+    with EmulatorServer(config, clock=clock) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            client.messages.batches.create(requests=requests(3))
+        assert raised.value.response.headers["retry-after"] == "2"
+        assert raised.value.type == "rate_limit_error"
+        assert "3 new is over 2" in raised.value.message
 
 
 def test_the_rpm_limit_counts_every_batch_endpoint(clock):

@@ -20,6 +20,7 @@ from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 
 
 def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
@@ -113,19 +114,12 @@ def test_a_lost_create_answer_is_recovered_without_a_second_batch(
     assert emulator.stats()["batches_created"] == 1
 
 
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [
-        (429, r"was refused \(HTTP 429 rate_limit_error\) and made no batch"),
-        (500, r"failed .* made no batch"),
-    ],
-)
-def test_a_refused_create_is_submitted_again_by_the_retry(
-    emulator: Any, storage: str, status: int, message: str
+def test_a_create_answered_with_a_server_error_that_made_nothing_is_sent_again_by_the_retry(
+    emulator: Any, storage: str
 ) -> None:
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
-    emulator.faults({"fail_next": {"endpoint": "create", "status": status, "count": 1}})
-    with pytest.raises(AfterSubmitError, match=message):
+    emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
+    with pytest.raises(AfterSubmitError, match=r"failed .* made no batch"):
         submit(shard)
     assert emulator.stats()["creates_received"] == 1
     assert state_of(shard).status == "failed"
@@ -134,6 +128,104 @@ def test_a_refused_create_is_submitted_again_by_the_retry(
     assert stats["creates_received"] == 2
     assert stats["batches_created"] == 1
     assert state_of(shard).batch_id == result["batch_id"]
+
+
+@pytest.mark.parametrize(("status", "error"), [(429, "rate_limit_error"), (529, "overloaded_error")])
+def test_a_create_refused_for_now_waits_and_is_sent_again_without_failing(
+    emulator: Any, storage: str, status: int, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
+    emulator.faults({"fail_next": {"endpoint": "create", "status": status, "count": 2, "retry_after": 0.2}})
+    caplog.set_level("INFO")
+    started = time.monotonic()
+    result = submit(shard)
+    assert time.monotonic() - started >= 0.2, "the retry-after was waited for"
+    stats = emulator.stats()
+    assert (stats["creates_received"], stats["batches_created"]) == (3, 1)
+    state = state_of(shard)
+    assert (state.status, state.batch_id, state.refusals) == ("submitted", result["batch_id"], 2)
+    assert holds_marker(result["batch_id"], result["marker_id"])
+    assert f"waits for capacity: the API has no capacity for it now (HTTP {status} {error}" in caplog.text
+    assert "next try at" in caplog.text
+    assert "ticket 1 of shard 0" not in caplog.text
+
+
+def test_a_deferred_wait_for_capacity_frees_the_worker_and_fails_only_at_its_deadline(
+    make_emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+    from airflow_claude_batch.compat import TaskDeferred
+
+    full = make_emulator(queue_limit=15, queue_retry_after=30, speed=0.1)
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
+    first, second = write_shards(storage, "run-1", shards=2, requests_per_shard=10)
+    submit(first)  # 11 of the 15 requests the queue holds are waiting: at 0.1 a second they stay
+    operator = ClaudeBatchSubmitOperator(
+        task_id="submit", shard=second, recheck_interval=0.1, pacing_timeout=60.0, deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={})
+    assert isinstance(deferred.value.trigger, DateTimeTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    since = deferred.value.kwargs["pacing_since"]
+    assert since is not None
+    state = state_of(second)
+    assert (state.status, state.refusals) == ("failed", 1)
+    assert "queue would exceed your limit" in state.failure
+    # Resumed by the triggerer while still within its deadline: it waits again, sending nothing early.
+    with pytest.raises(TaskDeferred) as again:
+        operator.execute_complete(context={}, pacing_since=since)
+    assert again.value.kwargs["pacing_since"] == since
+    # Resumed after its deadline: the task fails for good, saying what to do.
+    with pytest.raises(AirflowFailException, match=r"waited 0:01:00 for the API's capacity.*pacing_timeout"):
+        operator.execute_complete(context={}, pacing_since="2026-01-01T00:00:00.000000Z")
+    stats = full.stats()
+    assert (stats["creates_received"], stats["batches_created"]) == (2, 1)
+
+
+def test_a_shard_never_jumps_ahead_of_a_lower_shard_waiting_for_capacity(
+    make_emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue holds one shard at a time. Shard 1 is refused and waits; shard 2 comes while it waits
+    and waits behind it, even once capacity has freed, until shard 1 has its batch."""
+    from airflow_claude_batch.compat import TaskDeferred
+
+    full = make_emulator(queue_limit=15, queue_retry_after=1, speed=5.0)  # 11 requests end in ~2 s
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
+    shards = write_shards(storage, "run-1", shards=3, requests_per_shard=10)
+    first = submit(shards[0])
+    paced = [
+        ClaudeBatchSubmitOperator(task_id="submit", shard=shard, recheck_interval=0.1, deferrable=True)
+        for shard in shards
+    ]
+    caplog.set_level("INFO")
+    with pytest.raises(TaskDeferred) as one:
+        paced[1].execute(context={})  # refused: the queue is full
+    with pytest.raises(TaskDeferred) as two:
+        paced[2].execute(context={})  # sends nothing: shard 1 is ahead of it
+    assert full.stats()["creates_received"] == 2
+    assert state_of(shards[2]) is None
+    assert "shards are sent in order: shard 1 of round 0 waits for capacity" in caplog.text
+    while ClaudeBatchHook().get_batch(first["batch_id"])["processing_status"] != "ended":
+        time.sleep(0.2)
+    # Capacity has freed, but shard 1 has not tried yet: shard 2, resumed first, still waits.
+    with pytest.raises(TaskDeferred) as still:
+        paced[2].execute_complete(context={}, **two.value.kwargs)
+    assert full.stats()["creates_received"] == 2
+    second = resume_deferred(paced[1], {}, one.value)
+    third = resume_deferred(paced[2], {}, still.value)
+    stats = full.stats()
+    assert stats["batches_created"] == 3
+    results = [first, second, third]
+    assert len({result["batch_id"] for result in results}) == 3
+    created = [ClaudeBatchHook().get_batch(result["batch_id"])["created_at"] for result in results]
+    assert created == sorted(created), "the batches were made in shard order"
+    while ClaudeBatchHook().get_batch(third["batch_id"])["processing_status"] != "ended":
+        time.sleep(0.2)
+    for shard, result in zip(shards, results, strict=True):
+        assert state_of(shard).batch_id == result["batch_id"]
+        assert holds_marker(result["batch_id"], result["marker_id"])
 
 
 def test_shards_of_one_size_with_lost_answers_get_one_batch_each(emulator: Any, storage: str) -> None:
@@ -211,6 +303,7 @@ import pendulum
 from airflow.sdk import DAG, get_current_context, task
 
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 from tests.operators.test_submit import write_shards
 
 with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:

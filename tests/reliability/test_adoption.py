@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 from airflow_claude_batch.batch.state import read_state
+from airflow_claude_batch.compat import TaskDeferred
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
+from tests.fixtures.airflow import resume_deferred
 from tests.reliability.harness import RunHarness, records, write_jsonl
 
 RECORDS = 6
@@ -104,16 +107,29 @@ def test_a_late_create_beside_another_runs_batch_of_the_same_ids_adopts_its_own(
 def test_a_refused_create_never_adopts_the_batch_another_run_made_meanwhile(
     tmp_path: Path, faulty_emulator: Any, figures: Any
 ) -> None:
-    """The 429 race: A's create is refused, B's same-size batch lands before A's retry."""
+    """The 429 race: A's create is refused for now, B's same-size batch lands before A tries again."""
     a = same_ids_run(tmp_path, "scheduled__2026-11-01", "2026.11", retries=0)
     b = same_ids_run(tmp_path, "scheduled__2027-02-01", "2027.02")
     [shard_a], [shard_b] = a.build(), b.build()
     faulty_emulator.faults({"fail_next": {"endpoint": "create", "status": 429, "count": 1, "retry_after": 0}})
-    with pytest.raises(Exception, match="429"):
-        a.submit(shard_a)
+    paced = ClaudeBatchSubmitOperator(
+        task_id="submit",
+        shard=shard_a,
+        storage_conn_id=a.storage_conn_id,
+        recheck_interval=a.poll_interval,
+        create_settle_margin=a.create_settle_margin,
+        deferrable=True,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        paced.execute(a.context())  # refused for now: A waits in the triggerer, it does not fail
+    refused = read_state(a.folder.shard_state(0, 0))
+    assert refused is not None
+    assert (refused.status, refused.refusals) == ("failed", 1)
     submitted_b = b.submit(shard_b)
-    submitted_a = a.submit(shard_a)  # the task's retry
+    submitted_a = resume_deferred(paced, a.context(), deferred.value)  # A tries again
     assert faulty_emulator.stats()["creates_received"] == 3
+    assert submitted_a["batch_id"] != submitted_b["batch_id"]
+    assert submitted_a["marker_id"] != refused.marker_id, "the refused attempt's marker is in no batch"
     finish(a, [submitted_a])
     finish(b, [submitted_b])
     assert_own_batches(figures, faulty_emulator, a, b)
