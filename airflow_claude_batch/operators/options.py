@@ -140,7 +140,8 @@ def takes_options(record_type: type, *, omit: Iterable[str] = ()) -> Callable[[F
 
     def decorate(function: F) -> F:
         own = inspect.signature(function)
-        if OPTIONS_PARAMETER not in own.parameters:
+        declared = own.parameters.get(OPTIONS_PARAMETER)
+        if declared is None or declared.kind is not inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(f"{function.__qualname__} must take a keyword-only parameter 'options'")
         parameters: list[inspect.Parameter] = []
         for parameter in own.parameters.values():
@@ -158,9 +159,10 @@ def takes_options(record_type: type, *, omit: Iterable[str] = ()) -> Callable[[F
 
         with_options.__signature__ = public  # type: ignore[attr-defined]
         with_options.__annotations__ = {
-            **{p.name: p.annotation for p in parameters if p.annotation is not inspect.Parameter.empty},
-            "return": own.return_annotation,
+            p.name: p.annotation for p in parameters if p.annotation is not inspect.Parameter.empty
         }
+        if own.return_annotation is not inspect.Signature.empty:
+            with_options.__annotations__["return"] = own.return_annotation
         return with_options  # type: ignore[return-value]
 
     return decorate

@@ -103,6 +103,8 @@ def test_the_options_are_airflow_keyword_arguments_default_args_and_expand_inclu
         None,
     )
     assert mapped.expand_input.value["source"] == ["s3://bucket/a.jsonl", "s3://bucket/b.jsonl"]
+    one = mapped.unmap({"source": "s3://bucket/b.jsonl"})
+    assert (one.source, one.storage, one.max_tokens) == ("s3://bucket/b.jsonl", "s3://bucket/runs", 64)
     with pytest.raises(TypeError, match="missing keyword argument 'source'"):
         ClaudeBatchBuildOperator(task_id="no_source", storage="s3://bucket/runs")
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_token'"):
