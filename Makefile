@@ -53,7 +53,7 @@ constraints:
 	  -o constraints/airflow-3.3.txt
 
 demo: env
-	$(BIN)/python -m airflow_claude_batch.demo
+	$(BIN)/python -m demo
 
 lint: env
 	$(BIN)/ruff check .

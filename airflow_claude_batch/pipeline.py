@@ -16,17 +16,16 @@ under-count. Rerunning the failed task (or clearing the run) resumes without pay
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
-from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS
-from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
+from airflow_claude_batch.operators.options import takes_options, values_of
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
@@ -36,56 +35,33 @@ from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 MAX_ROUNDS = 10
 
 
+@takes_options(BuildOptions, omit=("pipeline_id",))
 def claude_batch_pipeline(
     group_id: str = "claude_batch",
     *,
-    source: Any,
-    storage: str,
-    storage_conn_id: str | None = None,
-    source_conn_id: str | None = None,
-    conn_id: str = DEFAULT_CONN_ID,
-    custom_id_field: str = "id",
-    prompt_field: str = "text",
-    render: Callable[[dict[str, Any]], Any] | None = None,
-    model: str | None = None,
-    max_tokens: int | str = 1024,
-    system: Any = None,
-    cache_system: str | None = None,
-    max_requests_per_shard: int = MAX_REQUESTS_PER_SHARD,
-    max_bytes_per_shard: int = MAX_BYTES_PER_SHARD,
-    max_cost_usd: float | str | None = None,
-    budget_basis: str = DEFAULT_BUDGET_BASIS,
-    expected_output_tokens: int | None = None,
-    source_format: str | None = None,
-    dry_run: bool | str = False,
+    options: BuildOptions,
     max_rounds: int = 3,
     requeue_rounds: int | str | None = None,
     poll_interval: float | None = None,
     pacing_timeout: float | None = None,
     deferrable: bool | None = None,
     output_parser: Callable[[str], Any] | None = None,
-    output_schema: Any = None,
-    structured_output: str | None = None,
     keep_thinking: bool = False,
-    check_model: bool | str = True,
-    passthrough_fields: Any = None,
     output_uri: str | None = None,
     outlets: Iterable[Any] | None = None,
     requeue_canceled: bool = True,
-    retry_errored_sync: bool | str = False,
-    prices_file: str | None = None,
-    on_input_change: str = "fail",
     custom_input: bool | str = False,
     max_invalid_fraction: float | str | None = None,
     max_dead_letter_fraction: float | str | None = None,
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
-    The build operator's parameters (``source`` to ``dry_run``, ``budget_basis``, ``structured_output``,
-    ``check_model`` and ``passthrough_fields`` included) have the
-    same names and meaning as on
-    :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` and are passed to it
-    unchanged, templates included.
+    It takes every parameter of
+    :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` but ``pipeline_id`` (the
+    fields of :class:`~airflow_claude_batch.operators.build_options.BuildOptions`: ``source``,
+    ``storage``, ``model``, ``max_cost_usd`` ...), with the same names, defaults and meaning, and passes
+    them to the build task unchanged, templates included; the connections, ``storage``, the shard
+    limits, ``output_schema``, ``prices_file`` and ``retry_errored_sync`` reach the other tasks too.
 
     :param group_id: the task group's id; task ids are ``{group_id}.build``,
         ``{group_id}.round_0.submit`` ... ``{group_id}.report``. It is also the pipeline's name in its
@@ -102,22 +78,22 @@ def claude_batch_pipeline(
     :param deferrable: wait in the triggerer (``True``) or in a worker (``False``), for batches and for
         the proof of a lost create; ``None`` keeps ``[operators] default_deferrable``.
     :param output_parser: turns a succeeded answer's text into a value (see the fanout operator).
-    :param output_schema: a JSON-schema dict or a Pydantic model the parsed answer must satisfy; the
-        build asks for it in every request as ``structured_output`` says (see the build operator).
+    :param output_schema: (a build parameter) also checked by every fanout and requeue: a JSON-schema
+        dict or a Pydantic model the parsed answer must satisfy; the build asks for it in every request
+        as ``structured_output`` says (see the build operator).
     :param keep_thinking: keep each answer's thinking blocks in its row (see the fanout operator).
     :param output_uri: where the report writes the flat, joinable output (one row per succeeded
         record); templated, e.g. ``"{{ var.value.out }}/labels/{{ ds }}.jsonl"``.
     :param outlets: Assets the report task updates, e.g. ``[Asset("ticket_labels")]``.
     :param requeue_canceled: requeue canceled requests (of batches nobody cancelled on purpose) as
         well as expired ones.
-    :param retry_errored_sync: retry retryable errored requests once synchronously, at standard prices,
-        before requeueing what still fails (see the requeue operator; templated, e.g.
-        ``"{{ params.retry_errored_sync }}"``); the build's upper bound then prices every answer at
+    :param retry_errored_sync: (a build parameter) retry retryable errored requests once synchronously,
+        at standard prices, before requeueing what still fails (see the requeue operator; templated,
+        e.g. ``"{{ params.retry_errored_sync }}"``); the build's upper bound then prices every answer at
         standard prices. Where the synchronous endpoint is missing or unreachable the requests are
         requeued as without it.
-    :param prices_file: a JSON price table over the shipped prices, for every estimate and cost.
-    :param on_input_change: what a rerun does when the input changed after a submit (templated):
-        ``"fail"``, ``"keep"`` or ``"add_new"`` (see the build operator).
+    :param prices_file: (a build parameter) a JSON price table over the shipped prices, for every
+        estimate and cost of the run.
     :param custom_input: the run reads an input other than its interval's own (templated, e.g.
         ``"{{ params.input_path is not none }}"``): its flat output goes into its run folder, never to
         ``output_uri`` (see the report operator).
@@ -131,54 +107,27 @@ def claude_batch_pipeline(
         raise ValueError(f"max_rounds must be between 1 and {MAX_ROUNDS}, got {max_rounds}")
     with TaskGroup(group_id, tooltip="Claude Message Batches: build, submit, wait, fan out, report") as group:
         build = ClaudeBatchBuildOperator(
-            task_id="build",
-            source=source,
-            storage=storage,
-            storage_conn_id=storage_conn_id,
-            source_conn_id=source_conn_id,
-            conn_id=conn_id,
-            custom_id_field=custom_id_field,
-            prompt_field=prompt_field,
-            render=render,
-            model=model,
-            max_tokens=max_tokens,
-            system=system,
-            cache_system=cache_system,
-            max_requests_per_shard=max_requests_per_shard,
-            max_bytes_per_shard=max_bytes_per_shard,
-            max_cost_usd=max_cost_usd,
-            budget_basis=budget_basis,
-            expected_output_tokens=expected_output_tokens,
-            retry_errored_sync=retry_errored_sync,
-            source_format=source_format,
-            dry_run=dry_run,
-            prices_file=prices_file,
-            pipeline_id=group.group_id,
-            on_input_change=on_input_change,
-            output_schema=output_schema,
-            structured_output=structured_output,
-            check_model=check_model,
-            passthrough_fields=passthrough_fields,
+            task_id="build", **values_of(replace(options, pipeline_id=group.group_id))
         )
         answer_checks = {
             "output_parser": output_parser,
-            "output_schema": output_schema,
+            "output_schema": options.output_schema,
             "keep_thinking": keep_thinking,
         }
         round_settings = _RoundSettings(
-            conn_id=conn_id,
-            storage_conn_id=storage_conn_id,
+            conn_id=options.conn_id,
+            storage_conn_id=options.storage_conn_id,
             poll_interval=poll_interval,
             sensor_kwargs={} if deferrable is None else {"deferrable": deferrable},
             submit_kwargs={} if pacing_timeout is None else {"pacing_timeout": pacing_timeout},
-            fanout_kwargs={**answer_checks, "prices_file": prices_file},
+            fanout_kwargs={**answer_checks, "prices_file": options.prices_file},
             requeue_kwargs={
                 **answer_checks,
-                "prices_file": prices_file,
+                "prices_file": options.prices_file,
                 "requeue_canceled": requeue_canceled,
-                "retry_errored_sync": retry_errored_sync,
-                "max_requests_per_shard": max_requests_per_shard,
-                "max_bytes_per_shard": max_bytes_per_shard,
+                "retry_errored_sync": options.retry_errored_sync,
+                "max_requests_per_shard": options.max_requests_per_shard,
+                "max_bytes_per_shard": options.max_bytes_per_shard,
             },
             requeue_rounds=requeue_rounds,
         )
@@ -194,10 +143,10 @@ def claude_batch_pipeline(
                 shards = requeue.output
         report = ClaudeBatchReportOperator(
             task_id="report",
-            storage=storage,
-            storage_conn_id=storage_conn_id,
+            storage=options.storage,
+            storage_conn_id=options.storage_conn_id,
             max_rounds=max_rounds,
-            prices_file=prices_file,
+            prices_file=options.prices_file,
             output_uri=output_uri,
             outlets=list(outlets or []),
             pipeline_id=group.group_id,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
+from airflow_claude_batch.operators.options import REQUIRED, specs
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
@@ -44,6 +46,38 @@ def test_every_parameter_is_in_the_reference(documented) -> None:
     text = section(documented.__name__)
     missing = [name for name in names if f"| `{name}` |" not in text]
     assert not missing, f"{documented.__name__}: {missing} not in docs/operators.md"
+
+
+def table_row(text: str, name: str) -> tuple[str, str, str]:
+    """The default, templated and meaning cells of parameter ``name``'s row in a section's table."""
+    line = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+    _, default, templated, meaning = line.removeprefix("| ").removesuffix(" |").split(" | ", 3)
+    return default, templated, meaning
+
+
+def documented_default(default: object) -> str:
+    return "required" if default is REQUIRED else f"`{default!r}`"
+
+
+def test_the_build_operator_rows_are_its_options_as_declared() -> None:
+    text = section(ClaudeBatchBuildOperator.__name__)
+    for spec in specs(BuildOptions):
+        expected = (documented_default(spec.default), "yes" if spec.templated else "no", spec.doc)
+        assert table_row(text, spec.name) == (expected[0], expected[1], expected[2].replace("``", "`")), (
+            f"ClaudeBatchBuildOperator's {spec.name}: its row in docs/operators.md differs from BuildOptions"
+        )
+
+
+def test_the_pipeline_rows_of_build_options_say_their_default_and_templating() -> None:
+    text = section(claude_batch_pipeline.__name__)
+    taken = [spec for spec in specs(BuildOptions) if spec.name != "pipeline_id"]
+    assert len(taken) == len(specs(BuildOptions)) - 1
+    for spec in taken:
+        default, templated, _ = table_row(text, spec.name)
+        assert (default, templated) == (
+            documented_default(spec.default),
+            "yes" if spec.templated else "no",
+        ), f"claude_batch_pipeline's {spec.name}: its row in docs/operators.md differs from BuildOptions"
 
 
 def test_every_included_snippet_matches_its_source() -> None:

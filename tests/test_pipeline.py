@@ -17,12 +17,15 @@ from airflow_claude_batch.batch.marker import is_marker
 from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+from airflow_claude_batch.operators.build_options import BuildOptions
+from airflow_claude_batch.operators.options import specs
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.pipeline import MAX_ROUNDS, _within_requeue_limit, claude_batch_pipeline
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
+SOURCE = {"source": "file:///in.jsonl", "storage": "file:///runs"}
 
 
 def make_dag(dag_id: str = "pipeline_shape", **pipeline_kwargs: Any) -> DAG:
@@ -129,6 +132,42 @@ def test_build_parameters_pass_through_unchanged() -> None:
     )
     assert (build.max_cost_usd, build.dry_run) == ("{{ params.budget }}", "{{ params.dry_run }}")
     assert (build.custom_id_field, build.prompt_field) == ("ticket_id", "body")
+
+
+def test_every_build_option_reaches_the_build_task_as_given() -> None:
+    given: dict[str, Any] = {
+        spec.name: "{{ params." + spec.name + " }}" for spec in specs(BuildOptions) if spec.templated
+    }
+    given |= {"render": lambda record: {"messages": []}, "output_schema": {"type": "object"}}
+    assert set(given) == {spec.name for spec in specs(BuildOptions)} - {"pipeline_id"}
+    with DAG("pipeline_options", schedule=None, start_date=START) as dag:
+        claude_batch_pipeline("labels", **given)
+
+    build = dag.task_dict["labels.build"]
+    assert {name: getattr(build, name) for name in given} == given
+    assert build.pipeline_id == "labels"
+    report = dag.task_dict["labels.report"]
+    assert (report.storage, report.prices_file) == (given["storage"], given["prices_file"])
+    requeue = dag.task_dict["labels.round_0.requeue"]
+    assert (requeue.retry_errored_sync, requeue.max_requests_per_shard, requeue.output_schema) == (
+        given["retry_errored_sync"],
+        given["max_requests_per_shard"],
+        given["output_schema"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"storage": "file:///runs"}, "missing a required argument: 'source'"),
+        ({**SOURCE, "pipeline_id": "mine"}, "got an unexpected keyword argument 'pipeline_id'"),
+        ({**SOURCE, "max_token": 5}, "got an unexpected keyword argument 'max_token'"),
+    ],
+)
+def test_a_missing_or_unknown_argument_is_refused_by_name(kwargs: dict[str, Any], message: str) -> None:
+    with DAG("pipeline_refused", schedule=None, start_date=START), pytest.raises(TypeError) as raised:
+        claude_batch_pipeline(**kwargs)
+    assert str(raised.value) == f"claude_batch_pipeline() {message}"
 
 
 def test_a_requeue_limit_adds_a_gate_before_each_requeue() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batch import demo
+from demo import nightly as demo
 
 REPO = Path(__file__).resolve().parents[2]
 TICKETS = 200

@@ -6,12 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
+from airflow.sdk import DAG
 
 from airflow_claude_batch.batch.limits import BODY_PREFIX, BODY_SUFFIX
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
+from airflow_claude_batch.operators.build_options import BuildOptions
+from airflow_claude_batch.operators.options import specs, templated
 
 pytestmark = pytest.mark.airflow
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 TICKETS = [
     {"id": "t-1", "text": "My invoice is wrong."},
@@ -56,6 +61,54 @@ def test_the_operator_is_cheap_to_parse_and_templated() -> None:
         "prompt_field",
     ):
         assert name in operator.template_fields
+
+
+def test_every_templated_option_renders_and_the_others_are_kept_as_given() -> None:
+    names = templated(BuildOptions)
+    schema = {"type": "object"}
+
+    def render(record: dict[str, Any]) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": record["text"]}]}
+
+    operator = ClaudeBatchBuildOperator(
+        task_id="build",
+        **{name: "{{ params." + name + " }}/{{ ds }}" for name in names},
+        render=render,
+        output_schema=schema,
+        pipeline_id="{{ ds }}",
+    )
+    operator.render_template_fields({"params": {name: name.upper() for name in names}, "ds": "2026-11-02"})
+
+    assert {name: getattr(operator, name) for name in names} == {
+        name: f"{name.upper()}/2026-11-02" for name in names
+    }
+    not_rendered = {"render", "output_schema", "pipeline_id"}
+    assert set(names) == {spec.name for spec in specs(BuildOptions)} - not_rendered
+    assert (operator.render, operator.output_schema, operator.pipeline_id) == (render, schema, "{{ ds }}")
+
+
+def test_the_options_are_airflow_keyword_arguments_default_args_and_expand_included() -> None:
+    defaults = {"model": "claude-haiku-4-5", "storage": "s3://bucket/runs", "max_tokens": 64}
+    with DAG("build_defaults", schedule=None, start_date=START, default_args=defaults) as dag:
+        ClaudeBatchBuildOperator(task_id="build", source="s3://bucket/in.jsonl", max_tokens=32)
+        mapped = ClaudeBatchBuildOperator.partial(task_id="each", storage="s3://bucket/runs").expand(
+            source=["s3://bucket/a.jsonl", "s3://bucket/b.jsonl"]
+        )
+
+    build = dag.task_dict["build"]
+    assert (build.model, build.storage, build.max_tokens, build.cache_system) == (
+        "claude-haiku-4-5",
+        "s3://bucket/runs",
+        32,
+        None,
+    )
+    assert mapped.expand_input.value["source"] == ["s3://bucket/a.jsonl", "s3://bucket/b.jsonl"]
+    one = mapped.unmap({"source": "s3://bucket/b.jsonl"})
+    assert (one.source, one.storage, one.max_tokens) == ("s3://bucket/b.jsonl", "s3://bucket/runs", 64)
+    with pytest.raises(TypeError, match="missing keyword argument 'source'"):
+        ClaudeBatchBuildOperator(task_id="no_source", storage="s3://bucket/runs")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_token'"):
+        ClaudeBatchBuildOperator.partial(task_id="typo", max_token=5).expand(source=["s3://bucket/a.jsonl"])
 
 
 LOCAL_DAG = """

@@ -6,10 +6,11 @@ points the ``claude_batch_default`` connection at it, runs ``overnight_classific
 the bundled sample of support tickets with ``dag.test()``, stops the emulator and prints what the run
 did and cost. Airflow's own output goes to ``./.demo/demo.log``.
 
-    python -m airflow_claude_batch.demo                    # the bundled 3,000 tickets
-    python -m airflow_claude_batch.demo --expire-fraction 0.05   # a busy night: 5 % expire, requeued
+    python -m demo                           # the bundled 3,000 tickets
+    python -m demo --expire-fraction 0.05    # a busy night: 5 % expire, requeued
 
-Airflow runs in child processes, so its configuration (read at import) is the demo's alone.
+Airflow runs in child processes, so its configuration (read at import) is the demo's alone. The demo
+runs the repository's ``dags/`` and their data, so it lives beside them, not in the package.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def _child_env(
             "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"airflow_claude_batch\..*",
             "AIRFLOW_VAR_CLAUDE_BATCH_STORAGE": paths.storage.resolve().as_uri(),
             "CLAUDE_BATCH_POLL_INTERVAL": str(poll_interval),
+            # the child imports this module (child_main) wherever it was started from
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }
     )
     if base_url is not None and api_key is not None:
@@ -181,7 +184,7 @@ def _run_child(paths: DemoPaths, env: dict[str, str], day: date) -> dict[str, An
     result_file = paths.workdir / "last-run.json"
     result_file.unlink(missing_ok=True)
     logical_date = datetime(day.year, day.month, day.day, CUTOFF_HOUR, tzinfo=timezone.utc)
-    code = "import sys; from airflow_claude_batch.demo import child_main; sys.exit(child_main(sys.argv[1:]))"
+    code = "import sys; from demo.nightly import child_main; sys.exit(child_main(sys.argv[1:]))"
     command = [
         sys.executable,
         "-c",
@@ -318,9 +321,7 @@ def child_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo and print its summary; return the process's exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m airflow_claude_batch.demo", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path(".demo"), help="demo folder (default ./.demo)")
     parser.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY, help="YYYY-MM-DD")
     parser.add_argument("--tickets", type=Path, help="a JSONL file of tickets (id, text) to label")
