@@ -46,6 +46,7 @@ PHASES = {
     "build": "build",
     "submit": "submit",
     "wait": "waiting/polling",
+    "submit deferred": "submit, deferred (waiting for the queue)",
     "fanout": "collect/route (fanout)",
     "may_requeue": "requeue",
     "requeue": "requeue",
@@ -62,7 +63,7 @@ LOG_PATTERNS = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench night", description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="input records (default 1,000,000)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 records, 500 per shard")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 records, 500 a shard, 2,000/s")
     parser.add_argument("--text-bytes", type=int, default=1000, help="text per record (default 1000)")
     parser.add_argument(
         "--shard-requests", type=int, default=MAX_REQUESTS_PER_SHARD, help="most requests per shard"
@@ -78,14 +79,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
     parser.add_argument("--max-rounds", type=int, default=2, help="rounds, the first submission included")
     parser.add_argument("--retries", type=int, default=0, help="Airflow retries of each task")
+    parser.add_argument("--retry-delay", type=float, default=30.0, help="seconds before a retry")
     parser.add_argument("--no-deferrable", action="store_true", help="wait in the task, not in a trigger")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "night")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
+    if args.quick:  # the smoke run's sizes, unless given on the command line
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     return args
 
 
@@ -115,7 +117,8 @@ def run_dag(args: argparse.Namespace, workdir: Path, source: Path, base_url: str
     command = [sys.executable, "-m", "bench.night_run", "--workdir", str(workdir), "--records", str(source)]
     command += ["--base-url", base_url, "--api-key", API_KEY, "--shard-requests", str(args.shard_requests)]
     command += ["--max-rounds", str(args.max_rounds), "--poll-interval", repr(args.poll_interval)]
-    command += ["--retries", str(args.retries), "--deferrable", str(not args.no_deferrable)]
+    command += ["--retries", str(args.retries), "--retry-delay", repr(args.retry_delay)]
+    command += ["--deferrable", str(not args.no_deferrable)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
@@ -181,16 +184,26 @@ def breakdown(dag: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, A
     busy_seconds = sum(end - start for start, end in busy)
     phases: dict[str, dict[str, float]] = {}
     for task in dag["tasks"]:
-        name = PHASES.get(task["task_id"].rsplit(".", 1)[-1], "other tasks")
-        wall = task["end"] - task["start"]
-        phase = phases.setdefault(name, {"wall_seconds": 0.0, "outside_api_seconds": 0.0})
-        phase["wall_seconds"] += wall
-        phase["outside_api_seconds"] += wall - overlap(task["start"], task["end"], busy)
+        kind = task["task_id"].rsplit(".", 1)[-1]
+        own = PHASES.get(kind, "other tasks")
+        # A task's time goes to its phase, except its time in triggers when it is not a wait: a submit
+        # deferred until the queue has room is waiting, not submitting.
+        deferred = [] if kind == "wait" else task["triggers"]
+        parts = [(own, task["start"], task["end"], 1.0)]
+        parts += [(PHASES.get(f"{kind} deferred", f"{kind}, deferred"), s, e, 1.0) for s, e in deferred]
+        parts += [(own, s, e, -1.0) for s, e in deferred]
+        for name, start, end, sign in parts:
+            phase = phases.setdefault(name, {"wall_seconds": 0.0, "outside_api_seconds": 0.0})
+            phase["wall_seconds"] += sign * (end - start)
+            phase["outside_api_seconds"] += sign * (end - start - overlap(start, end, busy))
     total = finish - begin
     outside = total - busy_seconds
     in_tasks = sum(phase["outside_api_seconds"] for phase in phases.values())
     between = total - sum(phase["wall_seconds"] for phase in phases.values())
-    phases["Airflow between tasks"] = {"wall_seconds": between, "outside_api_seconds": outside - in_tasks}
+    phases["Airflow between tasks (retry delays included)"] = {
+        "wall_seconds": between,
+        "outside_api_seconds": outside - in_tasks,
+    }
     return {
         "dag_wall_seconds": total,
         "dag_file_import_seconds": begin - dag["started"],
@@ -216,10 +229,13 @@ def per_task(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["cpu_seconds"] = round(row.get("cpu_seconds", 0.0) + task["cpu_seconds"], 2)
         row["deferrals"] = row.get("deferrals", 0) + task["deferrals"]
         row["trigger_seconds"] = round(row.get("trigger_seconds", 0.0) + task["trigger_seconds"], 2)
-        row["extra_tries"] = row.get("extra_tries", 0) + max(0, task["try_number"] - 1)
+        row.setdefault("map_indexes", set()).add(task["map_index"])
         row["peak_rss_mib"] = max(row.get("peak_rss_mib", 0.0), task["peak_rss_mib"])
         row["start_rss_mib"] = max(row.get("start_rss_mib", 0.0), task["start_rss_mib"])
         row["states"] = sorted(set(row.get("states", [])) | {task["state"]})
+    for row in rows.values():  # each try is a run of its own; a resumption after deferral is not
+        row["extra_tries"] = row["instances"] - len(row.pop("map_indexes"))
+        row["instances"] -= row["extra_tries"]
     return list(rows.values())
 
 

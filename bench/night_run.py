@@ -33,7 +33,7 @@ from airflow.sdk import DAG
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 
 with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-         default_args={{"retries": {retries}}}) as dag:
+         default_args={{"retries": {retries}, "retry_delay": {retry_delay}}}) as dag:
     claude_batch_pipeline(
         source={source!r},
         storage={storage!r},
@@ -69,8 +69,7 @@ def measure_tasks(dag_module: Any, tasks: list[dict[str, Any]]) -> None:
         try:
             return run_trigger(trigger, task_sdk_ti)
         finally:
-            current["deferrals"] = current.get("deferrals", 0) + 1
-            current["trigger_seconds"] = current.get("trigger_seconds", 0.0) + time.time() - started
+            current.setdefault("triggers", []).append([started, time.time()])
 
     def timed_task(*, ti: Any, task: Any, run_triggerer: bool = False) -> Any:
         current.clear()
@@ -92,8 +91,11 @@ def measure_tasks(dag_module: Any, tasks: list[dict[str, Any]]) -> None:
                     "cpu_seconds": round(time.process_time() - cpu, 3),
                     "start_rss_mib": _mib(start_rss),
                     "peak_rss_mib": _mib(status_kib("VmHWM")),
-                    "deferrals": current.get("deferrals", 0),
-                    "trigger_seconds": round(current.get("trigger_seconds", 0.0), 3),
+                    "deferrals": len(current.get("triggers", [])),
+                    "trigger_seconds": round(
+                        sum(end - start for start, end in current.get("triggers", [])), 3
+                    ),
+                    "triggers": current.get("triggers", []),
                 }
             )
 
@@ -110,6 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         DAG_TEXT.format(
             dag_id=DAG_ID,
             retries=args.retries,
+            retry_delay=f"pendulum.duration(seconds={args.retry_delay!r})",
             source=f"file://{args.records}",
             storage=f"file://{workdir / 'runs'}",
             model=MODEL,
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, required=True)
     parser.add_argument("--poll-interval", type=float, required=True)
     parser.add_argument("--retries", type=int, default=0)
+    parser.add_argument("--retry-delay", type=float, default=30.0)
     parser.add_argument("--deferrable", type=lambda text: text == "True", default=True)
     result = run(parser.parse_args())
     print("\n" + json.dumps(result), flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_night import overlap, union
+from bench.bench_night import breakdown, overlap, union
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +22,38 @@ def test_union_merges_overlapping_intervals_and_overlap_counts_inside_only():
     assert busy == [(0.0, 3.0), (5.0, 8.0)]
     assert overlap(2.0, 6.0, busy) == 2.0
     assert overlap(3.0, 5.0, busy) == 0.0
+
+
+def test_a_deferred_submit_counts_as_waiting_for_the_queue_not_as_submitting():
+    def task(task_id, start, end, triggers=()):
+        return {"task_id": f"g.round_0.{task_id}", "start": start, "end": end, "triggers": list(triggers)}
+
+    dag = {
+        "started": 0.0,
+        "dag_started": 1.0,
+        "finished": 31.0,
+        "tasks": [
+            task("build", 1.0, 5.0),
+            task("submit", 5.0, 20.0, [(6.0, 18.0)]),  # deferred 12 s while the first batch processed
+            task("wait", 20.0, 26.0, [(20.5, 25.5)]),
+            task("report", 27.0, 30.0),
+        ],
+    }
+    batches = [{"created_at": "1970-01-01T00:00:05Z", "ended_at": "1970-01-01T00:00:22Z"}]
+    split = breakdown(dag, batches)
+    phases = split["phases"]
+    assert split["api_processing_seconds"] == 17.0
+    assert phases["submit"] == {"wall_seconds": 3.0, "outside_api_seconds": 0.0}
+    assert phases["submit, deferred (waiting for the queue)"] == {
+        "wall_seconds": 12.0,
+        "outside_api_seconds": 0.0,
+    }
+    assert phases["waiting/polling"] == {"wall_seconds": 6.0, "outside_api_seconds": 4.0}
+    assert phases["Airflow between tasks (retry delays included)"] == {
+        "wall_seconds": 2.0,
+        "outside_api_seconds": 2.0,
+    }
+    assert split["outside_api_seconds"] == 13.0  # build 4, wait 4, report 3, between tasks 2
 
 
 @pytest.mark.airflow
