@@ -179,7 +179,11 @@ class _Emulator:
         version = check_headers(request.headers)
         workspace = workspace_of(api_key)
         if batches:
-            self.batch_rpm.admit(workspace, self.engine.clock())
+            try:
+                self.batch_rpm.admit(workspace, self.engine.clock())
+            except ApiError:
+                self.stats.add("rpm_limited")
+                raise
         self.stats.add(counter)
         failure = self.faults.take_failure(endpoint)
         if failure is not None:
@@ -255,14 +259,19 @@ def _add_batch_routes(app: FastAPI, emulator: _Emulator) -> None:
     async def create_batch(request: Request) -> Response:
         caller = await emulator.gate(request, "create", "creates_received")
         body = await emulator.read_body(request)
-        batch = await run_in_threadpool(
-            engine.create,
-            body,
-            caller.api_key,
-            _base_url(request),
-            emulator.faults.take_batch_faults,
-            caller.version,
-        )
+        try:
+            batch = await run_in_threadpool(
+                engine.create,
+                body,
+                caller.api_key,
+                _base_url(request),
+                emulator.faults.take_batch_faults,
+                caller.version,
+            )
+        except ApiError as refused:
+            if refused.error_type == "rate_limit_error":
+                emulator.stats.add("queue_limited")
+            raise
         emulator.stats.add("batches_created")
         lost = emulator.faults.take_lost_create()
         if lost == "error":

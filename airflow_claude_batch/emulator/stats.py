@@ -1,4 +1,6 @@
-"""Counters of what the emulator was asked, for tests that prove a shard is submitted at most once."""
+"""Counters of what the emulator was asked, for tests that prove a shard is submitted at most once, and
+of the calls it refused with 429: ``rpm_limited`` (over the per-minute limit; not counted as the call)
+and ``queue_limited`` (a create over the queue limit; counted in ``creates_received`` too)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ COUNTERS = (
     "models",
     "auth_failures",
     "faults_fired",
+    "rpm_limited",
+    "queue_limited",
 )
 
 

@@ -62,6 +62,9 @@ def test_the_queue_limit_refuses_a_create_that_would_exceed_it(clock):
         client.messages.batches.create(requests=requests(2))  # exactly at the limit
         clock.advance(10.0)  # the batches end and leave the queue
         client.messages.batches.create(requests=requests(5))
+        stats = server.app.state.emulator.stats.snapshot()
+        assert (stats["queue_limited"], stats["creates_received"], stats["batches_created"]) == (1, 4, 3)
+        assert stats["rpm_limited"] == 0
 
 
 def test_a_queue_refusal_asks_for_the_configured_wait_in_whole_seconds(clock):
@@ -90,6 +93,8 @@ def test_the_rpm_limit_counts_every_batch_endpoint(clock):
         client.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}])
         clock.advance(40.0)
         client.messages.batches.retrieve(batch.id)
+        stats = server.app.state.emulator.stats.snapshot()
+        assert (stats["rpm_limited"], stats["retrieves"], stats["queue_limited"]) == (1, 2, 0)
 
 
 def test_limits_are_off_by_default(emulator):
