@@ -211,6 +211,8 @@ class CoalescedPoller:
             results = await asyncio.gather(*(self._retrieve(batch_id) for batch_id in due))
             cycle.calls += len(due)
             for batch_id, snapshot in zip(due, results, strict=True):
+                if snapshot.batch is not None:
+                    self._learn_created_at(batch_id, snapshot.batch)
                 cycle.handouts += [(watch, snapshot) for watch in by_batch[batch_id]]
         await self._hand_out(cycle)
         self._not_before = cycle.started + self.budget.min_gap(cycle.calls)
@@ -251,12 +253,16 @@ class CoalescedPoller:
                 continue
             batch_id = watches[0].batch_id
             cycle.seen.add(batch_id)
-            if batch_id not in self._created_at:
-                created_at = parse_timestamp(batch.get("created_at"))
-                if created_at is not None:
-                    self._created_at[batch_id] = created_at
+            self._learn_created_at(batch_id, batch)
             snapshot = Snapshot(batch=batch)
             cycle.handouts += [(watch, snapshot) for watch in watches]
+
+    def _learn_created_at(self, batch_id: str, batch: dict[str, Any]) -> None:
+        """Remember when the batch was created: how far back the next cycles page for it."""
+        if batch_id not in self._created_at and batch_id in self._watchers_of:
+            created_at = parse_timestamp(batch.get("created_at"))
+            if created_at is not None:
+                self._created_at[batch_id] = created_at
 
     async def _hand_out(self, cycle: _Cycle) -> None:
         handouts, cycle.handouts = cycle.handouts, []
