@@ -190,7 +190,8 @@ class CoalescedPoller:
                 except TimeoutError:
                     pass
             self._planned = float("-inf")  # no wake-ups while the cycle runs
-            await self._cycle(waiting)
+            # Every trigger waiting now, those that joined while the poller slept included.
+            await self._cycle([watch for watch in self._watches.values() if watch.waiting])
 
     async def _cycle(self, waiting: list[Watch]) -> None:
         by_batch: dict[str, list[Watch]] = defaultdict(list)
@@ -215,6 +216,14 @@ class CoalescedPoller:
                     self._learn_created_at(batch_id, snapshot.batch)
                 cycle.handouts += [(watch, snapshot) for watch in by_batch[batch_id]]
         await self._hand_out(cycle)
+        log.debug(
+            "Polled %d batches through connection %r in %d calls (%d due, %d retrieved).",
+            len(by_batch),
+            self.conn_id,
+            cycle.calls,
+            len(due),
+            0 if error is not None and error.kind not in _LIST_UNSERVED else len(due),
+        )
         self._not_before = cycle.started + self.budget.min_gap(cycle.calls)
         if error is not None and error.retry_after is not None:
             self._not_before = max(self._not_before, time.time() + error.retry_after)
