@@ -63,7 +63,8 @@ class ClaudeBatchTrigger(BaseTrigger):
 
     :param batch_id: the batch to wait for.
     :param conn_id: the Claude connection to poll through.
-    :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter.
+    :param poll_interval: seconds between looks at the batch (any positive value), spread by 10 %
+        jitter. A look may come sooner, at no cost, when the shared poller lists the batch anyway.
     :param end_time: the wall-clock deadline, epoch seconds. It is serialized as given, so a trigger
         re-created after a triggerer restart keeps it. ``None``: the latest expiry a batch can have
         from now plus one hour, fixed at construction.
