@@ -204,7 +204,8 @@ class CoalescedPoller:
             for batch_id, watches in by_batch.items()
             if batch_id not in cycle.seen and any(watch.due_at <= cycle.started for watch in watches)
         ]
-        if error is not None and (error.transient or error.kind not in _LIST_UNSERVED):
+        retrieve = error is None or (not error.transient and error.kind in _LIST_UNSERVED)
+        if not retrieve:
             # The retrieves would fail alike: the due triggers back off (or fail) on the list's error.
             failed = Snapshot(error=error)
             cycle.handouts += [(watch, failed) for batch_id in due for watch in by_batch[batch_id]]
@@ -217,12 +218,12 @@ class CoalescedPoller:
                 cycle.handouts += [(watch, snapshot) for watch in by_batch[batch_id]]
         await self._hand_out(cycle)
         log.debug(
-            "Polled %d batches through connection %r in %d calls (%d due, %d retrieved).",
+            "Polled %d batches through connection %r in %d calls (%d not listed and due, %s).",
             len(by_batch),
             self.conn_id,
             cycle.calls,
             len(due),
-            0 if error is not None and error.kind not in _LIST_UNSERVED else len(due),
+            "retrieved" if retrieve else f"not retrieved: {error.describe() if error else ''}",
         )
         self._not_before = cycle.started + self.budget.min_gap(cycle.calls)
         if error is not None and error.retry_after is not None:
