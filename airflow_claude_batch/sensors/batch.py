@@ -108,9 +108,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
     :param shard: the shard's descriptor (templated), with its ``batch_id``; give this or ``batch_id``.
     :param conn_id: the Claude connection (templated).
     :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter (default:
-        ``[claude_batch] poll_interval``, 60). Every
-        poll counts against the organisation's batch requests-per-minute limit, which creates and
-        result downloads share: with hundreds of shards, keep the default minute.
+        ``[claude_batch] poll_interval``, 60). Deferred, the waits of one triggerer share one poller
+        that lists their batches a thousand a call, within ``[claude_batch] batch_rpm_limit`` x
+        ``poll_rpm_share``; from the worker, every poll is one call against that limit.
     :param deferrable: hand the wait to the triggerer (default: ``[operators] default_deferrable``).
     :param cancel_on_timeout: when the deadline passes, cancel the batch (``True``) or leave it
         running (``False``, the default: it still ends by itself at its expiry).
