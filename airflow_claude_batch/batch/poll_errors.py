@@ -1,22 +1,21 @@
 """Why a poll failed: API and connection errors reduced to what the waiting logic needs.
 
 :func:`poll_error_from_exception` turns what the SDK (or this package's hook) raised into a
-:class:`PollError`; :func:`parse_batch` reads a poll's body; :func:`parse_retry_after` reads the
-``retry-after`` the API asked for. No I/O: the trigger, the sensor and the hook call them.
+:class:`PollError` (with the ``retry-after`` the API asked for); :func:`parse_batch` reads a poll's
+body. No I/O: the trigger, the sensor and the hook call them.
 """
 
 from __future__ import annotations
 
-import email.utils
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timezone
 from typing import Any
 
 import anthropic
 import orjson
 
+from airflow_claude_batch.batch.polling import parse_retry_after
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
 
 # HTTP statuses a later poll may not see again; 408/409 are retried by the SDK itself for the same reason.
@@ -75,41 +74,6 @@ class PollError:
         if self.retry_after is not None:
             parts.append(f"retry-after {self.retry_after:g} s")
         return ", ".join(parts)
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float) -> float | None:
-    """Return the seconds to wait that the response asked for, or ``None``.
-
-    Reads ``retry-after-ms`` first (milliseconds), then ``retry-after`` (seconds or an HTTP date).
-    """
-    if not headers:
-        return None
-    lowered = {key.lower(): value for key, value in headers.items()}
-    millis = _as_float(lowered.get("retry-after-ms"))
-    if millis is not None and millis >= 0:
-        return millis / 1000.0
-    raw = lowered.get("retry-after")
-    seconds = _as_float(raw)
-    if seconds is not None:
-        return max(seconds, 0.0)
-    if raw:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(when.timestamp() - now, 0.0)
-    return None
-
-
-def _as_float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 def poll_error_from_exception(exc: BaseException, *, now: float) -> PollError | None:

@@ -22,16 +22,19 @@ Errors are classified in :mod:`.poll_errors`; the lines a person reads are in :m
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_claude_batch.batch.limits import BATCH_WINDOW_SECONDS
-from airflow_claude_batch.batch.poll_errors import PollError
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.batch.poll_errors import PollError
 
 #: ``uniform(low, high)``: the source of jitter, injectable so that decisions are reproducible in tests.
 Uniform = Callable[[float, float], float]
@@ -188,7 +191,7 @@ def _clip_to_deadline(delay: float, *, now: float, end_time: float) -> float:
     return max(0.0, min(delay, end_time - now))
 
 
-# --- deadlines -------------------------------------------------------------------------------------
+# --- deadlines, and the times the API sends ----------------------------------------------------------
 
 
 def default_end_time(batch: Mapping[str, Any] | None, *, margin: float, now: float) -> float:
@@ -218,3 +221,38 @@ def parse_timestamp(value: Any) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float) -> float | None:
+    """Return the seconds to wait that the response asked for, or ``None``.
+
+    Reads ``retry-after-ms`` first (milliseconds), then ``retry-after`` (seconds or an HTTP date).
+    """
+    if not headers:
+        return None
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = _as_float(lowered.get("retry-after-ms"))
+    if millis is not None and millis >= 0:
+        return millis / 1000.0
+    raw = lowered.get("retry-after")
+    seconds = _as_float(raw)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    if raw:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(when.timestamp() - now, 0.0)
+    return None
+
+
+def _as_float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

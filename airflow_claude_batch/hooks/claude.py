@@ -57,7 +57,7 @@ from anthropic.types.messages import MessageBatch
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_claude_batch.batch.create_body import iter_batch_body, sent_body_size
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
-from airflow_claude_batch.batch.poll_errors import parse_retry_after
+from airflow_claude_batch.batch.polling import parse_retry_after
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, iter_records
 from airflow_claude_batch.batch.storage import StoragePath
 from airflow_claude_batch.compat import aget_connection, connection_form_widgets

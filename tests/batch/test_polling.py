@@ -15,7 +15,6 @@ from airflow_claude_batch.batch.poll_errors import (
     ErrorKind,
     PollError,
     parse_batch,
-    parse_retry_after,
     poll_error_from_exception,
 )
 from airflow_claude_batch.batch.poll_messages import (
@@ -34,6 +33,7 @@ from airflow_claude_batch.batch.polling import (
     error_backoff,
     first_poll_delay,
     jittered_interval,
+    parse_retry_after,
     parse_timestamp,
 )
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
