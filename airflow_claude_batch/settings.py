@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.batch.coalesced_polling import PollBudget
 
 SECTION = "claude_batch"
 
@@ -54,6 +57,24 @@ OPTIONS: tuple[Option, ...] = (
         "300",
         "Default seconds between polls of a batch, for the wait sensor and the sample DAGs. Every poll "
         "counts against the organisation's batch requests-per-minute limit.",
+    ),
+    Option(
+        "batch_rpm_limit",
+        "float",
+        "50",
+        "1000",
+        "The organisation's requests-per-minute limit for the Message Batches API (50 to 4,000 by tier; "
+        "every batch endpoint counts against it). The triggerer's poller stays within "
+        "poll_rpm_share of it.",
+    ),
+    Option(
+        "poll_rpm_share",
+        "float",
+        "0.5",
+        "0.25",
+        "The share (above 0, at most 1) of batch_rpm_limit that polling from one triggerer process may "
+        "use; the rest is left for creates, cancels and results downloads. With several triggerers or "
+        "deployments on one organisation, split it between them.",
     ),
     Option(
         "batch_link",
@@ -125,6 +146,22 @@ def poll_interval() -> float:
         raise ValueError(
             f"[{SECTION}] poll_interval (or CLAUDE_BATCH_POLL_INTERVAL) is {value!r}: give seconds, e.g. 60."
         ) from None
+
+
+def poll_budget() -> PollBudget:
+    """The polling rate budget (``[claude_batch] batch_rpm_limit`` and ``poll_rpm_share``)."""
+    from airflow_claude_batch.batch.coalesced_polling import PollBudget
+
+    values = {}
+    for name in ("batch_rpm_limit", "poll_rpm_share"):
+        value = get_setting(name) or _BY_NAME[name].default
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"[{SECTION}] {name} (or {_BY_NAME[name].env_var}) is {value!r}: give a number."
+            ) from None
+    return PollBudget(rpm_limit=values["batch_rpm_limit"], share=values["poll_rpm_share"])
 
 
 def prices_file() -> str | None:

@@ -174,6 +174,7 @@ def _child_env(
     if base_url is not None and api_key is not None:
         connection = {"conn_type": "claude_batch", "host": base_url, "password": api_key}
         env["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"] = json.dumps(connection)
+        env["CLAUDE_BATCH_BATCH_RPM_LIMIT"] = "60000"  # the emulator has no rate limit of its own
     if tickets is not None:
         env["AIRFLOW_VAR_CLAUDE_BATCH_TICKETS"] = tickets.resolve().as_uri()
     return env

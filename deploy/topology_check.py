@@ -197,6 +197,7 @@ class Topology:
             "AIRFLOW_VAR_CLAUDE_BATCH_STORAGE": f"s3://{BUCKET}/{STORAGE_PREFIX}",
             "CLAUDE_BATCH_STORAGE_CONN_ID": "aws_default",
             "CLAUDE_BATCH_POLL_INTERVAL": "2",
+            "CLAUDE_BATCH_BATCH_RPM_LIMIT": "4000",
             # No instance-metadata lookups: the credentials are in the connection.
             "AWS_EC2_METADATA_DISABLED": "true",
             "NO_PROXY": "127.0.0.1,localhost",

@@ -16,8 +16,17 @@ from airflow_claude_batch.operators.fanout import load_prices
 
 def test_the_section_is_declared_in_the_provider_info() -> None:
     options = get_provider_info()["config"]["claude_batch"]["options"]
-    assert {"prices_file", "poll_interval", "storage_conn_id", "source_conn_id"} <= set(options)
+    assert {
+        "prices_file",
+        "poll_interval",
+        "batch_rpm_limit",
+        "poll_rpm_share",
+        "storage_conn_id",
+        "source_conn_id",
+    } <= set(options)
     assert options["poll_interval"]["default"] == "60"
+    assert options["batch_rpm_limit"]["default"] == "50"
+    assert options["poll_rpm_share"]["default"] == "0.5"
 
 
 def test_airflow_config_list_shows_the_section() -> None:
@@ -71,3 +80,29 @@ def test_the_configured_prices_file_is_laid_over_the_shipped_prices(monkeypatch,
     assert "claude-test-model" in load_prices(None, None).models
     monkeypatch.delenv("AIRFLOW__CLAUDE_BATCH__PRICES_FILE")
     assert "claude-test-model" not in load_prices(None, None).models
+
+
+def test_the_poll_budget_comes_from_the_section_and_its_environment_variables(monkeypatch) -> None:
+    monkeypatch.delenv("CLAUDE_BATCH_BATCH_RPM_LIMIT", raising=False)
+    monkeypatch.delenv("CLAUDE_BATCH_POLL_RPM_SHARE", raising=False)
+    budget = settings.poll_budget()
+    assert (budget.rpm_limit, budget.share) == (50.0, 0.5)
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__BATCH_RPM_LIMIT", "1000")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__POLL_RPM_SHARE", "0.25")
+    assert settings.poll_budget().calls_per_minute == 250.0
+    monkeypatch.setenv("CLAUDE_BATCH_BATCH_RPM_LIMIT", "4000")
+    assert settings.poll_budget().rpm_limit == 4000.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CLAUDE_BATCH_BATCH_RPM_LIMIT", "lots", r"\(or CLAUDE_BATCH_BATCH_RPM_LIMIT\) is 'lots'"),
+        ("CLAUDE_BATCH_POLL_RPM_SHARE", "1.5", r"poll_rpm_share must be above 0 and at most 1"),
+        ("CLAUDE_BATCH_BATCH_RPM_LIMIT", "0", r"batch_rpm_limit must be a positive number"),
+    ],
+)
+def test_a_bad_poll_budget_says_which_option(monkeypatch, name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        settings.poll_budget()

@@ -17,6 +17,7 @@ Rules, in order:
 - Anything else (an unknown batch, a rejected key, a malformed request) is not transient: ``FAIL``.
 
 Polling failures never lead to cancelling the batch: only the deadline can, and only when asked to.
+Errors are classified in :mod:`.poll_errors`; the lines a person reads are in :mod:`.poll_messages`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
-
-import anthropic
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from airflow_claude_batch.batch.limits import BATCH_WINDOW_SECONDS
-from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.batch.poll_errors import PollError
 
 #: ``uniform(low, high)``: the source of jitter, injectable so that decisions are reproducible in tests.
 Uniform = Callable[[float, float], float]
@@ -43,16 +43,10 @@ DEFAULT_POLL_INTERVAL_S = 60.0
 DEFAULT_JITTER = 0.1
 DEFAULT_MAX_ERROR_DELAY_S = 600.0
 DEFAULT_DEADLINE_MARGIN_S = 3600.0
-PROGRESS_LOG_EVERY_S = 600.0
 
 ENDED = "ended"
 IN_PROGRESS = "in_progress"
 CANCELING = "canceling"
-REQUEST_COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
-
-# HTTP statuses a later poll may not see again; 408/409 are retried by the SDK itself for the same reason.
-_TRANSIENT_STATUSES = frozenset({408, 409, 429})
-_OVERLOADED_STATUS = 529
 
 
 class PollAction(str, enum.Enum):
@@ -62,59 +56,6 @@ class PollAction(str, enum.Enum):
     DONE = "done"
     DEADLINE = "deadline"
     FAIL = "fail"
-
-
-class ErrorKind(str, enum.Enum):
-    """Why a poll failed, as far as the waiting logic cares."""
-
-    RATE_LIMITED = "rate_limited"
-    OVERLOADED = "overloaded"
-    SERVER_ERROR = "server_error"
-    CONNECTION = "connection"
-    NOT_FOUND = "not_found"
-    AUTH = "auth"
-    #: The Airflow connection itself is missing or unusable (nothing was sent to the API).
-    CONNECTION_CONFIG = "connection_config"
-    REJECTED = "rejected"
-
-    @property
-    def transient(self) -> bool:
-        return self in _TRANSIENT_KINDS
-
-
-_TRANSIENT_KINDS = frozenset(
-    {ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION}
-)
-
-
-@dataclass(frozen=True)
-class PollError:
-    """A failed poll, reduced to what the decision needs.
-
-    :param kind: the class of failure.
-    :param status: the HTTP status, when there was a response.
-    :param retry_after: seconds the API asked to wait (``retry-after`` / ``retry-after-ms``), if any.
-    :param detail: a short, secret-free description (the API's error type, or the exception's class).
-    """
-
-    kind: ErrorKind
-    status: int | None = None
-    retry_after: float | None = None
-    detail: str = ""
-
-    @property
-    def transient(self) -> bool:
-        return self.kind.transient
-
-    def describe(self) -> str:
-        parts = [self.kind.value.replace("_", " ")]
-        if self.status is not None:
-            parts.append(f"HTTP {self.status}")
-        if self.detail:
-            parts.append(self.detail)
-        if self.retry_after is not None:
-            parts.append(f"retry-after {self.retry_after:g} s")
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -250,7 +191,7 @@ def _clip_to_deadline(delay: float, *, now: float, end_time: float) -> float:
     return max(0.0, min(delay, end_time - now))
 
 
-# --- deadlines -------------------------------------------------------------------------------------
+# --- deadlines, and the times the API sends ----------------------------------------------------------
 
 
 def default_end_time(batch: Mapping[str, Any] | None, *, margin: float, now: float) -> float:
@@ -315,217 +256,3 @@ def _as_float(value: str | None) -> float | None:
         return float(value)
     except ValueError:
         return None
-
-
-# --- errors ----------------------------------------------------------------------------------------
-
-
-def poll_error_from_exception(exc: BaseException, *, now: float) -> PollError | None:
-    """Classify what a poll raised; ``None`` when it is not an API or connection failure (a bug).
-
-    :param exc: an ``anthropic`` exception, or one of this package's (``BatchNotFoundError``,
-        ``ConnectionConfigError``) when the call went through the hook.
-    :param now: the current time, epoch seconds, to read an HTTP-date ``retry-after``.
-    """
-    if isinstance(exc, BatchNotFoundError):
-        return PollError(ErrorKind.NOT_FOUND, status=404, detail="not_found_error")
-    if isinstance(exc, ConnectionConfigError):
-        return PollError(ErrorKind.AUTH, detail="connection rejected")
-    if isinstance(exc, anthropic.APIConnectionError):
-        timed_out = isinstance(exc, anthropic.APITimeoutError)
-        detail = "timed out" if timed_out else type(exc.__cause__ or exc).__name__
-        return PollError(ErrorKind.CONNECTION, detail=detail)
-    if isinstance(exc, anthropic.APIStatusError):
-        return _poll_error_from_status(
-            exc.status_code,
-            headers=exc.response.headers,
-            error_type=_api_error_type(exc.body),
-            now=now,
-        )
-    if isinstance(exc, anthropic.APIResponseValidationError):
-        return PollError(ErrorKind.REJECTED, status=exc.status_code, detail="unexpected response body")
-    return None
-
-
-def parse_batch(body: bytes) -> tuple[dict[str, Any] | None, PollError | None]:
-    """Return the batch from a poll's response body, or the error when it is not a batch object.
-
-    A gateway answering 200 with an HTML page, or anything but a JSON object, is not transient.
-    """
-    try:
-        batch = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        batch = None
-    if not isinstance(batch, dict):
-        return None, PollError(ErrorKind.REJECTED, status=200, detail="the answer is not a batch object")
-    return batch, None
-
-
-def _poll_error_from_status(
-    status: int, *, headers: Mapping[str, str], error_type: str, now: float
-) -> PollError:
-    retry_after = parse_retry_after(headers, now=now)
-    if status == 429:
-        kind = ErrorKind.RATE_LIMITED
-    elif status == _OVERLOADED_STATUS:
-        kind = ErrorKind.OVERLOADED
-    elif status >= 500 or status in _TRANSIENT_STATUSES:
-        kind = ErrorKind.SERVER_ERROR
-    elif status == 404:
-        kind = ErrorKind.NOT_FOUND
-    elif status in (401, 403):
-        kind = ErrorKind.AUTH
-    else:
-        kind = ErrorKind.REJECTED
-    return PollError(kind, status=status, retry_after=retry_after, detail=error_type)
-
-
-def _api_error_type(body: object) -> str:
-    """Return the API's error type (``rate_limit_error`` ...) from an error body, never its message."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("type"), str):
-            return inner["type"]
-    return ""
-
-
-# --- reporting -------------------------------------------------------------------------------------
-
-
-def request_counts(batch: Mapping[str, Any]) -> dict[str, int]:
-    """Return the batch's ``request_counts`` as five integers (missing ones as 0)."""
-    counts = batch.get("request_counts") or {}
-    return {key: int(counts.get(key) or 0) for key in REQUEST_COUNT_KEYS}
-
-
-@dataclass
-class ProgressLog:
-    """Which polls are worth a progress line: the first, each change of status, the last, and one
-    every ``every`` seconds in between, so that a day-long batch polled every minute logs about 150
-    lines, not 1,440. Failed polls are always worth a warning; they do not pass through here.
-
-    :param every: seconds between two progress lines while nothing changes.
-    """
-
-    every: float = PROGRESS_LOG_EVERY_S
-    _last_time: float | None = None
-    _last_status: str | None = None
-
-    def due(self, status: str | None, *, now: float, final: bool = False) -> bool:
-        """Return whether this poll gets a line, and remember it if so."""
-        due = (
-            final
-            or self._last_time is None
-            or status != self._last_status
-            or now - self._last_time >= self.every
-        )
-        if due:
-            self._last_time, self._last_status = now, status
-        return due
-
-
-def describe_progress(batch: Mapping[str, Any], *, now: float, end_time: float) -> str:
-    """Return one line a person can follow: status, requests, time running, time left.
-
-    Only ids, statuses, counts and times: never a prompt, an output or a key.
-    """
-    counts = request_counts(batch)
-    total = sum(counts.values())
-    parts = [f"batch {batch.get('id')} is {batch.get('processing_status')}", f"{total:,} requests"]
-    if batch.get("processing_status") == ENDED:
-        parts.append(", ".join(f"{counts[key]:,} {key}" for key in REQUEST_COUNT_KEYS if key != "processing"))
-    created_at = parse_timestamp(batch.get("created_at"))
-    if created_at is not None:
-        parts.append(f"running for {format_duration(now - created_at)}")
-    expires_at = parse_timestamp(batch.get("expires_at"))
-    if expires_at is not None and batch.get("processing_status") != ENDED:
-        parts.append(f"{format_duration(expires_at - now)} left before it expires")
-        parts.append(f"deadline in {format_duration(end_time - now)}")
-    return "; ".join(parts)
-
-
-def deadline_message(
-    batch_id: str,
-    *,
-    end_time: float,
-    last_status: str | None,
-    cancel_on_timeout: bool,
-    cancel_error: str | None = None,
-) -> str:
-    """Return the text of the error raised when the deadline passes: which batch, and what was done.
-
-    :param batch_id: the batch.
-    :param end_time: the deadline that passed, epoch seconds.
-    :param last_status: the status last seen (``None`` when no poll succeeded).
-    :param cancel_on_timeout: whether a cancel was asked for.
-    :param cancel_error: why the cancel failed, when it did.
-    """
-    deadline = datetime.fromtimestamp(end_time, tz=timezone.utc).isoformat(timespec="seconds")
-    seen = f"last seen {last_status}" if last_status else "its status could not be read"
-    head = f"Batch {batch_id} did not end before the wait's deadline {deadline} ({seen})."
-    if not cancel_on_timeout:
-        action = (
-            "It was left running (cancel_on_timeout=False): it ends by itself at its expiry; clear this "
-            "task to wait again, or cancel the batch if its results are no longer wanted."
-        )
-    elif cancel_error:
-        action = (
-            f"Cancelling it failed ({cancel_error}): the batch may still be running; cancel it by hand "
-            "if its results are no longer wanted."
-        )
-    elif last_status == CANCELING:
-        action = "It was already canceling; requests already processed are billed and kept in its results."
-    else:
-        action = (
-            "It was canceled (cancel_on_timeout=True): requests already processed are billed and kept in "
-            "its results, the rest end as canceled and can be requeued."
-        )
-    return f"{head} {action}"
-
-
-def failure_message(batch_id: str, *, conn_id: str, error: PollError) -> str:
-    """Return the text of the error raised when polling cannot succeed: which batch, which connection,
-    and what to do. The batch is never cancelled for it.
-
-    :param batch_id: the batch polled.
-    :param conn_id: the connection polled through.
-    :param error: the permanent failure.
-    """
-    if error.kind is ErrorKind.NOT_FOUND:
-        return (
-            f"Batch {batch_id} was not found through connection {conn_id!r} ({error.describe()}): check "
-            "that the id is right, that the connection's key belongs to the workspace that created it, "
-            "and that it was not deleted."
-        )
-    if error.kind is ErrorKind.CONNECTION_CONFIG:
-        return (
-            f"Connection {conn_id!r} could not be used to poll batch {batch_id} ({error.detail}): "
-            "nothing reached the API. Define or fix the connection where the waiting process reads "
-            "connections (the metadata database, an AIRFLOW_CONN_ variable or the secrets backend), then "
-            "clear this task to wait again. The batch was not canceled."
-        )
-    if error.kind is ErrorKind.AUTH:
-        return (
-            f"Connection {conn_id!r} was rejected while polling batch {batch_id} ({error.describe()}): "
-            "fix the connection's API key or base URL, then clear this task to wait again. The batch "
-            "was not canceled."
-        )
-    return (
-        f"Polling batch {batch_id} through connection {conn_id!r} failed ({error.describe()}). The "
-        "batch was not canceled; clear this task to wait again."
-    )
-
-
-def format_duration(seconds: float) -> str:
-    """Return ``1h02m``, ``4m05s``, ``12s`` or ``0.2s`` (``-`` in front when negative)."""
-    sign = "-" if seconds < 0 else ""
-    if abs(seconds) < 10:
-        return f"{sign}{abs(seconds):.1f}s"
-    total = int(abs(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{sign}{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{sign}{minutes}m{secs:02d}s"
-    return f"{sign}{secs}s"

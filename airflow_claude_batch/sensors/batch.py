@@ -4,7 +4,8 @@ Deferrable by default through ``[operators] default_deferrable``: the sensor rea
 fixes the wall-clock deadline (the batch's ``expires_at`` plus ``deadline_margin``) and hands over to
 :class:`~airflow_claude_batch.triggers.batch.ClaudeBatchTrigger`. With ``deferrable=False`` it polls
 from the worker, in ``mode="poke"`` (sleeping between polls) or ``mode="reschedule"`` (freeing the slot
-between polls). Both paths take their decisions from :mod:`airflow_claude_batch.batch.polling`.
+between polls, its calls in :mod:`.worker_calls`). Both paths take their decisions from
+:mod:`airflow_claude_batch.batch.polling`.
 
 It waits for a shard of the pipeline (``shard=``, the submit operator's descriptor) or for any batch
 (``batch_id=``), and honours the base sensor's ``timeout``, ``soft_fail``, ``mode`` and
@@ -24,26 +25,26 @@ from airflow.sdk import timezone
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from airflow_claude_batch import DEFAULT_CONN_ID, settings
+from airflow_claude_batch.batch.poll_errors import ErrorKind, PollError
+from airflow_claude_batch.batch.poll_messages import (
+    ProgressLog,
+    deadline_message,
+    describe_progress,
+    failure_message,
+    format_duration,
+    progress_line,
+    request_counts,
+)
 from airflow_claude_batch.batch.polling import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
     ENDED,
-    ErrorKind,
     PollAction,
     PollDecision,
-    PollError,
     PollPolicy,
-    ProgressLog,
-    deadline_message,
     decide_on_batch,
     decide_on_error,
     default_end_time,
-    describe_progress,
-    failure_message,
-    format_duration,
-    parse_batch,
-    poll_error_from_exception,
-    request_counts,
 )
 from airflow_claude_batch.compat import (
     AirflowException,
@@ -62,13 +63,13 @@ from airflow_claude_batch.exceptions import (
     InputError,
 )
 from airflow_claude_batch.links import ClaudeBatchLink
-from airflow_claude_batch.triggers.batch import (
-    CANCEL_ATTEMPTS,
-    CANCEL_MAX_PAUSE_S,
-    CANCEL_REQUEST_TIMEOUT_S,
-    POLL_REQUEST_TIMEOUT_S,
-    ClaudeBatchTrigger,
+from airflow_claude_batch.sensors.worker_calls import (
+    cancel_batch,
+    connection_base_url,
+    retrieve_batch,
+    worker_client,
 )
+from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
 
 if TYPE_CHECKING:
     import anthropic
@@ -107,9 +108,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
     :param shard: the shard's descriptor (templated), with its ``batch_id``; give this or ``batch_id``.
     :param conn_id: the Claude connection (templated).
     :param poll_interval: seconds between polls (any positive value), spread by 10 % jitter (default:
-        ``[claude_batch] poll_interval``, 60). Every
-        poll counts against the organisation's batch requests-per-minute limit, which creates and
-        result downloads share: with hundreds of shards, keep the default minute.
+        ``[claude_batch] poll_interval``, 60). Deferred, the waits of one triggerer share one poller
+        that lists their batches a thousand a call, within ``[claude_batch] batch_rpm_limit`` x
+        ``poll_rpm_share``; from the worker, every poll is one call against that limit.
     :param deferrable: hand the wait to the triggerer (default: ``[operators] default_deferrable``).
     :param cancel_on_timeout: when the deadline passes, cancel the batch (``True``) or leave it
         running (``False``, the default: it still ends by itself at its expiry).
@@ -159,7 +160,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         with self._soft_fail():
             self._resolve_batch_id()
-            ClaudeBatchLink.persist(context, base_url=self._base_url(), batch_id=self.batch_id)
+            base_url = connection_base_url(self.conn_id)
+            ClaudeBatchLink.persist(context, base_url=base_url, batch_id=self.batch_id)
             if self.deferrable:
                 return self._defer_unless_ended()
             return self._wait_in_worker(context)
@@ -189,7 +191,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
     # --- the two paths -----------------------------------------------------------------------------
 
     def _defer_unless_ended(self) -> dict[str, Any]:
-        batch, error = self._poll()
+        batch, error = retrieve_batch(self._client, self.batch_id)
         now = time.time()
         if batch is not None and batch.get("processing_status") == ENDED:
             self.log.info("%s.", describe_progress(batch, now=now, end_time=now))
@@ -231,7 +233,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         started = self._first_attempt_time(context, default=time.time())
         poke_count = 1
         while True:
-            batch, error = self._poll()
+            batch, error = retrieve_batch(self._client, self.batch_id)
             now = time.time()
             if error is None:
                 failures, last_batch = 0, batch
@@ -274,7 +276,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         last_status = last_batch.get("processing_status") if last_batch else None
         cancel_error = None
         if self.cancel_on_timeout and last_status != CANCELING:
-            cancel_error = self._cancel()
+            cancel_error = cancel_batch(self._client, self.batch_id)
         raise BatchDeadlineError(
             deadline_message(
                 self.batch_id,
@@ -289,50 +291,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     @cached_property
     def _client(self) -> anthropic.Anthropic:
-        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
-
-        # The SDK's own retries are off: the backoff between polls is decided here, and shared.
-        return ClaudeBatchHook(self.conn_id).get_conn().with_options(max_retries=0)
-
-    def _base_url(self) -> str:
-        """The connection's Base URL for the link; empty when the connection cannot be read (the first
-        poll then reports why)."""
-        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
-
-        try:
-            return ClaudeBatchHook(self.conn_id).settings.base_url
-        except Exception:
-            return ""
-
-    def _poll(self) -> tuple[dict[str, Any] | None, PollError | None]:
-        try:
-            response = self._client.messages.batches.with_raw_response.retrieve(
-                self.batch_id, timeout=POLL_REQUEST_TIMEOUT_S
-            )
-            body = response.read()
-        except Exception as exc:
-            error = poll_error_from_exception(exc, now=time.time())
-            if error is None:
-                raise
-            return None, error
-        return parse_batch(body)
-
-    def _cancel(self) -> str | None:
-        """Ask the API to cancel the batch; return ``None`` when it accepted, else why it did not."""
-        for attempt in range(1, CANCEL_ATTEMPTS + 1):
-            try:
-                self._client.messages.batches.with_raw_response.cancel(
-                    self.batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S
-                )
-                return None
-            except Exception as exc:
-                error = poll_error_from_exception(exc, now=time.time())
-                if error is None:
-                    return type(exc).__name__
-                if not error.transient or attempt == CANCEL_ATTEMPTS:
-                    return error.describe()
-                time.sleep(min(error.retry_after or attempt, CANCEL_MAX_PAUSE_S))
-        raise AssertionError("unreachable: the last attempt returns")
+        return worker_client(self.conn_id)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -424,14 +383,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
         progress: ProgressLog,
     ) -> None:
         # In reschedule mode each run is one poll: every run logs its line.
-        final = decision.action is not PollAction.WAIT
-        if not progress.due(batch.get("processing_status"), now=now, final=final):
-            return
-        line = describe_progress(batch, now=now, end_time=end_time)
-        if decision.action is PollAction.WAIT:
-            self.log.info("%s; next poll in %s.", line, format_duration(decision.delay))
-        else:
-            self.log.info("%s.", line)
+        line = progress_line(batch, decision, now=now, end_time=end_time, progress=progress)
+        if line is not None:
+            self.log.info("%s", line)
 
     def _log_failed_poll(self, error: PollError, decision: PollDecision, failures: int) -> None:
         if decision.action is PollAction.WAIT:

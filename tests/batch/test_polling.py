@@ -11,26 +11,30 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_claude_batch.batch.polling import (
+from airflow_claude_batch.batch.poll_errors import (
     ErrorKind,
-    PollAction,
     PollError,
-    PollPolicy,
+    parse_batch,
+    poll_error_from_exception,
+)
+from airflow_claude_batch.batch.poll_messages import (
     ProgressLog,
     deadline_message,
+    describe_progress,
+    format_duration,
+    request_counts,
+)
+from airflow_claude_batch.batch.polling import (
+    PollAction,
+    PollPolicy,
     decide_on_batch,
     decide_on_error,
     default_end_time,
-    describe_progress,
     error_backoff,
     first_poll_delay,
-    format_duration,
     jittered_interval,
-    parse_batch,
     parse_retry_after,
     parse_timestamp,
-    poll_error_from_exception,
-    request_counts,
 )
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
 

@@ -109,13 +109,13 @@ async def test_three_restarts_with_failing_polls_keep_the_deadline_and_never_cre
     batch_id = create_batch(tmp_path)
     deadline = time.time() + 600
     trigger = ClaudeBatchTrigger(batch_id=batch_id, poll_interval=0.05, end_time=deadline)
-    polls_before = held_emulator.stats()["retrieves"]
+    polls_before = held_emulator.stats()["lists"]  # the poller lists; a list showing the batch is a poll
 
     for kind in ("429", "reset", "529"):
         if kind == "reset":
-            held_emulator.transport.arm("retrieve", "reset", count=2)
+            held_emulator.transport.arm("list", "reset", count=2)
         else:
-            held_emulator.faults({"fail_next": {"endpoint": "retrieve", "status": int(kind), "count": 2}})
+            held_emulator.faults({"fail_next": {"endpoint": "list", "status": int(kind), "count": 2}})
         await run_briefly(trigger, 0.3)
         trigger = restarted(trigger)
         assert trigger.end_time == deadline
@@ -127,7 +127,7 @@ async def test_three_restarts_with_failing_polls_keep_the_deadline_and_never_cre
     figures.add("faults_injected", held_emulator.faults_fired + restarts)
     assert event["status"] == "success"
     assert event["end_time"] == deadline
-    assert stats["retrieves"] > polls_before
+    assert stats["lists"] > polls_before
     assert stats["creates_received"] == 1
     assert stats["cancels"] == 0
 

@@ -15,8 +15,9 @@ from airflow.serialization.serialized_objects import BaseSerialization
 from airflow.triggers.base import TriggerEvent
 from structlog.testing import capture_logs
 
-from airflow_claude_batch.batch.polling import ProgressLog
+from airflow_claude_batch.batch.poll_messages import ProgressLog
 from airflow_claude_batch.triggers import batch as trigger_module
+from airflow_claude_batch.triggers import clients as clients_module
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
 from tests.triggers.emulator_batches import create_batch, wait_until_ended
 
@@ -56,7 +57,8 @@ async def test_a_batch_that_ends_fires_success_with_its_counts(emulator) -> None
         "expired": 0,
     }
     stats = emulator.stats()
-    assert stats["retrieves"] >= 2  # it saw the batch running, then ended
+    assert stats["lists"] >= 2  # it saw the batch running, then ended, on the poller's lists
+    assert stats["retrieves"] == 0  # the list showed it: no call of its own
     assert stats["cancels"] == 0
 
 
@@ -75,7 +77,7 @@ async def test_a_batch_that_ends_fires_success_with_its_counts(emulator) -> None
 async def test_transient_errors_are_waited_out_and_never_cancel(emulator, fault: dict, logged: str) -> None:
     emulator.faults({"processing_seconds": 0.3})
     batch_id = create_batch(emulator)
-    emulator.faults({"fail_next": {"endpoint": "retrieve", **fault}})
+    emulator.faults({"fail_next": {"endpoint": "list", **fault}})
 
     with capture_logs() as logs:
         event = await first_event(trigger_for(batch_id))
@@ -84,7 +86,7 @@ async def test_transient_errors_are_waited_out_and_never_cancel(emulator, fault:
     assert event["request_counts"]["succeeded"] == 3
     stats = emulator.stats()
     assert stats["faults_fired"] == fault["count"]
-    assert stats["retrieves"] >= fault["count"] + 1
+    assert stats["lists"] >= fault["count"] + 1
     assert stats["cancels"] == 0
     warnings = [
         entry["event"]
@@ -197,14 +199,14 @@ async def test_a_triggerer_restart_keeps_the_deadline_and_never_cancels(emulator
     # The triggerer stops: it cancels the running task, then calls cleanup().
     running = asyncio.ensure_future(anext(first.run()))
     for _ in range(600):  # until it polled once (the first poll builds the shared client)
-        if emulator.stats()["retrieves"] or running.done():
+        if emulator.stats()["lists"] or running.done():
             break
         await asyncio.sleep(0.05)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
     await first.cleanup()
-    retrieves_before_restart = emulator.stats()["retrieves"]
+    lists_before_restart = emulator.stats()["lists"]
 
     classpath, kwargs = first.serialize()
     second = import_string(classpath)(**kwargs)
@@ -213,7 +215,7 @@ async def test_a_triggerer_restart_keeps_the_deadline_and_never_cancels(emulator
     assert second.end_time == first.end_time
     assert event["status"] == "success"
     assert event["end_time"] == first.end_time
-    assert retrieves_before_restart >= 1
+    assert lists_before_restart >= 1
     assert emulator.stats()["cancels"] == 0
 
 
@@ -286,7 +288,8 @@ async def test_progress_is_logged_at_most_once_per_poll_without_the_key(emulator
     assert event["status"] == "success"
     messages = [str(entry["event"]) for entry in logs]
     progress = [message for message in messages if message.startswith(f"batch {batch_id} is")]
-    assert len(progress) == emulator.stats()["retrieves"]
+    stats = emulator.stats()
+    assert len(progress) == stats["lists"] + stats["retrieves"]
     running = [line for line in progress if "in_progress; 5 requests; running for" in line]
     assert running
     assert all("left before it expires" in line for line in running)
@@ -305,7 +308,7 @@ async def test_unchanged_polls_are_not_logged_every_time(emulator) -> None:
     assert event["status"] == "success"
     progress = [str(entry["event"]) for entry in logs if str(entry["event"]).startswith(f"batch {batch_id}")]
     # The first poll and the end, not one line per poll.
-    assert emulator.stats()["retrieves"] > 3
+    assert emulator.stats()["lists"] > 3
     assert len(progress) == 2
     assert "in_progress" in progress[0]
     assert "ended" in progress[1]
@@ -313,13 +316,13 @@ async def test_unchanged_polls_are_not_logged_every_time(emulator) -> None:
 
 async def test_triggers_on_one_loop_share_one_client(emulator, monkeypatch) -> None:
     built: list[str] = []
-    real_build = trigger_module._build_client
+    real_build = clients_module.build_client
 
     async def counting_build(conn_id: str) -> anthropic.AsyncAnthropic:
         built.append(conn_id)
         return await real_build(conn_id)
 
-    monkeypatch.setattr(trigger_module, "_build_client", counting_build)
+    monkeypatch.setattr(clients_module, "build_client", counting_build)
     emulator.faults({"processing_seconds": 0.3})
     batch_ids = [create_batch(emulator, requests=1) for _ in range(20)]
 

@@ -1,0 +1,82 @@
+"""The calls the wait sensor makes from a worker (``deferrable=False``): one retrieve per poll, and the
+cancel at a missed deadline, with the synchronous client and the SDK's own retries off.
+
+The deferred wait makes its calls from the triggerer instead (:mod:`airflow_claude_batch.triggers`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_claude_batch.batch.poll_errors import PollError, parse_batch, poll_error_from_exception
+from airflow_claude_batch.triggers.batch import CANCEL_ATTEMPTS, CANCEL_MAX_PAUSE_S, CANCEL_REQUEST_TIMEOUT_S
+from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S
+
+if TYPE_CHECKING:
+    import anthropic
+
+
+def worker_client(conn_id: str) -> anthropic.Anthropic:
+    """Return the connection's client with the SDK's retries off: the backoff between polls is decided
+    by :mod:`airflow_claude_batch.batch.polling`, shared with the trigger.
+
+    :param conn_id: the Claude connection.
+    """
+    from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+    return ClaudeBatchHook(conn_id).get_conn().with_options(max_retries=0)
+
+
+def connection_base_url(conn_id: str) -> str:
+    """Return the connection's Base URL, for the batch's link; empty when the connection cannot be
+    read (the first poll then reports why).
+
+    :param conn_id: the Claude connection.
+    """
+    from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+    try:
+        return ClaudeBatchHook(conn_id).settings.base_url
+    except Exception:
+        return ""
+
+
+def retrieve_batch(
+    client: anthropic.Anthropic, batch_id: str
+) -> tuple[dict[str, Any] | None, PollError | None]:
+    """Poll the batch once; return it as a plain dict, or the classified error.
+
+    :param client: the client from :func:`worker_client`.
+    :param batch_id: the batch.
+    """
+    try:
+        batches = client.messages.batches
+        response = batches.with_raw_response.retrieve(batch_id, timeout=POLL_REQUEST_TIMEOUT_S)
+        body = response.read()
+    except Exception as exc:
+        error = poll_error_from_exception(exc, now=time.time())
+        if error is None:
+            raise
+        return None, error
+    return parse_batch(body)
+
+
+def cancel_batch(client: anthropic.Anthropic, batch_id: str) -> str | None:
+    """Ask the API to cancel the batch; return ``None`` when it accepted, else why it did not.
+
+    :param client: the client from :func:`worker_client`.
+    :param batch_id: the batch.
+    """
+    for attempt in range(1, CANCEL_ATTEMPTS + 1):
+        try:
+            client.messages.batches.with_raw_response.cancel(batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S)
+            return None
+        except Exception as exc:
+            error = poll_error_from_exception(exc, now=time.time())
+            if error is None:
+                return type(exc).__name__
+            if not error.transient or attempt == CANCEL_ATTEMPTS:
+                return error.describe()
+            time.sleep(min(error.retry_after or attempt, CANCEL_MAX_PAUSE_S))
+    raise AssertionError("unreachable: the last attempt returns")
