@@ -52,12 +52,6 @@ PHASES = {
     "requeue": "requeue",
     "report": "report",
 }
-LOG_PATTERNS = {
-    "429": r"\b429\b",
-    "rate limit": r"rate[_ ]limit",
-    "retry-after": r"retry[-_ ]after",
-    "deferring": r"\bdefer",
-}
 
 
 def parse_args() -> argparse.Namespace:
@@ -112,7 +106,7 @@ def emulator_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_dag(args: argparse.Namespace, workdir: Path, source: Path, base_url: str) -> dict[str, Any]:
-    """Run the DAG in a fresh process; return its figures, its peak RSS and counts from its log."""
+    """Run the DAG in a fresh process; return its figures, its peak RSS and the last error in its log."""
     log_path = workdir / "dag.log"
     command = [sys.executable, "-m", "bench.night_run", "--workdir", str(workdir), "--records", str(source)]
     command += ["--base-url", base_url, "--api-key", API_KEY, "--shard-requests", str(args.shard_requests)]
@@ -132,10 +126,6 @@ def run_dag(args: argparse.Namespace, workdir: Path, source: Path, base_url: str
     figures["last_error"] = errors[-1][:500] if errors else None
     if figures["dag_state"] != "success":
         figures["log"] = body
-    figures["log_lines"] = {
-        name: len(re.findall(f"^.*{pattern}.*$", body, re.IGNORECASE | re.MULTILINE))
-        for name, pattern in LOG_PATTERNS.items()
-    }
     return figures
 
 
@@ -283,9 +273,6 @@ def markdown(report: dict[str, Any]) -> str:
         "API calls (emulator counters): "
         + ", ".join(f"{name} {count:,}" for name, count in report["api_calls"].items() if count),
         "",
-        "Lines of the task logs that mention: "
-        + ", ".join(f"{name} {count:,}" for name, count in report["log_lines"].items()),
-        "",
         "| task | instances | wall s (sum) | longest s | CPU s | deferrals | in trigger s | extra tries "
         "| peak RSS MiB | RSS at start MiB | states |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -336,7 +323,6 @@ def main() -> None:
             dag_state=dag["dag_state"],
             task_states=dag["task_states"],
             process_peak_rss_mib=dag["process_peak_rss_mib"],
-            log_lines=dag["log_lines"],
             last_error=dag["last_error"],
             shards_per_round=shards_per_round(dag["tasks"]),
             api_calls=stats,
