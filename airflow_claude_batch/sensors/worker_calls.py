@@ -10,7 +10,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_claude_batch.batch.poll_errors import PollError, parse_batch, poll_error_from_exception
-from airflow_claude_batch.triggers.batch import CANCEL_ATTEMPTS, CANCEL_MAX_PAUSE_S, CANCEL_REQUEST_TIMEOUT_S
+from airflow_claude_batch.triggers.cancel_retries import (
+    CANCEL_REQUEST_TIMEOUT_S,
+    cancel_retrying,
+    why_not_cancelled,
+)
 from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -68,15 +72,10 @@ def cancel_batch(client: anthropic.Anthropic, batch_id: str) -> str | None:
     :param client: the client from :func:`worker_client`.
     :param batch_id: the batch.
     """
-    for attempt in range(1, CANCEL_ATTEMPTS + 1):
-        try:
-            client.messages.batches.with_raw_response.cancel(batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S)
-            return None
-        except Exception as exc:
-            error = poll_error_from_exception(exc, now=time.time())
-            if error is None:
-                return type(exc).__name__
-            if not error.transient or attempt == CANCEL_ATTEMPTS:
-                return error.describe()
-            time.sleep(min(error.retry_after or attempt, CANCEL_MAX_PAUSE_S))
-    raise AssertionError("unreachable: the last attempt returns")
+    try:
+        for attempt in cancel_retrying():
+            with attempt:
+                client.messages.batches.with_raw_response.cancel(batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S)
+    except Exception as exc:
+        return why_not_cancelled(exc)
+    return None

@@ -15,7 +15,6 @@ with ``cancel_on_timeout=True`` does, or the explicit ``python -m airflow_claude
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.poll_errors import PollError, poll_error_from_exception
+from airflow_claude_batch.batch.poll_errors import PollError
 from airflow_claude_batch.batch.poll_messages import (
     ProgressLog,
     deadline_message,
@@ -45,12 +44,13 @@ from airflow_claude_batch.batch.polling import (
     default_end_time,
     first_poll_delay,
 )
+from airflow_claude_batch.triggers.cancel_retries import (
+    CANCEL_REQUEST_TIMEOUT_S,
+    async_cancel_retrying,
+    why_not_cancelled,
+)
 from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
 from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S, poller_for
-
-CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts stay well under a minute
-CANCEL_ATTEMPTS = 3
-CANCEL_MAX_PAUSE_S = 5.0
 
 
 class ClaudeBatchTrigger(BaseTrigger):
@@ -167,23 +167,18 @@ class ClaudeBatchTrigger(BaseTrigger):
 
     async def _cancel(self) -> str | None:
         """Ask the API to cancel the batch; return ``None`` when it accepted, else why it did not."""
-        for attempt in range(1, CANCEL_ATTEMPTS + 1):
-            try:
-                async with shared_clients().lease(self.conn_id) as client:
-                    await client.messages.batches.with_raw_response.cancel(
-                        self.batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S
-                    )
-                return None
-            except ConnectionUnusable as exc:
-                return exc.error.describe()
-            except Exception as exc:
-                error = poll_error_from_exception(exc, now=time.time())
-                if error is None:
-                    return type(exc).__name__
-                if not error.transient or attempt == CANCEL_ATTEMPTS:
-                    return error.describe()
-                await asyncio.sleep(min(error.retry_after or attempt, CANCEL_MAX_PAUSE_S))
-        raise AssertionError("unreachable: the last attempt returns")
+        try:
+            async for attempt in async_cancel_retrying():
+                with attempt:
+                    async with shared_clients().lease(self.conn_id) as client:
+                        await client.messages.batches.with_raw_response.cancel(
+                            self.batch_id, timeout=CANCEL_REQUEST_TIMEOUT_S
+                        )
+        except ConnectionUnusable as exc:
+            return exc.error.describe()
+        except Exception as exc:
+            return why_not_cancelled(exc)
+        return None
 
     # --- events and logs ---------------------------------------------------------------------------
 
