@@ -350,7 +350,8 @@ def test_ten_shards_past_the_queue_limit_pace_themselves_into_ten_batches(
     end (``dag.test`` runs one task at a time, so the order among shards is shown by the operator
     tests). No task fails, no batch is made twice, and each batch holds its shard's marker.
     """
-    full = make_emulator(queue_limit=3_000, queue_retry_after=1, speed=500.0)
+    # 10 s a batch: the third create comes while the first two are still in progress, even on a busy machine
+    full = make_emulator(queue_limit=3_000, queue_retry_after=1, speed=100.0)
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", full.connection_json)
     dag_file, storage = write_run_dag(
         tmp_path, "pipeline_paced", 10_000, max_requests_per_shard=1_000, deferrable=True, pacing_timeout=600
