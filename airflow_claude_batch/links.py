@@ -52,7 +52,11 @@ class ClaudeBatchLink(BaseOperatorLink):
 
     @classmethod
     def persist(cls, context: Any, *, base_url: str, batch_id: str) -> str | None:
-        """Store the batch's URL for the UI, when it has one; return it.
+        """Store the batch's URL for the UI (an empty one when it has none); return it.
+
+        An empty value is stored too: when the task ends, Airflow reads every extra link through
+        :meth:`get_link` and stores what it returns, and a missing value is logged as an error ("XCom
+        not found") in the task's log, once per task, for every run on a gateway or the emulator.
 
         :param context: the task's context.
         :param base_url: the connection's normalised Base URL.
@@ -60,6 +64,6 @@ class ClaudeBatchLink(BaseOperatorLink):
         """
         url = batch_link_url(base_url, batch_id)
         ti = context.get("ti") if hasattr(context, "get") else None
-        if url is not None and ti is not None:
-            ti.xcom_push(key=cls().xcom_key, value=url)
+        if ti is not None:
+            ti.xcom_push(key=cls().xcom_key, value=url or "")
         return url

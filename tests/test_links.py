@@ -28,3 +28,24 @@ def test_the_link_is_declared_and_on_the_submit_and_wait_tasks() -> None:
     assert get_provider_info()["extra-links"] == ["airflow_claude_batch.links.ClaudeBatchLink"]
     for operator in (ClaudeBatchSubmitOperator, ClaudeBatchSensor):
         assert [link.name for link in operator.operator_extra_links] == [ClaudeBatchLink.name]
+
+
+class _RecordingTaskInstance:
+    """Stands in for the task instance's XCom push (the context's ``ti``)."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
+def test_persist_always_stores_a_value_so_the_end_of_the_task_finds_one(monkeypatch) -> None:
+    monkeypatch.delenv("CLAUDE_BATCH_BATCH_LINK", raising=False)
+    for base_url, expected in (
+        ("https://api.anthropic.com", "https://console.anthropic.com/workspaces/default/batches/msgbatch_01"),
+        ("http://127.0.0.1:8765", ""),
+    ):
+        ti = _RecordingTaskInstance()
+        ClaudeBatchLink.persist({"ti": ti}, base_url=base_url, batch_id="msgbatch_01")
+        assert ti.pushed == {ClaudeBatchLink().xcom_key: expected}
