@@ -36,6 +36,9 @@ class _FirstRescheduleAgo:
     def get_first_reschedule_date(self, context: Any) -> datetime:
         return self.first
 
+    def xcom_push(self, key: str, value: Any) -> None:
+        """The batch's link (empty on the emulator); these tests do not read it."""
+
 
 def test_waits_on_any_batch_by_id_and_returns_its_counts(emulator) -> None:
     emulator.faults({"processing_seconds": 0.3})
