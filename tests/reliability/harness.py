@@ -129,7 +129,12 @@ class RunHarness:
         return self.storage / "out" / f"{DAG_ID}.jsonl"
 
     def context(self) -> dict[str, Any]:
-        ti = SimpleNamespace(dag_id=DAG_ID, run_id=self.run_id, get_first_reschedule_date=lambda _: None)
+        ti = SimpleNamespace(
+            dag_id=DAG_ID,
+            run_id=self.run_id,
+            get_first_reschedule_date=lambda _: None,
+            xcom_push=lambda **_: None,
+        )
         return {"ti": ti, "run_id": self.run_id}
 
     # --- the tasks ---------------------------------------------------------------------------------
