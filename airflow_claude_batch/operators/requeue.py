@@ -120,7 +120,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.prices_file = prices_file
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        shards = [ShardDescriptor.from_dict(shard) for shard in self.shards or ()]
+        shards = [ShardDescriptor.from_dict(shard) for shard in _each(self.shards)]
         round_index = int(self.round_index)
         if not shards:
             self.log.info("round %d has no shards: nothing to requeue", round_index)
@@ -246,3 +246,18 @@ def _retry_after(response: Any) -> float | None:
         return max(float(value), 0.0) if value is not None else None
     except ValueError:
         return None
+
+
+def _each(shards: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The round's fanout outputs as a list.
+
+    A mapped task's output arrives as Airflow's lazy sequence: read by index up to its length, not
+    iterated, because iterating it ends with a lookup past the last item, which Airflow's client logs
+    as an error ("XCom not found") in every requeue task's log.
+    """
+    if shards is None:
+        return []
+    if isinstance(shards, Sequence):
+        return [shards[index] for index in range(len(shards))]
+    return list(shards)
+

@@ -77,4 +77,7 @@ def test_demo_summary_matches_the_manifest_and_the_labels_file(
     printed = dict(re.findall(r"(\w+) (\d+)", fields["labels"]))
     assert {label: int(count) for label, count in printed.items()} == dict(counts)
     assert Path(fields["report"]).exists()
-    assert Path(fields["log"]).stat().st_size > 0
+    airflow_output = Path(fields["log"]).read_text()
+    assert airflow_output
+    errors = [line for line in airflow_output.splitlines() if "[error" in line]
+    assert not errors, f"Airflow logged errors in a run that succeeded: {errors[:3]}"
