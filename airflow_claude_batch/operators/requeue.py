@@ -260,4 +260,3 @@ def _each(shards: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:
     if isinstance(shards, Sequence):
         return [shards[index] for index in range(len(shards))]
     return list(shards)
-
