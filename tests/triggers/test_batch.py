@@ -192,7 +192,9 @@ def test_a_non_positive_poll_interval_is_refused() -> None:
 
 
 async def test_a_triggerer_restart_keeps_the_deadline_and_never_cancels(emulator) -> None:
-    emulator.faults({"processing_seconds": 3.0})
+    # Long enough that the batch is still in progress at the first poll on a slow, busy machine (at 3 s
+    # the first trigger could see the batch end and return before the restart).
+    emulator.faults({"processing_seconds": 10.0})
     batch_id = create_batch(emulator)
     first = trigger_for(batch_id, end_time=time.time() + 300)
 
