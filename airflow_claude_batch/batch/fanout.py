@@ -5,7 +5,8 @@ into the shard's outcome files (see ``docs/architecture.md``, "Outcome rows"):
 
 - ``succeeded.jsonl``: ``custom_id``, ``model``, ``text`` (text blocks only), ``tool_calls`` (when
   the answer called tools), ``thinking`` (only with ``keep_thinking``), ``parsed``, ``stop_reason``,
-  ``usage``, ``cost_usd`` (batch prices);
+  ``usage``, ``cost_usd`` (batch prices), ``pricing_params`` (only when the request sets a field that
+  changes its price, such as ``inference_geo``);
 - ``invalid_output.jsonl``: a billed answer the user's parser or schema rejected: ``custom_id``,
   ``model``, ``text``, ``error``, ``stop_reason``, ``usage``, ``cost_usd``;
 - ``errored.jsonl``: ``custom_id``, ``error_type``, ``message``, ``retryable``, ``request_id``;
@@ -26,13 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.encoding import decode_request
 from airflow_claude_batch.batch.marker import MarkerWatch
+from airflow_claude_batch.batch.money_meter import MoneyMeter, run_prices
 from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES, OutcomeFiles, shard_outcome_paths
 from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.reconciliation import Reconciler
 from airflow_claude_batch.batch.request_lines import iter_request_lines
-from airflow_claude_batch.batch.result_rows import TOKEN_KINDS, RoutedRow, RowPricer, route_line
+from airflow_claude_batch.batch.result_rows import TOKEN_KINDS, RoutedRow, route_line
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, write_json
 from airflow_claude_batch.batch.tokens import TokenTotals
@@ -51,8 +54,9 @@ class FanoutSummary:
     :param outcome_counts: rows per outcome file.
     :param unknown_ids: distinct ids in the results that the shard does not hold (left out).
     :param duplicates: repeated lines for one id (left out).
-    :param tokens: token totals over billed answers.
-    :param cost_usd: their cost at batch prices.
+    :param tokens: token totals over billed answers (the marker's included).
+    :param cost_usd: their cost at batch prices: the sum of the rows' ``cost_usd`` and the marker's,
+        so the shard's figure is the rows' figure, never priced a second way.
     :param stream_restarts: how often a cut stream was downloaded again.
     """
 
@@ -69,39 +73,48 @@ class FanoutSummary:
 
 
 class _Accounts:
-    """Rows per outcome, and tokens per model as plain counters (one addition per kind and row)."""
+    """Rows per outcome, tokens as plain counters, and the rows' own ``cost_usd`` summed."""
 
-    def __init__(self, pricer: RowPricer) -> None:
-        self.pricer = pricer
+    def __init__(self) -> None:
         self.counts = dict.fromkeys(ROW_OUTCOMES, 0)
-        self.tokens_by_model: dict[str, list[int]] = {}
+        self.tokens = [0] * len(TOKEN_KINDS)
+        self.cost_usd = 0.0
 
-    def add(self, routed: RoutedRow) -> None:
-        self.counts[routed.outcome] += 1
+    def add(self, routed: RoutedRow, *, count: bool = True) -> None:
+        if count:
+            self.counts[routed.outcome] += 1
         totals = routed.tokens
         if totals is not None:
-            model = routed.row["model"]
-            counters = self.tokens_by_model.get(model)
-            if counters is None:
-                counters = self.tokens_by_model[model] = [0] * len(TOKEN_KINDS)
+            counters = self.tokens
             counters[0] += totals.input
             counters[1] += totals.output
             counters[2] += totals.cache_write_5m
             counters[3] += totals.cache_write_1h
             counters[4] += totals.cache_read
+            self.cost_usd += float(routed.row.get("cost_usd") or 0.0)
 
     def totals(self) -> TokenTotals:
-        total = TokenTotals()
-        for counters in self.tokens_by_model.values():
-            total = total + TokenTotals(*counters)
-        return total
+        return TokenTotals(*self.tokens)
 
-    def cost(self) -> float:
-        prices, batch = self.pricer.prices, self.pricer.batch
-        return sum(
-            prices.cost_of_totals(model, TokenTotals(*counters), batch=batch)
-            for model, counters in self.tokens_by_model.items()
-        )
+
+class _PricedRequests:
+    """The shard's custom_ids, keeping the params that change a request's price (``inference_geo``).
+
+    Only lines that name such a field are decoded, so a shard without one costs a byte search a line.
+    """
+
+    def __init__(self, meter: MoneyMeter) -> None:
+        self.meter = meter
+        self.fields = tuple(f'"{item.field}"'.encode() for item in meter.prices.multipliers)
+        self.params: dict[str, dict[str, Any]] = {}
+
+    def ids(self, requests_path: StoragePath) -> Iterable[str]:
+        for custom_id, line in iter_request_lines(requests_path):
+            if any(name in line for name in self.fields):
+                pricing = self.meter.pricing_params(decode_request(line).get("params"))
+                if pricing:
+                    self.params[custom_id] = pricing
+            yield custom_id
 
 
 def fan_out_shard(
@@ -127,7 +140,8 @@ def fan_out_shard(
     :param requests_path: the shard's requests file (its custom_ids are the expected set).
     :param open_results: returns a fresh iterator of result lines from the start of the stream; it may
         raise ``ResultsStreamInterrupted`` while iterating, after which it is called again.
-    :param prices: prices for each answer's ``cost_usd`` (batch rates).
+    :param prices: prices for each answer's ``cost_usd`` (batch rates) when the run froze none; the
+        run's frozen prices otherwise (see :func:`~airflow_claude_batch.batch.money_meter.run_prices`).
     :param validator: the user's parser/schema, or ``None``.
     :param sink: called with each succeeded row as it streams. A retried task calls it again for the
         same rows, so it should upsert by ``custom_id``.
@@ -140,10 +154,11 @@ def fan_out_shard(
     :raises ResultsStreamInterrupted: when the stream was cut more often than allowed.
     """
     where = f"batch {batch_id} (round {round_index}, shard {shard_index})"
-    reconciler = Reconciler(custom_id for custom_id, _ in iter_request_lines(requests_path))
+    pricer = MoneyMeter(run_prices(folder, prices), batch=True)
+    priced = _PricedRequests(pricer)
+    reconciler = Reconciler(priced.ids(requests_path))
     carried = load_passthrough(folder, reconciler.ids())
-    pricer = RowPricer(prices, batch=True)
-    accounts = _Accounts(pricer)
+    accounts = _Accounts()
     marker = MarkerWatch(marker_id)
     restarts = 0
     with OutcomeFiles(shard_outcome_paths(folder, round_index, shard_index)) as files:
@@ -153,7 +168,11 @@ def fan_out_shard(
                     if marker.take(line) or not reconciler.accept(line.get("custom_id")):
                         continue
                     routed = route_line(
-                        line, pricer=pricer, validator=validator, cancel_initiated_at=cancel_initiated_at
+                        line,
+                        pricer=pricer,
+                        validator=validator,
+                        cancel_initiated_at=cancel_initiated_at,
+                        request=priced.params.get(line["custom_id"]),
                     )
                     row = with_passthrough(routed.row, carried)
                     files.write(routed.outcome, row)
@@ -178,6 +197,7 @@ def fan_out_shard(
         marker.check(where)
         if marker.line is not None:
             routed = route_line(marker.line, pricer=pricer, validator=None)
+            accounts.add(routed, count=False)  # billed with the batch, though no record
             write_json(
                 folder.shard_marker(round_index, shard_index), {"outcome": routed.outcome, **routed.row}
             )
@@ -186,7 +206,7 @@ def fan_out_shard(
         unknown_ids=reconciler.unknown_ids,
         duplicates=reconciler.duplicates,
         tokens=accounts.totals(),
-        cost_usd=accounts.cost(),
+        cost_usd=accounts.cost_usd,
         stream_restarts=restarts,
     )
     _log_anomalies(reconciler, where)

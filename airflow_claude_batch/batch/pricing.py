@@ -217,19 +217,27 @@ class PriceTable:
                 return own
         return CacheMultipliers(self.cache_write_5m, self.cache_write_1h, self.cache_read)
 
-    def factor(self, model: str, params: Mapping[str, Any] | None) -> float:
-        """The product of the multipliers that ``params`` (request params, or a usage object) trigger.
+    def factor(self, model: str, *sources: Mapping[str, Any] | None) -> float:
+        """The product of the multipliers that ``sources`` (request params, a usage object) trigger.
+
+        For each field (``inference_geo``) the largest factor among the values the sources set applies,
+        so a request that asked for US-only inference is priced so whether or not its usage says it.
 
         :param model: the model id.
-        :param params: anything with the fields a multiplier names (``inference_geo``).
+        :param sources: anything with the fields a multiplier names; ``None`` entries are skipped.
         """
-        if not params or not self.multipliers:
+        if not self.multipliers:
             return 1.0
         name = canonical_model_name(model)
-        factor = 1.0
+        by_field: dict[str, float] = {}
         for item in self.multipliers:
-            if params.get(item.field) == item.value and (not item.models or name in item.models):
-                factor *= item.factor
+            if item.models and name not in item.models:
+                continue
+            if any(source and source.get(item.field) == item.value for source in sources):
+                by_field[item.field] = max(by_field.get(item.field, 1.0), item.factor)
+        factor = 1.0
+        for value in by_field.values():
+            factor *= value
         return factor
 
     def cost_of_totals(
@@ -262,25 +270,33 @@ class PriceTable:
         dollars = factor * (input_units * input_price + totals.output * output_price) / _TOKENS_PER_UNIT
         return dollars * self.batch_multiplier if batch else dollars
 
-    def cost_usd(self, model: str, usage: Mapping[str, Any], *, batch: bool = True) -> float:
+    def cost_usd(
+        self,
+        model: str,
+        usage: Mapping[str, Any],
+        *,
+        batch: bool = True,
+        request: Mapping[str, Any] | None = None,
+    ) -> float:
         """US dollars for one API ``usage`` object of ``model`` (see :meth:`TokenTotals.from_usage`).
 
         The request's prompt-length tier comes from its input tokens, and its multipliers from the
-        usage's fields (``inference_geo``).
+        request's params and the usage's fields (``inference_geo``), as the money meter prices them
+        (:class:`~airflow_claude_batch.batch.money_meter.MoneyMeter` keeps each rate's prices once).
 
         :param model: the model id (as the request or the response names it).
         :param usage: the response's ``usage`` as a dict.
         :param batch: batch prices (the default) or standard prices.
+        :param request: the request's params, for the multipliers they trigger.
         """
         totals = TokenTotals.from_usage(usage)
         return self.cost_of_totals(
-            model, totals, batch=batch, prompt_tokens=totals.total_input, factor=self.factor(model, usage)
+            model,
+            totals,
+            batch=batch,
+            prompt_tokens=totals.total_input,
+            factor=self.factor(model, request, usage),
         )
-
-    def rate_key(self, model: str, usage: Mapping[str, Any] | None) -> tuple[str, int, float]:
-        """What decides one answer's rates: its model, its prompt-length tier and its multipliers."""
-        totals = TokenTotals.from_usage(usage)
-        return model, self.price(model).tier(totals.total_input), self.factor(model, usage)
 
 
 def _text(value: Any) -> str | None:

@@ -10,6 +10,7 @@ may still be sent; the rest is listed as pending with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from airflow_claude_batch.batch.money_meter import run_prices
 from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.request_lines import iter_request_lines
 from airflow_claude_batch.batch.requeue_record import RequeueRecord, read_requeue_record
@@ -265,6 +267,8 @@ def requeue_round(
         )
         return existing
     rule = rule or RequeueRule()
+    if sync is not None:  # synchronous answers are priced with the run's frozen prices, as its rows
+        sync = dataclasses.replace(sync, prices=run_prices(folder, sync.prices))
     next_round = round_index + 1
     run_uri = shards[0].run_uri if shards else str(folder.root)
     allowance = _allowance(folder, round_index, shards, rule, budget)

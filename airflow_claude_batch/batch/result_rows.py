@@ -19,62 +19,13 @@ from airflow_claude_batch.batch.answer_parsing import (
     tool_calls,
 )
 from airflow_claude_batch.batch.error_types import is_retryable_error
-from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.money_meter import PRICING_PARAMS, TOKEN_KINDS, MoneyMeter
 from airflow_claude_batch.batch.tokens import TokenTotals
 
-#: The token kinds of :class:`TokenTotals`, in the order :class:`RowPricer` keeps their rates.
-TOKEN_KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+__all__ = ["TOKEN_KINDS", "RoutedRow", "RowPricer", "answer_row", "error_row", "route_line"]
 
-
-class RowPricer:
-    """Tokens and dollars of one answer, with each model's per-token rates looked up once.
-
-    Cost is linear in tokens, so each model's five rates are read from the price table once (the cost
-    of a million tokens of each kind) and every answer is priced with five multiplications.
-
-    :param prices: the price table.
-    :param batch: batch prices (the fanout) or standard prices (a synchronous call).
-    """
-
-    def __init__(self, prices: PriceTable, *, batch: bool = True) -> None:
-        self.prices = prices
-        self.batch = batch
-        self._rates: dict[tuple[str, int, float], tuple[float, ...]] = {}
-
-    def price(self, model: str, usage: Mapping[str, Any] | None) -> tuple[TokenTotals, float]:
-        """Return the answer's tokens by kind and its cost in US dollars (at its prompt-length tier and
-        with the multipliers its usage shows, such as ``inference_geo``).
-
-        :raises InputError: the model has no price (the message says how to add one).
-        """
-        totals = TokenTotals.from_usage(usage)
-        key = self.prices.rate_key(model, usage)
-        rates = self._rates.get(key) or self._load(key, totals.total_input)
-        cost = (
-            totals.input * rates[0]
-            + totals.output * rates[1]
-            + totals.cache_write_5m * rates[2]
-            + totals.cache_write_1h * rates[3]
-            + totals.cache_read * rates[4]
-        )
-        return totals, cost
-
-    def _load(self, key: tuple[str, int, float], prompt_tokens: int) -> tuple[float, ...]:
-        million = 1_000_000
-        model, _, factor = key
-        rates = tuple(
-            self.prices.cost_of_totals(
-                model,
-                TokenTotals(**{kind: million}),
-                batch=self.batch,
-                prompt_tokens=prompt_tokens,
-                factor=factor,
-            )
-            / million
-            for kind in TOKEN_KINDS
-        )
-        self._rates[key] = rates
-        return rates
+#: A row's pricer is the run's money meter (batch rates in the fanout, standard for a synchronous retry).
+RowPricer = MoneyMeter
 
 
 class RoutedRow(NamedTuple):
@@ -91,6 +42,7 @@ def answer_row(
     *,
     pricer: RowPricer,
     validator: OutputValidator | None,
+    request: Mapping[str, Any] | None = None,
 ) -> RoutedRow:
     """Route a billed answer: ``succeeded``, or ``invalid_output`` when the parser/schema rejects it.
 
@@ -101,11 +53,14 @@ def answer_row(
     :param message: the Message as a dict, with its ``usage``.
     :param pricer: prices the answer (batch or standard rates).
     :param validator: the user's parser/schema, or ``None`` to keep the answer unparsed.
+    :param request: the request's params (or the priced part of them), for the multipliers they
+        trigger; kept on the row as ``pricing_params`` when they set one.
     """
     model = message.get("model") or ""
     usage = message.get("usage") or {}
     text = message_text(message)
-    tokens, cost = pricer.price(model, usage)
+    pricing = pricer.pricing_params(request)
+    tokens, cost = pricer.price(model, usage, pricing)
     common: dict[str, Any] = {"custom_id": custom_id, "model": model, "text": text}
     calls = tool_calls(message)
     if calls:
@@ -114,6 +69,8 @@ def answer_row(
         common["thinking"] = thinking_blocks(message)
     stop_reason = message.get("stop_reason")
     tail = {"stop_reason": stop_reason, "usage": usage, "cost_usd": cost}
+    if pricing:
+        tail[PRICING_PARAMS] = pricing
     if validator is None:
         return RoutedRow("succeeded", {**common, "parsed": None, **tail}, tokens)
     try:
@@ -146,8 +103,11 @@ def route_line(
     pricer: RowPricer,
     validator: OutputValidator | None,
     cancel_initiated_at: str | None = None,
+    request: Mapping[str, Any] | None = None,
 ) -> RoutedRow:
     """Route one result line to its outcome file.
+
+    ``request`` is the line's request params (or their priced part), for the multipliers they trigger.
 
     An unrecognised result type becomes a non-retryable ``errored`` row, so the request stays
     accounted for (and dead-lettered with the reason) instead of vanishing.
@@ -156,7 +116,8 @@ def route_line(
     result = line.get("result") or {}
     kind = result.get("type")
     if kind == "succeeded":
-        return answer_row(custom_id, result.get("message") or {}, pricer=pricer, validator=validator)
+        message = result.get("message") or {}
+        return answer_row(custom_id, message, pricer=pricer, validator=validator, request=request)
     if kind == "errored":
         return RoutedRow("errored", error_row(custom_id, result.get("error")))
     if kind == "expired":

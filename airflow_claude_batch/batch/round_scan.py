@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import orjson
 
+from airflow_claude_batch.batch.money_meter import PRICING_PARAMS
 from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
 from airflow_claude_batch.batch.request_lines import iter_request_lines
 from airflow_claude_batch.batch.requeue_record import RequeueRecord
@@ -135,7 +136,7 @@ class RunScanner:
         for outcome in ("succeeded", "invalid_output"):
             for row in iter_jsonl(self.folder.shard_outcome(scan.round, shard_index, outcome)):
                 scan.outcomes[outcome] += 1
-                scan.batch_tokens.add(row.get("model") or "", row.get("usage"))
+                scan.batch_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
         # The batch's marker request is no record, but it was billed: its tokens count in the money.
         marker = read_json(self.folder.shard_marker(scan.round, shard_index))
         if isinstance(marker, dict) and marker.get("usage"):
@@ -169,7 +170,7 @@ class RunScanner:
             outcome = row.get("outcome", "errored")
             scan.sync_retry[outcome] = scan.sync_retry.get(outcome, 0) + 1
             if outcome in ("succeeded", "invalid_output"):
-                scan.sync_tokens.add(row.get("model") or "", row.get("usage"))
+                scan.sync_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
 
     def _budget_held(self, scan: RoundScan) -> None:
         scan.held += self._emit_file(budget_held_path(self.folder, scan.round), "pending")

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_claude_batch.batch.manifest import Money
+from airflow_claude_batch.batch.money_meter import MoneyMeter, Rate, run_prices
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import read_json
 from airflow_claude_batch.batch.tokens import TokenTotals
+
+__all__ = ["ModelTotals", "run_money", "run_prices"]
 
 
 class ModelTotals:
@@ -27,12 +28,16 @@ class ModelTotals:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
         self.by_model: dict[str, TokenTotals] = {}
-        self.by_rate: dict[tuple[str, int, float], TokenTotals] = {}
+        self.by_rate: dict[Rate, TokenTotals] = {}
+        self._meter = MoneyMeter(prices)
 
-    def add(self, model: str, usage: Mapping[str, Any] | None) -> None:
+    def add(
+        self, model: str, usage: Mapping[str, Any] | None, request: Mapping[str, Any] | None = None
+    ) -> None:
+        """Count one answer's tokens at its rate (``request``: the row's ``pricing_params``)."""
         totals = TokenTotals.from_usage(usage)
         _add_to(self.by_model, model, totals)
-        _add_to(self.by_rate, self.prices.rate_key(model, usage), totals)
+        _add_to(self.by_rate, self._meter.rate(model, usage, request), totals)
 
     @classmethod
     def combined(cls, prices: PriceTable, *parts: ModelTotals) -> ModelTotals:
@@ -55,29 +60,14 @@ class ModelTotals:
         return total
 
     def cost(self, prices: PriceTable, *, batch: bool) -> float:
-        total = 0.0
-        for (model, tier, factor), totals in self.by_rate.items():
-            tier_tokens = (
-                None if tier == 0 else prices.price(model).prompt_tiers[tier - 1].above_input_tokens + 1
-            )
-            total += prices.cost_of_totals(
-                model, totals, batch=batch, prompt_tokens=tier_tokens, factor=factor
-            )
-        return total
+        """US dollars of every rate's tokens, priced by the money meter."""
+        meter = MoneyMeter(prices, batch=batch)
+        return sum(meter.cost(rate, totals) for rate, totals in self.by_rate.items())
 
 
 def _add_to(table: dict[Any, TokenTotals], key: Any, totals: TokenTotals) -> None:
     previous = table.get(key)
     table[key] = totals if previous is None else previous + totals
-
-
-def run_prices(folder: RunFolder, loaded: PriceTable) -> PriceTable:
-    """The prices the run's build froze into ``estimate.json``; ``loaded`` when it froze none."""
-    estimate = read_json(folder.estimate)
-    frozen = estimate.get("prices") if isinstance(estimate, dict) else None
-    if not isinstance(frozen, dict) or not frozen.get("models"):
-        return loaded
-    return PriceTable.from_document(frozen, f"{folder.estimate} (as of {frozen.get('as_of')})")
 
 
 def run_money(

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_claude_batch.batch.answer_parsing import OutputValidator
+from airflow_claude_batch.batch.money_meter import MoneyMeter
 from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.result_rows import RowPricer, answer_row, error_row
+from airflow_claude_batch.batch.result_rows import answer_row, error_row
 from airflow_claude_batch.exceptions import ClaudeBatchError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class SyncRetry:
     """Send errored requests once as synchronous Messages calls (full price).
 
     :param send: the call.
-    :param prices: prices the answers at standard (synchronous) rates.
+    :param prices: prices the answers at standard (synchronous) rates, through the money meter (the
+        request's params give its multipliers, such as ``inference_geo``); the requeue passes the
+        run's frozen prices.
     :param validator: the user's parser/schema for the answers.
     :param concurrency: calls in flight at once (a shard's calls are sent through a pool of this size).
     """
@@ -64,11 +67,11 @@ class SyncRetry:
     prices: PriceTable
     validator: OutputValidator | None = None
     concurrency: int = DEFAULT_SYNC_CONCURRENCY
-    _pricer: RowPricer = field(init=False, repr=False, compare=False)
+    _pricer: MoneyMeter = field(init=False, repr=False, compare=False)
     _broken: list[str] = field(init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_pricer", RowPricer(self.prices, batch=False))
+        object.__setattr__(self, "_pricer", MoneyMeter(self.prices, batch=False))
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -98,7 +101,9 @@ class SyncRetry:
                 return self._fell_back(custom_id, reason, sent=True)
             error = {"error": {"type": exc.error_type, "message": exc.message}, "request_id": exc.request_id}
             return {"outcome": "errored", "price": "standard", **error_row(custom_id, error)}
-        outcome, row, _ = answer_row(custom_id, message, pricer=self._pricer, validator=self.validator)
+        outcome, row, _ = answer_row(
+            custom_id, message, pricer=self._pricer, validator=self.validator, request=params
+        )
         return {"outcome": outcome, "price": "standard", **row}
 
     @staticmethod
