@@ -23,8 +23,13 @@ for ``1 - h`` of the requests and reads it for ``h`` (``h``: the expected hit ra
 assumes no hit at all, so every request writes its prefix. A warning is recorded when the TTL cannot
 pay off at the expected hit rate (the break-even, about 53 % for 1-hour writes and 22 % for 5-minute).
 
-The upper bound also takes every request's ``max_tokens``, never less input than estimated (more when
-history shows the input estimate was low), every request answered (a request is billed at most once,
+The upper bound also takes every request's ``max_tokens``; input tokens by a conservative rule, never
+the sample's mean (one token per byte without ``count_tokens``; with it, the densest sampled request's
+tokens per byte plus 25 % for ASCII and one token per byte outside ASCII: see
+:mod:`~airflow_claude_batch.batch.input_tokens`), more when history shows the input estimate was low;
+the prompt-length tier of each group's largest request; each shard's marker request (one per batch,
+``max_tokens`` 1, its input at one token per byte, at the shard's dearest model: ``markers_usd``, in
+both figures); every request answered (a request is billed at most once,
 whichever round answers it, so requeue rounds add no answer; they are counted by pricing every request
 as answered), and, with ``retry_errored_sync``, every answer at standard prices (the worst case: every
 request errors in its batch and is answered synchronously).
@@ -46,10 +51,13 @@ from typing import Any
 from airflow_claude_batch.batch.cost_history import LearnedFigures, RunCost
 from airflow_claude_batch.batch.expectation import DEFAULT_OUTPUT_FRACTION, Expectation
 from airflow_claude_batch.batch.group_pricing import GroupPricer, GroupSums
-from airflow_claude_batch.batch.input_tokens import DEFAULT_SAMPLE_SIZE, TokenRate
+from airflow_claude_batch.batch.input_tokens import DEFAULT_SAMPLE_SIZE, MAX_TOKENS_PER_BYTE, TokenRate
+from airflow_claude_batch.batch.marker import MARKER_PREFIX, marker_line
+from airflow_claude_batch.batch.money_meter import MoneyMeter
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.sharding import WrittenShard
+from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
 
 ESTIMATE_SCHEMA_VERSION = 2
@@ -138,6 +146,7 @@ class CostEstimate:
     :param price_sources: the prices files used.
     :param assumptions: what the figures assume, in words.
     :param dry_run: whether the build wrote no shard.
+    :param markers_usd: the shards' marker requests at batch prices (in both figures).
     """
 
     records: int
@@ -167,6 +176,7 @@ class CostEstimate:
     price_sources: tuple[str, ...]
     assumptions: tuple[str, ...]
     dry_run: bool = False
+    markers_usd: float = 0.0
     schema_version: int = ESTIMATE_SCHEMA_VERSION
 
     @property
@@ -189,6 +199,7 @@ class CostEstimate:
         data["estimated_cost_usd_upper"] = _usd(self.upper_batch_usd)
         data["estimated_cost_usd_expected"] = _usd(self.expected_batch_usd)
         data["shard_upper_batch_usd"] = [_usd(cost) for cost in self.shard_upper_batch_usd]
+        data["markers_usd"] = _usd(self.markers_usd)
         data["gap_usd"] = {key: _usd(value) for key, value in self.gap_usd.items()}
         for key in ("price_sources", "assumptions", "warnings"):
             data[key] = list(getattr(self, key))
@@ -227,6 +238,7 @@ def estimate_cost(
     by_model: dict[str, GroupSums] = {}
     ttls: set[str] = set()
     shard_costs = []
+    markers = {True: 0.0, False: 0.0}
     for shard in shards:
         shard_sums = GroupSums()
         for key, group in shard.groups.items():
@@ -235,7 +247,10 @@ def estimate_cost(
             by_model.setdefault(key[0], GroupSums()).add(sums)
             if sums.prefix_tokens and key[1]:
                 ttls.add(key[1])
-        shard_costs.append(shard_sums.upper_batch)
+        marker = {batch: marker_cost(shard, prices, batch=batch) for batch in markers}
+        for batch, cost in marker.items():
+            markers[batch] += cost
+        shard_costs.append(shard_sums.upper_batch + marker[True])
         total.add(shard_sums)
     return CostEstimate(
         records=total.requests,
@@ -249,10 +264,10 @@ def estimate_cost(
         output_tokens_upper=total.output_upper,
         output_tokens_expected=round(total.output_expected),
         expected_output_tokens=options.expected_output_tokens,
-        upper_batch_usd=total.upper_batch,
-        upper_standard_usd=total.upper_standard,
-        expected_batch_usd=total.expected_batch,
-        expected_standard_usd=total.expected_standard,
+        upper_batch_usd=total.upper_batch + markers[True],
+        upper_standard_usd=total.upper_standard + markers[False],
+        expected_batch_usd=total.expected_batch + markers[True],
+        expected_standard_usd=total.expected_standard + markers[False],
         shard_upper_batch_usd=tuple(shard_costs),
         by_model={model: _model_summary(sums) for model, sums in sorted(by_model.items())},
         max_cost_usd=options.max_cost_usd,
@@ -265,7 +280,28 @@ def estimate_cost(
         price_sources=prices.sources,
         assumptions=_assumptions(expectation, options),
         dry_run=dry_run,
+        markers_usd=markers[True],
     )
+
+
+def marker_cost(shard: WrittenShard, prices: PriceTable, *, batch: bool = True) -> float:
+    """The bound of one shard's marker request: its input at one token per byte of its line, one output
+    token, at the dearest model of the shard (the marker asks the shard's first request's model).
+
+    :param shard: the shard as the writer tallied it (no marker for a shard without requests).
+    :param prices: the price table.
+    :param batch: batch prices (the marker is always in a batch) or standard prices (for the standard
+        figures).
+    """
+    if not shard.groups:
+        return 0.0
+    meter = MoneyMeter(prices, batch=batch)
+    costs = []
+    for model, _, _ in shard.groups:
+        line = marker_line(MARKER_PREFIX + "0" * (64 - len(MARKER_PREFIX)), model)
+        tokens = TokenTotals(input=math.ceil(len(line) * MAX_TOKENS_PER_BYTE), output=1)
+        costs.append(meter.cost(meter.rate_of(model, tokens.input), tokens))
+    return max(costs)
 
 
 def _model_summary(sums: GroupSums) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 A group holds a shard's requests of one model, cache lifetime and ``inference_geo`` (see
 :class:`~airflow_claude_batch.batch.sharding.GroupTally`). The expected figure writes the cacheable
 prefix for ``1 - h`` of the requests and reads it for ``h``, with the expected output and the answered
-fractions; the upper bound takes every request's ``max_tokens``, no cache hit and never less input than
-estimated. The gap between the two is split into its parts (``GAP_PARTS``). Warnings are kept for a
-prefix too short to cache and a cache lifetime that cannot pay off at the expected hit rate.
+fractions; the upper bound takes every request's ``max_tokens``, no cache hit, input by the bound of
+:class:`~airflow_claude_batch.batch.input_tokens.TokenRate` (never the sample's mean) and the prompt-length
+tier of the group's largest request. Every figure is priced by the money meter. The gap between the two
+is split into its parts (``GAP_PARTS``). Warnings are kept for a prefix too short to cache and a cache
+lifetime that cannot pay off at the expected hit rate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from airflow_claude_batch.batch.caching import break_even_hit_rate, min_cacheable_tokens
 from airflow_claude_batch.batch.expectation import DEFAULT_OUTPUT_FRACTION, Expectation
 from airflow_claude_batch.batch.input_tokens import TokenRate
+from airflow_claude_batch.batch.money_meter import MoneyMeter
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.sharding import GroupTally
@@ -77,11 +80,12 @@ class GroupPricer:
         self.sync = retry_errored_sync
         self.expect = expectation
         self.warnings: dict[str, str] = {}
+        self.meters = {True: MoneyMeter(prices, batch=True), False: MoneyMeter(prices, batch=False)}
 
     def _prefix_per_request(self, model: str, ttl: str | None, group: GroupTally) -> float:
         if not ttl or not group.cache_prefix_bytes:
             return 0.0
-        if self.template.render is None and self.rate.cached_prefix_tokens:
+        if self._prefix_counted:
             prefix = float(self.rate.cached_prefix_tokens)  # counted with count_tokens
         else:
             prefix = group.cache_prefix_bytes / group.requests * self.rate.tokens_per_byte
@@ -95,12 +99,20 @@ class GroupPricer:
             return 0.0
         return prefix
 
+    @property
+    def _prefix_counted(self) -> bool:
+        return self.template.render is None and bool(self.rate.cached_prefix_tokens)
+
     def price(self, key: tuple[str, str | None, str | None], group: GroupTally) -> GroupSums:
         model, ttl, geo = key
         n = group.requests
-        factor = self.prices.factor(model, {"inference_geo": geo} if geo else None)
+        request = {"inference_geo": geo} if geo else None
         raw_input = group.request_bytes * self.rate.tokens_per_byte
+        bound_input = self.rate.upper_tokens(group.request_bytes, group.non_ascii_bytes)
         prefix = min(self._prefix_per_request(model, ttl, group) * n, raw_input)
+        # The upper bound's prefix: counted exactly, or scaled from bytes as its input is.
+        bound_prefix = prefix if self._prefix_counted or not raw_input else prefix * bound_input / raw_input
+        largest = group.largest_request_bytes * self.rate.upper_other
         expect = self.expect
         if expect.output_per_request is None:
             output = DEFAULT_OUTPUT_FRACTION * group.max_tokens
@@ -109,8 +121,12 @@ class GroupPricer:
         if prefix:
             self._check_break_even(model, ttl)
 
-        def cost(hit: float, out: float, ratio: float, *, batch: bool = True) -> float:
-            total_input, cached = raw_input * ratio, prefix * ratio
+        def cost(hit: float, out: float, ratio: float, *, batch: bool = True, bound: bool = False) -> float:
+            if bound:  # the upper bound: input by the bound, never below the learned ratio's
+                total_input = max(bound_input, raw_input * ratio)
+                cached = max(bound_prefix, prefix * ratio)
+            else:
+                total_input, cached = raw_input * ratio, prefix * ratio
             totals = TokenTotals(
                 input=round(total_input - cached),
                 output=round(out),
@@ -119,7 +135,10 @@ class GroupPricer:
                 cache_read=round(hit * cached),
             )
             prompt = round(total_input / n) if n else None
-            return self.prices.cost_of_totals(model, totals, batch=batch, prompt_tokens=prompt, factor=factor)
+            if bound:
+                prompt = max(prompt or 0, round(largest * max(ratio, 1.0)))
+            meter = self.meters[batch]
+            return meter.cost(meter.rate_of(model, prompt, request), totals)
 
         h, r = expect.hit_rate, expect.input_ratio
         all_batch = cost(h, output, r)
@@ -127,8 +146,8 @@ class GroupPricer:
         with_max_output = cost(h, group.max_tokens, r)
         no_hits = cost(0.0, group.max_tokens, r)
         upper_ratio = max(r, 1.0)
-        upper_batch = cost(0.0, group.max_tokens, upper_ratio)
-        upper_standard = cost(0.0, group.max_tokens, upper_ratio, batch=False)
+        upper_batch = cost(0.0, group.max_tokens, upper_ratio, bound=True)
+        upper_standard = cost(0.0, group.max_tokens, upper_ratio, batch=False, bound=True)
         upper = upper_standard if self.sync else upper_batch
         return GroupSums(
             requests=n,

@@ -5,6 +5,19 @@ With a ``count_tokens`` callable, a uniform sample of about 20 requests spread o
 counted, and the run's input tokens are the run's request bytes times the sample's tokens per byte.
 Without it, or when it fails, the local estimate is UTF-8 bytes of each request's JSON divided by the
 model's characters per token (``chars_per_token`` in the model catalogue; 4 when unknown).
+
+Those are expected figures. The upper bound's input (:class:`TokenRate`, ``upper_*``) is never the
+mean, because a sample's mean undershoots a run of widely varied requests (a 20-request sample of
+10,000 fell 7.7 % short):
+
+- without ``count_tokens``: **one token per byte** of the request's UTF-8 JSON. A byte-level tokenizer
+  makes at most one token of each byte of text, and the JSON around the text (quotes, keys, braces)
+  outweighs the few tokens the API adds around each message: a bound for any script;
+- with a ``count_tokens`` sample: ASCII bytes at the **densest sampled request's** tokens per byte plus
+  ``UPPER_MARGIN`` (25 %), at most one; bytes outside ASCII at **one token per byte**, since the sample
+  may hold none of a run's Chinese, Japanese or other non-Latin text. For ASCII this bounds what the
+  sample saw, not every possible record (a request of digits or random strings can be denser); the
+  local rule above is the one that bounds without exceptions.
 """
 
 from __future__ import annotations
@@ -20,6 +33,10 @@ from airflow_claude_batch.batch.encoding import decode_request
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestTemplate
 
 DEFAULT_SAMPLE_SIZE = 20
+#: The margin over the densest sampled request's tokens per byte that the upper bound allows for ASCII.
+UPPER_MARGIN = 0.25
+#: Tokens per byte no request exceeds (one token per byte of UTF-8 JSON): the upper bound without counts.
+MAX_TOKENS_PER_BYTE = 1.0
 LOCAL_METHOD = "local: UTF-8 bytes of each request's JSON / the model's characters per token"
 #: The Messages params that the token-counting endpoint accepts; the rest (max_tokens, temperature,
 #: metadata...) does not change the input and is left out.
@@ -80,12 +97,33 @@ class TokenRate:
     :param cached_prefix_tokens: tokens of the cached system prompt in each request (0 without cache).
     :param method: how the figures were obtained, for ``estimate.json``.
     :param sample_size: requests counted (0 for the local estimate).
+    :param upper_ascii_tokens_per_byte: the upper bound's tokens per ASCII byte (``None``:
+        ``tokens_per_byte``, for figures given by hand).
+    :param upper_other_tokens_per_byte: the upper bound's tokens per byte outside ASCII (``None``: as
+        ASCII).
     """
 
     tokens_per_byte: float
     cached_prefix_tokens: int
     method: str
     sample_size: int
+    upper_ascii_tokens_per_byte: float | None = None
+    upper_other_tokens_per_byte: float | None = None
+
+    @property
+    def upper_ascii(self) -> float:
+        """Tokens per ASCII byte in the upper bound (never below the expected figure's)."""
+        return max(self.tokens_per_byte, self.upper_ascii_tokens_per_byte or 0.0)
+
+    @property
+    def upper_other(self) -> float:
+        """Tokens per byte outside ASCII in the upper bound."""
+        other = self.upper_other_tokens_per_byte
+        return self.upper_ascii if other is None else max(self.upper_ascii, other)
+
+    def upper_tokens(self, request_bytes: float, non_ascii_bytes: float) -> float:
+        """The upper bound's input tokens of ``request_bytes`` of which ``non_ascii_bytes`` are not ASCII."""
+        return (request_bytes - non_ascii_bytes) * self.upper_ascii + non_ascii_bytes * self.upper_other
 
 
 def measure_tokens(
@@ -108,16 +146,19 @@ def measure_tokens(
     prefix = 0
     if template.cache_system and template.system:
         prefix = math.ceil(len(template.system.encode("utf-8")) / ratio)
-    return TokenRate(1 / ratio, prefix, f"{LOCAL_METHOD}, {ratio:g} ({reason})", 0)
+    method = f"{LOCAL_METHOD}, {ratio:g} ({reason}); upper bound: one token per byte"
+    return TokenRate(1 / ratio, prefix, method, 0, MAX_TOKENS_PER_BYTE, MAX_TOKENS_PER_BYTE)
 
 
 def _counted_rate(
     sample: Sequence[EncodedRequest], template: RequestTemplate, count_tokens: TokenCounter
 ) -> TokenRate:
-    tokens = sum(
+    counts = [
         _checked_count(count_tokens(count_tokens_params(decode_request(r.line)["params"]))) for r in sample
-    )
+    ]
+    tokens = sum(counts)
     request_bytes = sum(r.size for r in sample)
+    densest = max(count / max(r.size, 1) for count, r in zip(counts, sample, strict=True))
     prefix = 0
     if template.cache_system and template.system:
         model = template.model or sample[0].model
@@ -125,8 +166,15 @@ def _counted_rate(
         with_system = count_tokens({"model": model, "system": template.system_param(), "messages": stub})
         without = count_tokens({"model": model, "messages": stub})
         prefix = max(_checked_count(with_system) - _checked_count(without), 0)
-    method = f"count_tokens on a sample of {len(sample)} requests, scaled to the run by request bytes"
-    return TokenRate(tokens / max(request_bytes, 1), prefix, method, len(sample))
+    method = (
+        f"count_tokens on a sample of {len(sample)} requests, scaled to the run by request bytes; upper "
+        f"bound: the densest sampled request's tokens per byte + {UPPER_MARGIN:.0%} for ASCII, one token "
+        "per byte outside ASCII"
+    )
+    upper_ascii = min(densest * (1 + UPPER_MARGIN), MAX_TOKENS_PER_BYTE)
+    return TokenRate(
+        tokens / max(request_bytes, 1), prefix, method, len(sample), upper_ascii, MAX_TOKENS_PER_BYTE
+    )
 
 
 def _checked_count(value: Any) -> int:

@@ -29,6 +29,7 @@ from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
 from airflow_claude_batch.exceptions import InputError, StorageError
 
 _FLUSH_BYTES = 1 << 20
+_HIGH_BYTES = bytes(range(128, 256))
 _EMPTY_BODY = len(BODY_PREFIX) + len(BODY_SUFFIX)
 
 
@@ -71,12 +72,17 @@ class GroupTally:
     :param request_bytes: their encoded size.
     :param max_tokens: the sum of their ``max_tokens``.
     :param cache_prefix_bytes: the sum of their cacheable prefixes' sizes.
+    :param non_ascii_bytes: the bytes of their lines outside ASCII (scripts such as Chinese or Japanese,
+        which the estimate's upper bound counts at one token a byte).
+    :param largest_request_bytes: the largest request's size (its prompt-length tier bounds the group's).
     """
 
     requests: int = 0
     request_bytes: int = 0
     max_tokens: int = 0
     cache_prefix_bytes: int = 0
+    non_ascii_bytes: int = 0
+    largest_request_bytes: int = 0
 
 
 @dataclass
@@ -196,6 +202,9 @@ class ShardWriter:
         group.request_bytes += size
         group.max_tokens += request.max_tokens
         group.cache_prefix_bytes += prefix.size
+        group.largest_request_bytes = max(group.largest_request_bytes, size)
+        if not request.line.isascii():
+            group.non_ascii_bytes += len(request.line) - len(request.line.translate(None, _HIGH_BYTES))
         if not self.dry_run:
             self._pending.append(request.line)
             self._pending_bytes += size

@@ -17,6 +17,8 @@ from airflow_claude_batch.batch.input_tokens import (
     count_tokens_params,
     measure_tokens,
 )
+from airflow_claude_batch.batch.marker import MARKER_PREFIX, marker_line
+from airflow_claude_batch.batch.money_meter import MoneyMeter
 from airflow_claude_batch.batch.pricing import PRICES_ENV_VAR, PriceTable
 from airflow_claude_batch.batch.rendering import EncodedRequest, RequestRenderer, RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -37,6 +39,12 @@ def rendered(template: RequestTemplate, count: int, text: str = "a" * 400) -> li
     renderer = RequestRenderer(template)
     # Ids of one length, so that every request has the same size.
     return [renderer.render({"id": f"r-{n:05d}", "text": text}, f"in.jsonl:{n + 1}") for n in range(count)]
+
+
+def marker_usd(model: str) -> float:
+    """One marker request's bound at batch prices: its line's bytes as input tokens, one output token."""
+    line = marker_line(MARKER_PREFIX + "0" * (64 - len(MARKER_PREFIX)), model)
+    return MoneyMeter(PriceTable.load()).price(model, {"input_tokens": len(line), "output_tokens": 1})[1]
 
 
 def shards_of(requests: list[EncodedRequest], max_requests: int = 99_999) -> list[WrittenShard]:
@@ -154,9 +162,10 @@ def test_cost_without_cache_at_batch_and_standard_prices(prices: PriceTable) -> 
     )
     assert estimate.input_tokens == 100_000
     assert (estimate.output_tokens_upper, estimate.output_tokens_expected) == (50_000, 20_000)
-    # Sonnet batch: $1.50 / $7.50 per million tokens.
-    assert estimate.upper_batch_usd == pytest.approx(0.1 * 1.5 + 0.05 * 7.5)
-    assert estimate.expected_batch_usd == pytest.approx(0.1 * 1.5 + 0.02 * 7.5)
+    # Sonnet batch: $1.50 / $7.50 per million tokens; one shard, so one marker request in both figures.
+    assert estimate.markers_usd == pytest.approx(marker_usd("claude-sonnet-4-6"))
+    assert estimate.upper_batch_usd - estimate.markers_usd == pytest.approx(0.1 * 1.5 + 0.05 * 7.5)
+    assert estimate.expected_batch_usd - estimate.markers_usd == pytest.approx(0.1 * 1.5 + 0.02 * 7.5)
     assert estimate.upper_standard_usd == pytest.approx(2 * estimate.upper_batch_usd)
     assert estimate.expected_standard_usd == pytest.approx(2 * estimate.expected_batch_usd)
 
@@ -189,8 +198,10 @@ def test_a_cached_system_prompt_is_written_or_read_at_the_default_hit_rate(
     hits = DEFAULT_HIT_RATE
     cached = 10 * 1200 * ((1 - hits) * write_rate + hits * 0.1) * 1.5 / MILLION
     upper = plain + 10 * 1 * 7.5 / MILLION + 10 * 1200 * write_rate * 1.5 / MILLION  # no cache hit at all
-    assert estimate.expected_batch_usd == pytest.approx(plain + output + cached, rel=1e-3)
-    assert estimate.upper_batch_usd == pytest.approx(upper, rel=1e-3)
+    markers = 2 * marker_usd("claude-sonnet-4-6")  # two shards
+    assert estimate.markers_usd == pytest.approx(markers)
+    assert estimate.expected_batch_usd - markers == pytest.approx(plain + output + cached, rel=1e-3)
+    assert estimate.upper_batch_usd - markers == pytest.approx(upper, rel=1e-3)
     assert estimate.cached_prefix_tokens == 12_000
     assert estimate.cache_ttl == ttl
     assert estimate.inputs["cache_hit_rate"] == hits
@@ -265,7 +276,9 @@ def test_a_prefix_under_the_models_minimum_is_plain_input(prices: PriceTable) ->
     estimate = estimate_cost(shards_of(requests), rate, template, prices, EstimateOptions())
     assert estimate.cached_prefix_tokens == 0
     assert estimate.cache_ttl is None
-    assert estimate.upper_batch_usd == pytest.approx((10 * 1500 * 0.5 + 10 * 2.5) / MILLION, rel=1e-3)
+    assert estimate.upper_batch_usd - estimate.markers_usd == pytest.approx(
+        (10 * 1500 * 0.5 + 10 * 2.5) / MILLION, rel=1e-3
+    )
     assert any("under the model's minimum of 4,096" in w for w in estimate.warnings)
 
 
@@ -346,8 +359,10 @@ def test_the_upper_bound_holds_at_a_zero_hit_rate(prices: PriceTable) -> None:
     with_sync = estimate_cost(
         shards_of(requests), rate, template, prices, EstimateOptions(retry_errored_sync=True)
     )
-    assert with_sync.upper_batch_usd == pytest.approx(2 * estimate.upper_batch_usd)
-    assert with_sync.gap_usd["sync_retry"] == pytest.approx(estimate.upper_batch_usd)
+    # Every answer at standard prices; the marker is always in a batch.
+    answers = estimate.upper_batch_usd - estimate.markers_usd
+    assert with_sync.upper_batch_usd == pytest.approx(2 * answers + estimate.markers_usd)
+    assert with_sync.gap_usd["sync_retry"] == pytest.approx(answers)
 
 
 def test_shard_shares_add_up_to_the_upper_bound(prices: PriceTable) -> None:
