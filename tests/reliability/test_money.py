@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.fixtures.emulator import EmulatorHandle
-from tests.reliability.harness import RunHarness, write_jsonl
+from tests.reliability.harness import RunHarness, read_jsonl, write_jsonl
 
 WORDS = tuple(
     "the invoice shows a double charge after the renewal of my annual plan please refund".split()  # noqa: SIM905
@@ -77,3 +78,39 @@ def test_without_count_tokens_the_upper_bound_is_one_token_per_byte(
     assert estimate["sample_size"] == 0
     assert "upper bound: one token per byte" in estimate["method"]
     assert actual <= estimate["estimated_cost_usd_upper"]
+
+
+def render_us_only(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 8,
+        "inference_geo": "us",
+        "messages": [{"role": "user", "content": record["text"]}],
+    }
+
+
+def test_us_only_inference_is_billed_at_its_multiplier_through_a_whole_run(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    # The emulator's usage does not name the region (as API versions before usage.inference_geo):
+    # the request's params must carry the 1.1x of Sonnet 4.6 into every figure.
+    rows = varied_records(40, seed=3)
+    source = write_jsonl(tmp_path / "in" / "records.jsonl", rows)
+    run = RunHarness(
+        storage=tmp_path / "storage",
+        source=f"file://{source}",
+        build_kwargs={"model": None, "render": render_us_only, "max_requests_per_shard": 20},
+    )
+    run.run()
+    manifest = orjson.loads((run.run_dir / "manifest.json").read_bytes())
+    rows_cost = markers_cost = 0.0
+    for shard in (0, 1):
+        for row in read_jsonl(Path(run.folder.shard_outcome(0, shard, "succeeded").path)):
+            usage = row["usage"]
+            plain = 0.5 * (usage["input_tokens"] * 3 + usage["output_tokens"] * 15) / 1e6
+            assert row["pricing_params"] == {"inference_geo": "us"}
+            assert row["cost_usd"] == pytest.approx(1.1 * plain)
+            rows_cost += row["cost_usd"]
+        markers_cost += orjson.loads(Path(run.folder.shard_marker(0, shard).path).read_bytes())["cost_usd"]
+    assert manifest["dispositions"]["succeeded"] == 40
+    assert manifest["money"]["batch_usd"] == pytest.approx(rows_cost + markers_cost, abs=1e-6)
