@@ -107,13 +107,15 @@ class _PricedRequests:
         self.meter = meter
         self.fields = tuple(f'"{item.field}"'.encode() for item in meter.prices.multipliers)
         self.params: dict[str, dict[str, Any]] = {}
+        self._shared: dict[str, dict[str, Any]] = {}  # one dict per distinct value, shared by the ids
 
     def ids(self, requests_path: StoragePath) -> Iterable[str]:
         for custom_id, line in iter_request_lines(requests_path):
             if any(name in line for name in self.fields):
                 pricing = self.meter.pricing_params(decode_request(line).get("params"))
                 if pricing:
-                    self.params[custom_id] = pricing
+                    key = repr(sorted(pricing.items()))
+                    self.params[custom_id] = self._shared.setdefault(key, pricing)
             yield custom_id
 
 
