@@ -292,10 +292,10 @@ async def test_progress_is_logged_at_most_once_per_poll_without_the_key(emulator
     progress = [message for message in messages if message.startswith(f"batch {batch_id} is")]
     stats = emulator.stats()
     assert len(progress) == stats["lists"] + stats["retrieves"]
-    running = [line for line in progress if "in_progress; 5 requests; running for" in line]
+    running = [line for line in progress if "in_progress; 0 of 5 requests done (0%)" in line]
     assert running
     assert all("left before it expires" in line for line in running)
-    assert "ended; 5 requests; 5 succeeded" in progress[-1]
+    assert "ended; 5 of 5 requests done (100%): 0 processing, 5 succeeded" in progress[-1]
     assert all(emulator.api_key not in str(entry) for entry in logs)
     assert all("Classify ticket" not in str(entry) for entry in logs)
 
