@@ -37,7 +37,14 @@ import boto3
 import httpx
 
 from deploy.airflow_api import AirflowApi, CheckFailed
-from deploy.checks import NIGHTLY_DAG_ID, SMOKE_DAG_ID, NightlyTarget, S3Location, run_and_check
+from deploy.checks import (
+    NIGHTLY_DAG_ID,
+    SMOKE_DAG_ID,
+    NightlyTarget,
+    S3Location,
+    check_quiet_logs,
+    run_and_check,
+)
 from deploy.clear_check import check_clear_while_deferred
 from deploy.processes import ProcessGroup, free_port, run, wait_for_port
 
@@ -207,7 +214,7 @@ class Topology:
         """The connections stored in the metadata database, as ``airflow connections import`` reads them."""
         return {
             "claude_batch_default": {
-                "conn_type": "claude_batch",
+                "conn_type": "claude-batch",
                 "host": f"http://127.0.0.1:{self.ports.emulator}",
                 "password": FAKE_API_KEY,
                 "extra": json.dumps({"timeout": 60, "max_retries": 5}),
@@ -408,6 +415,8 @@ def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) 
                     api, args.dag, nightly, alive=alive, run_timeout=args.run_timeout
                 )
         result["tasks_per_worker"] = topology.tasks_per_worker()
+        log_folders = [workspace.logs, workspace.airflow_home / "logs"]
+        result["log_files_without_noise"] = check_quiet_logs(log_folders)
         if args.ui:
             from deploy.ui_check import UiContext, run_ui_check
 

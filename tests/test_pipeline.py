@@ -318,7 +318,7 @@ def test_a_requeue_limit_of_zero_skips_the_requeue_and_reports_pending(
 def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     tmp_path: Path, run_dag: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connection = {"conn_type": "claude_batch", "host": emulator.base_url, "password": emulator.api_key}
+    connection = {"conn_type": "claude-batch", "host": emulator.base_url, "password": emulator.api_key}
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps({**connection, "extra": {"max_retries": 0}})
     )

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import anthropic
 import httpx
 
-from airflow_claude_batch import CONNECTION_TYPE, get_provider_info
+from airflow_claude_batch import CONNECTION_TYPE, LEGACY_CONNECTION_TYPE, get_provider_info
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.compat import connection_form_widgets
 from airflow_claude_batch.exceptions import ConnectionConfigError
@@ -123,7 +123,9 @@ def settings_from_connection(conn: Any) -> ClaudeSettings:
     extra = conn.extra_dejson or {}
 
     def option(name: str) -> Any:
-        value = extra.get(name, extra.get(f"extra__{CONNECTION_TYPE}__{name}"))
+        value = extra.get(name)
+        for conn_type in (CONNECTION_TYPE, LEGACY_CONNECTION_TYPE):  # the form's prefixed keys
+            value = extra.get(f"extra__{conn_type}__{name}") if value is None else value
         return None if value in ("", None) else value
 
     try:

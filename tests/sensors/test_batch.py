@@ -163,7 +163,7 @@ def test_a_rejected_key_fails_without_retry(monkeypatch, emulator) -> None:
     batch_id = create_batch(emulator)
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_WRONG_KEY",
-        json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
+        json.dumps({"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
     )
     with pytest.raises(AirflowFailException, match="Connection 'claude_wrong_key' was rejected"):
         sensor(batch_id, conn_id="claude_wrong_key").execute(context={})

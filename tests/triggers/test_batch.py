@@ -105,7 +105,7 @@ async def test_connection_errors_are_waited_out_until_the_deadline(monkeypatch, 
         dead_port = probe.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_UNREACHABLE",
-        json.dumps({"conn_type": "claude_batch", "host": f"http://127.0.0.1:{dead_port}", "password": "k"}),
+        json.dumps({"conn_type": "claude-batch", "host": f"http://127.0.0.1:{dead_port}", "password": "k"}),
     )
     trigger = ClaudeBatchTrigger(
         batch_id="msgbatch_unreachable",
@@ -251,7 +251,7 @@ async def test_a_rejected_key_ends_with_an_error_naming_the_connection(monkeypat
     batch_id = create_batch(emulator)
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_WRONG_KEY",
-        json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
+        json.dumps({"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
     )
     trigger = ClaudeBatchTrigger(batch_id=batch_id, conn_id="claude_wrong_key", poll_interval=FAST)
 
