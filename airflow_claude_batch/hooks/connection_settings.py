@@ -113,6 +113,17 @@ def _is_loopback(text: str) -> bool:
         return False
 
 
+def missing_connection(conn_id: str) -> ConnectionConfigError:
+    """The error for a Claude connection that is not defined: which one, and the ways to add it."""
+    return ConnectionConfigError(
+        f"connection {conn_id!r} is not defined, so nothing can reach the API. Add it before the run, in "
+        f"the UI (Admin > Connections, type Claude Message Batches), with `airflow connections add "
+        f"{conn_id} --conn-type {CONNECTION_TYPE} --conn-password <API key>`, or as the environment "
+        f"variable AIRFLOW_CONN_{conn_id.upper()} of every scheduler, worker and triggerer "
+        "(docs/connection.md); or pass conn_id= naming the connection you have"
+    )
+
+
 def settings_from_connection(conn: Any) -> ClaudeSettings:
     """Read :class:`ClaudeSettings` from an Airflow connection; ``ConnectionConfigError`` says what to fix."""
     conn_id = conn.conn_id

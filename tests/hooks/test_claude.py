@@ -126,6 +126,15 @@ def test_airflow_reads_the_connection_without_a_scheme_warning(
     assert any("shall not contain" in line for line in seen) is warned
 
 
+def test_a_missing_connection_is_named_with_the_ways_to_add_it() -> None:
+    with pytest.raises(ConnectionConfigError) as raised:
+        ClaudeBatchHook("claude_never_added").settings  # noqa: B018
+    message = str(raised.value)
+    assert "connection 'claude_never_added' is not defined" in message
+    assert "airflow connections add claude_never_added --conn-type claude-batch" in message
+    assert "AIRFLOW_CONN_CLAUDE_NEVER_ADDED" in message
+
+
 def test_a_connection_of_the_earlier_type_name_keeps_working(monkeypatch: pytest.MonkeyPatch) -> None:
     legacy = {"conn_type": "claude_batch", "host": "gw.example.com", "password": BAD_KEY}
     legacy["extra"] = {"extra__claude_batch__timeout": "45"}
