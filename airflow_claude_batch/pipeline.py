@@ -35,7 +35,7 @@ from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 MAX_ROUNDS = 10
 
 
-@takes_options(BuildOptions, omit=("pipeline_id",))
+@takes_options(BuildOptions, omit=("pipeline_id", "later_templates"))
 def claude_batch_pipeline(
     group_id: str = "claude_batch",
     *,
@@ -106,8 +106,22 @@ def claude_batch_pipeline(
     if not 1 <= max_rounds <= MAX_ROUNDS:
         raise ValueError(f"max_rounds must be between 1 and {MAX_ROUNDS}, got {max_rounds}")
     with TaskGroup(group_id, tooltip="Claude Message Batches: build, submit, wait, fan out, report") as group:
+        later_templates = {
+            "output_uri": output_uri,
+            "requeue_rounds": requeue_rounds,
+            "custom_input": custom_input,
+            "max_invalid_fraction": max_invalid_fraction,
+            "max_dead_letter_fraction": max_dead_letter_fraction,
+        }
         build = ClaudeBatchBuildOperator(
-            task_id="build", **values_of(replace(options, pipeline_id=group.group_id))
+            task_id="build",
+            **values_of(
+                replace(
+                    options,
+                    pipeline_id=group.group_id,
+                    later_templates={k: v for k, v in later_templates.items() if isinstance(v, str)},
+                )
+            ),
         )
         answer_checks = {
             "output_parser": output_parser,

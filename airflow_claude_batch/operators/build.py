@@ -67,6 +67,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
+            self._render_later_templates(context)
             self._require_connection()
             source, template = self._record_source(), self._template()
             self._check_model(template)
@@ -136,6 +137,20 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             render=self.render,
             additions=request_additions(mode, self.output_schema) or None,
         )
+
+    def _render_later_templates(self, context: Any) -> None:
+        """Render the later tasks' templates now: one that cannot render fails before any spend."""
+        for name, template in (self.later_templates or {}).items():
+            try:
+                self.render_template(template, context)
+            except Exception as exc:
+                raise InputError(
+                    f"{name}={template!r} cannot be rendered for run {context.get('run_id')!r} "
+                    f"({type(exc).__name__}: {exc}); nothing was spent. A run without a logical date "
+                    "(a manual or REST trigger that gives none) has no ds, ds_nodash, logical_date or "
+                    "data_interval_start: use {{ run_id }}, or {{ dag_run.run_after | ds }}, or trigger "
+                    "the run with a logical date"
+                ) from exc
 
     def _require_connection(self) -> None:
         """Fail now, naming the connection and how to add it, rather than at the submit; a dry run,
