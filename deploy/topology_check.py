@@ -47,6 +47,7 @@ from deploy.checks import (
 )
 from deploy.clear_check import check_clear_while_deferred
 from deploy.processes import ProcessGroup, free_port, run, wait_for_port
+from deploy.resweep_check import check_resweep_after_late_data
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "claude-batch"
@@ -413,6 +414,16 @@ def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) 
             with timings.phase("clear while deferred"):
                 result["clear_while_deferred"] = check_clear_while_deferred(
                     api, args.dag, nightly, alive=alive, run_timeout=args.run_timeout
+                )
+            with timings.phase("re-sweep after late data"):
+                result["resweep"] = check_resweep_after_late_data(
+                    api,
+                    args.dag,
+                    nightly,
+                    tickets=SAMPLE_TICKETS,
+                    workdir=workspace.root,
+                    alive=alive,
+                    run_timeout=args.run_timeout,
                 )
         result["tasks_per_worker"] = topology.tasks_per_worker()
         log_folders = [workspace.logs, workspace.airflow_home / "logs"]

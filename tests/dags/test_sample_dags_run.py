@@ -126,6 +126,21 @@ def labels_asset_events() -> int:
         return session.scalar(query) or 0
 
 
+def last_labels_event_extra() -> dict[str, Any]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "support_ticket_labels")
+            .order_by(AssetEvent.id.desc())
+        )
+        return dict(session.scalars(query).first() or {})
+
+
 def test_nightly_labels_every_ticket_on_local_storage(nightly: Nightly, emulator: Any) -> None:
     events_before = labels_asset_events()
 
@@ -277,6 +292,10 @@ def test_nightly_on_s3_through_an_aws_connection(
     assert f"{prefix}/round-0/shards.json" in keys
     assert f"{prefix}/report.html" in keys
     assert not nightly.storage.exists()  # nothing went to the local default
+    # The URIs people and downstream tasks read are ones any S3 tool opens: no connection id inside.
+    extra = last_labels_event_extra()
+    assert extra["output_uri"] == "s3://claude-runs/support/labels/2026-11-02.jsonl"
+    assert extra["manifest_uri"] == f"s3://claude-runs/{prefix}/manifest.json"
 
 
 # --- the monthly sweep ---------------------------------------------------------------------------------
