@@ -306,7 +306,7 @@ class Topology:
         emulator = shutil.which("claude-batch-emulator", path=self.env["PATH"]) or "claude-batch-emulator"
         address = ["--host", "127.0.0.1", "--port", str(self.ports.emulator)]
         # Slow enough (a start delay, then 500 requests/s) that the wait tasks really defer.
-        pace = ["--start-delay", "8", "--speed", "500"]
+        pace = ["--start-delay", "20", "--speed", "500"]
         server = self.processes.start(
             "emulator",
             [emulator, *address, "--api-key", FAKE_API_KEY, *pace, "--log-level", "warning"],

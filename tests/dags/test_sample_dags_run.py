@@ -7,7 +7,6 @@ run takes seconds.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pendulum
 import pytest
 
 from airflow_claude_batch.emulator.answers import classify, moderate
-from tests.fixtures.airflow import DAGS_FOLDER
+from tests.dags.conftest import SAMPLE_DAGS
 
 pytestmark = [
     pytest.mark.airflow,
@@ -26,8 +25,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_DAGS = REPO / "dags"
 NIGHTLY = "overnight_classification"
 SWEEP = "monthly_moderation_sweep"
 NIGHTLY_PIPELINE = "classify_tickets"
@@ -36,15 +33,6 @@ LABELS = ["billing", "bug", "feature_request", "account", "shipping", "other"]
 DAY = pendulum.datetime(2026, 11, 2, 18, tz="UTC")
 TICKETS = 240
 POSTS_PER_MONTH = 150
-
-
-@pytest.fixture
-def dags_folder() -> Path:
-    """The sample DAGs with their prompts and data, in the test Airflow's DAG folder."""
-    shutil.copytree(
-        SAMPLE_DAGS, DAGS_FOLDER, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return DAGS_FOLDER
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
