@@ -8,7 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-CONNECTION_TYPE = "claude_batch"
+#: No underscore: Airflow logs "Connection schemes ... shall not contain '_'" each time it turns a
+#: connection whose type has one into a URI, which it does on every connection read.
+CONNECTION_TYPE = "claude-batch"
+#: The type before 0.2: its connections keep working (the hook reads any type), but Airflow warns on them.
+LEGACY_CONNECTION_TYPE = "claude_batch"
 DEFAULT_CONN_ID = "claude_batch_default"
 #: The pipeline id (task group id) of ``claude_batch_pipeline()`` and of operators used outside a group.
 DEFAULT_PIPELINE_ID = "claude_batch"

@@ -35,7 +35,25 @@ from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 MAX_ROUNDS = 10
 
 
-@takes_options(BuildOptions, omit=("pipeline_id",))
+class ClaudeBatchPipeline(TaskGroup):
+    """The task group ``claude_batch_pipeline`` adds; what its run gives back is at hand:
+
+    - ``output``: the report task's summary (XCom), for a downstream task: ``input_records``,
+      ``dispositions``, ``batches``, the money (``actual_cost_usd``, ``savings_usd``, ...), and
+      ``files`` (``output``: the flat output's URI, ``manifest``, ``report``, ``dead_letter``, ...);
+    - ``report``: the report task itself.
+    """
+
+    @property
+    def report(self) -> ClaudeBatchReportOperator:
+        return self.get_child_by_label("report")  # type: ignore[return-value]
+
+    @property
+    def output(self) -> Any:
+        return self.report.output
+
+
+@takes_options(BuildOptions, omit=("pipeline_id", "later_templates"))
 def claude_batch_pipeline(
     group_id: str = "claude_batch",
     *,
@@ -53,7 +71,7 @@ def claude_batch_pipeline(
     custom_input: bool | str = False,
     max_invalid_fraction: float | str | None = None,
     max_dead_letter_fraction: float | str | None = None,
-) -> TaskGroup:
+) -> ClaudeBatchPipeline:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
     It takes every parameter of
@@ -101,13 +119,29 @@ def claude_batch_pipeline(
         when more than this share of the input records ended ``invalid_output``; default ``None``:
         never. The manifest's ``failure`` and the report page say why (templated).
     :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
-    :return: the task group; ``upstream >> group >> downstream`` works as for a task.
+    :return: the task group; ``upstream >> group >> downstream`` works as for a task, and
+        ``group.output`` is the report's summary for a downstream task (see :class:`ClaudeBatchPipeline`).
     """
     if not 1 <= max_rounds <= MAX_ROUNDS:
         raise ValueError(f"max_rounds must be between 1 and {MAX_ROUNDS}, got {max_rounds}")
-    with TaskGroup(group_id, tooltip="Claude Message Batches: build, submit, wait, fan out, report") as group:
+    tooltip = "Claude Message Batches: build, submit, wait, fan out, report"
+    with ClaudeBatchPipeline(group_id, tooltip=tooltip) as group:
+        later_templates = {
+            "output_uri": output_uri,
+            "requeue_rounds": requeue_rounds,
+            "custom_input": custom_input,
+            "max_invalid_fraction": max_invalid_fraction,
+            "max_dead_letter_fraction": max_dead_letter_fraction,
+        }
         build = ClaudeBatchBuildOperator(
-            task_id="build", **values_of(replace(options, pipeline_id=group.group_id))
+            task_id="build",
+            **values_of(
+                replace(
+                    options,
+                    pipeline_id=group.group_id,
+                    later_templates={k: v for k, v in later_templates.items() if isinstance(v, str)},
+                )
+            ),
         )
         answer_checks = {
             "output_parser": output_parser,

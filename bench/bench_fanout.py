@@ -94,7 +94,7 @@ def fan_out_with_sdk(base_url: str, batch_id: str, run_root: Path) -> None:
 
 def fan_out_with_package(base_url: str, batch_id: str, run_root: Path) -> None:
     os.environ["AIRFLOW_CONN_CLAUDE_BATCH_BENCH"] = json.dumps(
-        {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
+        {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
     )
     from airflow_claude_batch.batch.fanout import fan_out_shard
     from airflow_claude_batch.batch.pricing import PriceTable

@@ -157,7 +157,7 @@ def run_worker(base_url: str, batch_file: Path, args: argparse.Namespace) -> dic
         "AIRFLOW_HOME": str(batch_file.parent / "airflow-home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
-            {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
+            {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
         ),
         "CLAUDE_BATCH_BATCH_RPM_LIMIT": str(args.rpm_limit),
         "CLAUDE_BATCH_POLL_RPM_SHARE": str(args.share),

@@ -63,7 +63,7 @@ def read_with_sdk(base_url: str, batch_id: str) -> int:
 
 def read_with_hook(base_url: str, batch_id: str) -> int:
     os.environ["AIRFLOW_CONN_CLAUDE_BATCH_BENCH"] = json.dumps(
-        {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
+        {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
     )
     from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 

@@ -57,7 +57,7 @@ def write_shard(path: Path, requests: int, request_bytes: int) -> tuple[int, int
 
 def submit_with_hook(base_url: str, shard: str, count: int, body_bytes: int) -> None:
     os.environ["AIRFLOW_CONN_CLAUDE_BATCH_BENCH"] = json.dumps(
-        {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
+        {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
     )
     from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 

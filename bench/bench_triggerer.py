@@ -333,7 +333,7 @@ def run_worker(
         "AIRFLOW_HOME": str(batch_file.parent / "airflow-home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
-            {"conn_type": "claude_batch", "host": base_url, "password": API_KEY}
+            {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
         ),
     }
     command = [

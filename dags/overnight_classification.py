@@ -155,8 +155,10 @@ with DAG(
             title="If the input changed",
             description="What a rerun does when the input changed after batches were sent: `fail` "
             "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
-            "`add_new` (send only the records no run of this data interval has answered yet: pick it "
-            "with the interval's logical date to re-sweep a day after late tickets).",
+            "`add_new` (send only the records no run of this data interval has answered yet; to re-sweep "
+            "an interval after late data, reprocess its run: `airflow backfill create ... "
+            '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\'`, see '
+            "the README).",
         ),
         "retry_errored_sync": Param(
             False,

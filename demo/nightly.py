@@ -172,7 +172,7 @@ def _child_env(
         }
     )
     if base_url is not None and api_key is not None:
-        connection = {"conn_type": "claude_batch", "host": base_url, "password": api_key}
+        connection = {"conn_type": "claude-batch", "host": base_url, "password": api_key}
         env["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"] = json.dumps(connection)
         env["CLAUDE_BATCH_BATCH_RPM_LIMIT"] = "60000"  # the emulator has no rate limit of its own
     if tickets is not None:

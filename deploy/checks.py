@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_claude_batch import get_provider_info
@@ -90,6 +90,25 @@ def check_run_succeeded(observation: RunObservation, task_instances: list[dict[s
     retried = [f"{ti_key(ti)} (try {ti['try_number']})" for ti in task_instances if ti["try_number"] > 1]
     if retried:
         raise CheckFailed(f"tasks needed retries in a healthy deployment: {retried}")
+
+
+#: Lines no log of a healthy deployment may hold (Airflow's warning on a connection type with "_").
+NOISE = ("Connection schemes (type: claude",)
+
+
+def check_quiet_logs(folders: Iterable[Path]) -> int:
+    """Fail when any process or task log below ``folders`` holds a line of :data:`NOISE`; return how
+    many log files were read."""
+    read, noisy = 0, {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*.log")) + sorted(folder.rglob("*.json")):
+            read += 1
+            count = sum(path.read_text(errors="replace").count(pattern) for pattern in NOISE)
+            if count:
+                noisy[str(path)] = count
+    if noisy:
+        raise CheckFailed(f"the deployment's logs hold connection warnings: {noisy}")
+    return read
 
 
 def deferrable_tasks(dag_id: str, task_instances: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -37,9 +37,17 @@ import boto3
 import httpx
 
 from deploy.airflow_api import AirflowApi, CheckFailed
-from deploy.checks import NIGHTLY_DAG_ID, SMOKE_DAG_ID, NightlyTarget, S3Location, run_and_check
+from deploy.checks import (
+    NIGHTLY_DAG_ID,
+    SMOKE_DAG_ID,
+    NightlyTarget,
+    S3Location,
+    check_quiet_logs,
+    run_and_check,
+)
 from deploy.clear_check import check_clear_while_deferred
 from deploy.processes import ProcessGroup, free_port, run, wait_for_port
+from deploy.resweep_check import check_resweep_after_late_data
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "claude-batch"
@@ -207,7 +215,7 @@ class Topology:
         """The connections stored in the metadata database, as ``airflow connections import`` reads them."""
         return {
             "claude_batch_default": {
-                "conn_type": "claude_batch",
+                "conn_type": "claude-batch",
                 "host": f"http://127.0.0.1:{self.ports.emulator}",
                 "password": FAKE_API_KEY,
                 "extra": json.dumps({"timeout": 60, "max_retries": 5}),
@@ -298,7 +306,7 @@ class Topology:
         emulator = shutil.which("claude-batch-emulator", path=self.env["PATH"]) or "claude-batch-emulator"
         address = ["--host", "127.0.0.1", "--port", str(self.ports.emulator)]
         # Slow enough (a start delay, then 500 requests/s) that the wait tasks really defer.
-        pace = ["--start-delay", "8", "--speed", "500"]
+        pace = ["--start-delay", "20", "--speed", "500"]
         server = self.processes.start(
             "emulator",
             [emulator, *address, "--api-key", FAKE_API_KEY, *pace, "--log-level", "warning"],
@@ -407,7 +415,19 @@ def run_check(args: argparse.Namespace, workspace: Workspace, timings: Timings) 
                 result["clear_while_deferred"] = check_clear_while_deferred(
                     api, args.dag, nightly, alive=alive, run_timeout=args.run_timeout
                 )
+            with timings.phase("re-sweep after late data"):
+                result["resweep"] = check_resweep_after_late_data(
+                    api,
+                    args.dag,
+                    nightly,
+                    tickets=SAMPLE_TICKETS,
+                    workdir=workspace.root,
+                    alive=alive,
+                    run_timeout=args.run_timeout,
+                )
         result["tasks_per_worker"] = topology.tasks_per_worker()
+        log_folders = [workspace.logs, workspace.airflow_home / "logs"]
+        result["log_files_without_noise"] = check_quiet_logs(log_folders)
         if args.ui:
             from deploy.ui_check import UiContext, run_ui_check
 

@@ -139,13 +139,15 @@ def test_every_build_option_reaches_the_build_task_as_given() -> None:
         spec.name: "{{ params." + spec.name + " }}" for spec in specs(BuildOptions) if spec.templated
     }
     given |= {"render": lambda record: {"messages": []}, "output_schema": {"type": "object"}}
-    assert set(given) == {spec.name for spec in specs(BuildOptions)} - {"pipeline_id"}
+    assert set(given) == {spec.name for spec in specs(BuildOptions)} - {"pipeline_id", "later_templates"}
     with DAG("pipeline_options", schedule=None, start_date=START) as dag:
-        claude_batch_pipeline("labels", **given)
+        claude_batch_pipeline("labels", **given, output_uri="s3://out/{{ ds }}.jsonl", requeue_rounds=1)
 
     build = dag.task_dict["labels.build"]
     assert {name: getattr(build, name) for name in given} == given
     assert build.pipeline_id == "labels"
+    # The later tasks' templates, for the build to render before any spend (not the plain number).
+    assert build.later_templates == {"output_uri": "s3://out/{{ ds }}.jsonl"}
     report = dag.task_dict["labels.report"]
     assert (report.storage, report.prices_file) == (given["storage"], given["prices_file"])
     requeue = dag.task_dict["labels.round_0.requeue"]
@@ -293,6 +295,35 @@ def test_a_dry_run_submits_nothing_and_still_reports(tmp_path: Path, run_dag: An
 
 
 @pytest.mark.airflow
+def test_a_manual_run_without_a_logical_date_fails_at_build_on_ds_and_runs_with_run_after(
+    tmp_path: Path, run_dag: Any, emulator: Any
+) -> None:
+    dag_file, _storage = write_run_dag(tmp_path, "pipeline_no_date", 5)
+    text = dag_file.read_text()
+    dag_file.write_text(
+        text.replace(f"file://{tmp_path}/out.jsonl", f"file://{tmp_path}/out-{{{{ ds }}}}.jsonl")
+    )
+
+    failed = run_dag(dag_file, "pipeline_no_date", logical_date=None)
+
+    assert states_of(failed)["build"] == "failed"
+    assert emulator.stats()["batches_created"] == 0, "the template failed before anything was spent"
+
+    # The README's form works with and without a logical date.
+    dag_file.write_text(
+        text.replace(
+            f"file://{tmp_path}/out.jsonl", f"file://{tmp_path}/out-{{{{ dag_run.run_after | ds }}}}.jsonl"
+        )
+    )
+    done = run_dag(dag_file, "pipeline_no_date", logical_date=None)
+
+    assert done.state == "success"
+    written = list(tmp_path.glob("out-*.jsonl"))
+    assert [path.name for path in written] == [f"out-{done.run_after.date().isoformat()}.jsonl"]
+    assert len(written[0].read_text().splitlines()) == 5
+
+
+@pytest.mark.airflow
 def test_a_requeue_limit_of_zero_skips_the_requeue_and_reports_pending(
     tmp_path: Path, run_dag: Any, emulator: Any
 ) -> None:
@@ -318,7 +349,7 @@ def test_a_requeue_limit_of_zero_skips_the_requeue_and_reports_pending(
 def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     tmp_path: Path, run_dag: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connection = {"conn_type": "claude_batch", "host": emulator.base_url, "password": emulator.api_key}
+    connection = {"conn_type": "claude-batch", "host": emulator.base_url, "password": emulator.api_key}
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", json.dumps({**connection, "extra": {"max_retries": 0}})
     )

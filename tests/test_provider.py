@@ -46,4 +46,4 @@ def test_airflow_lists_the_provider_and_its_connection_type() -> None:
         env=env,
     )
     entries = {row["connection_type"]: row for row in json.loads(hooks.stdout)}
-    assert entries["claude_batch"]["class"] == "airflow_claude_batch.hooks.claude.ClaudeBatchHook"
+    assert entries["claude-batch"]["class"] == "airflow_claude_batch.hooks.claude.ClaudeBatchHook"

@@ -28,7 +28,7 @@ from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, read_
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import FAILED, read_state
-from airflow_claude_batch.batch.storage import StoragePath, iter_jsonl, read_json, write_json
+from airflow_claude_batch.batch.storage import StoragePath, iter_jsonl, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import InputChangedError, InputError, StorageError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,13 @@ ON_INPUT_CHANGE = (FAIL, KEEP, ADD_NEW)
 
 REUSE = "reuse"
 REBUILD = "rebuild"
+
+#: Re-sweeping an interval on Airflow 3: the run of a logical date is unique, so it is reprocessed (its
+#: conf replaced), not triggered anew.
+RESWEEP_COMMAND = (
+    "airflow backfill create --dag-id <dag_id> --from-date <day> --to-date <day> "
+    '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\''
+)
 
 
 def parse_on_input_change(value: object) -> str:
@@ -93,13 +100,13 @@ def plan_rerun(
     if on_input_change == ADD_NEW:
         return RerunPlan(ADD_NEW, changes)
     raise InputChangedError(
-        f"the input of {folder.root} changed after {len(submitted)} of its {len(shards)} shard(s) were "
-        f"submitted: {'; '.join(changes)}. Nothing was sent for the change. Ways forward: (1) keep what "
-        "this run built and leave the change out: put the input back as it was, or set "
-        "on_input_change='keep' for the pipeline, then clear this task; (2) send what is new: a run with "
-        "on_input_change='add_new' (a field of the sample DAGs' trigger form, for a new run of this data "
-        "interval) sends only the records no run of the interval has answered yet; a new run with the "
-        "default starts the interval afresh and sends every record again"
+        f"the input of {readable_uri(folder.root)} changed after {len(submitted)} of its {len(shards)} "
+        f"shard(s) were submitted: {'; '.join(changes)}. Nothing was sent for the change. Ways forward: "
+        "(1) keep what this run built and leave the change out: put the input back as it was, or set "
+        "on_input_change='keep' for the pipeline, then clear this task; (2) send only what is new "
+        "(late data): run this interval again with on_input_change='add_new' in its conf, which on "
+        f"Airflow 3 is one command: {RESWEEP_COMMAND} (the conf must also carry the params the run "
+        "had); it sends only the records no run of the interval has answered yet"
     )
 
 

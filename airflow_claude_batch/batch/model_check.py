@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow_claude_batch.batch.models import load_models
+from airflow_claude_batch.batch.models import did_you_mean
 from airflow_claude_batch.exceptions import InputError
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,4 @@ def check_model(model: str, max_tokens: int, lookup: ModelLookup, *, endpoint: s
 
 
 def _suggestion(model: str) -> str:
-    folded = model.strip().lower()
-    for spec in load_models():
-        for name in (spec.id, *spec.aliases):
-            if name.lower() == folded:
-                return f" (names are case-sensitive: did you mean {name!r}?)"
-    return " (names are case-sensitive and matched exactly)"
+    return did_you_mean(model) or " (names are case-sensitive and matched exactly)"

@@ -11,6 +11,7 @@ up more loosely, see :mod:`airflow_claude_batch.batch.pricing`; the catalogue sa
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
@@ -112,7 +113,8 @@ class ModelCatalogue:
         if spec is None:
             known = ", ".join(spec.id for spec in self)
             raise InputError(
-                f"unknown model {model!r} (model ids are case-sensitive; known: {known}); fix the id, or "
+                f"unknown model {model!r}{did_you_mean(model, self)} (model ids are case-sensitive; known: "
+                f"{known}); fix the id, or "
                 f"add the model to a models file shaped like the shipped models.json and name it with "
                 f"{MODELS_ENV_VAR}"
             )
@@ -210,3 +212,18 @@ def get_model(model: str, path: str | os.PathLike[str] | None = None) -> ModelSp
     :raises InputError: the model is unknown.
     """
     return load_models(path).get(model)
+
+
+def did_you_mean(model: str, catalogue: ModelCatalogue | None = None) -> str:
+    """Return `` (did you mean 'x'?)`` for the known model id or alias closest to ``model`` (a typo, a
+    case slip), or ``""`` when none is close.
+
+    :param model: the id as the user wrote it.
+    :param catalogue: the models to look in (default: :func:`load_models`).
+    """
+    names = [name for spec in (catalogue or load_models()) for name in (spec.id, *spec.aliases)]
+    if model in names:
+        return ""
+    by_folded = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(model.strip().lower(), list(by_folded), n=1, cutoff=0.8)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""

@@ -14,6 +14,8 @@ from airflow_claude_batch.batch.poll_errors import ErrorKind, PollError
 from airflow_claude_batch.batch.polling import CANCELING, ENDED, PollAction, PollDecision, parse_timestamp
 
 PROGRESS_LOG_EVERY_S = 600.0
+PROGRESS_LOG_MIN_EVERY_S = 60.0
+PROGRESS_LOG_STEP = 0.05
 REQUEST_COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
@@ -25,40 +27,63 @@ def request_counts(batch: Mapping[str, Any]) -> dict[str, int]:
 
 @dataclass
 class ProgressLog:
-    """Which polls are worth a progress line: the first, each change of status, the last, and one
-    every ``every`` seconds in between, so that a day-long batch polled every minute logs about 150
-    lines, not 1,440. Failed polls are always worth a warning; they do not pass through here.
+    """Which polls are worth a progress line: the first, each change of status, the last, one each time
+    the share of requests done has moved by ``step`` (at most one a ``min_every`` seconds), and one
+    every ``every`` seconds while nothing moves. A day-long batch polled every minute logs at most
+    about 20 lines of progress and 150 of waiting, not 1,440. Failed polls are always worth a
+    warning; they do not pass through here.
 
     :param every: seconds between two progress lines while nothing changes.
+    :param min_every: the least number of seconds between two lines for progress alone.
+    :param step: the share of requests done (0 to 1) that is worth a line of its own.
     """
 
     every: float = PROGRESS_LOG_EVERY_S
+    min_every: float = PROGRESS_LOG_MIN_EVERY_S
+    step: float = PROGRESS_LOG_STEP
     _last_time: float | None = None
     _last_status: str | None = None
+    _last_done: float = 0.0
 
-    def due(self, status: str | None, *, now: float, final: bool = False) -> bool:
-        """Return whether this poll gets a line, and remember it if so."""
+    def due(self, status: str | None, *, now: float, final: bool = False, done: float = 0.0) -> bool:
+        """Return whether this poll gets a line, and remember it if so.
+
+        :param done: the share of the batch's requests no longer processing (0 to 1).
+        """
         due = (
             final
             or self._last_time is None
             or status != self._last_status
             or now - self._last_time >= self.every
+            or (done - self._last_done >= self.step and now - self._last_time >= self.min_every)
         )
         if due:
-            self._last_time, self._last_status = now, status
+            self._last_time, self._last_status, self._last_done = now, status, done
         return due
 
 
+def done_fraction(batch: Mapping[str, Any]) -> float:
+    """Return the share of the batch's requests that are no longer processing (0 when it has none)."""
+    counts = request_counts(batch)
+    total = sum(counts.values())
+    return (total - counts["processing"]) / total if total else 0.0
+
+
 def describe_progress(batch: Mapping[str, Any], *, now: float, end_time: float) -> str:
-    """Return one line a person can follow: status, requests, time running, time left.
+    """Return one line a person can follow: status, how much is done and how it went, time running,
+    time left. The counts are the API's, so a batch of this package counts its marker request too
+    (the submit and the wait say so once).
 
     Only ids, statuses, counts and times: never a prompt, an output or a key.
     """
     counts = request_counts(batch)
     total = sum(counts.values())
-    parts = [f"batch {batch.get('id')} is {batch.get('processing_status')}", f"{total:,} requests"]
-    if batch.get("processing_status") == ENDED:
-        parts.append(", ".join(f"{counts[key]:,} {key}" for key in REQUEST_COUNT_KEYS if key != "processing"))
+    done = total - counts["processing"]
+    outcomes = ", ".join(f"{counts[key]:,} {key}" for key in REQUEST_COUNT_KEYS)
+    parts = [
+        f"batch {batch.get('id')} is {batch.get('processing_status')}",
+        f"{done:,} of {total:,} requests done ({done_fraction(batch):.0%}): {outcomes}",
+    ]
     created_at = parse_timestamp(batch.get("created_at"))
     if created_at is not None:
         parts.append(f"running for {format_duration(now - created_at)}")
@@ -67,6 +92,19 @@ def describe_progress(batch: Mapping[str, Any], *, now: float, end_time: float) 
         parts.append(f"{format_duration(expires_at - now)} left before it expires")
         parts.append(f"deadline in {format_duration(end_time - now)}")
     return "; ".join(parts)
+
+
+def marker_note(batch_id: str, *, records: int) -> str:
+    """Return the line that explains, once per wait, the one request more than the shard's records.
+
+    :param batch_id: the batch.
+    :param records: the shard's request count, the marker left out.
+    """
+    return (
+        f"Batch {batch_id} holds {records + 1:,} requests: the shard's {records:,} and one marker request "
+        "(max_tokens 1) that proves the batch is this shard's. The counts below include it; the outcome "
+        "files and the manifest do not."
+    )
 
 
 def deadline_message(
@@ -168,7 +206,7 @@ def progress_line(
     :param progress: the waiter's throttle, updated when a line is due.
     """
     final = decision.action is not PollAction.WAIT
-    if not progress.due(batch.get("processing_status"), now=now, final=final):
+    if not progress.due(batch.get("processing_status"), now=now, final=final, done=done_fraction(batch)):
         return None
     line = describe_progress(batch, now=now, end_time=end_time)
     if decision.action is PollAction.WAIT:

@@ -33,6 +33,7 @@ from airflow_claude_batch.batch.model_prices import (
     model_price,
     parse_price,
 )
+from airflow_claude_batch.batch.models import did_you_mean
 from airflow_claude_batch.batch.override_file import override_path, read_override, read_shipped
 from airflow_claude_batch.batch.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
@@ -203,7 +204,8 @@ class PriceTable:
         found = self.models.get(canonical_model_name(model))
         if found is None:
             raise InputError(
-                f"no price for model {model!r} in {', '.join(self.sources)}; add it to a prices file "
+                f"no price for model {model!r}{did_you_mean(model)} in {', '.join(self.sources)}; fix "
+                "model=, or add it to a prices file "
                 f'({{"models": {{"{canonical_model_name(model)}": {{"input": ..., "output": ...}}}}}}, USD '
                 f"per million tokens at standard prices) and pass it as prices_file= or set {PRICES_ENV_VAR}"
             )

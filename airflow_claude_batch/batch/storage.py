@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -114,3 +115,17 @@ def iter_jsonl(path: StoragePath, chunk_size: int = 1 << 20) -> Iterator[dict[st
             line = line.strip()
             if line:
                 yield orjson.loads(line)
+
+
+def readable_uri(location: StoragePath | str) -> str:
+    """Return ``location`` as a URI a person can paste into another tool: without the user part that
+    Airflow's ``ObjectStoragePath`` writes there (``s3://aws_default@bucket/key`` becomes
+    ``s3://bucket/key``), which no other tool reads and which could hold a secret.
+
+    :param location: a path-like object or a URI.
+    """
+    text = str(location)
+    parts = urlsplit(text)
+    if not parts.scheme or "@" not in parts.netloc:
+        return text
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -36,7 +36,7 @@ from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID
 from airflow_claude_batch.batch.create_body import iter_batch_body, sent_body_size
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE
 from airflow_claude_batch.batch.storage import StoragePath
-from airflow_claude_batch.compat import aget_connection
+from airflow_claude_batch.compat import AirflowNotFoundException, aget_connection
 from airflow_claude_batch.exceptions import AfterSubmitError, ConnectionConfigError
 from airflow_claude_batch.hooks.api_errors import CREATE, failed_test_message, translate, unreachable_cause
 from airflow_claude_batch.hooks.clients import (
@@ -48,6 +48,7 @@ from airflow_claude_batch.hooks.clients import (
 from airflow_claude_batch.hooks.connection_settings import (
     ClaudeSettings,
     form_widgets,
+    missing_connection,
     normalize_base_url,
     settings_from_connection,
     ui_field_behaviour,
@@ -104,7 +105,11 @@ class ClaudeBatchHook(BaseHook):
     def settings(self) -> ClaudeSettings:
         """The connection's settings, read on first use."""
         if self._loaded is None:
-            self._loaded = self._remember(settings_from_connection(self.get_connection(self.conn_id)))
+            try:
+                connection = self.get_connection(self.conn_id)
+            except AirflowNotFoundException:
+                raise missing_connection(self.conn_id) from None
+            self._loaded = self._remember(settings_from_connection(connection))
         return self._loaded
 
     async def asettings(self) -> ClaudeSettings:

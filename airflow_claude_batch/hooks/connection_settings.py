@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import anthropic
 import httpx
 
-from airflow_claude_batch import CONNECTION_TYPE, get_provider_info
+from airflow_claude_batch import CONNECTION_TYPE, LEGACY_CONNECTION_TYPE, get_provider_info
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
 from airflow_claude_batch.compat import connection_form_widgets
 from airflow_claude_batch.exceptions import ConnectionConfigError
@@ -113,6 +113,17 @@ def _is_loopback(text: str) -> bool:
         return False
 
 
+def missing_connection(conn_id: str) -> ConnectionConfigError:
+    """The error for a Claude connection that is not defined: which one, and the ways to add it."""
+    return ConnectionConfigError(
+        f"connection {conn_id!r} is not defined, so nothing can reach the API. Add it before the run, in "
+        f"the UI (Admin > Connections, type Claude Message Batches), with `airflow connections add "
+        f"{conn_id} --conn-type {CONNECTION_TYPE} --conn-password <API key>`, or as the environment "
+        f"variable AIRFLOW_CONN_{conn_id.upper()} of every scheduler, worker and triggerer "
+        "(docs/connection.md); or pass conn_id= naming the connection you have"
+    )
+
+
 def settings_from_connection(conn: Any) -> ClaudeSettings:
     """Read :class:`ClaudeSettings` from an Airflow connection; ``ConnectionConfigError`` says what to fix."""
     conn_id = conn.conn_id
@@ -123,7 +134,9 @@ def settings_from_connection(conn: Any) -> ClaudeSettings:
     extra = conn.extra_dejson or {}
 
     def option(name: str) -> Any:
-        value = extra.get(name, extra.get(f"extra__{CONNECTION_TYPE}__{name}"))
+        value = extra.get(name)
+        for conn_type in (CONNECTION_TYPE, LEGACY_CONNECTION_TYPE):  # the form's prefixed keys
+            value = extra.get(f"extra__{conn_type}__{name}") if value is None else value
         return None if value in ("", None) else value
 
     try:

@@ -27,7 +27,7 @@ from airflow_claude_batch.batch.sources import (
 )
 from airflow_claude_batch.batch.structured_output import choose_mode, request_additions
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.exceptions import BeforeSubmitError, InputError
+from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.fanout import load_prices
@@ -67,6 +67,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
+            self._render_later_templates(context)
+            self._require_connection()
             source, template = self._record_source(), self._template()
             self._check_model(template)
             carried = parse_fields(self.passthrough_fields)
@@ -135,6 +137,34 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             render=self.render,
             additions=request_additions(mode, self.output_schema) or None,
         )
+
+    def _render_later_templates(self, context: Any) -> None:
+        """Render the later tasks' templates now: one that cannot render fails before any spend."""
+        for name, template in (self.later_templates or {}).items():
+            try:
+                self.render_template(template, context)
+            except Exception as exc:
+                raise InputError(
+                    f"{name}={template!r} cannot be rendered for run {context.get('run_id')!r} "
+                    f"({type(exc).__name__}: {exc}); nothing was spent. A run without a logical date "
+                    "(a manual or REST trigger that gives none) has no ds, ds_nodash, logical_date or "
+                    "data_interval_start: use {{ run_id }}, or {{ dag_run.run_after | ds }}, or trigger "
+                    "the run with a logical date"
+                ) from exc
+
+    def _require_connection(self) -> None:
+        """Fail now, naming the connection and how to add it, rather than at the submit; a dry run,
+        which calls nothing, only warns."""
+        if not self.conn_id:
+            return
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        try:
+            ClaudeBatchHook(conn_id=self.conn_id).settings  # noqa: B018 (reading it is the check)
+        except ConnectionConfigError as exc:
+            if not _flag(self.dry_run, "dry_run"):
+                raise
+            self.log.warning("dry run: %s", exc)
 
     def _check_model(self, template: RequestTemplate) -> None:
         if template.model is None or not _flag(self.check_model, "check_model") or not self.conn_id:

@@ -134,6 +134,14 @@ class BuildOptions:
         '``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``; see '
         ":mod:`~airflow_claude_batch.batch.passthrough`.",
     )
+    later_templates: Mapping[str, Any] | None = option(
+        None,
+        'the templated parameters of the tasks after the build, by name (``{"output_uri": ...}``): '
+        "the build renders them for the run first, so that one that cannot render (``{{ ds }}`` in a "
+        "run without a logical date) fails the build, naming it, before anything is spent. The "
+        "pipeline passes its own.",
+        templated=False,
+    )
 
 
 BuildOptions.__doc__ = documented(BuildOptions.__doc__ or "", BuildOptions)

@@ -14,7 +14,7 @@ from airflow_claude_batch.batch.input_change import read_answered_earlier
 from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import read_json, write_json
+from airflow_claude_batch.batch.storage import read_json, readable_uri, write_json
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
@@ -146,12 +146,14 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
             # Failed, not succeeded: the outlets' Asset events must not announce this run's data.
             raise AirflowFailException(failure["reason"])
         summary = manifest.summary()
-        summary["files"] = {name: _uri(folder, path) for name, path in manifest.files.items()}
+        # What people and downstream tasks read: URIs any tool opens (no connection id inside).
+        summary["run_uri"] = readable_uri(summary["run_uri"])
+        summary["files"] = {name: readable_uri(_uri(folder, path)) for name, path in manifest.files.items()}
         self._log(manifest.summary(), manifest.reconciled, manifest.notes)
         if dry_run:
             # Skipped, not succeeded: a dry run produced no results, so no Asset event may announce any.
             raise AirflowSkipException(
-                f"dry run: estimate and manifest written to {folder.root}; nothing submitted"
+                f"dry run: estimate and manifest written to {readable_uri(folder.root)}; nothing submitted"
             )
         self._annotate_asset_events(context, run_extra(context, summary))
         self.record_lineage([folder.root], summary["files"].values())

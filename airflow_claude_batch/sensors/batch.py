@@ -3,12 +3,10 @@
 Deferrable by default through ``[operators] default_deferrable``: the sensor reads the batch once,
 fixes the wall-clock deadline (the batch's ``expires_at`` plus ``deadline_margin``) and hands over to
 :class:`~airflow_claude_batch.triggers.batch.ClaudeBatchTrigger`. With ``deferrable=False`` it polls
-from the worker, in ``mode="poke"`` (sleeping between polls) or ``mode="reschedule"`` (freeing the slot
-between polls, its calls in :mod:`.worker_calls`). Both paths take their decisions from
-:mod:`airflow_claude_batch.batch.polling`.
-
-It waits for a shard of the pipeline (``shard=``, the submit operator's descriptor) or for any batch
-(``batch_id=``), and honours the base sensor's ``timeout``, ``soft_fail``, ``mode`` and
+from the worker in ``mode="reschedule"`` (the default then: the slot is freed between polls, its calls
+in :mod:`.worker_calls`) or ``mode="poke"``. Both take their decisions from
+:mod:`airflow_claude_batch.batch.polling`. It waits for a shard of the pipeline (``shard=``) or for any
+batch (``batch_id=``), and honours the base sensor's ``timeout``, ``soft_fail``, ``mode`` and
 ``exponential_backoff`` as Airflow's own sensors do.
 """
 
@@ -32,6 +30,7 @@ from airflow_claude_batch.batch.poll_messages import (
     describe_progress,
     failure_message,
     format_duration,
+    marker_note,
     progress_line,
     request_counts,
 )
@@ -100,7 +99,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
     The base sensor's arguments work as for Airflow's own sensors: ``timeout`` (seconds from the
     first poll, deferred or not) fails the task with ``AirflowSensorTimeout``; ``soft_fail`` turns that
     and the wait's failures (deadline, unknown batch, rejected connection) into a skip; ``mode`` is
-    ``poke`` or ``reschedule`` when not deferrable; ``exponential_backoff`` (and ``max_wait``) spread
+    ``reschedule`` (the default when not deferrable: no slot is held between polls) or ``poke``;
+    ``exponential_backoff`` (and ``max_wait``) spread
     the polls made from the worker (the triggerer polls every ``poll_interval``). ``poke_interval``
     defaults to ``poll_interval``.
 
@@ -138,6 +138,10 @@ class ClaudeBatchSensor(BaseSensorOperator):
         if poll_interval is None:
             poll_interval = settings.poll_interval()
         kwargs.setdefault("poke_interval", poll_interval)
+        if not deferrable:
+            # A batch runs for hours: a wait polled from the worker hands its slot back between polls
+            # unless the DAG asks for poke mode itself.
+            kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
         if (batch_id is None) == (shard is None):
             raise ValueError(
@@ -162,6 +166,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
             self._resolve_batch_id()
             base_url = connection_base_url(self.conn_id)
             ClaudeBatchLink.persist(context, base_url=base_url, batch_id=self.batch_id)
+            self._explain_the_marker(context)
             if self.deferrable:
                 return self._defer_unless_ended()
             return self._wait_in_worker(context)
@@ -239,7 +244,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 failures, last_batch = 0, batch
                 end_time = default_end_time(batch, margin=self.deadline_margin, now=now)
                 decision = decide_on_batch(batch, now=now, end_time=end_time, policy=self.policy)
-                self._log_progress(batch, decision, now, end_time, progress)
+                # In reschedule mode each run is one poll: every run logs its line.
+                if line := progress_line(batch, decision, now=now, end_time=end_time, progress=progress):
+                    self.log.info("%s", line)
             else:
                 failures += 1
                 if end_time is None:
@@ -359,6 +366,13 @@ class ClaudeBatchSensor(BaseSensorOperator):
             )
         return {**self.shard, "processing_status": ENDED, "request_counts": counts}
 
+    def _explain_the_marker(self, context: Context) -> None:
+        """Say once per wait why the batch holds one request more than the shard's records."""
+        records = (self.shard or {}).get("request_count")
+        first_run = not self.reschedule or self._first_attempt_time(context, default=0.0) == 0.0
+        if first_run and isinstance(records, int) and self.shard.get("marker_id"):
+            self.log.info("%s", marker_note(self.batch_id, records=records))
+
     def _raise_failure(self, kind: ErrorKind, message: str) -> NoReturn:
         if kind in (ErrorKind.AUTH, ErrorKind.CONNECTION_CONFIG):
             # A rejected key stays rejected on retry: fail without retrying, as for any bad input.
@@ -373,19 +387,6 @@ class ClaudeBatchSensor(BaseSensorOperator):
         ti = context.get("ti")
         first = ti.get_first_reschedule_date(context) if ti is not None else None
         return first.timestamp() if first is not None else default
-
-    def _log_progress(
-        self,
-        batch: dict[str, Any],
-        decision: PollDecision,
-        now: float,
-        end_time: float,
-        progress: ProgressLog,
-    ) -> None:
-        # In reschedule mode each run is one poll: every run logs its line.
-        line = progress_line(batch, decision, now=now, end_time=end_time, progress=progress)
-        if line is not None:
-            self.log.info("%s", line)
 
     def _log_failed_poll(self, error: PollError, decision: PollDecision, failures: int) -> None:
         if decision.action is PollAction.WAIT:

@@ -34,7 +34,7 @@ def wanted_connections() -> list[Connection]:
     return [
         Connection(
             conn_id="claude_batch_default",
-            conn_type="claude_batch",
+            conn_type="claude-batch",
             # Empty: the first-party API. A gateway or the emulator: its URL.
             host=os.environ.get("CLAUDE_BATCH_BASE_URL", ""),
             password=os.environ["ANTHROPIC_API_KEY"],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.models import MODELS_ENV_VAR, ModelSpec, get_model, load_models
+from airflow_claude_batch.batch.models import MODELS_ENV_VAR, ModelSpec, did_you_mean, get_model, load_models
+from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.exceptions import InputError
 
 
@@ -100,3 +101,26 @@ def test_an_invalid_user_entry_is_refused_with_what_to_fix(tmp_path, entry) -> N
 def test_a_missing_user_file_says_which(tmp_path) -> None:
     with pytest.raises(InputError, match="cannot read the models file"):
         load_models(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("claude-sonet-4-6", "claude-sonnet-4-6"),
+        ("Claude-Haiku-4-5", "claude-haiku-4-5"),
+        ("claude-opus-4.6", "claude-opus-4-6"),
+    ],
+)
+def test_a_model_id_close_to_a_known_one_gets_did_you_mean(typed: str, meant: str) -> None:
+    with pytest.raises(InputError, match=f"did you mean '{meant}'"):
+        load_models().get(typed)
+
+
+def test_a_model_without_a_price_gets_did_you_mean_too() -> None:
+    with pytest.raises(InputError, match="did you mean 'claude-sonnet-4-6'"):
+        PriceTable.load().price("claude-sonet-4-6")
+
+
+def test_a_model_id_far_from_every_known_one_gets_no_guess() -> None:
+    assert did_you_mean("gpt-4o") == ""
+    assert did_you_mean("claude-sonnet-4-6") == ""  # known: nothing to suggest

@@ -21,7 +21,9 @@ from airflow_claude_batch.batch.poll_messages import (
     ProgressLog,
     deadline_message,
     describe_progress,
+    done_fraction,
     format_duration,
+    marker_note,
     request_counts,
 )
 from airflow_claude_batch.batch.polling import (
@@ -389,9 +391,42 @@ def test_progress_line_says_status_requests_elapsed_and_time_left() -> None:
     now = created + 3 * 3600 + 120
     line = describe_progress(batch("in_progress", processing=1500), now=now, end_time=created + 25 * 3600)
     assert line == (
-        "batch msgbatch_test is in_progress; 1,500 requests; running for 3h02m; "
+        "batch msgbatch_test is in_progress; 0 of 1,500 requests done (0%): 1,500 processing, "
+        "0 succeeded, 0 errored, 0 canceled, 0 expired; running for 3h02m; "
         "20h58m left before it expires; deadline in 21h58m"
     )
+
+
+def test_progress_line_says_how_much_is_done_and_how_it_went() -> None:
+    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
+    running = batch("in_progress", processing=1200, succeeded=770, errored=20, expired=11)
+    line = describe_progress(running, now=created + 600, end_time=created + 99_999)
+    assert "801 of 2,001 requests done (40%): 1,200 processing, 770 succeeded, 20 errored" in line
+    assert "11 expired" in line
+    assert done_fraction(running) == pytest.approx(801 / 2001)
+    assert done_fraction(batch("in_progress")) == 0.0
+
+
+def test_progress_is_logged_as_it_moves_but_at_most_once_a_minute() -> None:
+    log = ProgressLog(every=600.0, min_every=60.0, step=0.05)
+    polls = [
+        (0, 0.00, True),  # the first poll
+        (30, 0.20, False),  # moved, but within a minute of the last line
+        (60, 0.21, True),  # a minute on, and 21 points done since the last line
+        (120, 0.24, False),  # three points: not worth a line
+        (180, 0.26, True),  # five points since the last line
+        (240, 0.26, False),
+        (780, 0.26, True),  # ten minutes without a line
+    ]
+    assert [log.due("in_progress", now=NOW + t, done=done) for t, done, _ in polls] == [
+        due for *_, due in polls
+    ]
+
+
+def test_the_marker_is_explained_once_with_the_records_it_adds_to() -> None:
+    note = marker_note("msgbatch_1", records=2000)
+    assert note.startswith("Batch msgbatch_1 holds 2,001 requests: the shard's 2,000 and one marker request")
+    assert "the manifest do not" in note
 
 
 def test_progress_line_of_an_ended_batch_gives_the_outcomes() -> None:
@@ -399,7 +434,7 @@ def test_progress_line_of_an_ended_batch_gives_the_outcomes() -> None:
     line = describe_progress(
         batch("ended", succeeded=90, errored=5, expired=5), now=created + 65, end_time=created + 99_999
     )
-    assert "100 requests" in line
+    assert "100 of 100 requests done (100%)" in line
     assert "90 succeeded, 5 errored, 0 canceled, 5 expired" in line
     assert "left before" not in line
 

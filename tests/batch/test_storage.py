@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl, read_json, write_json
+from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import StorageError
 
 
@@ -87,3 +87,17 @@ def test_atomic_writer_on_s3_publishes_nothing_when_the_writer_fails(s3: object,
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket="claude-runs")["Contents"]]
     assert keys == ["run/out.jsonl"]
     assert s3.get_object(Bucket="claude-runs", Key="run/out.jsonl")["Body"].read() == b"whole\n"
+
+
+@pytest.mark.parametrize(
+    ("location", "readable"),
+    [
+        ("s3://aws_default@bucket/runs/manifest.json", "s3://bucket/runs/manifest.json"),
+        ("gs://user:secret@bucket/a", "gs://bucket/a"),
+        ("s3://bucket/a", "s3://bucket/a"),
+        ("file:///tmp/runs/a.json", "file:///tmp/runs/a.json"),
+        ("/tmp/plain", "/tmp/plain"),
+    ],
+)
+def test_a_readable_uri_has_no_connection_id_or_user_inside(location: str, readable: str) -> None:
+    assert readable_uri(location) == readable

@@ -70,6 +70,7 @@ def test_every_dag_file_parses_without_errors_warnings_or_io(tmp_path: Path) -> 
         "monthly_moderation_sweep",
         "overnight_classification",
         "prompt_model_eval",
+        "quickstart",
         "wait_for_external_batch",
     ]
     assert report["touched"] == []

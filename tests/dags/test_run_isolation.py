@@ -136,7 +136,7 @@ def test_a_changed_input_with_nothing_submitted_is_rebuilt(
     day: Nightly, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The key is wrong: the build succeeds, the submit is refused, nothing is submitted.
-    wrong = json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong"})
+    wrong = json.dumps({"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong"})
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT", wrong)
     failed = day.run()
     assert failed.state == "failed"

@@ -7,7 +7,6 @@ run takes seconds.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pendulum
 import pytest
 
 from airflow_claude_batch.emulator.answers import classify, moderate
-from tests.fixtures.airflow import DAGS_FOLDER
+from tests.dags.conftest import SAMPLE_DAGS
 
 pytestmark = [
     pytest.mark.airflow,
@@ -26,8 +25,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_DAGS = REPO / "dags"
 NIGHTLY = "overnight_classification"
 SWEEP = "monthly_moderation_sweep"
 NIGHTLY_PIPELINE = "classify_tickets"
@@ -36,15 +33,6 @@ LABELS = ["billing", "bug", "feature_request", "account", "shipping", "other"]
 DAY = pendulum.datetime(2026, 11, 2, 18, tz="UTC")
 TICKETS = 240
 POSTS_PER_MONTH = 150
-
-
-@pytest.fixture
-def dags_folder() -> Path:
-    """The sample DAGs with their prompts and data, in the test Airflow's DAG folder."""
-    shutil.copytree(
-        SAMPLE_DAGS, DAGS_FOLDER, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return DAGS_FOLDER
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -124,6 +112,21 @@ def labels_asset_events() -> int:
             .where(AssetModel.name == "support_ticket_labels")
         )
         return session.scalar(query) or 0
+
+
+def last_labels_event_extra() -> dict[str, Any]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "support_ticket_labels")
+            .order_by(AssetEvent.id.desc())
+        )
+        return dict(session.scalars(query).first() or {})
 
 
 def test_nightly_labels_every_ticket_on_local_storage(nightly: Nightly, emulator: Any) -> None:
@@ -277,6 +280,10 @@ def test_nightly_on_s3_through_an_aws_connection(
     assert f"{prefix}/round-0/shards.json" in keys
     assert f"{prefix}/report.html" in keys
     assert not nightly.storage.exists()  # nothing went to the local default
+    # The URIs people and downstream tasks read are ones any S3 tool opens: no connection id inside.
+    extra = last_labels_event_extra()
+    assert extra["output_uri"] == "s3://claude-runs/support/labels/2026-11-02.jsonl"
+    assert extra["manifest_uri"] == f"s3://claude-runs/{prefix}/manifest.json"
 
 
 # --- the monthly sweep ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
@@ -22,6 +22,7 @@ from deploy.checks import (
     PromisedForm,
     S3Location,
     check_nightly_outputs,
+    check_quiet_logs,
     check_run_succeeded,
     deferrable_tasks,
     run_day,
@@ -150,3 +151,15 @@ def test_the_promised_connection_form_comes_from_the_provider_info() -> None:
     assert {"Schema", "Port", "Login", "Host", "Password"} == set(form.hidden_labels)
     assert "Request timeout (seconds)" in form.extra_labels
     assert len(form.extra_labels) == 4
+
+
+def test_logs_without_connection_warnings_pass_and_a_warned_line_fails(tmp_path: Path) -> None:
+    (tmp_path / "scheduler.log").write_text("INFO scheduler started\n")
+    (tmp_path / "dag_id=x" / "run_id=y").mkdir(parents=True)
+    task_log = tmp_path / "dag_id=x" / "run_id=y" / "attempt=1.log"
+    task_log.write_text('{"event": "Task started"}\n')
+    assert check_quiet_logs([tmp_path]) == 2
+
+    task_log.write_text("Connection schemes (type: claude_batch) shall not contain '_'.\n")
+    with pytest.raises(CheckFailed, match=r"attempt=1\.log"):
+        check_quiet_logs([tmp_path])

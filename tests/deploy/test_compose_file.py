@@ -186,4 +186,4 @@ def test_compose_builds_the_targets_the_dockerfile_has(services: dict[str, Any])
 def test_init_script_creates_the_connection_the_operators_use() -> None:
     init = (REPO / "deploy" / "compose" / "init.py").read_text()
     assert 'conn_id="claude_batch_default"' in init
-    assert 'conn_type="claude_batch"' in init
+    assert 'conn_type="claude-batch"' in init

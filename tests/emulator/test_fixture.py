@@ -43,7 +43,7 @@ def test_fixture_rejects_other_keys(emulator):
 
 def test_fixture_sets_the_default_connection(emulator):
     conn = json.loads(os.environ[DEFAULT_CONN_ENV])
-    assert conn == {"conn_type": "claude_batch", "host": emulator.base_url, "password": emulator.api_key}
+    assert conn == {"conn_type": "claude-batch", "host": emulator.base_url, "password": emulator.api_key}
 
 
 def test_connection_uri_round_trips_through_airflow(emulator):

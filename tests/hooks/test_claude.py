@@ -14,8 +14,9 @@ import anthropic
 import httpx
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from airflow_claude_batch import get_provider_info
+from airflow_claude_batch import CONNECTION_TYPE, get_provider_info
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION, batch_body_size
 from airflow_claude_batch.exceptions import (
     BatchNotFoundError,
@@ -64,7 +65,7 @@ def hook(emulator: Any) -> Iterator[ClaudeBatchHook]:
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "claude_batch", **fields}))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "claude-batch", **fields}))
 
 
 def closed_port() -> int:
@@ -111,6 +112,38 @@ def test_settings_read_extras_and_hide_the_key(monkeypatch: pytest.MonkeyPatch) 
     assert BAD_KEY not in repr(settings)
 
 
+@pytest.mark.parametrize(("conn_type", "warned"), [(CONNECTION_TYPE, False), ("claude_batch", True)])
+def test_airflow_reads_the_connection_without_a_scheme_warning(
+    conn_type: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.models.connection import Connection
+
+    connection = Connection(conn_id="claude_quiet", conn_type=conn_type, host="gw.example.com")
+    with capture_logs() as logs, caplog.at_level(logging.WARNING):
+        uri = connection.get_uri()  # what Airflow does on every read of a connection
+    assert uri.startswith("claude-batch://")
+    seen = [str(entry["event"]) for entry in logs] + [record.getMessage() for record in caplog.records]
+    assert any("shall not contain" in line for line in seen) is warned
+
+
+def test_a_missing_connection_is_named_with_the_ways_to_add_it() -> None:
+    with pytest.raises(ConnectionConfigError) as raised:
+        ClaudeBatchHook("claude_never_added").settings  # noqa: B018
+    message = str(raised.value)
+    assert "connection 'claude_never_added' is not defined" in message
+    assert "airflow connections add claude_never_added --conn-type claude-batch" in message
+    assert "AIRFLOW_CONN_CLAUDE_NEVER_ADDED" in message
+
+
+def test_a_connection_of_the_earlier_type_name_keeps_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    legacy = {"conn_type": "claude_batch", "host": "gw.example.com", "password": BAD_KEY}
+    legacy["extra"] = {"extra__claude_batch__timeout": "45"}
+    monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_LEGACY", json.dumps(legacy))
+    settings = ClaudeBatchHook("claude_legacy").settings
+    assert settings.base_url == "https://gw.example.com"
+    assert settings.timeout == 45.0
+
+
 def test_every_client_carries_the_same_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     set_connection(
         monkeypatch, "claude_beta", host="gw.example.com", password=BAD_KEY, extra={"anthropic_beta": "b1,b2"}
@@ -149,7 +182,7 @@ def test_a_misconfigured_connection_says_what_to_fix(
 
 def test_ui_fields_match_the_provider_info() -> None:
     types = get_provider_info()["connection-types"]
-    declared = next(entry for entry in types if entry["connection-type"] == "claude_batch")
+    declared = next(entry for entry in types if entry["connection-type"] == "claude-batch")
     behaviour = ClaudeBatchHook.get_ui_field_behaviour()
     assert behaviour == {k.replace("-", "_"): v for k, v in declared["ui-field-behaviour"].items()}
     assert behaviour["hidden_fields"] == ["schema", "port", "login"]
@@ -493,7 +526,7 @@ def test_the_connection_form_shows_the_fields_on_this_airflow() -> None:
     """
     from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
-    meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "claude_batch")
+    meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "claude-batch")
     extra = meta.extra_fields or {}
     assert set(extra) == {"anthropic_version", "anthropic_beta", "timeout", "max_retries"}
     assert "retries" in str(extra["max_retries"]).lower()

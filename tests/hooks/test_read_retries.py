@@ -89,7 +89,7 @@ def test_an_unreachable_host_is_given_up_at_once(monkeypatch: pytest.MonkeyPatch
 def test_the_first_call_of_a_hook_makes_at_most_max_retries_retries(
     emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fields = {"conn_type": "claude_batch", "host": emulator.base_url, "password": emulator.api_key}
+    fields = {"conn_type": "claude-batch", "host": emulator.base_url, "password": emulator.api_key}
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_ONE_RETRY", json.dumps({**fields, "extra": {"max_retries": 1}}))
     emulator.faults({"fail_next": {"endpoint": "list", "status": 500, "count": 5, "retry_after": 0.01}})
     with pytest.raises(anthropic.InternalServerError):

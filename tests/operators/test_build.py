@@ -199,7 +199,11 @@ with DAG(
     )
     over_budget = ClaudeBatchBuildOperator(
         task_id="over_budget", source=GOOD, storage=STORAGE + "/over_budget", model="claude-opus-4-6",
-        max_tokens=64000, max_cost_usd=0.01, retries=2, conn_id="no_such_connection",
+        max_tokens=64000, max_cost_usd=0.01, retries=2, conn_id="",  # no call at build: bytes alone
+    )
+    no_connection = ClaudeBatchBuildOperator(
+        task_id="no_connection", source=GOOD, storage=STORAGE + "/no_connection", model="claude-opus-4-6",
+        retries=2, conn_id="no_such_connection",
     )
     def tickets():
         yield from TICKET_RECORDS
@@ -236,7 +240,7 @@ def test_bad_input_fails_without_retry_and_a_dry_run_of_a_callable_submits_nothi
     dag_run = run_dag(dag_file, "build_checks")
 
     tis = task_states(dag_run)
-    for task_id in ("duplicated", "over_budget"):
+    for task_id in ("duplicated", "over_budget", "no_connection"):
         assert tis[task_id].state == "failed"
         assert tis[task_id].try_number == 1, f"{task_id}: bad input must not be retried"
     assert tis["dry"].state == "success"
@@ -260,6 +264,7 @@ def test_bad_input_fails_without_retry_and_a_dry_run_of_a_callable_submits_nothi
         )
 
     assert files("duplicated") == []
+    assert files("no_connection") == [], "a missing connection fails before anything is read or written"
     assert files("over_budget") == ["estimate.json"], "over budget: the figures, nothing to submit"
     assert estimate("over_budget")["estimated_cost_usd_upper"] > 0.01
     assert files("dry") == ["estimate.json"]
@@ -289,7 +294,7 @@ with DAG("build_s3", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as
         model="claude-sonnet-4.6",
         max_tokens=32,
         max_requests_per_shard=4,
-        conn_id="no_such_connection",
+        conn_id="",  # no call to the API at build: the estimate from bytes alone
     )
 """
 

@@ -279,7 +279,7 @@ def holds_marker(batch_id: str, marker_id: str) -> bool:
 
 def test_a_rejected_key_fails_the_task_without_retry(emulator: Any, storage: str, monkeypatch: Any) -> None:
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=5)
-    wrong = {"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong-key-123"}
+    wrong = {"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong-key-123"}
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_WRONG", json.dumps(wrong))
     with pytest.raises(AirflowFailException, match="'claude_wrong' was rejected") as raised:
         submit(shard, conn_id="claude_wrong")

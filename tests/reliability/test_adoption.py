@@ -79,7 +79,7 @@ def test_a_late_create_beside_another_runs_batch_of_the_same_ids_adopts_its_own(
     b = same_ids_run(tmp_path, "scheduled__2027-02-01", "2027.02")
     [shard_a], [shard_b] = a.build(), b.build()
     impatient = {
-        "conn_type": "claude_batch",
+        "conn_type": "claude-batch",
         "host": faulty_emulator.base_url,
         "password": faulty_emulator.api_key,
         "extra": {"timeout": 1.0},

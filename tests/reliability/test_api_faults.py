@@ -130,7 +130,7 @@ def test_reads_slower_than_the_connection_timeout_are_retried(
     clean = clean_outcome(make_run, faulty_emulator)
     impatient = json.dumps(
         {
-            "conn_type": "claude_batch",
+            "conn_type": "claude-batch",
             "host": faulty_emulator.base_url,
             "password": faulty_emulator.api_key,
             "extra": {"timeout": 1.0},
@@ -165,7 +165,7 @@ def test_a_create_answered_after_the_client_gave_up_is_adopted_not_sent_again(
         submits += task == "submit"
         timeout = {"timeout": 1.0} if task == "submit" and submits == 1 else {}
         connection = {
-            "conn_type": "claude_batch",
+            "conn_type": "claude-batch",
             "host": faulty_emulator.base_url,
             "password": faulty_emulator.api_key,
             "extra": timeout,

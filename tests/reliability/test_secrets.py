@@ -217,7 +217,7 @@ def test_errors_about_a_rejected_key_do_not_contain_it(
     other = make_emulator(api_key="the-only-key-this-emulator-takes")
     monkeypatch.setenv(
         DEFAULT_CONN_ENV,
-        orjson.dumps({"conn_type": "claude_batch", "host": other.base_url, "password": fake_key}).decode(),
+        orjson.dumps({"conn_type": "claude-batch", "host": other.base_url, "password": fake_key}).decode(),
     )
     caplog.set_level(logging.DEBUG)
     messages: list[str] = []

@@ -9,6 +9,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from structlog.testing import capture_logs
 
 from airflow_claude_batch.batch.polling import parse_timestamp
 from airflow_claude_batch.compat import AirflowFailException, AirflowRescheduleException, TaskDeferred
@@ -42,6 +43,7 @@ def descriptor(batch_id: str, request_count: int = 3) -> dict[str, Any]:
 def sensor(batch_id: str, **kwargs: Any) -> ClaudeBatchSensor:
     kwargs.setdefault("poll_interval", FAST)
     kwargs.setdefault("deferrable", False)
+    kwargs.setdefault("mode", "poke")
     return ClaudeBatchSensor(task_id="wait", shard=descriptor(batch_id), **kwargs)
 
 
@@ -80,6 +82,45 @@ def test_reschedule_mode_frees_the_slot_until_the_batch_ended(emulator) -> None:
     result = task.execute(context={})
     assert result["processing_status"] == "ended"
     assert result["request_counts"]["succeeded"] == 3
+
+
+def test_a_wait_from_the_worker_frees_its_slot_unless_poke_mode_is_asked_for() -> None:
+    assert ClaudeBatchSensor(task_id="wait", batch_id="msgbatch_1", deferrable=False).mode == "reschedule"
+    poke = ClaudeBatchSensor(task_id="wait", batch_id="msgbatch_1", deferrable=False, mode="poke")
+    assert poke.mode == "poke"
+    assert ClaudeBatchSensor(task_id="wait", batch_id="msgbatch_1", deferrable=True).mode == "poke"
+
+
+def test_the_marker_request_is_explained_once_per_wait(emulator) -> None:
+    emulator.faults({"processing_seconds": 2.0})
+    batch_id = create_batch(emulator)
+    shard = {**descriptor(batch_id), "marker_id": "acb-marker-0123"}
+    task = ClaudeBatchSensor(
+        task_id="wait", shard=shard, deferrable=False, mode="reschedule", poll_interval=0.2
+    )
+
+    class LaterRun:
+        @staticmethod
+        def get_first_reschedule_date(context: Any) -> datetime:
+            return datetime.now(timezone.utc)
+
+        @staticmethod
+        def xcom_push(key: str, value: Any) -> None:
+            """The link's value: not the subject here."""
+
+    with capture_logs() as logs:
+        with pytest.raises(AirflowRescheduleException):
+            task.execute(context={})
+        wait_until_ended(emulator, batch_id)
+        task.execute(context={"ti": LaterRun()})
+
+    lines = [str(entry["event"]) for entry in logs]
+    notes = [line for line in lines if "marker request" in line]
+    assert notes == [
+        f"Batch {batch_id} holds 4 requests: the shard's 3 and one marker request (max_tokens 1) that "
+        "proves the batch is this shard's. The counts below include it; the outcome files and the "
+        "manifest do not."
+    ]
 
 
 def test_reschedule_mode_reschedules_on_a_transient_error(emulator) -> None:
@@ -122,7 +163,7 @@ def test_a_rejected_key_fails_without_retry(monkeypatch, emulator) -> None:
     batch_id = create_batch(emulator)
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_WRONG_KEY",
-        json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
+        json.dumps({"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
     )
     with pytest.raises(AirflowFailException, match="Connection 'claude_wrong_key' was rejected"):
         sensor(batch_id, conn_id="claude_wrong_key").execute(context={})

@@ -24,7 +24,7 @@ def connection_in_db(airflow_db: None, emulator: Any) -> Iterator[str]:
         session.query(Connection).filter(Connection.conn_id == CONN_ID).delete()
         session.add(
             Connection(
-                conn_id=CONN_ID, conn_type="claude_batch", host=emulator.base_url, password=emulator.api_key
+                conn_id=CONN_ID, conn_type="claude-batch", host=emulator.base_url, password=emulator.api_key
             )
         )
     yield CONN_ID

@@ -105,7 +105,7 @@ async def test_connection_errors_are_waited_out_until_the_deadline(monkeypatch, 
         dead_port = probe.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_UNREACHABLE",
-        json.dumps({"conn_type": "claude_batch", "host": f"http://127.0.0.1:{dead_port}", "password": "k"}),
+        json.dumps({"conn_type": "claude-batch", "host": f"http://127.0.0.1:{dead_port}", "password": "k"}),
     )
     trigger = ClaudeBatchTrigger(
         batch_id="msgbatch_unreachable",
@@ -251,7 +251,7 @@ async def test_a_rejected_key_ends_with_an_error_naming_the_connection(monkeypat
     batch_id = create_batch(emulator)
     monkeypatch.setenv(
         "AIRFLOW_CONN_CLAUDE_WRONG_KEY",
-        json.dumps({"conn_type": "claude_batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
+        json.dumps({"conn_type": "claude-batch", "host": emulator.base_url, "password": "sk-ant-wrong"}),
     )
     trigger = ClaudeBatchTrigger(batch_id=batch_id, conn_id="claude_wrong_key", poll_interval=FAST)
 
@@ -292,10 +292,10 @@ async def test_progress_is_logged_at_most_once_per_poll_without_the_key(emulator
     progress = [message for message in messages if message.startswith(f"batch {batch_id} is")]
     stats = emulator.stats()
     assert len(progress) == stats["lists"] + stats["retrieves"]
-    running = [line for line in progress if "in_progress; 5 requests; running for" in line]
+    running = [line for line in progress if "in_progress; 0 of 5 requests done (0%)" in line]
     assert running
     assert all("left before it expires" in line for line in running)
-    assert "ended; 5 requests; 5 succeeded" in progress[-1]
+    assert "ended; 5 of 5 requests done (100%): 0 processing, 5 succeeded" in progress[-1]
     assert all(emulator.api_key not in str(entry) for entry in logs)
     assert all("Classify ticket" not in str(entry) for entry in logs)
 
