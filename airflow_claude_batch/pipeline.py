@@ -71,6 +71,7 @@ def claude_batch_pipeline(
     custom_input: bool | str = False,
     max_invalid_fraction: float | str | None = None,
     max_dead_letter_fraction: float | str | None = None,
+    max_pending_fraction: float | str | None = None,
 ) -> ClaudeBatchPipeline:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
@@ -119,6 +120,8 @@ def claude_batch_pipeline(
         when more than this share of the input records ended ``invalid_output``; default ``None``:
         never. The manifest's ``failure`` and the report page say why (templated).
     :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
+    :param max_pending_fraction: the same bound for records left pending after the last round
+        (templated): out of rounds or held by the budget, they would otherwise leave the run green.
     :return: the task group; ``upstream >> group >> downstream`` works as for a task, and
         ``group.output`` is the report's summary for a downstream task (see :class:`ClaudeBatchPipeline`).
     """
@@ -132,6 +135,7 @@ def claude_batch_pipeline(
             "custom_input": custom_input,
             "max_invalid_fraction": max_invalid_fraction,
             "max_dead_letter_fraction": max_dead_letter_fraction,
+            "max_pending_fraction": max_pending_fraction,
         }
         build = ClaudeBatchBuildOperator(
             task_id="build",
@@ -187,6 +191,7 @@ def claude_batch_pipeline(
             custom_input=custom_input,
             max_invalid_fraction=max_invalid_fraction,
             max_dead_letter_fraction=max_dead_letter_fraction,
+            max_pending_fraction=max_pending_fraction,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
             # upstream-failed task must stop it: none_failed is exactly that.
             trigger_rule=TriggerRule.NONE_FAILED,

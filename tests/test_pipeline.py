@@ -346,6 +346,23 @@ def test_a_requeue_limit_of_zero_skips_the_requeue_and_reports_pending(
 
 
 @pytest.mark.airflow
+def test_pending_records_over_their_bound_fail_the_run(tmp_path: Path, run_dag: Any, emulator: Any) -> None:
+    dag_file, storage = write_run_dag(
+        tmp_path, "pipeline_pending_bound", 40, requeue_rounds=0, max_pending_fraction=0.05
+    )
+    emulator.faults({"expire_next": {"fraction": 0.25, "batches": 1}})
+
+    dag_run = run_dag(dag_file, "pipeline_pending_bound")
+
+    assert dag_run.state == "failed"
+    assert states_of(dag_run)["report"] == "failed"
+    manifest = manifest_of(storage, "pipeline_pending_bound", dag_run)
+    assert manifest["dispositions"]["pending"] > 2
+    assert manifest["failure"]["bound"] == "max_pending_fraction"
+    assert "pending.jsonl" in manifest["failure"]["reason"]
+
+
+@pytest.mark.airflow
 def test_a_failed_fanout_stops_the_report_and_fails_the_run(
     tmp_path: Path, run_dag: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

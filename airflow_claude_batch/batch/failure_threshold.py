@@ -1,8 +1,10 @@
 """When a run's answers are too often unusable, the run fails instead of announcing its data.
 
 ``max_invalid_fraction`` bounds the share of the input records whose billed answer the parser or schema
-rejected (``invalid_output``); ``max_dead_letter_fraction`` bounds the share that ended dead-lettered.
-Both default to ``None``: no bound. The report checks them once the manifest is written, records the
+rejected (``invalid_output``); ``max_dead_letter_fraction`` bounds the share that ended dead-lettered;
+``max_pending_fraction`` the share left pending after the last round (retryable, but out of rounds or
+held by the budget; the README's "Pending records" says how to send them again). All default to
+``None``: no bound. The report checks them once the manifest is written, records the
 verdict in ``manifest.json`` (``failure``) and on the report page, and then fails, so that the report
 task's outlets (its Assets) are not updated.
 """
@@ -19,8 +21,13 @@ from airflow_claude_batch.exceptions import InputError
 _WHERE = {
     "invalid_output": "the error of each invalid_output.jsonl row",
     "dead_lettered": "dead-letter.jsonl",
+    "pending": "pending.jsonl, and the README's 'Pending records' for how to send them again",
 }
-_BOUNDED = (("max_invalid_fraction", "invalid_output"), ("max_dead_letter_fraction", "dead_lettered"))
+_BOUNDED = (
+    ("max_invalid_fraction", "invalid_output"),
+    ("max_dead_letter_fraction", "dead_lettered"),
+    ("max_pending_fraction", "pending"),
+)
 
 
 def _fraction(value: Any, name: str) -> float | None:
@@ -41,14 +48,19 @@ class FailureThreshold:
 
     :param max_invalid_fraction: the largest share of input records that may end ``invalid_output``.
     :param max_dead_letter_fraction: the largest share that may end dead-lettered.
+    :param max_pending_fraction: the largest share that may be left pending after the last round.
     """
 
     max_invalid_fraction: float | None = None
     max_dead_letter_fraction: float | None = None
+    max_pending_fraction: float | None = None
 
     @classmethod
     def from_options(
-        cls, max_invalid_fraction: Any = None, max_dead_letter_fraction: Any = None
+        cls,
+        max_invalid_fraction: Any = None,
+        max_dead_letter_fraction: Any = None,
+        max_pending_fraction: Any = None,
     ) -> FailureThreshold:
         """Read the bounds (templated values arrive as text).
 
@@ -57,6 +69,7 @@ class FailureThreshold:
         return cls(
             _fraction(max_invalid_fraction, "max_invalid_fraction"),
             _fraction(max_dead_letter_fraction, "max_dead_letter_fraction"),
+            _fraction(max_pending_fraction, "max_pending_fraction"),
         )
 
     def failure(self, dispositions: Mapping[str, int], input_records: int) -> dict[str, Any] | None:

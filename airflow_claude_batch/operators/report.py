@@ -59,6 +59,8 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         ``invalid_output`` (templated; default ``None``: never). The manifest (``failure``) and the
         report page say why, and the task fails after writing them, so its outlets are not updated.
     :param max_dead_letter_fraction: the same bound for dead-lettered records.
+    :param max_pending_fraction: the same bound for records left pending after the last round
+        (retryable, but out of rounds or held by the budget).
     :param custom_input: the run read an input other than its interval's own (templated; e.g. a path
         from the trigger form): its flat output goes into its run folder, never to ``output_uri``. A run
         also writes there when another run owns ``output_uri`` (see ``batch.output_owner``).
@@ -73,6 +75,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "custom_input",
         "max_invalid_fraction",
         "max_dead_letter_fraction",
+        "max_pending_fraction",
     )
     ui_color = "#d8e4f0"
 
@@ -88,9 +91,11 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         custom_input: bool | str = False,
         max_invalid_fraction: float | str | None = None,
         max_dead_letter_fraction: float | str | None = None,
+        max_pending_fraction: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_pending_fraction = max_pending_fraction
         self.max_invalid_fraction = max_invalid_fraction
         self.max_dead_letter_fraction = max_dead_letter_fraction
         self.pipeline_id = pipeline_id
@@ -107,7 +112,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
             folder = run_folder_for(context, str(self.storage), self.storage_conn_id, pipeline_id)
             prices = load_prices(self.prices_file, self.storage_conn_id)
             threshold = FailureThreshold.from_options(
-                self.max_invalid_fraction, self.max_dead_letter_fraction
+                self.max_invalid_fraction, self.max_dead_letter_fraction, self.max_pending_fraction
             )
             max_rounds = int(self.max_rounds)
             dry_run = is_dry_run(folder)

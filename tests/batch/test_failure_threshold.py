@@ -27,3 +27,12 @@ def test_a_share_over_the_bound_fails_and_says_why() -> None:
 def test_a_bound_that_is_not_a_fraction_is_refused(value: object) -> None:
     with pytest.raises(InputError, match="fraction between 0 and 1"):
         FailureThreshold.from_options(max_invalid_fraction=value)
+
+
+def test_records_left_pending_have_a_bound_of_their_own() -> None:
+    left = {"succeeded": 90, "invalid_output": 0, "dead_lettered": 0, "pending": 10}
+    failure = FailureThreshold.from_options(max_pending_fraction="0.05").failure(left, 100)
+    assert failure is not None
+    assert failure["bound"] == "max_pending_fraction"
+    assert "10 of 100 records ended pending (10.0%)" in failure["reason"]
+    assert FailureThreshold.from_options(max_pending_fraction=0.1).failure(left, 100) is None
