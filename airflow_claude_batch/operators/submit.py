@@ -32,7 +32,7 @@ from airflow_claude_batch.batch.submission import submit_shard
 from airflow_claude_batch.batch.submit_records import (
     DEFAULT_RECHECK,
     DEFAULT_SETTLE_MARGIN,
-    CreateAnsweredWithError,
+    CreateOutcomeUnknown,
     CreateRefused,
     ShardToSubmit,
     SubmitResult,
@@ -42,8 +42,10 @@ from airflow_claude_batch.batch.submit_records import (
 from airflow_claude_batch.compat import AirflowFailException, conf
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
+from airflow_claude_batch.settings import allow_unconditional_writes
 
-#: HTTP statuses with which the API refuses a create without making a batch (429 and 529 are paced).
+#: HTTP statuses with which the API refuses a create without making a batch, when the answer carries the
+#: API's own error body (429 and 529 are paced). Any other answer leaves the create's outcome unknown.
 REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 
 
@@ -142,12 +144,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         requests_path = ObjectStoragePath(shard.uri, conn_id=self.storage_conn_id)
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         pacing_timeout = timedelta(seconds=float(self.pacing_timeout))
+        unconditional = allow_unconditional_writes()
         try:
             return submit_shard(
                 ShardToSubmit(uri=shard.uri, request_count=shard.request_count, body_bytes=shard.body_bytes),
                 api=_ShardBatchApi(hook, requests_path, shard),
-                store=ShardStateFile(folder, shard.round, shard.index),
-                claims=ClaimsIndex(folder.storage_root),
+                store=ShardStateFile(folder, shard.round, shard.index, allow_unconditional=unconditional),
+                claims=ClaimsIndex(folder.storage_root, allow_unconditional=unconditional),
                 fingerprint=lambda: fingerprint_shard(requests_path),
                 timing=SubmitTiming(
                     settle_after=timedelta(seconds=hook.settings.timeout + float(self.create_settle_margin)),
@@ -190,6 +193,8 @@ class _ShardBatchApi:
         self.shard = shard
 
     def create_batch(self, marker: bytes) -> dict[str, Any]:
+        from airflow_claude_batch.hooks.claude import is_api_error_body
+
         try:
             return self.hook.create_batch_from_file(
                 self.requests_path, self.shard.request_count, self.shard.body_bytes, marker
@@ -199,9 +204,10 @@ class _ShardBatchApi:
             if exc.status_code in PACED_STATUSES:
                 retry_after = parse_retry_after(exc.response.headers, now=time.time())
                 raise CreateThrottled(f"{error}: {exc.api_message or ''}".rstrip(": "), retry_after) from exc
-            if exc.status_code in REFUSING_STATUSES:
+            if exc.status_code in REFUSING_STATUSES and is_api_error_body(exc.body):
                 raise CreateRefused(error) from exc
-            raise CreateAnsweredWithError(error) from exc
+            # 408, 409, any 5xx, a gateway's page, a 4xx not from the API: a batch may have been made.
+            raise CreateOutcomeUnknown(f"{error} (the create may have made a batch)") from exc
 
     def iter_batches(self, page_size: int) -> Iterator[dict[str, Any]]:
         return self.hook.iter_batches(limit=page_size)
