@@ -28,6 +28,8 @@ from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL,
 from airflow_claude_batch.hooks.read_retries import is_retryable
 
 CREATE = "create a batch"
+#: The results download (``results_stream.DOWNLOAD``): its 404 is about the results, not the Base URL.
+RESULTS = "download results"
 T = TypeVar("T")
 #: Seconds between reads of a batch that answered 404: a batch read right after its create can be
 #: unknown for a moment (a known report against the SDK), so only the last 404 means "no such batch".
@@ -65,6 +67,8 @@ def translate(
             f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
         )
     if isinstance(exc, anthropic.NotFoundError):
+        if action == RESULTS:
+            return None  # results not found: the download says so (they can lag the batch's status)
         if batch_id is not None:
             return BatchNotFoundError(
                 f"batch {batch_id} was not found by connection {conn_id!r} ({base_url}): check "

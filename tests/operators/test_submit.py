@@ -21,6 +21,7 @@ from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.airflow import resume_deferred
+from tests.fixtures.emulator import DEFAULT_CONN_ENV
 
 
 def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
@@ -114,20 +115,26 @@ def test_a_lost_create_answer_is_recovered_without_a_second_batch(
     assert emulator.stats()["batches_created"] == 1
 
 
-def test_a_create_answered_with_a_server_error_that_made_nothing_is_sent_again_by_the_retry(
-    emulator: Any, storage: str
+def test_a_create_answered_with_a_server_error_keeps_its_intent_until_it_settles(
+    emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A 500 proves nothing: the retry sends nothing before the create can no longer land."""
+    connection = {**json.loads(emulator.connection_json), "extra": {"timeout": 2.0}}
+    monkeypatch.setenv(DEFAULT_CONN_ENV, json.dumps(connection))
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
     emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
-    with pytest.raises(AfterSubmitError, match=r"failed .* made no batch"):
+    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet; the intent is kept"):
         submit(shard)
     assert emulator.stats()["creates_received"] == 1
-    assert state_of(shard).status == "failed"
-    result = submit(shard)  # the task's retry
+    intent = state_of(shard)
+    assert intent.status == "intent"
+    result = submit(shard)  # the task's retry: waits until settle_at (2 s + 1 s after the intent)
+    assert time.time() >= intent.intent_time.timestamp() + 3.0
     stats = emulator.stats()
-    assert stats["creates_received"] == 2
-    assert stats["batches_created"] == 1
-    assert state_of(shard).batch_id == result["batch_id"]
+    assert (stats["creates_received"], stats["batches_created"]) == (2, 1)
+    state = state_of(shard)
+    assert state.batch_id == result["batch_id"]
+    assert state.earlier_markers == (intent.marker_id,)
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, "rate_limit_error"), (529, "overloaded_error")])
@@ -304,6 +311,7 @@ from airflow.sdk import DAG, get_current_context, task
 
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.airflow import resume_deferred
+from tests.fixtures.emulator import DEFAULT_CONN_ENV
 from tests.operators.test_submit import write_shards
 
 with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
