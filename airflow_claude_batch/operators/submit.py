@@ -59,7 +59,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     storage root's claims index, or the marker in the batch's results. While that cannot be told yet (a
     candidate batch still running, or a create that may still land), the task waits, deferred by
     default, and never creates a second batch. The create itself is never retried automatically, so
-    give the task ``retries``: a refused create is sent again by the retry.
+    give the task ``retries``: a refused create is sent again by the retry. Only the API's own refusal
+    (400/401/403/404/413/422 with its JSON error body) counts as one; any other answer (408, 409, any
+    5xx, a gateway's page) may have made a batch, so nothing is sent again before the create settles
+    (the connection's timeout plus ``create_settle_margin``). The shard's state file is written
+    exclusively by the storage (local files, S3; see ``[claude_batch] allow_unconditional_writes``), so
+    two submits of one shard at once make one batch.
 
     A create refused for now (429: the organisation's batch queue is full or its rate limit used up;
     529: overloaded) waits instead of failing, deferred by default, until the answer's ``retry-after``

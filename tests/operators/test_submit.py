@@ -321,7 +321,7 @@ with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, t
         return write_shards({storage!r}, get_current_context()["run_id"], shards=3, requests_per_shard=30)
 
     submitted = ClaudeBatchSubmitOperator.partial(
-        task_id="submit", retries=3, retry_delay=timedelta(seconds=0)
+        task_id="submit", retries=3, retry_delay=timedelta(seconds=0), create_settle_margin=1.0
     ).expand(shard=build())
 
     @task
@@ -334,8 +334,12 @@ with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, t
 
 @pytest.mark.airflow
 def test_a_dag_run_with_failed_and_lost_creates_submits_each_shard_once(
-    run_dag: Any, emulator: Any, tmp_path: Path, storage: str
+    run_dag: Any, emulator: Any, tmp_path: Path, storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A 500 proves nothing: its retry sends again only after the timeout (2 s) and the margin (1 s).
+    monkeypatch.setenv(
+        DEFAULT_CONN_ENV, json.dumps({**json.loads(emulator.connection_json), "extra": {"timeout": 2.0}})
+    )
     out = tmp_path / "submitted.json"
     dag_file = tmp_path / "submit_dag.py"
     dag_file.write_text(DAG_SOURCE.format(storage=storage, out=str(out)))
@@ -354,7 +358,9 @@ def test_a_dag_run_with_failed_and_lost_creates_submits_each_shard_once(
     assert len(ids) == 3
     stats = emulator.stats()
     assert stats["batches_created"] == 3
-    assert stats["creates_received"] == 4  # the 500 made no batch; the lost answer was found again
+    assert (
+        stats["creates_received"] == 4
+    )  # the 500 made no batch (sent again once settled); the lost answer was found again
     assert ids == {batch["id"] for batch in ClaudeBatchHook().iter_batches()}
     for descriptor in descriptors:
         assert state_of(descriptor).batch_id == descriptor["batch_id"]
