@@ -40,8 +40,16 @@ class PacingTimeoutError(BeforeSubmitError):
     """A shard waited for the API's capacity (queue or rate limit) past its deadline; no batch was made."""
 
 
+class ConditionalWritesUnsupportedError(BeforeSubmitError):
+    """The run folder's storage cannot make a write exclusive (create-only or compare-and-swap)."""
+
+
 class StorageError(ClaudeBatchError):
     """The run folder cannot be read or written (permission, missing bucket, full disk)."""
+
+
+class WriteConflictError(StorageError):
+    """A create-only or compare-and-swap write lost to another writer; read what that writer wrote."""
 
 
 class AfterSubmitError(ClaudeBatchError):

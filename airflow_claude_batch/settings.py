@@ -98,6 +98,15 @@ OPTIONS: tuple[Option, ...] = (
         "aws_default",
         "The sample DAGs' connection for their input files (empty: local files).",
     ),
+    Option(
+        "allow_unconditional_writes",
+        "boolean",
+        "False",
+        "True",
+        "Accept run folders on a storage without conditional writes (anything but local files and S3): "
+        "each submit state is then checked just before it is written, so two submits of one shard at "
+        "the same moment could both create a batch. Off: such a storage is refused at submit.",
+    ),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -162,6 +171,17 @@ def poll_budget() -> PollBudget:
                 f"[{SECTION}] {name} (or {_BY_NAME[name].env_var}) is {value!r}: give a number."
             ) from None
     return PollBudget(rpm_limit=values["batch_rpm_limit"], share=values["poll_rpm_share"])
+
+
+def allow_unconditional_writes() -> bool:
+    """Whether a storage without conditional writes is accepted (``allow_unconditional_writes``)."""
+    value = (get_setting("allow_unconditional_writes") or "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(
+            f"[{SECTION}] allow_unconditional_writes (or CLAUDE_BATCH_ALLOW_UNCONDITIONAL_WRITES) is "
+            f"{value!r}: give True or False."
+        )
+    return value in ("true", "1", "yes")
 
 
 def prices_file() -> str | None:

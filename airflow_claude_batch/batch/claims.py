@@ -12,9 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from airflow_claude_batch.batch.conditional_writes import create_only
 from airflow_claude_batch.batch.runfolder import CLAIMS_FOLDER, safe_segment
-from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
-from airflow_claude_batch.exceptions import StorageError
+from airflow_claude_batch.batch.storage import StoragePath, read_json
+from airflow_claude_batch.exceptions import StorageError, WriteConflictError
 
 CLAIM_SCHEMA_VERSION = 1
 
@@ -42,8 +45,9 @@ class ClaimsIndex:
     :param storage_root: the root shared by the runs (``RunFolder.storage_root``).
     """
 
-    def __init__(self, storage_root: StoragePath) -> None:
+    def __init__(self, storage_root: StoragePath, *, allow_unconditional: bool = False) -> None:
         self.folder = storage_root / CLAIMS_FOLDER
+        self.allow_unconditional = allow_unconditional
 
     def _path(self, batch_id: str) -> StoragePath:
         return self.folder / f"{safe_segment(batch_id, 'batch id')}.json"
@@ -65,5 +69,20 @@ class ClaimsIndex:
             ) from None
 
     def write(self, claim: Claim) -> None:
-        """Record ``claim`` whole or not at all."""
-        write_json(self._path(claim.batch_id), dataclasses.asdict(claim))
+        """Record ``claim`` whole or not at all, create-only: a batch has one owner.
+
+        A claim already there naming the same owner is kept (a retry after a crash); one naming another
+        owner raises ``StorageError``: two shards would hold one batch.
+        """
+        data = orjson.dumps(dataclasses.asdict(claim), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        try:
+            create_only(self._path(claim.batch_id), data, allow_unconditional=self.allow_unconditional)
+        except WriteConflictError:
+            existing = self.read(claim.batch_id)
+            if existing is None or existing.owner != claim.owner:
+                raise StorageError(
+                    f"batch {claim.batch_id} is already claimed by "
+                    f"{existing.owner if existing else 'a claim that vanished'}, so {claim.owner} cannot "
+                    "claim it; look at both state files before clearing anything "
+                    f"({self._path(claim.batch_id)})"
+                ) from None

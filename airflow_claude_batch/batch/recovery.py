@@ -12,6 +12,12 @@ requests and its marker). A candidate is
 - **undecided** while it runs without a claim: the submit waits for it to end and looks again. It never
   creates while a candidate may still be its own.
 
+The candidates are the batches listed above the ids the intent recorded (the newest batches listed
+just before the create): no clock is compared, so an API clock hours away from the worker's changes
+nothing. A candidate's results count as read only when their lines number its ``request_counts``; a
+short read, or results not found for an ended batch (they can lag its status), is read again with
+backoff within a bound and is never taken as proof that the batch is another's.
+
 With no candidate left, the create made no batch once it can no longer land (``settle_at``: its answer
 came, or the client's timeout and a margin passed); before that the submit waits, because an
 unanswered create may still be processed by the API.
@@ -19,19 +25,39 @@ unanswered create may still be processed by the API.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_claude_batch.batch.claims import Claim, ClaimsIndex
 from airflow_claude_batch.batch.state import SubmitState, format_utc, parse_utc
-from airflow_claude_batch.exceptions import SubmitRecoveryError
+from airflow_claude_batch.exceptions import (
+    ResultsStreamInterrupted,
+    ResultsUnavailableError,
+    SubmitRecoveryError,
+)
 
+log = logging.getLogger(__name__)
 Batch = Any  # a batch object as a plain dict
 #: Page size when listing batches to recover a lost create.
 RECOVERY_PAGE_SIZE = 100
-DEFAULT_CLOCK_SKEW = timedelta(minutes=10)
+#: Seconds between reads of a candidate's results that came back short or not found (about 1.5 minutes).
+DEFAULT_RESULTS_READ_DELAYS = (2.0, 4.0, 8.0, 15.0, 30.0, 30.0)
+
+
+@dataclass(frozen=True)
+class ResultsReads:
+    """How a candidate's results are read again when a read is short or finds nothing.
+
+    :param delays: seconds to wait before each read after the first; when used up, the submit fails.
+    :param sleep: waits that many seconds (injected so tests do not wait).
+    """
+
+    delays: tuple[float, ...] = DEFAULT_RESULTS_READ_DELAYS
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,7 @@ def resolve_intent(
     owner: str,
     now: datetime,
     recheck: timedelta,
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    reads: ResultsReads | None = None,
 ) -> tuple[Decision, tuple[str, ...]]:
     """Decide what became of the create recorded in ``intent``; return the decision and ``not_ours``.
 
@@ -82,15 +108,16 @@ def resolve_intent(
     :param owner: the shard's state file location, as claims name their owner.
     :param now: the current time (UTC).
     :param recheck: how long to wait before looking at a running candidate again.
-    :param clock_skew: how far the API's clock may be behind ours.
-    :raises SubmitRecoveryError: an intent written without a marker (by version 1) cannot be proven.
+    :param reads: how a short or missing results read is read again.
+    :raises SubmitRecoveryError: an intent written without a marker (by version 1) cannot be proven, or
+        a candidate's results could not be read whole within the bound.
     """
     if not intent.markers:
         raise SubmitRecoveryError(_no_marker_message(intent, owner))
     markers = set(intent.markers)
     not_ours = list(intent.not_ours)
     running: list[str] = []
-    for batch in _listed_after_intent(intent, api, clock_skew):
+    for batch in listed_after_intent(intent, api):
         batch_id = str(batch["id"])
         if total_requests(batch) != intent.request_count + 1 or batch_id in not_ours:
             continue
@@ -102,7 +129,7 @@ def resolve_intent(
         if batch.get("processing_status") != "ended":
             running.append(batch_id)
             continue
-        found = _marker_in_results(api, batch_id, markers)
+        found = _marker_in_results(api, batch, markers, reads or ResultsReads())
         if found is not None:
             return Adopt(batch, found), tuple(not_ours)
         not_ours.append(batch_id)
@@ -127,21 +154,49 @@ def _undecided(intent: SubmitState, running: list[str], now: datetime, recheck: 
     return CreateAgain()
 
 
-def _marker_in_results(api: Any, batch_id: str, markers: set[str]) -> str | None:
-    for custom_id in api.result_ids(batch_id):
-        if custom_id in markers:
-            return str(custom_id)
-    return None
+def _marker_in_results(api: Any, batch: Batch, markers: set[str], reads: ResultsReads) -> str | None:
+    """Return the shard's marker found in an ended batch's results, ``None`` once they are read whole.
+
+    :raises SubmitRecoveryError: the results stayed short or missing after every read of ``reads``.
+    """
+    batch_id = str(batch["id"])
+    expected = total_requests(batch)
+    problem = ""
+    for attempt, delay in enumerate((0.0, *reads.delays)):
+        if delay:
+            log.info("Reading the results of batch %s again in %.0f s (%s)", batch_id, delay, problem)
+            reads.sleep(delay)
+        lines = 0
+        try:
+            for custom_id in api.result_ids(batch_id):
+                if custom_id in markers:
+                    return str(custom_id)
+                lines += 1
+        except (ResultsUnavailableError, ResultsStreamInterrupted) as exc:
+            problem = f"read {attempt + 1}: {exc}"
+            continue
+        if lines == expected:
+            return None
+        problem = f"read {attempt + 1} gave {lines:,} result lines of {expected:,}"
+    raise SubmitRecoveryError(
+        f"the results of batch {batch_id}, a candidate for a create of this shard whose answer was lost, "
+        f"could not be read whole ({problem}) after {len(reads.delays) + 1} reads; without them it "
+        "cannot be told whether the batch is this shard's, so nothing is created. Clear the submit task "
+        "to read them again later"
+    )
 
 
-def _listed_after_intent(intent: SubmitState, api: Any, clock_skew: timedelta) -> Iterator[Batch]:
-    """Yield the batches that may have been created by the intent's create call, newest first."""
-    earliest = intent.intent_time - clock_skew
+def listed_after_intent(intent: SubmitState, api: Any) -> Iterator[Batch]:
+    """Yield the batches listed above the ones the intent recorded, newest first.
+
+    The list stops at the first batch the intent saw before its create; with none recorded (an empty
+    workspace), or all of them deleted since, the whole list is read. No clock is compared.
+    """
+    seen_before = set(intent.listed_before)
+    if intent.newest_batch_before is not None:
+        seen_before.add(intent.newest_batch_before)
     for batch in api.iter_batches(RECOVERY_PAGE_SIZE):
-        if intent.newest_batch_before is not None and batch.get("id") == intent.newest_batch_before:
-            return
-        created_at = _created_time(batch)
-        if created_at is not None and created_at < earliest:
+        if batch.get("id") in seen_before:
             return
         yield batch
 
@@ -150,14 +205,6 @@ def total_requests(batch: Batch) -> int:
     """Return the number of requests of a batch (its ``request_counts`` always sum to it)."""
     counts = batch.get("request_counts") or {}
     return sum(int(value or 0) for value in counts.values())
-
-
-def _created_time(batch: Batch) -> datetime | None:
-    value = batch.get("created_at")
-    try:
-        return parse_utc(value) if value else None
-    except ValueError:
-        return None
 
 
 def _no_marker_message(intent: SubmitState, owner: str) -> str:

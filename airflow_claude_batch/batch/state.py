@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import orjson
 
+from airflow_claude_batch.batch.conditional_writes import create_only, read_versioned, replace_if
 from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, LineSplitter
 from airflow_claude_batch.batch.runfolder import RunFolder
@@ -30,6 +31,8 @@ from airflow_claude_batch.exceptions import StorageError
 STATE_SCHEMA_VERSION = 2
 # Version 1 states (no marker) are still read: their batches were recorded from answered creates.
 _READABLE_VERSIONS = (1, 2)
+#: How many of the newest batches an intent records as listed before its create.
+LISTED_BEFORE = 20
 INTENT = "intent"
 SUBMITTED = "submitted"
 FAILED = "failed"
@@ -52,6 +55,9 @@ class SubmitState:
     :param created_at: the batch's ``created_at`` as the API gave it, once known.
     :param newest_batch_before: id of the newest batch of the workspace just before the intent, or
         ``None`` when there was none: a batch listed before it cannot be this shard's.
+    :param listed_before: the ids of the newest batches listed just before the intent (the newest
+        first, up to :data:`LISTED_BEFORE`): the recovery's list stops at the first of them it meets,
+        so that a deleted one does not make it read the whole workspace. No time is compared.
     :param failure: for ``"failed"``, the error the create was answered with (no request content).
     :param intent_id: the create attempt's id (a new one for every attempt).
     :param marker_id: the custom_id of the attempt's marker request (``batch/marker.py``).
@@ -74,6 +80,7 @@ class SubmitState:
     batch_id: str | None = None
     created_at: str | None = None
     newest_batch_before: str | None = None
+    listed_before: tuple[str, ...] = ()
     failure: str | None = None
     intent_id: str | None = None
     marker_id: str | None = None
@@ -124,7 +131,7 @@ class SubmitState:
             )
         known = {f.name for f in dataclasses.fields(cls)}
         fields = {key: value for key, value in data.items() if key in known}
-        for name in ("earlier_markers", "not_ours"):
+        for name in ("earlier_markers", "not_ours", "listed_before"):
             fields[name] = tuple(fields.get(name) or ())
         try:
             state = cls(**fields)
@@ -232,18 +239,45 @@ def _model_of(line: bytes | None) -> str | None:
 class ShardStateFile:
     """The state file of one shard of a run: the submit's ``StateStore``.
 
+    Every write is exclusive on the storage itself (:mod:`~airflow_claude_batch.batch.conditional_writes`):
+    the first one creates the file only if none exists, every later one replaces only the version this
+    object last read or wrote. A writer that lost the race gets ``WriteConflictError`` and reads again.
+
     :param folder: the run folder.
     :param round_index: the shard's round.
     :param shard_index: the shard's number in its round.
+    :param allow_unconditional: accept a storage without conditional writes (the weaker mode).
     """
 
-    def __init__(self, folder: RunFolder, round_index: int, shard_index: int) -> None:
+    def __init__(
+        self, folder: RunFolder, round_index: int, shard_index: int, *, allow_unconditional: bool = False
+    ) -> None:
         self.folder = folder
         self.path = folder.shard_state(round_index, shard_index)
         self.location = str(self.path)
+        self.allow_unconditional = allow_unconditional
+        self._version: str | None = None
 
     def read(self) -> SubmitState | None:
-        return read_state(self.path)
+        """Read the state and remember its version, the one the next write replaces."""
+        found = read_versioned(self.path)
+        self._version = found.version if found is not None else None
+        if found is None:
+            return None
+        try:
+            return SubmitState.from_dict(orjson.loads(found.data))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            raise StorageError(
+                f"{self.path} is not a valid submit state ({exc}); a batch may exist for this shard, so "
+                "the submit stops here: restore the file, or write the right batch id into it"
+            ) from None
 
     def write(self, state: SubmitState) -> None:
-        write_state(self.path, state)
+        """Create the file, or replace the version last seen; ``WriteConflictError``: another came first."""
+        data = orjson.dumps(state.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        if self._version is None:
+            self._version = create_only(self.path, data, allow_unconditional=self.allow_unconditional)
+        else:
+            self._version = replace_if(
+                self.path, data, self._version, allow_unconditional=self.allow_unconditional
+            )

@@ -14,11 +14,18 @@ state file (:mod:`~airflow_claude_batch.batch.state`), one marker request per cr
    automatically), then claim the batch and write ``submitted``. A create the API refused (4xx) made
    no batch: the state becomes ``failed``, nothing is adopted, and the task's retry sends it again. A
    create refused for now (429, 529: no capacity) made no batch either: it waits and is sent again
-   (:mod:`~airflow_claude_batch.batch.pacing`). A create the API answered with a server error (500,
-   502-504) may have made one: it is looked for at once. A create without an answer (a timeout, a
-   dropped connection) is looked for after it can no longer land.
+   (:mod:`~airflow_claude_batch.batch.pacing`). Only those answers, with the API's own error body,
+   prove that nothing was made. Any other outcome (a timeout, a dropped connection, 408, 409, any 5xx,
+   a gateway's error page, a 4xx without the API's error body) is unknown: the intent and its marker
+   are kept, candidates are looked at until proven, and nothing is created again before ``settle_at``
+   (a gateway's 504 can be followed by the create landing seconds later).
 4. ``failed`` with ``retry_at`` (refused for now): wait until then, and behind any lower shard of the
    round that waits for capacity; then prove the refused attempt made no batch, as for an intent.
+
+The intent is written exclusively by the storage (create-only, or replacing exactly the version read:
+:mod:`~airflow_claude_batch.batch.conditional_writes`): of two submits of one shard at the same moment,
+one writes its intent and creates; the other loses the write, waits for the winner's record and ends
+holding the same batch.
 
 Whatever step a crash interrupts, the next attempt lands in one of these cases: no shard ever adopts a
 batch that is not its own, and none creates again while its first create may still have made one.
@@ -27,6 +34,7 @@ batch that is not its own, and none creates again while its first create may sti
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from airflow_claude_batch.batch.claims import Claim
+from airflow_claude_batch.batch.intent_race import MAX_RACES, noting_not_ours, record_change, wait_for_peer
 from airflow_claude_batch.batch.marker import marker_id, marker_line
 from airflow_claude_batch.batch.pacing import (
     CreateThrottled,
@@ -52,6 +61,7 @@ from airflow_claude_batch.batch.recovery import (
 from airflow_claude_batch.batch.state import (
     FAILED,
     INTENT,
+    LISTED_BEFORE,
     SUBMITTED,
     ShardFingerprint,
     SubmitState,
@@ -62,7 +72,7 @@ from airflow_claude_batch.batch.submit_records import (
     Batch,
     BatchApi,
     Claims,
-    CreateAnsweredWithError,
+    CreateOutcomeUnknown,
     CreateRefused,
     ShardToSubmit,
     StateStore,
@@ -75,6 +85,7 @@ from airflow_claude_batch.exceptions import (
     BeforeSubmitError,
     InputError,
     PacingTimeoutError,
+    WriteConflictError,
 )
 
 log = logging.getLogger(__name__)
@@ -119,7 +130,14 @@ def submit_shard(
     """
     job = _Submission(shard, api, store, claims, timing or SubmitTiming(), line)
     current = fingerprint()
-    state = store.read()
+    return _from_state(job, current, store.read(), races=0)
+
+
+def _from_state(
+    job: _Submission, current: ShardFingerprint, state: SubmitState | None, *, races: int
+) -> SubmitResult | SubmitWait:
+    """Go on from the shard's state as just read."""
+    shard, store = job.shard, job.store
     if state is not None and state.status == SUBMITTED:
         _check_unchanged(state, current, store)
         log.info("Shard %s was submitted before as batch %s; re-attaching", shard.uri, state.batch_id)
@@ -140,7 +158,7 @@ def submit_shard(
         )
         earlier = store.read()
     _check_matches_descriptor(shard, current)
-    return _create(job, current, earlier)
+    return _create(job, current, earlier, races)
 
 
 def _follow_up(
@@ -155,11 +173,10 @@ def _follow_up(
         owner=job.store.location,
         now=now,
         recheck=job.timing.recheck,
-        clock_skew=job.timing.clock_skew,
+        reads=job.timing.reads,
     )
     if not_ours != intent.not_ours:
-        intent = dataclasses.replace(intent, not_ours=not_ours)
-        job.store.write(intent)
+        intent = _record(job, intent, noting_not_ours(not_ours))
     if isinstance(decision, Adopt):
         return _adopt(job, intent, decision, current)
     if isinstance(decision, Wait):
@@ -224,7 +241,10 @@ def _check_unchanged(state: SubmitState, current: ShardFingerprint, store: State
 
 
 def _new_intent(job: _Submission, current: ShardFingerprint, earlier: SubmitState | None) -> SubmitState:
-    newest = next(iter(job.api.iter_batches(1)), None)
+    # The newest batches before the create: the recovery lists only what is above them (no clock).
+    listed = [
+        str(batch["id"]) for batch in itertools.islice(job.api.iter_batches(LISTED_BEFORE), LISTED_BEFORE)
+    ]
     intent_id = uuid.uuid4().hex
     moment = job.timing.now()
     return SubmitState(
@@ -234,7 +254,8 @@ def _new_intent(job: _Submission, current: ShardFingerprint, earlier: SubmitStat
         body_bytes=current.body_bytes,
         intent_at=format_utc(moment),
         status=INTENT,
-        newest_batch_before=str(newest["id"]) if newest is not None else None,
+        newest_batch_before=listed[0] if listed else None,
+        listed_before=tuple(listed),
         intent_id=intent_id,
         marker_id=marker_id(job.shard.uri, current.sha256, intent_id),
         settle_at=format_utc(moment + job.timing.settle_after),
@@ -252,25 +273,30 @@ def _unresolved_markers(earlier: SubmitState | None) -> tuple[str, ...]:
 
 
 def _create(
-    job: _Submission, current: ShardFingerprint, earlier: SubmitState | None
+    job: _Submission, current: ShardFingerprint, earlier: SubmitState | None, races: int
 ) -> SubmitResult | SubmitWait:
     behind = _behind(job)
     if behind is not None:
         return behind
     intent = _new_intent(job, current, earlier)
-    job.store.write(intent)
+    try:
+        job.store.write(intent)  # exclusive: of two submits at once, one writes and creates
+    except WriteConflictError:
+        return _after_lost_race(job, current, races + 1)
     try:
         batch = job.api.create_batch(marker_line(str(intent.marker_id), str(current.model)))
     except BeforeSubmitError as exc:
         # A definite refusal (a rejected key, an invalid body): no batch exists, no create is in flight.
-        job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
+        refusal = f"{type(exc).__name__}: {exc}"
+        _record(job, intent, lambda state: state.failed(refusal))
         raise
     except CreateThrottled as exc:
-        refused = refused_for_now(intent, exc, job.timing.now())
-        job.store.write(refused)
+        throttled, moment = exc, job.timing.now()
+        refused = _record(job, intent, lambda state: refused_for_now(state, throttled, moment))
         return _capacity_wait(job, parse_utc(str(refused.retry_at)), refusal_reason(refused))
     except CreateRefused as exc:
-        job.store.write(intent.failed(str(exc)))
+        refusal = str(exc)
+        _record(job, intent, lambda state: state.failed(refusal))
         raise AfterSubmitError(
             f"the create call for shard {job.shard.uri} was refused ({exc}) and made no batch; the task's "
             "retry submits it again"
@@ -280,7 +306,7 @@ def _create(
     job.claims.write(
         Claim(str(batch["id"]), job.store.location, intent.marker_id, format_utc(job.timing.now()))
     )
-    job.store.write(intent.submitted(str(batch["id"]), _created_at(batch)))
+    _record(job, intent, lambda state: state.submitted(str(batch["id"]), _created_at(batch)))
     log.info("Created batch %s for shard %s (%d requests)", batch["id"], job.shard.uri, intent.request_count)
     return SubmitResult(str(batch["id"]), "created", intent.request_count, intent.marker_id)
 
@@ -288,18 +314,18 @@ def _create(
 def _after_lost_answer(
     job: _Submission, intent: SubmitState, current: ShardFingerprint, exc: Exception
 ) -> SubmitResult | SubmitWait:
-    """The create was sent and its answer is lost: look for its batch, or wait until it can be told."""
-    answered = isinstance(exc, CreateAnsweredWithError)
+    """The create's outcome is unknown: look for its batch, or wait until it can be told.
+
+    A server error or a gateway's page is no proof either: a gateway's 504 may be followed by the create
+    landing later, so ``settle_at`` stays the client's timeout plus the margin after the intent.
+    """
     log.warning(
-        "The create call for shard %s %s (%s); looking for its batch",
+        "The create call for shard %s %s (%s: %s); its outcome is unknown, looking for its batch",
         job.shard.uri,
-        "was answered with a server error" if answered else "got no answer",
+        "got an answer that proves nothing" if isinstance(exc, CreateOutcomeUnknown) else "got no answer",
         type(exc).__name__,
+        exc,
     )
-    if answered:
-        # The API finished with the request: whatever it made is listed now, nothing more can land.
-        intent = dataclasses.replace(intent, settle_at=format_utc(job.timing.now()))
-        job.store.write(intent)
     decision = _follow_up(job, intent, current)
     if isinstance(decision, SubmitWait) and decision.nothing_listed:
         # Nothing to wait for but time: the task's retry looks again (and waits until then), so that a
@@ -311,7 +337,7 @@ def _after_lost_answer(
         ) from exc
     if decision is not None:
         return decision
-    job.store.write(intent.failed(f"{type(exc).__name__}: {exc}"))
+    _record(job, job.store.read() or intent, lambda state: state.failed(f"{type(exc).__name__}: {exc}"))
     raise AfterSubmitError(
         f"the create call for shard {job.shard.uri} failed ({type(exc).__name__}: {exc}) and made no batch; "
         "the task's retry submits it again"
@@ -321,10 +347,13 @@ def _after_lost_answer(
 def _adopt(job: _Submission, intent: SubmitState, found: Adopt, current: ShardFingerprint) -> SubmitResult:
     batch_id = str(found.batch["id"])
     job.claims.write(Claim(batch_id, job.store.location, found.marker_id, format_utc(job.timing.now())))
-    state = dataclasses.replace(
-        intent.submitted(batch_id, _created_at(found.batch)), marker_id=found.marker_id
+    state = _record(
+        job,
+        intent,
+        lambda recorded: dataclasses.replace(
+            recorded.submitted(batch_id, _created_at(found.batch)), marker_id=found.marker_id
+        ),
     )
-    job.store.write(state)
     log.info(
         "Found batch %s created for shard %s by an earlier attempt (intent at %s), proven by %s; adopted it",
         batch_id,
@@ -339,3 +368,20 @@ def _adopt(job: _Submission, intent: SubmitState, found: Adopt, current: ShardFi
 def _created_at(batch: Batch) -> str | None:
     value = batch.get("created_at")
     return str(value) if value is not None else None
+
+
+def _record(
+    job: _Submission, intent: SubmitState, change: Callable[[SubmitState], SubmitState]
+) -> SubmitState:
+    return record_change(job.store, job.shard.uri, intent, change)
+
+
+def _after_lost_race(job: _Submission, current: ShardFingerprint, races: int) -> SubmitResult | SubmitWait:
+    """Another submit of this shard wrote its state first: go on from its record once it is there."""
+    if races > MAX_RACES:
+        raise AfterSubmitError(
+            f"shard {job.shard.uri} lost the write of its intent {races} times in a row to other submits of "
+            f"it ({job.store.location}); the task's retry goes on from what they recorded"
+        )
+    state = wait_for_peer(job.store, job.claims, job.shard.uri, job.timing)
+    return _from_state(job, current, state, races=races)

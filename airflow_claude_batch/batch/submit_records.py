@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from airflow_claude_batch.batch.claims import Claim
 from airflow_claude_batch.batch.pacing import BEHIND_MARGIN
-from airflow_claude_batch.batch.recovery import DEFAULT_CLOCK_SKEW
+from airflow_claude_batch.batch.recovery import ResultsReads
 from airflow_claude_batch.batch.state import SubmitState, utc_now
 
 #: How long after its client gave up an unanswered create is still taken to be able to make a batch.
@@ -22,12 +24,18 @@ DEFAULT_RECHECK = timedelta(minutes=5)
 Batch = Mapping[str, Any]
 
 
+#: How long a submit that lost the race to write the shard's intent waits for the winner's record.
+DEFAULT_PEER_WAIT = timedelta(seconds=60)
+
+
 class CreateRefused(Exception):
-    """The API refused the create (4xx): it made no batch. Nothing may be adopted for it."""
+    """The API itself refused the create (400/401/403/404/413/422 with its JSON error body): it made
+    no batch. Nothing may be adopted for it."""
 
 
-class CreateAnsweredWithError(Exception):
-    """The API answered the create with a server error (500, 502-504): a batch may have been made."""
+class CreateOutcomeUnknown(Exception):
+    """The create got an answer that proves nothing (408, 409, any 5xx, a gateway's page, a 4xx
+    without the API's error body): a batch may have been made, or may still be, until ``settle_at``."""
 
 
 class BatchApi(Protocol):
@@ -36,10 +44,9 @@ class BatchApi(Protocol):
     def create_batch(self, marker: bytes) -> Batch:
         """Send the shard, followed by the ``marker`` request line, as a new batch, once; return it.
 
-        Raise :class:`CreateRefused`, :class:`~airflow_claude_batch.batch.pacing.CreateThrottled` or
-        :class:`CreateAnsweredWithError` as their docs say, a
-        ``BeforeSubmitError`` when the request was refused for good, anything else when the outcome is
-        unknown (a timeout, a dropped connection).
+        Raise :class:`CreateRefused` or :class:`~airflow_claude_batch.batch.pacing.CreateThrottled` as
+        their docs say, a ``BeforeSubmitError`` when the API refused the request for good, anything
+        else (:class:`CreateOutcomeUnknown`, a timeout, a dropped connection) when the outcome is unknown.
         """
         ...
 
@@ -48,7 +55,8 @@ class BatchApi(Protocol):
         ...
 
     def result_ids(self, batch_id: str) -> Iterable[str]:
-        """Yield the custom_ids of an ended batch's results."""
+        """Yield the custom_ids of an ended batch's results (all of them, or fewer if a read stops
+        short; results not found raise ``ResultsUnavailableError``)."""
         ...
 
 
@@ -62,7 +70,8 @@ class StateStore(Protocol):
         ...
 
     def write(self, state: SubmitState) -> None:
-        """Write the state whole or not at all."""
+        """Write the state whole or not at all: created when none was read, else replacing exactly the
+        version last read or written; ``WriteConflictError`` when another writer came first."""
         ...
 
 
@@ -129,7 +138,10 @@ class SubmitTiming:
     :param settle_after: from the intent, how long an unanswered create may still make a batch (the
         client's timeout plus :data:`DEFAULT_SETTLE_MARGIN`).
     :param recheck: how long to wait before looking at a running candidate again.
-    :param clock_skew: how far the API's clock may be behind ours when matching a lost create by time.
+    :param reads: how a candidate batch's results are read again when a read is short or finds nothing.
+    :param peer_wait: how long a submit that lost the race for the intent waits for the winner's record
+        before following the winner's intent up like any other.
+    :param sleep: waits that many seconds (the peer wait's steps).
     :param pacing_deadline: when a wait for capacity fails instead (``None``: no deadline yet).
     :param pacing_timeout: the timeout the deadline was set from, for the failure's message.
     :param behind_margin: how long after a lower shard's next try a shard waiting behind it looks again.
@@ -138,7 +150,9 @@ class SubmitTiming:
     now: Callable[[], datetime] = utc_now
     settle_after: timedelta = timedelta(minutes=10) + DEFAULT_SETTLE_MARGIN
     recheck: timedelta = DEFAULT_RECHECK
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW
+    reads: ResultsReads = dataclasses.field(default_factory=ResultsReads)
+    peer_wait: timedelta = DEFAULT_PEER_WAIT
+    sleep: Callable[[float], None] = time.sleep
     pacing_deadline: datetime | None = None
     pacing_timeout: timedelta | None = None
     behind_margin: timedelta = BEHIND_MARGIN

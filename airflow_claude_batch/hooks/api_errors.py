@@ -5,14 +5,19 @@
 - :func:`translate` turns those the caller can act on into this package's: a rejected key or an
   unreachable Base URL → ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create
   the API refused → ``InputError``. Every message names the connection and what to fix, never the key.
+  A create's error answer without the API's own error body (:func:`is_api_error_body`: a gateway's page,
+  a proxy's 4xx) proves nothing about the create and is left as the SDK's exception.
 - :func:`failed_test_message` says the same for the connection test.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anthropic
 import httpx
@@ -23,6 +28,12 @@ from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL,
 from airflow_claude_batch.hooks.read_retries import is_retryable
 
 CREATE = "create a batch"
+#: The results download (``results_stream.DOWNLOAD``): its 404 is about the results, not the Base URL.
+RESULTS = "download results"
+T = TypeVar("T")
+#: Seconds between reads of a batch that answered 404: a batch read right after its create can be
+#: unknown for a moment (a known report against the SDK), so only the last 404 means "no such batch".
+NOT_FOUND_DELAYS = (1.0, 2.0, 4.0)
 _UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
 _STATUS_ERRORS: dict[int, type[anthropic.APIStatusError]] = {
     400: anthropic.BadRequestError,
@@ -48,12 +59,16 @@ def translate(
     :param reached: whether the Base URL ever answered; if not, a refused connection is a wrong host.
     """
     conn_id, base_url = settings.conn_id, settings.base_url
+    if action == CREATE and isinstance(exc, anthropic.APIStatusError) and not is_api_error_body(exc.body):
+        return None  # not the API's refusal: the create's outcome is unknown (the submit looks for it)
     if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
         return ConnectionConfigError(
             f"connection {conn_id!r} was rejected by {base_url} when trying to {action} "
             f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
         )
     if isinstance(exc, anthropic.NotFoundError):
+        if action == RESULTS:
+            return None  # results not found: the download says so (they can lag the batch's status)
         if batch_id is not None:
             return BatchNotFoundError(
                 f"batch {batch_id} was not found by connection {conn_id!r} ({base_url}): check "
@@ -69,6 +84,38 @@ def translate(
     if not reached:
         return unreachable_error(exc, settings)
     return None
+
+
+def is_api_error_body(body: Any) -> bool:
+    """Whether an error answer's body is the API's own (``{"type": "error", "error": {"type": ...}}``).
+
+    Only the API's body proves the API refused the request; the same status from a gateway or a proxy
+    (an HTML page, an empty body) may have been sent after the request was passed on.
+    """
+    if not isinstance(body, dict):
+        return False
+    error = body.get("error")
+    return body.get("type") == "error" and isinstance(error, dict) and isinstance(error.get("type"), str)
+
+
+def retried_while_not_found(call: Callable[[], T]) -> T:
+    """Run a read of one batch; a 404 is read again after each of :data:`NOT_FOUND_DELAYS`."""
+    for delay in NOT_FOUND_DELAYS:
+        try:
+            return call()
+        except BatchNotFoundError:
+            time.sleep(delay)
+    return call()
+
+
+async def aretried_while_not_found(call: Callable[[], Awaitable[T]]) -> T:
+    """The same as :func:`retried_while_not_found`, awaiting the read and the waits."""
+    for delay in NOT_FOUND_DELAYS:
+        try:
+            return await call()
+        except BatchNotFoundError:
+            await asyncio.sleep(delay)
+    return await call()
 
 
 def unreachable_error(exc: BaseException, settings: ClaudeSettings) -> ConnectionConfigError | None:

@@ -16,8 +16,6 @@ host is not hidden behind minutes of retries.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +27,6 @@ import anthropic
 import httpx
 import orjson
 from airflow.sdk import BaseHook
-from anthropic.resources.messages import Messages
 from anthropic.types.messages import MessageBatch
 
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID
@@ -38,11 +35,20 @@ from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE
 from airflow_claude_batch.batch.storage import StoragePath
 from airflow_claude_batch.compat import AirflowNotFoundException, aget_connection
 from airflow_claude_batch.exceptions import AfterSubmitError, ConnectionConfigError
-from airflow_claude_batch.hooks.api_errors import CREATE, failed_test_message, translate, unreachable_cause
+from airflow_claude_batch.hooks.api_errors import (
+    CREATE,
+    aretried_while_not_found,
+    failed_test_message,
+    is_api_error_body,
+    retried_while_not_found,
+    translate,
+    unreachable_cause,
+)
 from airflow_claude_batch.hooks.clients import (
     build_anonymous_client,
     build_client,
     build_stream_client,
+    count_tokens_fields,
     send_request,
 )
 from airflow_claude_batch.hooks.connection_settings import (
@@ -56,7 +62,13 @@ from airflow_claude_batch.hooks.connection_settings import (
 from airflow_claude_batch.hooks.read_retries import ReadRetryPolicy
 from airflow_claude_batch.hooks.results_stream import ResultsDownload
 
-__all__ = ["ClaudeBatchHook", "ClaudeSettings", "normalize_base_url", "settings_from_connection"]
+__all__ = [
+    "ClaudeBatchHook",
+    "ClaudeSettings",
+    "is_api_error_body",
+    "normalize_base_url",
+    "settings_from_connection",
+]
 
 T = TypeVar("T")
 
@@ -226,8 +238,16 @@ class ClaudeBatchHook(BaseHook):
             ) from None
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
-        """Return the batch (its status, counts, ``results_url`` ...)."""
-        batch = self._call("read a batch", lambda c: c.messages.batches.retrieve(batch_id), batch_id=batch_id)
+        """Return the batch (its status, counts, ``results_url`` ...).
+
+        A 404 is read again a few times (``api_errors.NOT_FOUND_DELAYS``: a batch created a moment ago
+        may not be visible yet) before ``BatchNotFoundError`` is raised.
+        """
+        batch = retried_while_not_found(
+            lambda: self._call(
+                "read a batch", lambda c: c.messages.batches.retrieve(batch_id), batch_id=batch_id
+            )
+        )
         return batch.model_dump(mode="json")
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
@@ -258,7 +278,7 @@ class ClaudeBatchHook(BaseHook):
 
     def count_tokens(self, params: dict[str, Any]) -> int:
         """Return the input tokens of request ``params``; fields the endpoint does not take are ignored."""
-        accepted = _count_tokens_fields()
+        accepted = count_tokens_fields()
         arguments = {key: value for key, value in params.items() if key in accepted}
         counted = self._call("count tokens", lambda c: c.messages.count_tokens(**arguments))
         return int(counted.input_tokens)
@@ -287,7 +307,9 @@ class ClaudeBatchHook(BaseHook):
     async def aget_batch(self, batch_id: str) -> dict[str, Any]:
         """Return the batch, with the async client (for triggers)."""
         await self.asettings()
-        batch = await self._acall("read a batch", lambda c: c.messages.batches.retrieve(batch_id), batch_id)
+        batch = await aretried_while_not_found(
+            lambda: self._acall("read a batch", lambda c: c.messages.batches.retrieve(batch_id), batch_id)
+        )
         return batch.model_dump(mode="json")
 
     async def acancel_batch(self, batch_id: str) -> dict[str, Any]:
@@ -377,16 +399,3 @@ class ClaudeBatchHook(BaseHook):
             response = send_request(client or self._stream_client, method, url, **kwargs)
         self._reached = True
         return response
-
-
-@functools.cache
-def _count_tokens_fields() -> frozenset[str]:
-    """The request fields ``count_tokens`` takes (not a request's ``max_tokens`` or ``temperature``)."""
-    signature = inspect.signature(Messages.count_tokens)
-    return frozenset(
-        name
-        for name, parameter in signature.parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-        and not name.startswith("extra_")
-        and name not in ("timeout", "user_profile_id", "workspace_id")
-    )

@@ -13,12 +13,15 @@ Building an SDK client also keeps request bodies (prompts) out of the SDK's debu
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import anthropic
 import httpx
+from anthropic.resources.messages import Messages
 
 from airflow_claude_batch.hooks.api_errors import status_error, transport_error
 from airflow_claude_batch.hooks.connection_settings import ClaudeSettings
@@ -110,3 +113,16 @@ def send_request(
     if response.status_code >= 400:
         raise status_error(response)
     return response
+
+
+@functools.cache
+def count_tokens_fields() -> frozenset[str]:
+    """The request fields ``count_tokens`` takes (not a request's ``max_tokens`` or ``temperature``)."""
+    signature = inspect.signature(Messages.count_tokens)
+    return frozenset(
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and not name.startswith("extra_")
+        and name not in ("timeout", "user_profile_id", "workspace_id")
+    )

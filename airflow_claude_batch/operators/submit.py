@@ -32,7 +32,7 @@ from airflow_claude_batch.batch.submission import submit_shard
 from airflow_claude_batch.batch.submit_records import (
     DEFAULT_RECHECK,
     DEFAULT_SETTLE_MARGIN,
-    CreateAnsweredWithError,
+    CreateOutcomeUnknown,
     CreateRefused,
     ShardToSubmit,
     SubmitResult,
@@ -42,8 +42,10 @@ from airflow_claude_batch.batch.submit_records import (
 from airflow_claude_batch.compat import AirflowFailException, conf
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
+from airflow_claude_batch.settings import allow_unconditional_writes
 
-#: HTTP statuses with which the API refuses a create without making a batch (429 and 529 are paced).
+#: HTTP statuses with which the API refuses a create without making a batch, when the answer carries the
+#: API's own error body (429 and 529 are paced). Any other answer leaves the create's outcome unknown.
 REFUSING_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 
 
@@ -57,7 +59,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     storage root's claims index, or the marker in the batch's results. While that cannot be told yet (a
     candidate batch still running, or a create that may still land), the task waits, deferred by
     default, and never creates a second batch. The create itself is never retried automatically, so
-    give the task ``retries``: a refused create is sent again by the retry.
+    give the task ``retries``: a refused create is sent again by the retry. Only the API's own refusal
+    (400/401/403/404/413/422 with its JSON error body) counts as one; any other answer (408, 409, any
+    5xx, a gateway's page) may have made a batch, so nothing is sent again before the create settles
+    (the connection's timeout plus ``create_settle_margin``). The shard's state file is written
+    exclusively by the storage (local files, S3; see ``[claude_batch] allow_unconditional_writes``), so
+    two submits of one shard at once make one batch.
 
     A create refused for now (429: the organisation's batch queue is full or its rate limit used up;
     529: overloaded) waits instead of failing, deferred by default, until the answer's ``retry-after``
@@ -142,12 +149,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         requests_path = ObjectStoragePath(shard.uri, conn_id=self.storage_conn_id)
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         pacing_timeout = timedelta(seconds=float(self.pacing_timeout))
+        unconditional = allow_unconditional_writes()
         try:
             return submit_shard(
                 ShardToSubmit(uri=shard.uri, request_count=shard.request_count, body_bytes=shard.body_bytes),
                 api=_ShardBatchApi(hook, requests_path, shard),
-                store=ShardStateFile(folder, shard.round, shard.index),
-                claims=ClaimsIndex(folder.storage_root),
+                store=ShardStateFile(folder, shard.round, shard.index, allow_unconditional=unconditional),
+                claims=ClaimsIndex(folder.storage_root, allow_unconditional=unconditional),
                 fingerprint=lambda: fingerprint_shard(requests_path),
                 timing=SubmitTiming(
                     settle_after=timedelta(seconds=hook.settings.timeout + float(self.create_settle_margin)),
@@ -190,6 +198,8 @@ class _ShardBatchApi:
         self.shard = shard
 
     def create_batch(self, marker: bytes) -> dict[str, Any]:
+        from airflow_claude_batch.hooks.claude import is_api_error_body
+
         try:
             return self.hook.create_batch_from_file(
                 self.requests_path, self.shard.request_count, self.shard.body_bytes, marker
@@ -199,9 +209,10 @@ class _ShardBatchApi:
             if exc.status_code in PACED_STATUSES:
                 retry_after = parse_retry_after(exc.response.headers, now=time.time())
                 raise CreateThrottled(f"{error}: {exc.api_message or ''}".rstrip(": "), retry_after) from exc
-            if exc.status_code in REFUSING_STATUSES:
+            if exc.status_code in REFUSING_STATUSES and is_api_error_body(exc.body):
                 raise CreateRefused(error) from exc
-            raise CreateAnsweredWithError(error) from exc
+            # 408, 409, any 5xx, a gateway's page, a 4xx not from the API: a batch may have been made.
+            raise CreateOutcomeUnknown(f"{error} (the create may have made a batch)") from exc
 
     def iter_batches(self, page_size: int) -> Iterator[dict[str, Any]]:
         return self.hook.iter_batches(limit=page_size)

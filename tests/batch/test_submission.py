@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -12,10 +13,11 @@ import pytest
 
 from airflow_claude_batch.batch.claims import Claim
 from airflow_claude_batch.batch.pacing import BEHIND_MARGIN, STALE_AFTER, CreateThrottled
+from airflow_claude_batch.batch.recovery import ResultsReads
 from airflow_claude_batch.batch.state import ShardFingerprint, SubmitState, format_utc, parse_utc
 from airflow_claude_batch.batch.submission import submit_shard
 from airflow_claude_batch.batch.submit_records import (
-    CreateAnsweredWithError,
+    CreateOutcomeUnknown,
     CreateRefused,
     ShardToSubmit,
     SubmitResult,
@@ -27,6 +29,7 @@ from airflow_claude_batch.exceptions import (
     ConnectionConfigError,
     InputError,
     PacingTimeoutError,
+    ResultsUnavailableError,
     SubmitRecoveryError,
 )
 
@@ -95,6 +98,9 @@ class FakeApi:
     late_marker: bytes | None = None
     throttled: int = 0  # further creates refused with 429 after lose_next's
     retry_after: float | None = 30.0
+    # Reads of ended batches' results that go wrong first: "short" ends cleanly after the first line
+    # (before the marker), "missing" answers 404 (results that lag the batch's status).
+    bad_reads: list[str] = field(default_factory=list)
 
     def add_batch(self, custom_ids: list[str], *, created_at: datetime | None = None) -> dict[str, Any]:
         batch_id = f"msgbatch_{len(self.batches):03d}"
@@ -130,7 +136,7 @@ class FakeApi:
                 self.retry_after,
             )
         if mode == "server_error":
-            raise CreateAnsweredWithError("HTTP 500 api_error")
+            raise CreateOutcomeUnknown("HTTP 500 api_error")
         if mode == "late":
             self.late_marker = marker
             raise ServerGone("timed out")
@@ -139,7 +145,7 @@ class FakeApi:
         if mode == "after_create":
             raise ServerGone("connection dropped before the answer")
         if mode == "server_error_after_create":
-            raise CreateAnsweredWithError("HTTP 500 api_error")
+            raise CreateOutcomeUnknown("HTTP 500 api_error")
         return dict(batch)
 
     def iter_batches(self, page_size: int) -> Iterator[dict[str, Any]]:
@@ -153,7 +159,10 @@ class FakeApi:
         batch = next(b for b in self.batches if b["id"] == batch_id)
         assert batch["processing_status"] == "ended", "results are read only from ended batches"
         self.results_read.append(batch_id)
-        yield from self.contents[batch_id]
+        bad = self.bad_reads.pop(0) if self.bad_reads else None
+        if bad == "missing":
+            raise ResultsUnavailableError(f"the results of batch {batch_id} are not available (not found)")
+        yield from self.contents[batch_id][:1] if bad == "short" else self.contents[batch_id]
 
 
 @dataclass
@@ -198,6 +207,7 @@ class World:
     shard: ShardToSubmit = SHARD
     line: Any = None
     pacing_deadline: datetime | None = None
+    slept: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.api = FakeApi(self.faults, self.clock)
@@ -225,6 +235,8 @@ class World:
                 recheck=RECHECK,
                 pacing_deadline=self.pacing_deadline,
                 pacing_timeout=timedelta(hours=1),
+                reads=ResultsReads(delays=(1.0, 2.0, 4.0), sleep=self.slept.append),
+                sleep=self.slept.append,
             ),
             line=self.line,
         )
@@ -315,7 +327,7 @@ def test_the_crash_points_cover_intent_create_answer_claim_and_state() -> None:
     world.submit()
     assert world.faults.names == [
         "read state",
-        "list (page 1)",
+        "list (page 20)",
         "write intent: before",
         "write intent: after",
         "create: before it reaches the API",
@@ -604,16 +616,37 @@ def test_a_lower_shard_that_has_not_started_or_stopped_waiting_blocks_nobody() -
     assert result.action == "created"
 
 
-def test_a_server_error_that_made_nothing_is_failed_and_sent_again_by_the_retry() -> None:
+def test_a_server_error_keeps_the_intent_and_creates_again_only_after_it_settles() -> None:
+    """A 5xx (a gateway's 504 included) proves nothing: the create may land later."""
     world = World()
     world.api.lose_next = "server_error"
-    with pytest.raises(AfterSubmitError, match=r"failed .* and made no batch"):
+    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet; the intent is kept"):
         world.submit()
-    assert world.store.state is not None
-    assert world.store.state.status == "failed"
+    intent = world.store.state
+    assert intent is not None
+    assert (intent.status, intent.settle_at) == ("intent", format_utc(intent.intent_time + SETTLE))
+    early = world.submit()  # the task's retry, before the create can no longer land
+    assert isinstance(early, SubmitWait)
+    assert world.api.creates_received == 1
+    world.clock.moment = early.until
     result = world.submit()
     assert isinstance(result, SubmitResult)
     assert result.action == "created"
+    assert world.api.creates_received == 2
+    assert world.store.writes[-1].earlier_markers == (intent.marker_id,)
+
+
+def test_a_server_error_whose_create_lands_later_is_adopted_never_sent_twice() -> None:
+    """The gateway answers 504; the API makes the batch a moment later."""
+    world = World()
+    world.api.lose_next = "server_error"
+    with pytest.raises(AfterSubmitError):
+        world.submit()
+    intent = world.store.state
+    assert intent is not None
+    world.api.add_batch(["r0", "r1", "r2", str(intent.marker_id)])  # the create lands
+    result = world.submit_until_done()
+    assert (result.batch_id, result.action) == ("msgbatch_000", "recovered")
     assert len(world.api.batches) == 1
 
 
@@ -748,26 +781,70 @@ def test_recovery_ignores_other_sizes_and_batches_before_the_intent() -> None:
     assert world.api.results_read == [mine["id"]]
 
 
-def test_recovery_falls_back_to_the_clock_when_the_newest_batch_is_gone() -> None:
+def test_recovery_reads_the_whole_list_when_every_batch_listed_before_is_gone() -> None:
+    """No clock decides: an older same-size batch is proven another's by its results, not its time."""
     world = World()
-    world.api.add_batch(["a", "b", "c", "acb-marker-x"], created_at=START - timedelta(hours=1))
+    older = world.api.add_batch(["a", "b", "c", "acb-marker-x"], created_at=START - timedelta(hours=1))
+    older["processing_status"] = "ended"
     lost_intent(world, newest_before="msgbatch_deleted")
     result = world.submit()
     assert isinstance(result, SubmitResult)
-    assert result.action == "created"  # an hour before the intent: not this shard's
+    assert result.action == "created"
+    assert world.api.results_read == [older["id"]]
+
+
+def test_recovery_stops_at_any_batch_the_intent_listed_before() -> None:
+    world = World()
+    before = world.api.add_batch(["r0", "r1", "r2", "acb-marker-x"])
+    before["processing_status"] = "ended"
+    intent = lost_intent(world, newest_before="msgbatch_deleted")
+    world.store.state = dataclasses.replace(intent, listed_before=("msgbatch_deleted", before["id"]))
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert result.action == "created"
     assert world.api.results_read == []
 
 
-def test_recovery_tolerates_an_api_clock_behind_ours() -> None:
+@pytest.mark.parametrize("skew", [timedelta(hours=-5), timedelta(hours=-1), timedelta(hours=3)])
+def test_recovery_finds_its_batch_whatever_the_api_clock_says(skew: timedelta) -> None:
     world = World()
-    lost_intent(world)
+    world.api.add_batch(["x"])
+    intent = lost_intent(world, newest_before="msgbatch_000")
     skewed = world.api.add_batch(
-        ["r0", "r1", "r2", "acb-marker-mine"], created_at=START - timedelta(minutes=5)
+        ["r0", "r1", "r2", str(intent.marker_id)], created_at=intent.intent_time + skew
     )
     skewed["processing_status"] = "ended"
     result = world.submit()
     assert isinstance(result, SubmitResult)
     assert (result.batch_id, result.action) == (skewed["id"], "recovered")
+
+
+@pytest.mark.parametrize("bad", [["short"], ["missing"], ["short", "missing", "short"]])
+def test_a_short_or_missing_read_of_a_candidate_is_read_again_never_taken_as_not_ours(bad: list[str]) -> None:
+    world = World()
+    intent = lost_intent(world)
+    mine = world.api.add_batch(["r0", "r1", "r2", str(intent.marker_id)])
+    mine["processing_status"] = "ended"
+    world.api.bad_reads = list(bad)
+    result = world.submit()
+    assert isinstance(result, SubmitResult)
+    assert (result.batch_id, result.action) == (mine["id"], "recovered")
+    assert world.slept == [1.0, 2.0, 4.0][: len(bad)]
+    assert world.api.creates_received == 0
+
+
+def test_a_candidate_whose_results_stay_short_fails_the_task_naming_the_batch() -> None:
+    world = World()
+    intent = lost_intent(world)
+    mine = world.api.add_batch(["r0", "r1", "r2", str(intent.marker_id)])
+    mine["processing_status"] = "ended"
+    world.api.bad_reads = ["short", "missing", "short", "short"]
+    with pytest.raises(SubmitRecoveryError, match=rf"results of batch {mine['id']}.*could not be read whole"):
+        world.submit()
+    assert world.store.state is not None
+    assert world.store.state.status == "intent"
+    assert world.store.state.not_ours == ()
+    assert world.api.creates_received == 0
 
 
 def test_two_shards_of_one_size_both_losing_their_answer_each_find_their_own() -> None:

@@ -21,6 +21,7 @@ from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.airflow import resume_deferred
+from tests.fixtures.emulator import DEFAULT_CONN_ENV
 
 
 def write_shards(storage: str, run_id: str, shards: int, requests_per_shard: int) -> list[dict[str, Any]]:
@@ -114,20 +115,26 @@ def test_a_lost_create_answer_is_recovered_without_a_second_batch(
     assert emulator.stats()["batches_created"] == 1
 
 
-def test_a_create_answered_with_a_server_error_that_made_nothing_is_sent_again_by_the_retry(
-    emulator: Any, storage: str
+def test_a_create_answered_with_a_server_error_keeps_its_intent_until_it_settles(
+    emulator: Any, storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A 500 proves nothing: the retry sends nothing before the create can no longer land."""
+    connection = {**json.loads(emulator.connection_json), "extra": {"timeout": 2.0}}
+    monkeypatch.setenv(DEFAULT_CONN_ENV, json.dumps(connection))
     [shard] = write_shards(storage, "run-1", shards=1, requests_per_shard=10)
     emulator.faults({"fail_next": {"endpoint": "create", "status": 500, "count": 1}})
-    with pytest.raises(AfterSubmitError, match=r"failed .* made no batch"):
+    with pytest.raises(AfterSubmitError, match="no batch for it is listed yet; the intent is kept"):
         submit(shard)
     assert emulator.stats()["creates_received"] == 1
-    assert state_of(shard).status == "failed"
-    result = submit(shard)  # the task's retry
+    intent = state_of(shard)
+    assert intent.status == "intent"
+    result = submit(shard)  # the task's retry: waits until settle_at (2 s + 1 s after the intent)
+    assert time.time() >= intent.intent_time.timestamp() + 3.0
     stats = emulator.stats()
-    assert stats["creates_received"] == 2
-    assert stats["batches_created"] == 1
-    assert state_of(shard).batch_id == result["batch_id"]
+    assert (stats["creates_received"], stats["batches_created"]) == (2, 1)
+    state = state_of(shard)
+    assert state.batch_id == result["batch_id"]
+    assert state.earlier_markers == (intent.marker_id,)
 
 
 @pytest.mark.parametrize(("status", "error"), [(429, "rate_limit_error"), (529, "overloaded_error")])
@@ -304,6 +311,7 @@ from airflow.sdk import DAG, get_current_context, task
 
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.airflow import resume_deferred
+from tests.fixtures.emulator import DEFAULT_CONN_ENV
 from tests.operators.test_submit import write_shards
 
 with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
@@ -313,7 +321,7 @@ with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, t
         return write_shards({storage!r}, get_current_context()["run_id"], shards=3, requests_per_shard=30)
 
     submitted = ClaudeBatchSubmitOperator.partial(
-        task_id="submit", retries=3, retry_delay=timedelta(seconds=0)
+        task_id="submit", retries=3, retry_delay=timedelta(seconds=0), create_settle_margin=1.0
     ).expand(shard=build())
 
     @task
@@ -326,8 +334,12 @@ with DAG("submit_dag", schedule=None, start_date=pendulum.datetime(2026, 1, 1, t
 
 @pytest.mark.airflow
 def test_a_dag_run_with_failed_and_lost_creates_submits_each_shard_once(
-    run_dag: Any, emulator: Any, tmp_path: Path, storage: str
+    run_dag: Any, emulator: Any, tmp_path: Path, storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A 500 proves nothing: its retry sends again only after the timeout (2 s) and the margin (1 s).
+    monkeypatch.setenv(
+        DEFAULT_CONN_ENV, json.dumps({**json.loads(emulator.connection_json), "extra": {"timeout": 2.0}})
+    )
     out = tmp_path / "submitted.json"
     dag_file = tmp_path / "submit_dag.py"
     dag_file.write_text(DAG_SOURCE.format(storage=storage, out=str(out)))
@@ -346,7 +358,9 @@ def test_a_dag_run_with_failed_and_lost_creates_submits_each_shard_once(
     assert len(ids) == 3
     stats = emulator.stats()
     assert stats["batches_created"] == 3
-    assert stats["creates_received"] == 4  # the 500 made no batch; the lost answer was found again
+    assert (
+        stats["creates_received"] == 4
+    )  # the 500 made no batch (sent again once settled); the lost answer was found again
     assert ids == {batch["id"] for batch in ClaudeBatchHook().iter_batches()}
     for descriptor in descriptors:
         assert state_of(descriptor).batch_id == descriptor["batch_id"]

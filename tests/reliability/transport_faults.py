@@ -11,11 +11,16 @@ fire:
   emulator finds the client gone and does nothing (a request stuck in a proxy).
 - ``late``: the whole request is read first, then it waits ``seconds``, then it is processed whether or
   not the client is still there (an API that finishes work the client stopped waiting for).
+- ``answer``: a gateway or proxy in front of the API answers ``status`` at once, with the API's JSON
+  error body (``body="api"``) or an HTML page (``body="html"``); the request reaches the API
+  ``seconds`` later all the same (a gateway's 504 whose create lands after it), or never
+  (``seconds=None``: nothing was passed on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections import Counter
@@ -25,7 +30,8 @@ from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-FaultKind = Literal["reset", "slow", "late"]
+FaultKind = Literal["reset", "slow", "late", "answer"]
+_ERROR_TYPES = {404: "not_found_error", 400: "invalid_request_error", 403: "permission_error"}
 
 _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/v1/messages/batches/?$"), "create"),
@@ -53,12 +59,17 @@ class TransportFault:
 
     :param kind: ``reset``, ``slow`` or ``late``.
     :param after_bytes: for ``reset``, the body bytes sent before the connection closes.
-    :param seconds: for ``slow`` and ``late``, the delay.
+    :param seconds: for ``slow`` and ``late``, the delay; for ``answer``, when the request reaches the
+        API after the answer (``None``: never).
+    :param status: for ``answer``, the status answered.
+    :param body: for ``answer``, ``"api"`` (the API's JSON error body) or ``"html"`` (a gateway's page).
     """
 
     kind: FaultKind
     after_bytes: int = 0
-    seconds: float = 0.0
+    seconds: float | None = 0.0
+    status: int = 504
+    body: str = "html"
 
 
 class TransportFaults:
@@ -74,13 +85,22 @@ class TransportFaults:
         self.fired: Counter[str] = Counter()
 
     def arm(
-        self, endpoint: str, kind: FaultKind, *, count: int = 1, after_bytes: int = 0, seconds: float = 0.0
+        self,
+        endpoint: str,
+        kind: FaultKind,
+        *,
+        count: int = 1,
+        after_bytes: int = 0,
+        seconds: float | None = 0.0,
+        status: int = 504,
+        body: str = "html",
     ) -> None:
         """Make the next ``count`` requests to ``endpoint`` suffer ``kind``."""
         if endpoint not in self._armed:
             raise ValueError(f"unknown endpoint {endpoint!r}; one of {ENDPOINTS}")
         with self._lock:
-            self._armed[endpoint].extend([TransportFault(kind, after_bytes, seconds)] * count)
+            fault = TransportFault(kind, after_bytes, seconds, status, body)
+            self._armed[endpoint].extend([fault] * count)
 
     def reset(self) -> None:
         """Disarm every fault and forget what fired."""
@@ -112,7 +132,15 @@ class TransportFaults:
             await asyncio.sleep(fault.seconds)
             await self.app(scope, receive, send)
         elif fault.kind == "late":
-            await self.app(scope, await _read_then_wait(receive, fault.seconds), _ignore_when_gone(send))
+            await self.app(
+                scope, await _read_then_wait(receive, fault.seconds or 0.0), _ignore_when_gone(send)
+            )
+        elif fault.kind == "answer":
+            replay = await _read_then_wait(receive, 0.0)
+            await _send_answer(send, fault)
+            if fault.seconds is not None:
+                await asyncio.sleep(fault.seconds)
+                await self.app(scope, replay, _discard)
         else:
             await self.app(scope, receive, _cut_after(send, fault.after_bytes))
 
@@ -138,6 +166,26 @@ async def _read_then_wait(receive: Receive, seconds: float) -> Receive:
         return await receive()
 
     return replay
+
+
+async def _send_answer(send: Send, fault: TransportFault) -> None:
+    """Answer as a gateway would: the API's error body, or an HTML page of the gateway's own."""
+    if fault.body == "api":
+        error_type = _ERROR_TYPES.get(fault.status, "api_error")
+        payload = json.dumps(
+            {"type": "error", "error": {"type": error_type, "message": "Not found"}}
+        ).encode()
+        content_type = b"application/json"
+    else:
+        payload = f"<html><body><h1>{fault.status} Gateway Error</h1></body></html>".encode()
+        content_type = b"text/html"
+    headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": fault.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _discard(message: Message) -> None:
+    """The answer went out already: what the API answers later reaches nobody."""
 
 
 def _ignore_when_gone(send: Send) -> Send:
