@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             return _list(root, args.pipeline_id, batches)
         if not pipelines:
-            print(f"no pipeline run folder under {root}: nothing to cancel")
+            print(f"no submitted shard is recorded under {root} (no pipeline run folder): nothing to cancel")
             return 0
         for pipeline in pipelines:  # the record first: nothing is created or sent after this line
             write_cancel(RunFolder(root / pipeline))

@@ -253,6 +253,7 @@ def _sync_error(exc: anthropic.APIStatusError) -> SyncRequestError:
 def _transport_error(exc: anthropic.APIConnectionError) -> SyncRequestError:
     """A call that got no answer: refused before sending (connect error or timeout) is definite;
     anything after the request may have left (a read timeout, a reset) is an unknown outcome."""
+    import anthropic
     import httpx
 
     cause = exc.__cause__
