@@ -250,16 +250,20 @@ def _sync_error(exc: anthropic.APIStatusError) -> SyncRequestError:
     )
 
 
+#: The HTTP client's errors raised before a request left: the connection was never made.
+_NOT_SENT_ERRORS = frozenset({"ConnectError", "ConnectTimeout"})
+
+
 def _transport_error(exc: anthropic.APIConnectionError) -> SyncRequestError:
     """A call that got no answer: refused before sending (connect error or timeout) is definite;
     anything after the request may have left (a read timeout, a reset) is an unknown outcome."""
     import anthropic
-    import httpx
 
     cause = exc.__cause__
     timed_out = isinstance(exc, anthropic.APITimeoutError)
     error_type = "timeout_error" if timed_out else "api_error"
-    if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout)):
+    # by name: the SDK's HTTP client is httpx or a fork of it (httpx2), whose classes are not httpx's
+    if type(cause).__name__ in _NOT_SENT_ERRORS:
         what = "could not connect"
         unknown = False
     else:

@@ -242,3 +242,35 @@ def test_dispositions_that_do_not_add_up_are_a_failure(folder: RunFolder) -> Non
     assert (failure["accounted"], failure["input_records"]) == (2, 3)
     assert "not accounted for" in failure["reason"]
     assert shard.request_count == 2
+
+
+# --- a re-sweep never re-sends what a synchronous retry answered ---------------------------------------
+
+
+def test_add_new_counts_the_synchronous_retrys_answers_as_answered(tmp_path: Path) -> None:
+    from airflow_claude_batch.batch.input_change import known_ids
+    from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, write_fingerprint
+
+    now = InputFingerprint(files=None, source_name="tickets", params_digest="d", data_interval=("a", "b"))
+    earlier = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
+    shard = fanned_out_shard(earlier, 0, [succeeded("a"), errored("b"), errored("c")])
+    write_shard_list(earlier, 0, [shard])
+    write_fingerprint(earlier, now)
+    answers = {"b": {"model": MODEL, "content": [{"type": "text", "text": "ok"}], "usage": {}}}
+
+    def send(params: Mapping[str, Any]) -> Mapping[str, Any]:
+        if params["messages"][0]["content"] != "hello":
+            raise AssertionError(params)
+        answer = answers.pop("b", None)
+        if answer is None:
+            raise SyncRequestError("overloaded_error", "busy")
+        return {"id": "msg_b", "type": "message", "role": "assistant", "stop_reason": "end_turn", **answer}
+
+    requeue_round(earlier, 0, [shard], sync=SyncRetry(send, PRICES, concurrency=1))
+    assert [row["outcome"] for row in read_rows(sync_retry_path(earlier, 0, 0))] == ["succeeded", "errored"]
+
+    later = RunFolder.for_run(tmp_path, "dag", "run_2", "claude_batch")
+    known = known_ids(later, [], now)
+
+    assert known.answered == {"a", "b"}  # c is still unanswered: the re-sweep sends it
+    assert known.runs == [str(earlier.root)]
