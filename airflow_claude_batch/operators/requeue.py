@@ -57,10 +57,14 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     :param requeue_user_canceled: requeue canceled requests of batches cancelled on purpose too.
     :param retry_errored_sync: send retryable errored requests once as synchronous Messages calls at
         standard prices (rows in the shard's ``sync_retry.jsonl``, ``price: "standard"``) before
-        requeueing the ones that still fail. When the synchronous endpoint is missing, unreachable or
-        refuses not by the request's fault, the request is requeued (``fell_back``), never
-        dead-lettered, and the round sends no more synchronous calls. A task killed in the middle of a
-        shard's synchronous calls repeats the ones it had not recorded.
+        requeueing the ones that still fail. When the synchronous endpoint definitely refuses not by
+        the request's fault (missing, connection refused, key refused), the request is requeued
+        (``fell_back``), never dead-lettered, and the round sends no more synchronous calls. A call
+        of unknown outcome (a timeout or reset after sending, a 5xx) is possibly billed: an
+        ``unknown`` row at its upper cost, the request pending (``sync_outcome_unknown``), never
+        resent. After a run cancel (``cancel.json``) no synchronous call and no next round is made.
+        A task killed in the middle of a shard's synchronous calls repeats the ones it had not
+        recorded.
     :param conn_id: the Claude connection for the synchronous retries (templated).
     :param max_requests_per_shard: requests per next-round shard, at most 100,000.
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
