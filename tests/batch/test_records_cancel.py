@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_claude_batch.batch.ledger import accounting_failure, write_ledger
+from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.requeue_record import read_requeue_record
 from airflow_claude_batch.batch.round_files import read_shard_list, sync_retry_path
@@ -215,8 +216,10 @@ def test_an_unknown_synchronous_outcome_is_pending_and_counted_at_its_upper_cost
     )
     fanned_out_shard(folder, 0, [succeeded("c")], round_index=1)
 
-    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
+    manifest, samples = write_ledger(folder, prices=PRICES, max_rounds=2)
+    write_report(folder.report, manifest, samples, [])
 
+    assert "possibly billed" in folder.report.read_text()
     assert pending(folder)["b"]["reason"] == "sync_outcome_unknown"
     assert manifest.dispositions == {"succeeded": 2, "invalid_output": 0, "dead_lettered": 0, "pending": 1}
     assert manifest.reconciled, manifest.notes
