@@ -155,7 +155,9 @@ def stopped_round(folder: RunFolder) -> int | None:
         return None
     while read_shard_list(folder, round_index + 1) is not None:
         round_index += 1
-    return None if requeue_record_path(folder, round_index).exists() else round_index + 1
+    if not read_shard_list(folder, round_index) or requeue_record_path(folder, round_index).exists():
+        return None  # an empty round ends the run; a requeued round's next round is already built
+    return round_index + 1
 
 
 def _pipeline_batches(folder: RunFolder, pipeline: str) -> Iterator[RecordedBatch]:
