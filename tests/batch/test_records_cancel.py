@@ -85,6 +85,28 @@ def test_a_shard_added_to_a_requeued_round_gets_the_rounds_requeue(folder: RunFo
     assert accounting_failure(manifest) is None
 
 
+def test_an_added_shard_goes_on_through_every_round_already_requeued(folder: RunFolder) -> None:
+    first = fanned_out_shard(folder, 0, [expired("a")])
+    write_shard_list(folder, 0, [first])
+    requeue_round(folder, 0, [first])
+    round_1 = fanned_out_shard(folder, 0, [succeeded("a")], round_index=1)
+    assert requeue_round(folder, 1, [round_1]).next_shards == []
+
+    added = fanned_out_shard(folder, 1, [expired("b")])
+    write_shard_list(folder, 0, [first, added])
+    [kept, new] = [s for s in requeue_round(folder, 0, [first, added]).next_shards]
+    assert (kept["index"], new["index"], ids_of(folder, 1, 1)) == (0, 1, ["b"])
+    round_1_added = fanned_out_shard(folder, 1, [expired("b")], round_index=1)  # expired again
+    record = requeue_round(folder, 1, [round_1, round_1_added])
+
+    assert (record.requeued, record.shards_read) == (1, [0, 1])
+    assert ids_of(folder, 2, 0) == ["b"]
+    fanned_out_shard(folder, 0, [succeeded("b")], round_index=2)
+    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=3)
+    assert manifest.dispositions["succeeded"] == 2
+    assert manifest.reconciled, manifest.notes
+
+
 def test_a_requeue_cut_short_while_adding_a_shard_adds_it_once(folder: RunFolder) -> None:
     first = fanned_out_shard(folder, 0, [expired("a"), errored("b", "invalid_request_error")])
     requeue_round(folder, 0, [first])
