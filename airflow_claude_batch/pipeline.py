@@ -230,10 +230,14 @@ def _add_round(round_index: int, shards: Any, settings: _RoundSettings, *, reque
         task_id="wait",
         conn_id=settings.conn_id,
         poll_interval=settings.poll_interval,
+        # a shard stopped by a cancel is skipped; the other shards' batches are still waited for and
+        # fanned out (their processed requests are billed), so none_failed, not all_success
+        trigger_rule=TriggerRule.NONE_FAILED,
         **settings.sensor_kwargs,
     ).expand(shard=submit.output)
     fanout = ClaudeBatchFanoutOperator.partial(
         task_id="fanout",
+        trigger_rule=TriggerRule.NONE_FAILED,
         conn_id=settings.conn_id,
         storage_conn_id=settings.storage_conn_id,
         **settings.fanout_kwargs,

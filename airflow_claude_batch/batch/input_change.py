@@ -25,6 +25,7 @@ import orjson
 
 from airflow_claude_batch.batch.flat_output import iter_succeeded_rows
 from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, read_fingerprint
+from airflow_claude_batch.batch.round_files import SYNC_RETRY_FILE
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import FAILED, read_state
@@ -222,6 +223,8 @@ def _sibling_runs(dag_dir: StoragePath, pipeline_id: str, *, exclude: str) -> It
 
 
 def _succeeded_ids(folder: RunFolder) -> Iterator[str]:
+    """The ids a run answered: its batches' ``succeeded.jsonl`` and its synchronous retries' answers
+    (``sync_retry.jsonl`` rows that succeeded), so a re-sweep never sends either again."""
     root = folder.root
     try:
         rounds = [entry for entry in root.iterdir() if entry.name.startswith("round-")]  # type: ignore[attr-defined]
@@ -229,9 +232,17 @@ def _succeeded_ids(folder: RunFolder) -> Iterator[str]:
         return
     for round_dir in rounds:
         for shard_dir in round_dir.iterdir():
-            succeeded = shard_dir / "succeeded.jsonl"
-            if shard_dir.is_dir() and succeeded.exists():
-                for row in iter_jsonl(succeeded):
-                    custom_id = row.get("custom_id")
-                    if isinstance(custom_id, str):
-                        yield custom_id
+            if not shard_dir.is_dir():
+                continue
+            yield from _ids_of(shard_dir / "succeeded.jsonl", None)
+            yield from _ids_of(shard_dir / SYNC_RETRY_FILE, "succeeded")
+
+
+def _ids_of(path: StoragePath, outcome: str | None) -> Iterator[str]:
+    """The ids of ``path``'s rows (only those of ``outcome`` when given); none when it does not exist."""
+    if not path.exists():
+        return
+    for row in iter_jsonl(path):
+        custom_id = row.get("custom_id")
+        if isinstance(custom_id, str) and (outcome is None or row.get("outcome") == outcome):
+            yield custom_id

@@ -29,6 +29,7 @@ from airflow_claude_batch.batch.requeue_record import read_requeue_record
 from airflow_claude_batch.batch.requeue_rule import RequeueRule
 from airflow_claude_batch.batch.round_files import read_shard_list, shard_list_path
 from airflow_claude_batch.batch.round_scan import RoundScan, RowEmitter, RunScanner
+from airflow_claude_batch.batch.run_cancel import read_cancel
 from airflow_claude_batch.batch.run_money import ModelTotals, run_money, run_prices
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import atomic_writer, read_json, write_json
@@ -53,7 +54,8 @@ def scan_run(
     """
     prices = run_prices(folder, prices)
     emitter = RowEmitter(dead_letter_out, pending_out)
-    scanner = RunScanner(folder, emitter)
+    cancel = read_cancel(folder)
+    scanner = RunScanner(folder, emitter, canceled=cancel is not None)
     scans: list[RoundScan] = []
     rule = RequeueRule()
     shards = read_shard_list(folder, 0)
@@ -63,7 +65,10 @@ def scan_run(
         if shards is None or (round_index > 0 and not shards):
             break  # an empty requeue round was never run: it is not a round of the run
         record = read_requeue_record(folder, round_index)
-        rule = record.rule if record is not None else rule
+        # after a cancel, the last round's requeueable requests are held (reason "canceled")
+        rule = (
+            record.rule if record is not None else dataclasses.replace(rule, run_canceled=cancel is not None)
+        )
         next_shards = read_shard_list(folder, round_index + 1) if record is not None else None
         next_requests = sum(s.request_count for s in next_shards) if next_shards is not None else None
         scan = RoundScan(round_index, shards, record, ModelTotals(prices), ModelTotals(prices))
@@ -71,6 +76,8 @@ def scan_run(
         scans.append(scan)
         shards = next_shards
     manifest = _build_manifest(folder, prices, max_rounds, scans, scanner.notes, scanner.warnings)
+    if cancel is not None:
+        manifest = dataclasses.replace(manifest, canceled=cancel.canceled_at)
     return manifest, emitter.samples
 
 
@@ -134,6 +141,7 @@ def _build_manifest(
         prices,
         estimated_upper=estimated_upper,
         estimated_expected=estimated_expected,
+        sync_unknown_usd=sum(scan.sync_unknown_usd for scan in scans),
     )
     estimate = read_json(folder.estimate)
     estimate = estimate if isinstance(estimate, dict) else {}
@@ -178,6 +186,7 @@ def _round_ledger(scan: RoundScan, prices: PriceTable) -> RoundLedger:
         sync_retry_usd=round(scan.sync_tokens.cost(prices, batch=False), 6),
         requeue_ran=scan.record is not None,
         unfinished_shards=scan.unfinished_shards,
+        sync_retry_unknown_usd=round(scan.sync_unknown_usd, 6),
     )
 
 
@@ -219,3 +228,25 @@ def write_ledger(
     document.update({key: value for key, value in (extra_fields or {}).items() if value is not None})
     write_json(folder.manifest, document)
     return manifest, samples
+
+
+def accounting_failure(manifest: Manifest) -> dict[str, Any] | None:
+    """Why a run whose dispositions do not add up to its input records fails, or ``None`` when they do.
+
+    A record in no disposition is a record lost: the report fails its task (after writing the manifest
+    with this ``failure``) instead of announcing the run's data.
+    """
+    accounted = sum(manifest.dispositions.values())
+    if accounted == manifest.input_records:
+        return None
+    detail = "; ".join(manifest.notes) or "no note explains it"
+    return {
+        "reason": (
+            f"records are not accounted for: the dispositions add up to {accounted}, not to the "
+            f"{manifest.input_records} input records ({detail}). Look at the rounds' files named in the "
+            "notes, then clear the run's requeue and report tasks"
+        ),
+        "bound": "accounting",
+        "accounted": accounted,
+        "input_records": manifest.input_records,
+    }

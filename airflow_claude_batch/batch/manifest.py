@@ -49,6 +49,9 @@ class Money:
     :param synchronous_equivalent_usd: every answer at standard prices.
     :param savings_usd: ``synchronous_equivalent_usd - actual_usd``.
     :param savings_pct: savings as a percentage of the synchronous equivalent (``None`` when it is 0).
+    :param sync_retry_unknown_usd: synchronous retries whose outcome is unknown (a timeout, a reset, a
+        5xx), at their upper cost: possibly billed, so counted in the upper figure, never as 0.
+    :param actual_upper_usd: ``actual_usd + sync_retry_unknown_usd``: the most the run may have cost.
     """
 
     estimated_upper_usd: float | None
@@ -59,6 +62,8 @@ class Money:
     synchronous_equivalent_usd: float
     savings_usd: float
     savings_pct: float | None
+    sync_retry_unknown_usd: float = 0.0
+    actual_upper_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class RoundLedger:
     :param sync_retry_usd: the round's synchronous retries at standard prices.
     :param requeue_ran: whether the round's requeue ran (not for the last round).
     :param unfinished_shards: shards whose fanout had not written its files (their requests are pending).
+    :param sync_retry_unknown_usd: the round's synchronous retries of unknown outcome, at their upper cost.
     """
 
     round: int
@@ -95,6 +101,7 @@ class RoundLedger:
     sync_retry_usd: float
     requeue_ran: bool
     unfinished_shards: int
+    sync_retry_unknown_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class Manifest:
     :param estimate: the build's estimate (its figures, basis and inputs; see ``estimate.json``).
     :param prices: the price table the money was computed with (frozen by the build).
     :param pipeline: the pipeline's identity (``dag_id``, ``group_id``), when known.
+    :param canceled: when the run was canceled on purpose (its ``cancel.json``), else ``None``.
     """
 
     run_uri: str
@@ -142,6 +150,7 @@ class Manifest:
     estimate: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] = field(default_factory=dict)
+    canceled: str | None = None
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +169,8 @@ class Manifest:
             "estimated_cost_usd_upper": self.money.estimated_upper_usd,
             "cache_hit_rate": self.cache_hit_rate,
             "actual_cost_usd": self.money.actual_usd,
+            "actual_cost_usd_upper": self.money.actual_upper_usd,
+            "canceled": self.canceled,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
             "money": asdict(self.money),

@@ -206,6 +206,17 @@ def _money_table(manifest: Manifest) -> str:
         ("batches (batch prices)", _usd(m.batch_usd)),
         ("synchronous retries (standard prices)", f"{_usd(m.sync_retry_usd)} ({_sync_counts(manifest)})"),
         ("actual", _usd(m.actual_usd)),
+        *(
+            [
+                (
+                    "synchronous retries of unknown outcome (possibly billed, at most)",
+                    _usd(m.sync_retry_unknown_usd),
+                ),
+                ("actual, upper (with what may have been billed)", _usd(m.actual_upper_usd)),
+            ]
+            if m.sync_retry_unknown_usd
+            else []
+        ),
         ("same work, synchronous (standard prices)", _usd(m.synchronous_equivalent_usd)),
         ("savings", f"{_usd(m.savings_usd)} ({pct})"),
     ]

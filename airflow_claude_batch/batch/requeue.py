@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +22,11 @@ import orjson
 from airflow_claude_batch.batch.money_meter import run_prices
 from airflow_claude_batch.batch.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.batch.request_lines import iter_request_lines
-from airflow_claude_batch.batch.requeue_record import RequeueRecord, read_requeue_record
+from airflow_claude_batch.batch.requeue_record import (
+    REQUEUE_SCHEMA_VERSION,
+    RequeueRecord,
+    read_requeue_record,
+)
 from airflow_claude_batch.batch.requeue_rule import (
     UNFINISHED_OUTCOMES,
     Decision,
@@ -32,10 +36,12 @@ from airflow_claude_batch.batch.requeue_rule import (
 )
 from airflow_claude_batch.batch.round_files import (
     budget_held_path,
+    copy_rows,
     requeue_record_path,
     shard_list_path,
     sync_retry_path,
 )
+from airflow_claude_batch.batch.run_cancel import is_canceled
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter
 from airflow_claude_batch.batch.shards import ShardDescriptor
@@ -76,6 +82,7 @@ class _Tally:
     sync_invalid_output: int = 0
     budget_held: int = 0
     sync_fell_back: int = 0
+    sync_unknown: int = 0
 
 
 @dataclass
@@ -205,9 +212,10 @@ class _RoundRequeue:
         for (custom_id, _), row in zip(to_send, self.sync.retry_many(to_send), strict=True):
             rows[custom_id] = row
             if allowance is not None:
-                # the reservation becomes the answer's real cost
+                # the reservation becomes the answer's real cost (an unknown outcome: its upper cost)
                 allowance.sync_left += allowance.budget.per_sync_request_usd
-                allowance.sync_left -= max(float(row.get("cost_usd") or 0.0), 0.0)
+                spent = row.get("cost_usd") if row["outcome"] != "unknown" else row.get("cost_usd_upper")
+                allowance.sync_left -= max(float(spent or 0.0), 0.0)
         carried = load_passthrough(self.folder, rows) if rows else None
         for custom_id, line in requests:
             row = rows.get(custom_id)
@@ -219,6 +227,9 @@ class _RoundRequeue:
                 self.tally.sync_succeeded += 1
             elif row["outcome"] == "invalid_output":
                 self.tally.sync_invalid_output += 1
+            elif row["outcome"] == "unknown":
+                # possibly answered and billed: pending (sync_outcome_unknown), never sent again
+                self.tally.sync_unknown += 1
             elif row.get("retryable"):
                 if row["outcome"] == "fell_back":
                     self.tally.sync_fell_back += 1
@@ -245,7 +256,11 @@ def requeue_round(
     next round's shard files, ``round-{r+1}/shards.json``, ``round-r/dead-letter.jsonl`` and, last,
     ``round-r/requeue.json``. When that record already exists the round was requeued before (a task
     retry or a cleared task): it is returned as is and nothing is rewritten, so shards that may have
-    been submitted never change.
+    been submitted never change; only shards added to the round since (``add_new`` after late data)
+    are requeued then, into shards added after the next round's existing ones, and the record grows.
+
+    When the run was canceled on purpose (``cancel.json``), nothing is sent: no synchronous retry, no
+    next round; what would have been requeued is held as pending with the reason ``canceled``.
 
     :param folder: the run folder.
     :param round_index: the round that was fanned out.
@@ -261,57 +276,93 @@ def requeue_round(
     :raises ReconciliationError: a shard's outcome files name ids its requests file does not hold.
     """
     existing = read_requeue_record(folder, round_index)
-    if existing is not None:
+    todo = list(shards) if existing is None else existing.unread(shards)
+    if existing is not None and not todo:
         log.info(
             "round %d was requeued before; returning its %d shards", round_index, len(existing.next_shards)
         )
         return existing
-    rule = rule or RequeueRule()
+    if existing is not None:
+        log.info(
+            "round %d was requeued before; %d shard(s) added to it since (%s) are requeued now",
+            round_index,
+            len(todo),
+            ", ".join(str(shard.index) for shard in todo),
+        )
+    canceled = is_canceled(folder)
+    rule = replace(rule or RequeueRule(), run_canceled=canceled)
+    if canceled:
+        log.warning("the run was canceled on purpose: nothing is requeued or retried synchronously")
+        sync, budget = None, None
     if sync is not None:  # synchronous answers are priced with the run's frozen prices, as its rows
         sync = dataclasses.replace(sync, prices=run_prices(folder, sync.prices))
     next_round = round_index + 1
     run_uri = shards[0].run_uri if shards else str(folder.root)
-    allowance = _allowance(folder, round_index, shards, rule, budget)
+    allowance = _allowance(folder, round_index, todo, rule, budget)
+    earlier_next = list(existing.next_shards) if existing is not None else []
     with (
         atomic_writer(folder.round_dead_letter(round_index)) as dead_letter_out,
         atomic_writer(budget_held_path(folder, round_index)) as held_out,
-        ShardWriter(folder, next_round, limits) as writer,
+        ShardWriter(folder, next_round, limits, first_index=len(earlier_next)) as writer,
     ):
+        if existing is not None:  # the rows the earlier requeue wrote, as many as it counted
+            copy_rows(folder.round_dead_letter(round_index), existing.dead_lettered, dead_letter_out)
+            copy_rows(budget_held_path(folder, round_index), existing.budget_held, held_out)
         work = _RoundRequeue(
             folder, round_index, rule, dead_letter_out, writer.add_line, sync, allowance, held_out
         )
-        for shard in sorted(shards, key=lambda s: s.index):
+        for shard in sorted(todo, key=lambda s: s.index):
             work.shard(shard, folder.shard_requests(round_index, shard.index))
-    next_shards = [written.descriptor(run_uri, next_round).to_dict() for written in writer.shards]
+    next_shards = [*earlier_next, *(w.descriptor(run_uri, next_round).to_dict() for w in writer.shards)]
     write_json(shard_list_path(folder, next_round), next_shards)
-    tally = work.tally
-    record = RequeueRecord(
-        round=round_index,
-        requeued=tally.requeued,
-        dead_lettered=tally.dead_lettered,
-        held=tally.held,
-        sync_succeeded=tally.sync_succeeded,
-        sync_invalid_output=tally.sync_invalid_output,
-        next_shards=next_shards,
-        requeue_canceled=rule.requeue_canceled,
-        requeue_user_canceled=rule.requeue_user_canceled,
-        retry_errored_sync=sync is not None,
-        budget_held=tally.budget_held,
-        sync_fell_back=tally.sync_fell_back,
-    )
+    record = _record(existing, round_index, work.tally, rule, sync is not None, todo, next_shards)
     write_json(requeue_record_path(folder, round_index), record.to_dict())
+    tally = work.tally
     log.info(
         "round %d: %d requests requeued into %d shards, %d dead-lettered, %d held as pending, %d answered "
-        "synchronously, %d kept back by the budget",
+        "synchronously, %d of unknown synchronous outcome, %d kept back by the budget",
         round_index,
         tally.requeued,
-        len(next_shards),
+        len(next_shards) - len(earlier_next),
         tally.dead_lettered,
         tally.held,
         tally.sync_succeeded + tally.sync_invalid_output,
+        tally.sync_unknown,
         tally.budget_held,
     )
     return record
+
+
+def _record(
+    existing: RequeueRecord | None,
+    round_index: int,
+    tally: _Tally,
+    rule: RequeueRule,
+    retried_sync: bool,
+    read: Sequence[ShardDescriptor],
+    next_shards: list[dict[str, Any]],
+) -> RequeueRecord:
+    """This requeue's record, added to the earlier one of the round when there is one."""
+    before = existing or RequeueRecord(round=round_index, requeued=0, dead_lettered=0, held=0, shards_read=[])
+    indexes = [shard.index for shard in read]
+    return replace(
+        before,
+        requeued=before.requeued + tally.requeued,
+        dead_lettered=before.dead_lettered + tally.dead_lettered,
+        held=before.held + tally.held,
+        sync_succeeded=before.sync_succeeded + tally.sync_succeeded,
+        sync_invalid_output=before.sync_invalid_output + tally.sync_invalid_output,
+        budget_held=before.budget_held + tally.budget_held,
+        sync_fell_back=before.sync_fell_back + tally.sync_fell_back,
+        sync_unknown=before.sync_unknown + tally.sync_unknown,
+        next_shards=next_shards,
+        requeue_canceled=rule.requeue_canceled,
+        requeue_user_canceled=rule.requeue_user_canceled,
+        retry_errored_sync=before.retry_errored_sync or retried_sync,
+        shards_read=sorted({*(before.shards_read or []), *indexes}),
+        canceled_shards=sorted({*before.canceled_shards, *(indexes if rule.run_canceled else [])}),
+        schema_version=REQUEUE_SCHEMA_VERSION,
+    )
 
 
 def _allowance(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from airflow_claude_batch.batch.requeue_rule import RequeueRule
 from airflow_claude_batch.batch.round_files import requeue_record_path
 from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.storage import read_json
 
-REQUEUE_SCHEMA_VERSION = 1
+REQUEUE_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class RequeueRecord:
         in ``round-r/budget-held.jsonl``).
     :param sync_fell_back: retryable errors requeued because the synchronous endpoint was missing,
         unreachable or refused them not by their own fault.
+    :param sync_unknown: synchronous retries whose outcome is unknown (pending, possibly billed).
+    :param shards_read: the round's shards this record decided (``None`` in a schema-1 record: every
+        shard the round had then). A shard added to the round later (``add_new``) is requeued by a
+        later run of the requeue, which adds to this record.
+    :param canceled_shards: the shards decided after the run was canceled on purpose (their requeueable
+        requests held as pending, reason ``canceled``).
     """
 
     round: int
@@ -46,11 +53,25 @@ class RequeueRecord:
     retry_errored_sync: bool = False
     budget_held: int = 0
     sync_fell_back: int = 0
+    sync_unknown: int = 0
+    shards_read: list[int] | None = None
+    canceled_shards: list[int] = field(default_factory=list)
     schema_version: int = REQUEUE_SCHEMA_VERSION
 
     @property
     def rule(self) -> RequeueRule:
         return RequeueRule(self.requeue_canceled, self.requeue_user_canceled)
+
+    def rule_for(self, shard_index: int) -> RequeueRule:
+        """The rule a shard's rows were decided with (held as canceled when the run was canceled)."""
+        return replace(self.rule, run_canceled=shard_index in self.canceled_shards)
+
+    def unread(self, shards: Sequence[ShardDescriptor]) -> list[ShardDescriptor]:
+        """The round's shards this record has not decided (added to the round since, by ``add_new``)."""
+        if self.shards_read is None:  # a schema-1 record: it read every shard the round had then
+            return []
+        read = set(self.shards_read)
+        return [shard for shard in shards if shard.index not in read]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,10 @@ The rule (``RequeueRule.decide``), applied to each row of a shard's ``errored``,
   "canceled by user" (``requeue_user_canceled=True`` requeues them). Canceled without a cancellation on
   record: requeued when ``requeue_canceled`` (the default).
 
+When the run was canceled on purpose (``run_canceled``, its ``cancel.json``), nothing is sent again:
+every request the rule would requeue, and every canceled one, is held as pending with the reason
+``canceled``; non-retryable errors are still dead-lettered.
+
 The report applies the same rule to the last round, where nothing is requeued any more: what would be
 requeued is listed as pending, never dropped.
 """
@@ -24,6 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.batch.error_types import is_retryable_error
+
+#: The reason of a request held because its run was canceled on purpose (``batch/run_cancel.py``).
+CANCELED = "canceled"
+#: The reason of a request whose synchronous retry has an unknown outcome (possibly billed: never resent).
+SYNC_OUTCOME_UNKNOWN = "sync_outcome_unknown"
 
 #: The outcome files whose rows are not final answers.
 UNFINISHED_OUTCOMES = ("errored", "expired", "canceled")
@@ -60,13 +69,22 @@ class RequeueRule:
 
     :param requeue_canceled: requeue canceled requests of a batch nobody cancelled on purpose.
     :param requeue_user_canceled: requeue canceled requests even when the batch was cancelled on purpose.
+    :param run_canceled: the run was canceled on purpose: hold what would be requeued (reason
+        ``canceled``).
     """
 
     requeue_canceled: bool = True
     requeue_user_canceled: bool = False
+    run_canceled: bool = False
 
     def decide(self, outcome: str, row: Mapping[str, Any]) -> Verdict:
         """Return the verdict for one row of an ``errored``, ``expired`` or ``canceled`` file."""
+        verdict = self._decide(outcome, row)
+        if self.run_canceled and (verdict.decision is Decision.REQUEUE or outcome == "canceled"):
+            return Verdict(Decision.HOLD, CANCELED)
+        return verdict
+
+    def _decide(self, outcome: str, row: Mapping[str, Any]) -> Verdict:
         if outcome == "expired":
             return Verdict(Decision.REQUEUE, "expired: the batch ended before the request was processed")
         if outcome == "errored":

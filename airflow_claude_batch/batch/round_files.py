@@ -8,9 +8,14 @@
 
 from __future__ import annotations
 
+from typing import IO
+
+import orjson
+
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.storage import StoragePath, read_json
+from airflow_claude_batch.batch.storage import StoragePath, iter_jsonl, read_json
+from airflow_claude_batch.exceptions import StorageError
 
 SYNC_RETRY_FILE = "sync_retry.jsonl"
 REQUEUE_RECORD_FILE = "requeue.json"
@@ -44,3 +49,22 @@ def read_shard_list(folder: RunFolder, round_index: int) -> list[ShardDescriptor
     if data is None:
         return None
     return [ShardDescriptor.from_dict(item) for item in data]
+
+
+def copy_rows(path: StoragePath, count: int, out: IO[bytes]) -> None:
+    """Copy the first ``count`` rows of ``path`` (an earlier requeue's, of the round) to ``out``.
+
+    :raises StorageError: ``path`` holds fewer rows than the record counts.
+    """
+    copied = 0
+    if count > 0:
+        for row in iter_jsonl(path):
+            out.write(orjson.dumps(row) + b"\n")
+            copied += 1
+            if copied == count:
+                break
+    if copied != count:
+        raise StorageError(
+            f"{path} holds {copied} rows but the round's requeue record counts {count}; the round's files "
+            "do not belong together: restore the file, or clear the round's requeue"
+        )

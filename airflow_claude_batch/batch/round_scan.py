@@ -19,6 +19,8 @@ from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
 from airflow_claude_batch.batch.request_lines import iter_request_lines
 from airflow_claude_batch.batch.requeue_record import RequeueRecord
 from airflow_claude_batch.batch.requeue_rule import (
+    CANCELED,
+    SYNC_OUTCOME_UNKNOWN,
     UNFINISHED_OUTCOMES,
     Decision,
     RequeueRule,
@@ -47,7 +49,7 @@ class RoundScan:
     sync_tokens: ModelTotals
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_OUTCOMES, 0))
     sync_retry: dict[str, int] = field(
-        default_factory=lambda: {"succeeded": 0, "invalid_output": 0, "errored": 0}
+        default_factory=lambda: {"succeeded": 0, "invalid_output": 0, "errored": 0, "unknown": 0}
     )
     batch_ids: list[str] = field(default_factory=list)
     requeued: int = 0
@@ -55,6 +57,7 @@ class RoundScan:
     held: int = 0  # pending by the rule (and, in the last round, what would have been requeued)
     no_results: int = 0  # pending because their shard's fanout did not finish
     unfinished_shards: int = 0
+    sync_unknown_usd: float = 0.0  # synchronous retries of unknown outcome, at their upper cost
 
     @property
     def requests(self) -> int:
@@ -95,9 +98,10 @@ def _fanout_finished(folder: RunFolder, round_index: int, shard_index: int) -> b
 class RunScanner:
     """Reads one round at a time; memory holds counters and small samples, never a file."""
 
-    def __init__(self, folder: RunFolder, emitter: RowEmitter) -> None:
+    def __init__(self, folder: RunFolder, emitter: RowEmitter, *, canceled: bool = False) -> None:
         self.folder = folder
         self.emitter = emitter
+        self.canceled = canceled  # the run was canceled on purpose (its cancel.json)
         self.notes: list[str] = []  # what does not add up
         self.warnings: list[str] = []  # what adds up but needs a look
 
@@ -108,7 +112,7 @@ class RunScanner:
                 self._unfinished_shard(scan, shard)
                 continue
             self._answers(scan, shard.index)
-            self._unfinished(scan, shard.index, rule)
+            self._unfinished(scan, shard.index, scan.record.rule_for(shard.index) if scan.record else rule)
             if scan.record is not None:
                 self._sync_retries(scan, shard.index)
         self._check_rows(scan)
@@ -126,10 +130,19 @@ class RunScanner:
 
     def _unfinished_shard(self, scan: RoundScan, shard: ShardDescriptor) -> None:
         scan.unfinished_shards += 1
-        reason = f"round {scan.round}, shard {shard.index} has no results: its fanout did not finish"
-        self.warnings.append(f"{reason}; its {shard.request_count} requests are listed as pending")
+        state = read_state(self.folder.shard_state(scan.round, shard.index))
+        if self.canceled and (state is None or state.batch_id is None):
+            last_outcome, reason = "not_submitted", CANCELED
+            detail = (
+                f"round {scan.round}, shard {shard.index}: the run was canceled before its batch was created"
+            )
+        else:
+            last_outcome, reason = "no_results", None
+            detail = f"round {scan.round}, shard {shard.index} has no results: its fanout did not finish"
+        self.warnings.append(f"{detail}; its {shard.request_count} requests are listed as pending")
         for custom_id, _ in iter_request_lines(self.folder.shard_requests(scan.round, shard.index)):
-            self.emitter.emit("pending", pending_row(custom_id, scan.round, "no_results", reason))
+            row = pending_row(custom_id, scan.round, last_outcome, reason or detail)
+            self.emitter.emit("pending", {**row, "detail": detail} if reason else row)
             scan.no_results += 1
 
     def _answers(self, scan: RoundScan, shard_index: int) -> None:
@@ -171,6 +184,13 @@ class RunScanner:
             scan.sync_retry[outcome] = scan.sync_retry.get(outcome, 0) + 1
             if outcome in ("succeeded", "invalid_output"):
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
+            elif outcome == "unknown":
+                # possibly processed and billed: pending, never resent, counted at its upper cost
+                scan.sync_unknown_usd += float(row.get("cost_usd_upper") or 0.0)
+                detail = f"the synchronous retry's outcome is unknown ({row.get('message')})"
+                pending = pending_row(row["custom_id"], scan.round, "errored", SYNC_OUTCOME_UNKNOWN)
+                self.emitter.emit("pending", {**pending, "detail": detail})
+                scan.held += 1
 
     def _budget_held(self, scan: RoundScan) -> None:
         scan.held += self._emit_file(budget_held_path(self.folder, scan.round), "pending")

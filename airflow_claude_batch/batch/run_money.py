@@ -77,6 +77,7 @@ def run_money(
     *,
     estimated_upper: float | None,
     estimated_expected: float | None,
+    sync_unknown_usd: float = 0.0,
 ) -> Money:
     """The run's money from its batch answers and its synchronous retries.
 
@@ -85,6 +86,8 @@ def run_money(
     :param prices: the run's prices (see :func:`run_prices`).
     :param estimated_upper: the build's upper bound, when known.
     :param estimated_expected: the build's expected figure, when known.
+    :param sync_unknown_usd: synchronous retries of unknown outcome at their upper cost (possibly
+        billed: in the upper figure, not in the actual one).
     """
     all_tokens = ModelTotals.combined(prices, batch_tokens, sync_tokens)
     batch_usd = batch_tokens.cost(prices, batch=True)
@@ -100,4 +103,6 @@ def run_money(
         synchronous_equivalent_usd=round(equivalent, 6),
         savings_usd=round(equivalent - actual, 6),
         savings_pct=round(100.0 * (equivalent - actual) / equivalent, 2) if equivalent > 0 else None,
+        sync_retry_unknown_usd=round(sync_unknown_usd, 6),
+        actual_upper_usd=round(actual + sync_unknown_usd, 6),
     )

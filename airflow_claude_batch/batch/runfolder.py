@@ -9,6 +9,7 @@ sweep of two models, say) and any number of runs share one storage root without 
   round-{r}/shard-{nnnnn}/{outcome}.jsonl  results routed by outcome
   round-{r}/dead-letter.jsonl              requests of round r that retrying will not fix
   dead-letter.jsonl, pending.jsonl         the whole run's, written by the report
+  cancel.json                              the run was canceled on purpose (``batch/run_cancel.py``)
   manifest.json, report.html
 """
 
@@ -109,6 +110,11 @@ class RunFolder:
     @property
     def report(self) -> StoragePath:
         return self.root / "report.html"
+
+    @property
+    def cancel_record(self) -> StoragePath:
+        """``cancel.json``: present when the run was canceled on purpose (no create, round or retry after)."""
+        return self.root / "cancel.json"
 
     @property
     def estimate(self) -> StoragePath:

@@ -1,10 +1,8 @@
 """The Claude Message Batches hook: the package's one way to call the API.
 
-Its parts: the connection (:mod:`~airflow_claude_batch.hooks.connection_settings`), the clients, all
-built from one :class:`ClaudeSettings` (:mod:`~airflow_claude_batch.hooks.clients`), the retries of
-reads (:mod:`~airflow_claude_batch.hooks.read_retries`), the results download
-(:mod:`~airflow_claude_batch.hooks.results_stream`) and the errors
-(:mod:`~airflow_claude_batch.hooks.api_errors`).
+Its parts, in ``hooks/``: the connection (``connection_settings``), the clients, all built from one
+:class:`ClaudeSettings` (``clients``), the retries of reads (``read_retries``), the results download
+(``results_stream``) and the errors (``api_errors``).
 
 The create is never retried automatically: a create whose answer is lost may still have made a batch,
 and the API has no idempotency key; the caller looks the batch up instead

@@ -11,7 +11,7 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 from airflow_claude_batch.batch.cost_history import pipeline_history
 from airflow_claude_batch.batch.failure_threshold import FailureThreshold
 from airflow_claude_batch.batch.input_change import read_answered_earlier
-from airflow_claude_batch.batch.ledger import is_dry_run, write_ledger
+from airflow_claude_batch.batch.ledger import accounting_failure, is_dry_run, write_ledger
 from airflow_claude_batch.batch.report_page import write_report
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import read_json, readable_uri, write_json
@@ -41,6 +41,12 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
       ``pending.jsonl`` (what is still unfinished after the last round, or held: never dropped);
     - with ``output_uri``, one row per succeeded record of all rounds: ``custom_id`` plus the parsed
       fields (or ``text``), as JSON Lines, or CSV when the URI ends in ``.csv``.
+
+    A run whose dispositions do not add up to its input records (a record in none: lost) fails its
+    task after writing the manifest with a ``failure`` that says so, instead of succeeding with
+    ``reconciled: false``. A run canceled on purpose (``python -m airflow_claude_batch.cancel``) is
+    reported as such (the manifest's ``canceled``); what the cancel stopped is pending, reason
+    ``canceled``.
 
     Returns a small summary for XCom: counts, batches, rounds, money and the files' URIs. Each Asset in
     ``outlets`` gets an event whose ``extra`` holds the same facts (:func:`asset_event_extra`): the
@@ -140,7 +146,11 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
             history = pipeline_history(
                 folder.storage_root, ti.dag_id, pipeline_id, exclude_run=context["run_id"]
             )
-            failure = None if dry_run else threshold.failure(manifest.dispositions, manifest.input_records)
+            failure = None
+            if not dry_run:  # a record lost fails the run before any bound is looked at
+                failure = accounting_failure(manifest) or threshold.failure(
+                    manifest.dispositions, manifest.input_records
+                )
             if failure is not None:
                 manifest = dataclasses.replace(manifest, warnings=[failure["reason"], *manifest.warnings])
                 write_json(folder.manifest, {**(read_json(folder.manifest) or {}), "failure": failure})

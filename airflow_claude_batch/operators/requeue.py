@@ -57,10 +57,14 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     :param requeue_user_canceled: requeue canceled requests of batches cancelled on purpose too.
     :param retry_errored_sync: send retryable errored requests once as synchronous Messages calls at
         standard prices (rows in the shard's ``sync_retry.jsonl``, ``price: "standard"``) before
-        requeueing the ones that still fail. When the synchronous endpoint is missing, unreachable or
-        refuses not by the request's fault, the request is requeued (``fell_back``), never
-        dead-lettered, and the round sends no more synchronous calls. A task killed in the middle of a
-        shard's synchronous calls repeats the ones it had not recorded.
+        requeueing the ones that still fail. When the synchronous endpoint definitely refuses not by
+        the request's fault (missing, connection refused, key refused), the request is requeued
+        (``fell_back``), never dead-lettered, and the round sends no more synchronous calls. A call
+        of unknown outcome (a timeout or reset after sending, a 5xx) is possibly billed: an
+        ``unknown`` row at its upper cost, the request pending (``sync_outcome_unknown``), never
+        resent. After a run cancel (``cancel.json``) no synchronous call and no next round is made.
+        A task killed in the middle of a shard's synchronous calls repeats the ones it had not
+        recorded.
     :param conn_id: the Claude connection for the synchronous retries (templated).
     :param max_requests_per_shard: requests per next-round shard, at most 100,000.
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
@@ -174,11 +178,16 @@ def synchronous_sender(
     API errors become ``SyncRequestError`` with the API's error type, so that the requeue rule can tell
     a retryable failure from one that needs a fix. A 429 is waited out for its ``retry-after`` (at most
     ``MAX_RATE_LIMIT_WAITS`` times, each at most ``MAX_RETRY_AFTER_SECONDS``) before it is given up as
-    ``rate_limit_error`` (requeued). Failures that are not the request's own are marked
-    ``endpoint_fault`` (the request is requeued, never dead-lettered): a 404 (the request reached the
-    batch API, so a missing resource is the synchronous endpoint: a gateway that forwards only
-    ``/v1/messages/batches``), a refused key (401/403), an unreachable or timed-out endpoint, and a call
-    the SDK will not send synchronously (a large ``max_tokens``).
+    ``rate_limit_error`` (requeued).
+
+    Only a definite refusal may send the request again: a connection refused (or a connect timeout)
+    before anything was sent, a call the SDK will not send, 429 / 529, and a 4xx answered the API's way
+    (its error body; a 404 also without one: the endpoint is missing). Of these, failures that are not
+    the request's own are marked ``endpoint_fault`` (the request is requeued, never dead-lettered): a
+    404 (a gateway that forwards only ``/v1/messages/batches``), a refused key (401/403), an unreachable
+    endpoint, and a call the SDK will not send synchronously (a large ``max_tokens``). Everything else
+    (a timeout or a reset after sending, 408, 409, any 5xx but 529, a gateway's error page) may have been
+    processed and billed: ``outcome_unknown`` (kept pending, counted at its upper cost, never resent).
     """
     import time
 
@@ -201,14 +210,8 @@ def synchronous_sender(
                 continue
             except anthropic.APIStatusError as exc:
                 raise _sync_error(exc) from exc
-            except anthropic.APITimeoutError as exc:
-                raise SyncRequestError(
-                    "timeout_error", f"the synchronous call timed out ({exc})", endpoint_fault=True
-                ) from exc
-            except anthropic.APIConnectionError as exc:
-                raise SyncRequestError(
-                    "api_error", f"the synchronous call failed to connect ({exc})", endpoint_fault=True
-                ) from exc
+            except anthropic.APIConnectionError as exc:  # a timeout too (APITimeoutError)
+                raise _transport_error(exc) from exc
             except TypeError as exc:  # params the SDK's create does not take
                 raise SyncRequestError(
                     "invalid_request_error",
@@ -226,17 +229,56 @@ def synchronous_sender(
     return send
 
 
+#: Statuses whose answer is not a refusal even with an error body: the call may have been processed.
+_UNSETTLED_4XX = frozenset({408, 409})
+#: Statuses that refuse for now: nothing was processed (rate limit, overloaded).
+_REFUSED_FOR_NOW = frozenset({429, 529})
+
+
 def _sync_error(exc: anthropic.APIStatusError) -> SyncRequestError:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    error_type = error.get("type") or ("api_error" if exc.status_code >= 500 else "invalid_request_error")
-    if exc.status_code == 404 and not error:
+    status = exc.status_code
+    error_type = error.get("type") or ("api_error" if status >= 500 else "invalid_request_error")
+    if status == 404 and not error:
         error_type = "not_found_error"
+    refused = status in _REFUSED_FOR_NOW or (
+        400 <= status < 500 and status not in _UNSETTLED_4XX and (bool(error) or status == 404)
+    )
     return SyncRequestError(
         error_type,
-        error.get("message") or str(exc),
+        error.get("message") or f"HTTP {status} without the API's error body",
         exc.request_id,
-        endpoint_fault=exc.status_code in (401, 403, 404, 405),
+        endpoint_fault=status in (401, 403, 404, 405),
+        outcome_unknown=not refused,
+    )
+
+
+#: The HTTP client's errors raised before a request left: the connection was never made.
+_NOT_SENT_ERRORS = frozenset({"ConnectError", "ConnectTimeout"})
+
+
+def _transport_error(exc: anthropic.APIConnectionError) -> SyncRequestError:
+    """A call that got no answer: refused before sending (connect error or timeout) is definite;
+    anything after the request may have left (a read timeout, a reset) is an unknown outcome."""
+    import anthropic
+
+    cause = exc.__cause__
+    timed_out = isinstance(exc, anthropic.APITimeoutError)
+    error_type = "timeout_error" if timed_out else "api_error"
+    # by name: the SDK's HTTP client is httpx or a fork of it (httpx2), whose classes are not httpx's
+    if type(cause).__name__ in _NOT_SENT_ERRORS:
+        what = "could not connect"
+        unknown = False
+    else:
+        what = "timed out after sending" if timed_out else "lost its answer after sending"
+        unknown = True
+    detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return SyncRequestError(
+        error_type,
+        f"the synchronous call {what} ({detail})",
+        endpoint_fault=True,
+        outcome_unknown=unknown,
     )
 
 

@@ -19,13 +19,16 @@ from airflow_claude_batch.batch.pacing import (
     ShardLine,
 )
 from airflow_claude_batch.batch.polling import parse_retry_after
+from airflow_claude_batch.batch.run_cancel import is_canceled
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.state import (
+    FAILED,
     ShardStateFile,
     fingerprint_shard,
     format_utc,
     parse_utc,
+    read_state,
     utc_now,
 )
 from airflow_claude_batch.batch.submission import submit_shard
@@ -39,8 +42,8 @@ from airflow_claude_batch.batch.submit_records import (
     SubmitTiming,
     SubmitWait,
 )
-from airflow_claude_batch.compat import AirflowFailException, conf
-from airflow_claude_batch.exceptions import BeforeSubmitError
+from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException, conf
+from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.settings import allow_unconditional_writes
 
@@ -147,6 +150,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         shard = ShardDescriptor.from_dict(self.shard)
         folder = RunFolder(ObjectStoragePath(shard.run_uri, conn_id=self.storage_conn_id))
         requests_path = ObjectStoragePath(shard.uri, conn_id=self.storage_conn_id)
+        _stop_if_canceled(folder, shard)
         hook = ClaudeBatchHook(conn_id=self.conn_id)
         pacing_timeout = timedelta(seconds=float(self.pacing_timeout))
         unconditional = allow_unconditional_writes()
@@ -169,14 +173,28 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             # Bad input or configuration, or no capacity until the deadline, and no batch was made: a
             # retry cannot fix it.
             raise AirflowFailException(str(exc)) from exc
+        except AfterSubmitError:
+            _stop_if_canceled(folder, shard)  # a create refused because of the cancel
+            raise
         finally:
             hook.close()
 
     def _finish(self, context: Any, result: SubmitResult) -> dict[str, Any]:
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
-        base_url = ClaudeBatchHook(conn_id=self.conn_id).settings.base_url
+        hook = ClaudeBatchHook(conn_id=self.conn_id)
+        base_url = hook.settings.base_url
         shard = ShardDescriptor.from_dict(self.shard)
+        folder = RunFolder(ObjectStoragePath(shard.run_uri, conn_id=self.storage_conn_id))
+        if is_canceled(folder):
+            # The cancel came while this batch was being created or adopted: the command may have read
+            # the state before the batch was recorded, so the submit cancels its own batch.
+            try:
+                hook.cancel_batch(result.batch_id)
+            except Exception as exc:  # the batch may have ended already; the cancel command can retry
+                self.log.warning("the run was canceled; cancelling batch %s failed: %s", result.batch_id, exc)
+            else:
+                self.log.warning("the run was canceled; batch %s cancel requested", result.batch_id)
         self.log.info(
             "Round %d, shard %d: batch %s with %d requests (%s)",
             shard.round,
@@ -200,6 +218,9 @@ class _ShardBatchApi:
     def create_batch(self, marker: bytes) -> dict[str, Any]:
         from airflow_claude_batch.hooks.claude import is_api_error_body
 
+        folder = RunFolder(ObjectStoragePath(self.shard.run_uri, conn_id=self.requests_path.conn_id))
+        if is_canceled(folder):  # read just before the create: nothing is sent after a cancel
+            raise CreateRefused(f"the run was canceled on purpose ({folder.cancel_record}); nothing was sent")
         try:
             return self.hook.create_batch_from_file(
                 self.requests_path, self.shard.request_count, self.shard.body_bytes, marker
@@ -220,3 +241,19 @@ class _ShardBatchApi:
     def result_ids(self, batch_id: str) -> Iterator[str]:
         for line in self.hook.iter_results(batch_id):
             yield str(line.get("custom_id"))
+
+
+def _stop_if_canceled(folder: RunFolder, shard: ShardDescriptor) -> None:
+    """End the task without creating when the run was canceled on purpose and this shard has no batch
+    (none yet, or only refused creates: a shard waiting for capacity after a 429 is one). A shard whose
+    create may have been sent goes on to its recovery, which may adopt its batch but creates nothing."""
+    if not is_canceled(folder):
+        return
+    state = read_state(folder.shard_state(shard.round, shard.index))
+    if state is None or state.status == FAILED:
+        raise AirflowSkipException(
+            f"the run was canceled on purpose ({folder.cancel_record}): round {shard.round}, shard "
+            f"{shard.index} was not created; its {shard.request_count} records are pending (reason "
+            "canceled). To resume the run: python -m airflow_claude_batch.cancel --resume ..., then clear "
+            "its tasks"
+        )

@@ -176,3 +176,31 @@ def test_a_run_over_its_failure_threshold_fails_and_says_why_without_an_asset_ev
     assert (failure["count"], failure["fraction"], failure["limit"]) == (1, 0.25, 0.2)
     assert "1 of 4 records ended dead_lettered" in (run / "report.html").read_text()
     assert asset_events() == events_before, "a run over its threshold announced its output"
+
+
+def test_a_run_whose_records_do_not_add_up_fails_after_writing_its_manifest(
+    run_dag: Any, tmp_path: Path
+) -> None:
+    # the build read 5 records, the round holds 4: one record is in no disposition
+    source = DAG_SOURCE.replace('{{"records": 4,', '{{"records": 5,')
+    dag_file = tmp_path / "report_only.py"
+    dag_file.write_text(
+        source.format(
+            storage=f"file://{tmp_path}/runs",
+            out=str(tmp_path / "summary.json"),
+            prices=None,
+            out_dir=f"file://{tmp_path}/out",
+        )
+    )
+
+    dag_run = run_dag(dag_file, "report_only")
+
+    assert dag_run.state == "failed"
+    assert {ti.task_id: ti.state for ti in dag_run.get_task_instances()}["report"] == "failed"
+    manifest = json.loads(
+        (tmp_path / "runs" / "report_only" / dag_run.run_id / "claude_batch" / "manifest.json").read_text()
+    )
+    assert manifest["reconciled"] is False
+    failure = manifest["failure"]
+    assert (failure["bound"], failure["accounted"], failure["input_records"]) == ("accounting", 4, 5)
+    assert not (tmp_path / "summary.json").exists()  # no summary: the task failed

@@ -100,3 +100,86 @@ def test_retryable_errors_are_requeued_not_dead_lettered_when_the_endpoint_is_mi
     rows = read_rows(sync_retry_path(folder, 0, 0))
     assert [(row["outcome"], row["sent"]) for row in rows] == [("fell_back", True), ("fell_back", False)]
     assert all(row["cost_usd"] == 0.0 for row in rows)
+
+
+# --- only a definite refusal may send the request again ------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 409])
+def test_a_5xx_or_an_unsettled_4xx_is_an_unknown_outcome_never_a_refusal(emulator, status):
+    emulator.faults({"fail_next": {"endpoint": "messages", "status": status, "count": 1}})
+    client = anthropic.Anthropic(base_url=emulator.base_url, api_key=emulator.api_key, max_retries=0)
+    with pytest.raises(SyncRequestError) as raised:
+        synchronous_sender(client)(PARAMS)
+    client.close()
+    assert raised.value.outcome_unknown is True
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422, 429, 529])
+def test_a_4xx_with_the_apis_error_body_429_and_529_are_definite_refusals(emulator, status):
+    emulator.faults({"fail_next": {"endpoint": "messages", "status": status, "count": 1}})
+    client = anthropic.Anthropic(base_url=emulator.base_url, api_key=emulator.api_key, max_retries=0)
+    with pytest.raises(SyncRequestError) as raised:
+        synchronous_sender(client, sleep=lambda _: None)(PARAMS) if status != 429 else _once_429(client)
+    client.close()
+    assert raised.value.outcome_unknown is False
+
+
+def _once_429(client):
+    # a 429 without retry-after is given up at once (rate_limit_error, requeued): nothing was processed
+    return synchronous_sender(client, sleep=lambda _: None)(PARAMS)
+
+
+def test_a_timeout_after_sending_is_an_unknown_outcome(emulator):
+    emulator.faults({"latency_ms": 3000})
+    client = anthropic.Anthropic(
+        base_url=emulator.base_url, api_key=emulator.api_key, max_retries=0, timeout=0.5
+    )
+    try:
+        with pytest.raises(SyncRequestError) as raised:
+            synchronous_sender(client)(PARAMS)
+    finally:
+        emulator.faults({"latency_ms": 0})
+        client.close()
+    assert (raised.value.error_type, raised.value.outcome_unknown) == ("timeout_error", True)
+
+
+def test_a_refused_connection_is_definitely_not_sent():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="sk-test", max_retries=0)
+    with pytest.raises(SyncRequestError) as raised:
+        synchronous_sender(client)(PARAMS)
+    client.close()
+    assert (raised.value.endpoint_fault, raised.value.outcome_unknown) == (True, False)
+
+
+def test_a_gateway_504_on_a_synchronous_retry_is_pending_and_possibly_billed_not_requeued(emulator, tmp_path):
+    from airflow_claude_batch.batch.ledger import write_ledger
+    from airflow_claude_batch.batch.pricing import PriceTable
+    from airflow_claude_batch.batch.requeue import requeue_round
+    from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.batch.sync_retry import SyncRetry
+    from tests.batch.batch_results import errored, fanned_out_shard, read_rows, succeeded, write_shard_list
+
+    folder = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
+    shard = fanned_out_shard(folder, 0, [succeeded("a"), errored("b"), errored("c")])
+    write_shard_list(folder, 0, [shard])
+    emulator.faults({"fail_next": {"endpoint": "messages", "status": 504, "count": 1}})
+    client = anthropic.Anthropic(base_url=emulator.base_url, api_key=emulator.api_key, max_retries=0)
+    record = requeue_round(
+        folder, 0, [shard], sync=SyncRetry(synchronous_sender(client), PriceTable.load(), concurrency=1)
+    )
+    client.close()
+
+    assert (record.sync_unknown, record.sync_succeeded, record.requeued, record.next_shards) == (1, 1, 0, [])
+    manifest, _ = write_ledger(folder, prices=PriceTable.load(), max_rounds=2)
+    [pending] = read_rows(folder.pending)
+    assert (pending["custom_id"], pending["reason"]) == ("b", "sync_outcome_unknown")
+    assert manifest.money.sync_retry_unknown_usd > 0
+    assert manifest.money.sync_retry_usd > 0  # c's answer, billed at standard prices
+    assert manifest.money.actual_upper_usd > manifest.money.actual_usd
+    assert manifest.reconciled, manifest.notes
