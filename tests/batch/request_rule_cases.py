@@ -39,6 +39,14 @@ def _tool_result(tool_id: str) -> dict[str, Any]:
     return {"type": "tool_result", "tool_use_id": tool_id, "content": "42"}
 
 
+def _format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "schema": schema}}
+
+
+def _user(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(blocks)}
+
+
 def _cached(text: str, ttl: str) -> dict[str, Any]:
     return {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": ttl}}
 
@@ -55,6 +63,12 @@ DOCUMENT = {
     "type": "document",
     "source": {"type": "text", "media_type": "text/plain", "data": "the sky is blue"},
 }
+CITED_TEXT = {"type": "text", "text": "hi", "citations": [CITATION]}
+DOCUMENT_FROM_ASSISTANT = [
+    USER,
+    {"role": "assistant", "content": [DOCUMENT]},
+    {"role": "user", "content": "ok"},
+]
 LOOKUP_TOOL = {"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
 
 
@@ -142,13 +156,13 @@ CASES: dict[str, RuleCase] = {
     ),
     "schema-subset": RuleCase(
         "schema-subset",
-        params(output_config={"format": {"type": "json_schema", "schema": RAW_SCHEMA}}),
-        params(output_config={"format": {"type": "json_schema", "schema": anthropic.transform_schema(RAW_SCHEMA)}}),
+        params(output_config=_format(RAW_SCHEMA)),
+        params(output_config=_format(anthropic.transform_schema(RAW_SCHEMA))),
     ),
     "schema-subset-open-object": RuleCase(
         "schema-subset",
-        params(output_config={"format": {"type": "json_schema", "schema": OPEN_SCHEMA}}),
-        params(output_config={"format": {"type": "json_schema", "schema": anthropic.transform_schema(OPEN_SCHEMA)}}),
+        params(output_config=_format(OPEN_SCHEMA)),
+        params(output_config=_format(anthropic.transform_schema(OPEN_SCHEMA))),
     ),
     "context-window": RuleCase(
         "context-window",
@@ -157,7 +171,7 @@ CASES: dict[str, RuleCase] = {
     ),
     "whitespace-only-text": RuleCase(
         "whitespace-only-text",
-        params(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": " \n\t"}]}]),
+        params(messages=[_user({"type": "text", "text": "hi"}, {"type": "text", "text": " \n\t"})]),
         params(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
     ),
     "tool-use-without-result": RuleCase(
@@ -192,15 +206,15 @@ CASES: dict[str, RuleCase] = {
     ),
     "citations-on-user-text": RuleCase(
         "citations-on-user-text",
-        params(messages=[{"role": "user", "content": [{"type": "text", "text": "hi", "citations": [CITATION]}]}]),
-        params(messages=[{"role": "user", "content": [{"type": "text", "text": "hi", "citations": [CITATION]}]}]),
+        params(messages=[_user(CITED_TEXT)]),
+        params(messages=[_user(CITED_TEXT)]),
         version=NEW_VERSION,
         good_version=OLD_VERSION,
     ),
     "document-in-assistant-turn": RuleCase(
         "document-in-assistant-turn",
-        params(messages=[USER, {"role": "assistant", "content": [DOCUMENT]}, {"role": "user", "content": "ok"}]),
-        params(messages=[USER, {"role": "assistant", "content": [DOCUMENT]}, {"role": "user", "content": "ok"}]),
+        params(messages=DOCUMENT_FROM_ASSISTANT),
+        params(messages=DOCUMENT_FROM_ASSISTANT),
         version=NEW_VERSION,
         good_version=OLD_VERSION,
     ),

@@ -38,7 +38,8 @@ def _violation(case: RuleCase, *, good: bool = False):
 def test_the_rule_refuses_its_request_and_takes_it_fixed(name: str) -> None:
     case = CASES[name]
     violation = _violation(case)
-    assert violation is not None and violation.rule == case.rule, violation
+    assert violation is not None
+    assert violation.rule == case.rule, violation
     assert violation.source.startswith("https://platform.claude.com/docs/")
     assert _violation(case, good=True) is None
 
@@ -62,7 +63,8 @@ def test_the_build_refuses_the_request_naming_the_record_the_rule_and_the_fix(na
     violation = _violation(case)
     assert refused.value.location == "<lambda>():2"  # the second record, not the first
     assert f"rule {case.rule!r}" in message
-    assert "Fix: " in message and violation.fix in message
+    assert "Fix: " in message
+    assert violation.fix in message
     assert violation.source in message
     good_betas = case.good_betas if case.good_betas is not None else case.betas
     assert len(build(case.good, case.good_version or case.version, good_betas)) == 2

@@ -92,7 +92,7 @@ def test_structured_output_is_json_valid_against_the_schema(sdk):
     for raw in (TICKET_SCHEMA, ORDER_SCHEMA):
         # The API takes a subset of JSON schema: sent raw (minimum, minItems: 2...) it is refused; the
         # SDK's transform_schema puts it in the subset, and the answer is valid against what was sent.
-        with pytest.raises(anthropic.BadRequestError, match="is not supported|additionalProperties"):
+        with pytest.raises(anthropic.BadRequestError, match=r"is not supported|additionalProperties"):
             _create(sdk, output_config={"format": {"type": "json_schema", "schema": raw}})
         schema = anthropic.transform_schema(raw)
         message = _create(sdk, output_config={"format": {"type": "json_schema", "schema": schema}})
