@@ -25,7 +25,7 @@ import orjson
 
 from airflow_claude_batch.batch.caching import CachePrefix, cached_prefix
 from airflow_claude_batch.batch.encoding import decode_request, encode_json, encode_text, sdk_json_bytes
-from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
+from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN, MAX_BATCH_BYTES
 from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
 from airflow_claude_batch.batch.message_rules import prompt_chars
 from airflow_claude_batch.batch.models import load_models
@@ -332,10 +332,15 @@ class RequestRenderer:
         return self._encode(custom_id, params, location)
 
     def _encode(self, custom_id: str, params: dict[str, Any], location: str) -> EncodedRequest:
-        problem = params_problem(params) or self.template.api_rule_problem(params)
+        problem = params_problem(params)
         if problem:
             raise InputError(f"{problem}", location=location)
         line = encode_json({"custom_id": custom_id, "params": params}, location=location) + b"\n"
+        # The API refuses a create over its byte limit before it reads a request (413): such a request
+        # is left to the shard writer, which names that limit; the request rules come after.
+        problem = None if len(line) > MAX_BATCH_BYTES else self.template.api_rule_problem(params)
+        if problem:
+            raise InputError(problem, location=location)
         geo = params.get("inference_geo")
         return EncodedRequest(
             custom_id,
