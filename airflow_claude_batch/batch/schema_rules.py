@@ -4,9 +4,10 @@ Part of the one rule set (see :mod:`airflow_claude_batch.batch.request_rules`). 
 the structured-outputs page lists under "JSON Schema limitations" and that the anthropic SDK's
 ``transform_schema`` produces (``anthropic/lib/_parse/_transform.py``): every object has
 ``additionalProperties: false``; numeric, length and array-size constraints (``minimum``,
-``maxLength``, ``minItems`` above 1...) and unknown string formats are not supported. The build sends
-its schemas through that transform (:func:`airflow_claude_batch.batch.structured_output.api_schema`),
-so this rule refuses only what a user writes by hand in ``render`` or what the transform cannot fix.
+``maxLength``, ``minItems`` above 1...), unknown string formats and recursive schemas are not
+supported. The build sends its schemas through that transform
+(:func:`airflow_claude_batch.batch.structured_output.api_schema`), so this rule refuses only what a user
+writes by hand in ``render`` or what the transform cannot fix (a recursive schema).
 """
 
 from __future__ import annotations
@@ -62,8 +63,46 @@ def _node_problem(node: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` below ``node`` (its own included)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if isinstance(item.get("$ref"), str):
+                yield item["$ref"]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _recursive_definition(schema: Mapping[str, Any]) -> str | None:
+    """The first ``$defs`` entry that refers back to itself (directly or through others), else ``None``."""
+    definitions = schema.get("$defs")
+    if not isinstance(definitions, Mapping):
+        return None
+    prefix = "#/$defs/"
+    edges = {
+        name: {ref[len(prefix) :] for ref in _refs(body) if ref.startswith(prefix)}
+        for name, body in definitions.items()
+    }
+    for start in edges:
+        seen, stack = set(), list(edges[start])
+        while stack:
+            name = stack.pop()
+            if name == start:
+                return start
+            if name not in seen:
+                seen.add(name)
+                stack.extend(edges.get(name, ()))
+    return None
+
+
 def schema_subset_problem(schema: Mapping[str, Any], where: str = "schema") -> tuple[str, str] | None:
     """Return ``(path, message)`` for the first part of ``schema`` outside the subset, else ``None``."""
+    recursive = _recursive_definition(schema)
+    if recursive is not None:
+        return f"{where}.$defs.{recursive}", "recursive schemas are not supported"
     stack: list[tuple[Any, str]] = [(schema, where)]
     while stack:
         node, path = stack.pop()

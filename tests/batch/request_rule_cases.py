@@ -31,6 +31,21 @@ class Review(BaseModel):
     tags: list[str] = Field(min_length=3)
 
 
+class Node(BaseModel):
+    """A recursive schema: the API does not take one."""
+
+    name: str
+    children: list[Node]
+
+
+class Tree(BaseModel):
+    root: Node
+
+
+class Flat(BaseModel):
+    root: str
+
+
 def _tool_use(tool_id: str) -> dict[str, Any]:
     return {"type": "tool_use", "id": tool_id, "name": "lookup", "input": {"q": "x"}}
 
@@ -163,6 +178,11 @@ CASES: dict[str, RuleCase] = {
         "schema-subset",
         params(output_config=_format(OPEN_SCHEMA)),
         params(output_config=_format(anthropic.transform_schema(OPEN_SCHEMA))),
+    ),
+    "schema-subset-recursive": RuleCase(
+        "schema-subset",
+        params(output_config=_format(anthropic.transform_schema(Tree))),
+        params(output_config=_format(anthropic.transform_schema(Flat))),
     ),
     "context-window": RuleCase(
         "context-window",

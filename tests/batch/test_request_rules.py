@@ -21,7 +21,7 @@ from airflow_claude_batch.batch.schema_rules import schema_subset_problem
 from airflow_claude_batch.batch.sources import CallableRecords
 from airflow_claude_batch.batch.structured_output import api_schema, request_additions
 from airflow_claude_batch.exceptions import InputError
-from tests.batch.request_rule_cases import CASES, RAW_SCHEMA, Review, RuleCase
+from tests.batch.request_rule_cases import CASES, RAW_SCHEMA, Review, RuleCase, Tree
 
 ARCHITECTURE = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
 MODELS = load_models()
@@ -115,7 +115,8 @@ def test_output_schema_is_sent_in_the_apis_subset_as_the_sdk_transforms_it() -> 
 @pytest.mark.parametrize(
     ("schema", "keyword"),
     [({"type": "object", "properties": {"x": {"description": "no type"}}}, "type"),
-     ({"type": "array", "items": {"type": "string"}}, "object")],
+     ({"type": "array", "items": {"type": "string"}}, "object"),
+     (Tree, "recursive")],
 )  # fmt: skip
 def test_a_schema_the_api_cannot_take_at_all_is_refused_at_build_naming_the_keyword(schema, keyword) -> None:
     with pytest.raises(InputError, match=keyword):
