@@ -121,3 +121,12 @@ def test_output_schema_is_sent_in_the_apis_subset_as_the_sdk_transforms_it() -> 
 def test_a_schema_the_api_cannot_take_at_all_is_refused_at_build_naming_the_keyword(schema, keyword) -> None:
     with pytest.raises(InputError, match=keyword):
         request_additions("native", schema)
+
+
+def test_a_template_prompt_past_the_context_window_is_refused_naming_its_record() -> None:
+    spec = MODELS.get("claude-haiku-4-5")
+    fits = "a" * int(spec.context_window * spec.chars_per_token - 100)
+    records = CallableRecords(lambda: [{"id": "r1", "text": fits}, {"id": "r2", "text": fits + "a" * 200}])
+    with pytest.raises(InputError, match="rule 'context-window'") as refused:
+        list(iter_requests(records, RequestTemplate(model="claude-haiku-4-5", system="Sort tickets.")))
+    assert refused.value.location == "<lambda>():2"
