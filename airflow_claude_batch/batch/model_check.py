@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow_claude_batch.batch.models import did_you_mean
+from airflow_claude_batch.batch.models import did_you_mean, load_models
+from airflow_claude_batch.batch.request_rules import OUTPUT_300K_BETA, max_output_tokens
 from airflow_claude_batch.exceptions import InputError
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,22 @@ ModelLookup = Callable[[str], "Mapping[str, Any] | None"]
 _answers: dict[tuple[str, str], Mapping[str, Any] | None] = {}
 
 
-def check_model(model: str, max_tokens: int, lookup: ModelLookup, *, endpoint: str = "") -> bool:
+def check_model(
+    model: str,
+    max_tokens: int,
+    lookup: ModelLookup,
+    *,
+    endpoint: str = "",
+    betas: tuple[str, ...] = (),
+) -> bool:
     """Check that ``model`` exists exactly as written and that ``max_tokens`` fits its output limit.
 
     :param model: the model every request names.
     :param max_tokens: the requests' ``max_tokens``.
     :param lookup: asks the models endpoint (see ``ClaudeBatchHook.get_model_info``).
     :param endpoint: the API's base URL, so that answers of different endpoints are kept apart.
+    :param betas: the connection's betas: with the output-300k beta, a model whose catalogue entry allows
+        it takes up to 300,000 (the endpoint reports the limit without the beta).
     :return: ``True`` when the endpoint answered, ``False`` when the check was skipped with a warning.
     :raises InputError: the endpoint has no such model, or ``max_tokens`` is over its limit.
     """
@@ -51,6 +61,9 @@ def check_model(model: str, max_tokens: int, lookup: ModelLookup, *, endpoint: s
     if info is None:
         raise InputError(f"model {model!r} does not exist at the API{_suggestion(model)}; fix model=")
     limit = info.get("max_tokens")
+    spec = load_models().find(model)
+    if isinstance(limit, int) and spec is not None and OUTPUT_300K_BETA in betas:
+        limit = max(limit, max_output_tokens(spec, betas))
     if isinstance(limit, int) and max_tokens > limit:
         raise InputError(
             f"max_tokens={max_tokens} is over the output limit of {model} ({limit}); lower max_tokens"

@@ -52,6 +52,12 @@ class ModelSpec:
     :param supports_thinking: whether extended thinking is accepted.
     :param supports_sampling_params: whether a non-default ``temperature``, ``top_p`` or ``top_k`` is
         accepted (newer models refuse them).
+    :param prefill_allowed: whether a final assistant turn (a prefill) is accepted (not from Claude 4.6).
+    :param thinking_modes: the ``thinking.type`` values the model takes (``enabled``, ``adaptive``).
+    :param effort_levels: the ``output_config.effort`` levels the model offers (empty: no effort).
+    :param temperature_top_p_exclusive: whether ``temperature`` and ``top_p`` together are refused.
+    :param output_300k_beta: whether the ``output-300k-2026-03-24`` beta lifts ``max_tokens`` to 300,000
+        in a batch.
     :param aliases: other ids the API accepts for this model (``claude-haiku-4-5``).
     """
 
@@ -66,6 +72,11 @@ class ModelSpec:
     supports_structured_output: bool = True
     supports_thinking: bool = True
     supports_sampling_params: bool = True
+    prefill_allowed: bool = True
+    thinking_modes: tuple[str, ...] = ("enabled",)
+    effort_levels: tuple[str, ...] = ()
+    temperature_top_p_exclusive: bool = True
+    output_300k_beta: bool = False
     aliases: tuple[str, ...] = field(default=())
 
     def estimate_tokens(self, chars: int) -> int:
@@ -173,6 +184,11 @@ def _spec(model_id: str, entry: Any, base: ModelSpec | None) -> ModelSpec:
         supports_structured_output=bool(fields.get("supports_structured_output", True)),
         supports_thinking=bool(fields.get("supports_thinking", True)),
         supports_sampling_params=bool(fields.get("supports_sampling_params", True)),
+        prefill_allowed=bool(fields.get("prefill_allowed", True)),
+        thinking_modes=tuple(str(mode) for mode in fields.get("thinking_modes", ("enabled",))),
+        effort_levels=tuple(str(level) for level in fields.get("effort_levels") or ()),
+        temperature_top_p_exclusive=bool(fields.get("temperature_top_p_exclusive", True)),
+        output_300k_beta=bool(fields.get("output_300k_beta", False)),
         aliases=tuple(str(alias) for alias in fields.get("aliases") or ()),
     )
     if not (math.isfinite(spec.chars_per_token) and spec.chars_per_token > 0):

@@ -25,8 +25,11 @@ import orjson
 
 from airflow_claude_batch.batch.caching import CachePrefix, cached_prefix
 from airflow_claude_batch.batch.encoding import decode_request, encode_json, encode_text, sdk_json_bytes
-from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
+from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN, MAX_BATCH_BYTES
 from airflow_claude_batch.batch.marker import MARKER_PREFIX, is_marker
+from airflow_claude_batch.batch.message_rules import prompt_chars
+from airflow_claude_batch.batch.models import load_models
+from airflow_claude_batch.batch.request_rules import first_violation
 from airflow_claude_batch.batch.sources import Record, RecordSource
 from airflow_claude_batch.batch.structured_output import merge_additions
 from airflow_claude_batch.batch.unique_ids import DigestSet, id_digest, raise_if_used_before
@@ -106,6 +109,10 @@ class RequestTemplate:
     :param render: a callable ``record -> Messages params`` used instead of ``prompt_field``.
     :param additions: params every request gets on top (the structured-output ``output_config``, or
         the schema's tool and ``tool_choice``; see :mod:`~airflow_claude_batch.batch.structured_output`).
+    :param anthropic_version: the ``anthropic-version`` the requests are sent under (the connection's),
+        for the API's rules that depend on it.
+    :param betas: the ``anthropic-beta`` values they are sent with (the output-300k beta lifts
+        ``max_tokens``).
     """
 
     custom_id_field: str = "id"
@@ -116,6 +123,8 @@ class RequestTemplate:
     cache_system: str | None = None
     render: RenderCallable | None = None
     additions: Mapping[str, Any] | None = None
+    anthropic_version: str = "2023-06-01"
+    betas: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("custom_id_field", "prompt_field"):
@@ -136,6 +145,18 @@ class RequestTemplate:
             raise InputError("cache_system is set but system is empty; set system= or drop cache_system")
         if self.render is not None and not callable(self.render):
             raise InputError(f"render must be a callable record -> params, got {type(self.render).__name__}")
+
+    def api_rule_problem(self, params: Mapping[str, Any]) -> str | None:
+        """Say which of the API's request rules ``params`` break, with the fix, or return ``None``.
+
+        Only for a model the catalogue knows (an unknown one is the model check's to refuse).
+        """
+        model = params.get("model")
+        spec = load_models().find(model) if isinstance(model, str) else None
+        if spec is None:
+            return None
+        violation = first_violation(params, spec, version=self.anthropic_version, betas=self.betas)
+        return None if violation is None else violation.describe()
 
     def system_param(self) -> str | list[dict[str, Any]] | None:
         """The ``system`` value of each request: plain text, or one text block marked for caching."""
@@ -167,6 +188,9 @@ class RequestRenderer:
         )
         self._model = template.model
         self._max_tokens = template.max_tokens
+        # A template request's prompt is the only part that changes per record: past this many
+        # characters it may not fit the model's context window, and the rules are run on the record.
+        self._prompt_chars_limit = float("inf")
         if template.render is None:
             self._head, self._middle, self._tail = self._line_pieces()
 
@@ -183,9 +207,13 @@ class RequestRenderer:
         # at the markers: every request is head + id + middle + prompt + tail.
         id_marker, prompt_marker = f"id-{uuid.uuid4().hex}", f"prompt-{uuid.uuid4().hex}"
         params = self._template_params(prompt_marker)
-        problem = params_problem(params)
+        problem = params_problem(params) or self.template.api_rule_problem(params)
         if problem:
             raise InputError(problem)
+        spec = load_models().find(self.template.model or "")
+        if spec is not None:
+            others = prompt_chars(params) - len(prompt_marker)
+            self._prompt_chars_limit = spec.context_window * spec.chars_per_token - others
         encoded = sdk_json_bytes({"custom_id": id_marker, "params": params})
         head, rest = encoded.split(sdk_json_bytes(id_marker))
         middle, tail = rest.split(sdk_json_bytes(prompt_marker))
@@ -239,6 +267,8 @@ class RequestRenderer:
             return self._render_with_callable(custom_id, record, location)
         prompt = record.get(self._prompt_field)
         if type(prompt) is str and prompt and not prompt.isspace():
+            if len(prompt) > self._prompt_chars_limit:
+                return self._encode(custom_id, self._template_params(prompt), location)
             try:
                 text = _dumps(prompt)
             except orjson.JSONEncodeError:
@@ -306,6 +336,11 @@ class RequestRenderer:
         if problem:
             raise InputError(f"{problem}", location=location)
         line = encode_json({"custom_id": custom_id, "params": params}, location=location) + b"\n"
+        # The API refuses a create over its byte limit before it reads a request (413): such a request
+        # is left to the shard writer, which names that limit; the request rules come after.
+        problem = None if len(line) > MAX_BATCH_BYTES else self.template.api_rule_problem(params)
+        if problem:
+            raise InputError(problem, location=location)
         geo = params.get("inference_geo")
         return EncodedRequest(
             custom_id,

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_claude_batch.batch.models import load_models
+from airflow_claude_batch.batch.schema_rules import SCHEMA_SOURCE, schema_subset_problem
 from airflow_claude_batch.exceptions import InputError
 
 STRUCTURED_OUTPUT_MODES = ("native", "tool", "text")
@@ -37,6 +38,41 @@ def schema_dict(output_schema: Any) -> dict[str, Any]:
         "output_schema must be a JSON-schema dict or a Pydantic model class, got "
         f"{type(output_schema).__name__}"
     )
+
+
+def api_schema(output_schema: Any) -> dict[str, Any]:
+    """Return ``output_schema`` as ``output_config.format`` sends it: in the API's schema subset.
+
+    The anthropic SDK's own helper (``anthropic.transform_schema``, the one ``messages.parse`` uses)
+    sets ``additionalProperties: false`` on every object and moves what the API does not support
+    (``minimum``, ``maxLength``, ``minItems`` above 1, unknown formats...) into the descriptions. Answers
+    are still validated against the user's full schema (``answer_parsing.OutputValidator``).
+
+    :raises InputError: the schema cannot be put in the subset; the message names the keyword.
+    """
+    from anthropic import transform_schema
+
+    schema = schema_dict(output_schema)
+    try:
+        transformed = transform_schema(schema)
+    except (ValueError, TypeError, AttributeError, AssertionError) as exc:
+        raise InputError(
+            f"output_schema cannot be sent as a structured output ({exc}); give every schema node a "
+            f"'type' (or anyOf/allOf/enum/const), see {SCHEMA_SOURCE}"
+        ) from exc
+    if transformed.get("type") != "object":
+        raise InputError(
+            f"output_schema's root has type {transformed.get('type')!r}; structured outputs need an object "
+            "at the root: wrap the value in an object with one property"
+        )
+    problem = schema_subset_problem(transformed, "output_schema")
+    if problem is not None:
+        path, why = problem
+        raise InputError(
+            f"output_schema cannot be sent as a structured output: {path}: {why}; remove that keyword "
+            f"or use structured_output='tool' (see {SCHEMA_SOURCE})"
+        )
+    return transformed
 
 
 def choose_mode(structured_output: str | None, output_schema: Any, model: str | None) -> str | None:
@@ -74,7 +110,7 @@ def choose_mode(structured_output: str | None, output_schema: Any, model: str | 
 def request_additions(mode: str | None, output_schema: Any) -> dict[str, Any]:
     """Return the params every request gets for ``mode`` (``{}`` for ``"text"`` or no schema)."""
     if mode == "native":
-        return {"output_config": {"format": {"type": "json_schema", "schema": schema_dict(output_schema)}}}
+        return {"output_config": {"format": {"type": "json_schema", "schema": api_schema(output_schema)}}}
     if mode == "tool":
         tool = {
             "name": SCHEMA_TOOL_NAME,

@@ -34,7 +34,7 @@ from airflow_claude_batch.emulator.messages import count_tokens, create_message
 from airflow_claude_batch.emulator.models_api import get_model_info, list_models
 from airflow_claude_batch.emulator.quotas import RequestsPerMinute
 from airflow_claude_batch.emulator.stats import Stats
-from airflow_claude_batch.emulator.surface import check_headers
+from airflow_claude_batch.emulator.surface import check_headers, request_betas
 
 BATCHES = "/v1/messages/batches"
 RESULTS_CHUNK_BYTES = 1 << 20
@@ -142,6 +142,7 @@ class Caller:
     api_key: str
     workspace: str
     version: str
+    betas: tuple[str, ...] = ()
 
 
 class _Emulator:
@@ -191,7 +192,7 @@ class _Emulator:
             headers = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
             message = _FAULT_MESSAGES.get(failure.error_type, "Internal server error")
             raise ApiError(failure.error_type, message, status=failure.status, headers=headers)
-        return Caller(api_key, workspace, version)
+        return Caller(api_key, workspace, version, request_betas(request.headers))
 
     async def read_body(self, request: Request) -> bytearray:
         """Read the create body into one buffer; past the byte limit, drain it and answer 413."""
@@ -267,6 +268,7 @@ def _add_batch_routes(app: FastAPI, emulator: _Emulator) -> None:
                 _base_url(request),
                 emulator.faults.take_batch_faults,
                 caller.version,
+                caller.betas,
             )
         except ApiError as refused:
             if refused.error_type == "rate_limit_error":
@@ -347,7 +349,9 @@ def _add_message_routes(app: FastAPI, emulator: _Emulator) -> None:
         caller = await emulator.gate(request, "messages", "messages", batches=False)
         params = await _json_body(request)
         return _json(
-            await run_in_threadpool(create_message, engine, params, caller.workspace, caller.version)
+            await run_in_threadpool(
+                create_message, engine, params, caller.workspace, caller.version, caller.betas
+            )
         )
 
     @app.post("/v1/messages/count_tokens")

@@ -22,7 +22,11 @@ _UNKNOWN = Problem("api_error", "Internal server error")
 
 
 def digest_create_body(
-    body: bytes | bytearray, version: str, catalogue: ModelCatalogue, max_requests: int
+    body: bytes | bytearray,
+    version: str,
+    catalogue: ModelCatalogue,
+    max_requests: int,
+    betas: tuple[str, ...] = (),
 ) -> list[RequestDigest]:
     """Check a create body and return one digest per request, in order.
 
@@ -30,6 +34,7 @@ def digest_create_body(
     :param version: the create's ``anthropic-version``; each request is checked under it.
     :param catalogue: the models the emulator knows.
     :param max_requests: most requests in one batch.
+    :param betas: the create's ``anthropic-beta`` values.
     :raises ApiError: 400 for an invalid body, 413 for too many requests.
     """
     try:
@@ -59,12 +64,17 @@ def digest_create_body(
     seen: set[str] = set()
     digests = []
     for index, item in enumerate(requests):
-        digests.append(_digest_item(index, item, seen, version, catalogue))
+        digests.append(_digest_item(index, item, seen, version, catalogue, betas))
     return digests
 
 
 def _digest_item(
-    index: int, item: Any, seen: set[str], version: str, catalogue: ModelCatalogue
+    index: int,
+    item: Any,
+    seen: set[str],
+    version: str,
+    catalogue: ModelCatalogue,
+    betas: tuple[str, ...] = (),
 ) -> RequestDigest:
     if not isinstance(item, dict):
         raise ApiError("invalid_request_error", f"requests.{index}: Input should be a valid object")
@@ -87,7 +97,7 @@ def _digest_item(
     if problem:
         raise ApiError("invalid_request_error", f"requests.{index}: {problem}")
     # The rest is checked per request, as the API does while processing: a problem errors the request.
-    spec, problem = check_request(params, catalogue, version=version)
+    spec, problem = check_request(params, catalogue, version=version, betas=betas)
     if problem is not None or spec is None:
         return refused(custom_id, params.get("model"), problem or _UNKNOWN)
     return digest_request(custom_id, params, spec)

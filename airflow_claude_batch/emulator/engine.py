@@ -119,6 +119,7 @@ class Engine:
         base_url: str,
         take_faults: Callable[[], BatchFaults],
         version: str = "2023-06-01",
+        betas: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """Check a create body as the API does, store the batch and return its object.
 
@@ -128,12 +129,13 @@ class Engine:
         :param take_faults: returns the outcome faults armed for the next batch; called only once the
             body is valid, so a rejected create uses up no fault.
         :param version: the ``anthropic-version`` of the create; its requests are checked under it.
+        :param betas: the create's ``anthropic-beta`` values (the output-300k beta lifts ``max_tokens``).
         :raises ApiError: 413 for too many requests or bytes, 429 over the queue limit, 400 for any
             other invalid body.
         """
         if len(body) > self.config.max_batch_bytes:
             raise too_large(len(body), self.config.max_batch_bytes)
-        digests = digest_create_body(body, version, self.catalogue, self.config.max_requests)
+        digests = digest_create_body(body, version, self.catalogue, self.config.max_requests, betas)
         workspace = workspace_of(api_key)
         with self._lock:
             check_queue(

@@ -21,18 +21,21 @@ STREAM_REFUSED = (
 )
 
 
-def create_message(engine: Engine, params: Any, workspace: str, version: str) -> dict[str, Any]:
+def create_message(
+    engine: Engine, params: Any, workspace: str, version: str, betas: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Answer one Messages request as the API would, or raise the API's error.
 
     :param engine: the emulator's engine (models, prompt cache, clock, seed).
     :param params: the request body.
     :param workspace: the caller's workspace.
     :param version: the request's ``anthropic-version``.
+    :param betas: the request's ``anthropic-beta`` values.
     :raises ApiError: 400 for an invalid or streaming request, 404 for an unknown model.
     """
     if isinstance(params, dict) and params.get("stream"):
         raise ApiError("invalid_request_error", STREAM_REFUSED)
-    spec, problem = check_request(params, engine.catalogue, version=version)
+    spec, problem = check_request(params, engine.catalogue, version=version, betas=betas)
     if problem is not None or spec is None:
         raise ApiError(
             problem.error_type if problem else "invalid_request_error", problem.message if problem else ""

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.batch.models import ModelCatalogue, ModelSpec
+from airflow_claude_batch.batch.request_rules import first_violation, max_output_tokens
 from airflow_claude_batch.emulator.surface import api_surface
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
-MAX_CACHE_BREAKPOINTS = 4
 MIN_THINKING_BUDGET = 1024
 _CACHE_TTLS = ("5m", "1h")
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
@@ -44,7 +44,12 @@ class _Refused(Exception):
 
 
 def check_request(
-    params: Any, catalogue: ModelCatalogue, *, version: str, count_tokens: bool = False
+    params: Any,
+    catalogue: ModelCatalogue,
+    *,
+    version: str,
+    count_tokens: bool = False,
+    betas: tuple[str, ...] = (),
 ) -> tuple[ModelSpec | None, Problem | None]:
     """Check Messages params; return the model and ``None``, or what the API would answer.
 
@@ -52,14 +57,17 @@ def check_request(
     :param catalogue: the models the emulator knows.
     :param version: the request's ``anthropic-version``.
     :param count_tokens: check as ``POST /v1/messages/count_tokens`` (no ``max_tokens``, fewer params).
+    :param betas: the request's ``anthropic-beta`` values (the output-300k beta lifts ``max_tokens``).
     """
     try:
-        return _check(params, catalogue, version, count_tokens), None
+        return _check(params, catalogue, version, count_tokens, betas), None
     except _Refused as refused:
         return None, refused.problem
 
 
-def _check(params: Any, catalogue: ModelCatalogue, version: str, count_tokens: bool) -> ModelSpec:
+def _check(
+    params: Any, catalogue: ModelCatalogue, version: str, count_tokens: bool, betas: tuple[str, ...]
+) -> ModelSpec:
     surface = api_surface()
     if not isinstance(params, dict):
         raise _Refused("Input should be a valid dictionary")
@@ -83,7 +91,7 @@ def _check(params: Any, catalogue: ModelCatalogue, version: str, count_tokens: b
     if spec is None:
         raise _Refused(f"model: {model}", "not_found_error")
     if not count_tokens:
-        _check_max_tokens(params["max_tokens"], spec)
+        _check_max_tokens(params["max_tokens"], spec, betas)
         _check_sampling(params, spec)
         _check_stop_sequences(params.get("stop_sequences"))
         _check_metadata(params.get("metadata"))
@@ -94,6 +102,11 @@ def _check(params: Any, catalogue: ModelCatalogue, version: str, count_tokens: b
     _check_thinking(params.get("thinking"), spec, params.get("max_tokens"), forced, count_tokens)
     _check_output_config(params.get("output_config"), spec)
     _check_cache_control(params)
+    if not count_tokens:
+        # The API's rules on what a well-formed request may combine: one rule set, shared with the build.
+        violation = first_violation(params, spec, version=version, betas=betas)
+        if violation is not None:
+            raise _Refused(violation.message)
     return spec
 
 
@@ -101,14 +114,15 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_max_tokens(max_tokens: Any, spec: ModelSpec) -> None:
+def _check_max_tokens(max_tokens: Any, spec: ModelSpec, betas: tuple[str, ...]) -> None:
     if not _whole(max_tokens):
         raise _Refused("max_tokens: Input should be a valid integer")
     if max_tokens < 1:
         raise _Refused("max_tokens: Input should be greater than or equal to 1")
-    if max_tokens > spec.max_output_tokens:
+    limit = max_output_tokens(spec, betas)
+    if max_tokens > limit:
         raise _Refused(
-            f"max_tokens: {max_tokens} > {spec.max_output_tokens}, which is the maximum allowed number "
+            f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number "
             f"of output tokens for {spec.id}"
         )
 
@@ -369,8 +383,4 @@ def _check_cache_control(params: Mapping[str, Any]) -> None:
             raise _Refused("cache_control.type: Input should be 'ephemeral'")
         if control.get("ttl", "5m") not in _CACHE_TTLS:
             raise _Refused("cache_control.ttl: Input should be '5m' or '1h'")
-    if len(controls) > MAX_CACHE_BREAKPOINTS:
-        raise _Refused(
-            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found "
-            f"{len(controls)}."
-        )
+    # How many and in which order: batch/cache_rules.py (the top-level breakpoint counted).

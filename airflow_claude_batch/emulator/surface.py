@@ -14,6 +14,7 @@ from importlib import resources
 
 import orjson
 
+from airflow_claude_batch.batch.request_rules import beta_header_violation
 from airflow_claude_batch.emulator.errors import ApiError
 
 
@@ -67,6 +68,11 @@ def api_surface() -> ApiSurface:
     )
 
 
+def request_betas(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``anthropic-beta`` values of a call (comma-separated), in order."""
+    return tuple(beta.strip() for beta in headers.get("anthropic-beta", "").split(",") if beta.strip())
+
+
 def check_headers(headers: Mapping[str, str]) -> str:
     """Check ``anthropic-version`` and ``anthropic-beta`` as the API does; return the version.
 
@@ -82,7 +88,10 @@ def check_headers(headers: Mapping[str, str]) -> str:
             f"anthropic-version: {version!r} is not a valid version; use one of "
             f"{', '.join(sorted(surface.versions))}",
         )
-    betas = [beta.strip() for beta in headers.get("anthropic-beta", "").split(",") if beta.strip()]
+    empty = beta_header_violation(headers.get("anthropic-beta"))
+    if empty is not None:
+        raise ApiError("invalid_request_error", empty.message)
+    betas = request_betas(headers)
     unknown = [beta for beta in betas if beta not in surface.betas]
     if unknown:
         raise ApiError(

@@ -136,6 +136,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             cache_system=_optional_text(self.cache_system),
             render=self.render,
             additions=request_additions(mode, self.output_schema) or None,
+            **self._request_headers(),
         )
 
     def _render_later_templates(self, context: Any) -> None:
@@ -166,6 +167,19 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 raise
             self.log.warning("dry run: %s", exc)
 
+    def _request_headers(self) -> dict[str, Any]:
+        """The connection's ``anthropic-version`` and betas, which some of the API's rules depend on."""
+        if not self.conn_id:
+            return {}
+        from airflow_claude_batch.hooks.claude import ClaudeBatchHook
+
+        try:
+            settings = ClaudeBatchHook(conn_id=self.conn_id).settings
+        except Exception as exc:  # no connection here: the rules run under the default version
+            self.log.info("connection %r not read for the request rules (%s)", self.conn_id, exc)
+            return {}
+        return {"anthropic_version": settings.anthropic_version, "betas": tuple(settings.betas)}
+
     def _check_model(self, template: RequestTemplate) -> None:
         if template.model is None or not _flag(self.check_model, "check_model") or not self.conn_id:
             return
@@ -178,6 +192,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 template.max_tokens,
                 hook.get_model_info,
                 endpoint=self.conn_id,
+                betas=template.betas,
             )
         finally:
             hook.close()

@@ -289,7 +289,12 @@ def test_cache_control_set_by_render_counts_wherever_it_is(prices: PriceTable) -
         return {
             "model": "claude-sonnet-4-6",
             "tools": [
-                {"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
+                # 1 hour here too: the API refuses a 1-hour breakpoint after a 5-minute one
+                {
+                    "name": "t",
+                    "input_schema": {"type": "object"},
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                }
             ],
             "messages": [
                 {

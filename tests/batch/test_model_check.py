@@ -60,3 +60,15 @@ def test_no_answer_is_a_warning_not_a_failure(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING):
         assert check_model("claude-sonnet-4-6", 1024, unreachable) is False
     assert "check_model=False" in caplog.text
+
+
+def test_max_tokens_up_to_300k_passes_with_the_output_300k_beta_where_the_model_allows_it() -> None:
+    def lookup(model: str) -> dict[str, Any]:
+        return {"id": model, "max_tokens": 128_000}  # the endpoint reports the limit without the beta
+
+    beta = ("output-300k-2026-03-24",)
+    assert check_model("claude-opus-4-6", 300_000, lookup, endpoint="a", betas=beta)
+    with pytest.raises(InputError, match="over the output limit"):
+        check_model("claude-opus-4-6", 300_000, lookup, endpoint="b")
+    with pytest.raises(InputError, match="over the output limit"):
+        check_model("claude-opus-5", 300_000, lookup, endpoint="c", betas=beta)

@@ -142,10 +142,14 @@ def test_valid_tools_thinking_and_structured_output_pass():
         tool_choice={"type": "auto"},
         thinking={"type": "enabled", "budget_tokens": 1024},
         max_tokens=2048,
-        output_config={"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+        output_config={
+            "effort": "low",
+            "format": {"type": "json_schema", "schema": {"type": "object", "additionalProperties": False}},
+        },
         stop_sequences=["END"],
         metadata={"user_id": "u-1"},
         cache_control={"type": "ephemeral", "ttl": "1h"},
+        model="claude-opus-4-5",  # effort is an Opus 4.5-and-later parameter (Haiku 4.5 refuses it)
     )
     assert _problem(params) is None
 

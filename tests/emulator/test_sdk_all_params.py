@@ -86,6 +86,7 @@ def _valid_all_params() -> dict[str, Any]:
     params["output_config"]["format"]["schema"] = {
         "type": "object",
         "properties": {"answer": {"type": "string"}},
+        "additionalProperties": False,  # the structured-outputs subset: every object closed
     }
     return params
 

@@ -212,6 +212,60 @@ BAD_SETTINGS = {
         "the source yielded a list, not a dict",
         "yield one dict per record",
     ),
+    # The API's request rules (batch/request_rules.py): the whole run stops at the build, nothing sent.
+    "prefill_on_claude_4_6": BadSetting(
+        {
+            "render": _render(
+                {"model": "claude-sonnet-4-6", "messages": [*TURN, {"role": "assistant", "content": "{"}]}
+            )
+        },
+        "tickets.jsonl:3",
+        "rule 'prefill'",
+        "end with the user turn",
+    ),
+    "raw_schema_in_render": BadSetting(
+        {
+            "render": _render(
+                {
+                    "messages": TURN,
+                    "output_config": {
+                        "format": {
+                            "type": "json_schema",
+                            "schema": {
+                                "type": "object",
+                                "properties": {"n": {"type": "integer", "minimum": 1}},
+                                "additionalProperties": False,
+                            },
+                        }
+                    },
+                }
+            )
+        },
+        "tickets.jsonl:3",
+        "output_config.format.schema.properties.n.minimum: 'minimum' is not supported",
+        "anthropic.transform_schema",
+    ),
+    "five_cache_breakpoints": BadSetting(
+        {
+            "render": _render(
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": f"part {n}", "cache_control": {"type": "ephemeral"}}
+                                for n in range(4)
+                            ],
+                        }
+                    ],
+                    "cache_control": {"type": "ephemeral"},
+                }
+            )
+        },
+        "tickets.jsonl:3",
+        "A maximum of 4 blocks with cache_control may be provided. Found 5.",
+        "a top-level cache_control counts as one",
+    ),
     "source_template_renders_to_nothing": BadSetting(
         {"source": ""}, None, "source must be a URI, a list of URIs or a callable, got ''", "a URI"
     ),

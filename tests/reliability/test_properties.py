@@ -107,6 +107,9 @@ extra_params = st.fixed_dictionaries(
         "stop_sequences": st.lists(texts, max_size=3),
         "metadata": st.fixed_dictionaries({"user_id": texts}),
     },
+).map(
+    # The API refuses temperature with top_p on today's models (batch/request_rules.py): one or the other.
+    lambda extra: {key: value for key, value in extra.items() if key != "top_p" or "temperature" not in extra}
 )
 record_batches = st.lists(st.tuples(texts, extra_params), min_size=1, max_size=40).map(
     lambda items: [
