@@ -76,15 +76,17 @@ def test_every_templated_option_renders_and_the_others_are_kept_as_given() -> No
         render=render,
         output_schema=schema,
         pipeline_id="{{ ds }}",
+        later_templates={"output_uri": "{{ ds }}"},
     )
     operator.render_template_fields({"params": {name: name.upper() for name in names}, "ds": "2026-11-02"})
 
     assert {name: getattr(operator, name) for name in names} == {
         name: f"{name.upper()}/2026-11-02" for name in names
     }
-    not_rendered = {"render", "output_schema", "pipeline_id"}
+    not_rendered = {"render", "output_schema", "pipeline_id", "later_templates"}
     assert set(names) == {spec.name for spec in specs(BuildOptions)} - not_rendered
     assert (operator.render, operator.output_schema, operator.pipeline_id) == (render, schema, "{{ ds }}")
+    assert operator.later_templates == {"output_uri": "{{ ds }}"}, "rendered by the build when it runs"
 
 
 def test_the_options_are_airflow_keyword_arguments_default_args_and_expand_included() -> None:
