@@ -28,6 +28,7 @@ from airflow_claude_batch.batch.requeue_record import (
     read_requeue_record,
 )
 from airflow_claude_batch.batch.requeue_rule import (
+    CANCELED,
     UNFINISHED_OUTCOMES,
     Decision,
     RequeueRule,
@@ -195,10 +196,14 @@ class _RoundRequeue:
         allowance = self.allowance
         rows: dict[str, dict[str, Any]] = {}
         to_send: list[tuple[str, Mapping[str, Any]]] = []
+        canceled_now = is_canceled(self.folder)  # a cancel that came while the round was requeued
         for custom_id, line in requests:
             earlier = done.get(custom_id)
             if earlier is not None:
                 rows[custom_id] = earlier
+                continue
+            if canceled_now:
+                self._hold_for_budget(custom_id, "errored", CANCELED)
                 continue
             if allowance is not None:
                 cost = allowance.budget.per_sync_request_usd

@@ -29,8 +29,9 @@ class RequeueRecord:
     :param requeue_canceled: the rule's setting.
     :param requeue_user_canceled: the rule's setting.
     :param retry_errored_sync: whether errored requests were retried synchronously.
-    :param budget_held: requests the budget kept from a synchronous retry or the next round (pending,
-        in ``round-r/budget-held.jsonl``).
+    :param budget_held: requests the budget kept from a synchronous retry or the next round, or a
+        cancel that came during the requeue kept from their synchronous retry (pending, in
+        ``round-r/budget-held.jsonl``).
     :param sync_fell_back: retryable errors requeued because the synchronous endpoint was missing,
         unreachable or refused them not by their own fault.
     :param sync_unknown: synchronous retries whose outcome is unknown (pending, possibly billed).

@@ -299,3 +299,34 @@ def test_add_new_counts_the_synchronous_retrys_answers_as_answered(tmp_path: Pat
 
     assert known.answered == {"a", "b"}  # c is still unanswered: the re-sweep sends it
     assert known.runs == [str(earlier.root)]
+
+
+def test_a_cancel_during_the_synchronous_retries_stops_the_next_shards_calls(folder: RunFolder) -> None:
+    shards = [
+        fanned_out_shard(folder, 0, [errored("a"), expired("b")]),
+        fanned_out_shard(folder, 1, [errored("c"), errored("d")]),
+    ]
+    write_shard_list(folder, 0, shards)
+    sent: list[str] = []
+
+    def answer_then_cancel(params: Mapping[str, Any]) -> Mapping[str, Any]:
+        sent.append(params["messages"][0]["content"])
+        write_cancel(folder)  # the user cancels while the first call is in flight
+        return {
+            "id": "msg_a",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 10, "output_tokens": 2},
+        }
+
+    record = requeue_round(folder, 0, shards, sync=SyncRetry(answer_then_cancel, PRICES, concurrency=1))
+
+    assert len(sent) == 1  # shard 1's two calls were never sent
+    assert (record.sync_succeeded, record.budget_held) == (1, 2)
+    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=3)
+    rows = pending(folder)
+    assert {custom_id: row["reason"] for custom_id, row in rows.items()} == dict.fromkeys("bcd", "canceled")
+    assert manifest.reconciled, manifest.notes
