@@ -4,7 +4,10 @@
   :func:`transport_error`), so that every call fails alike whichever client made it.
 - :func:`translate` turns those the caller can act on into this package's: a rejected key or an
   unreachable Base URL → ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create
-  the API refused → ``InputError``. Every message names the connection and what to fix, never the key.
+  the API refused → ``InputError``. A 404 on a results download is left as it is: the batch is known
+  (it was just read), so its results lag its status or are gone, and the download decides
+  (:mod:`~airflow_claude_batch.hooks.results_stream`); it is never a wrong Base URL. Every message
+  names the connection and what to fix, never the key nor the Base URL's credentials.
 - :func:`failed_test_message` says the same for the connection test.
 """
 
@@ -18,11 +21,13 @@ import anthropic
 import httpx
 import orjson
 
+from airflow_claude_batch.batch.url_secrets import mask_urls
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError, InputError
 from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL, ClaudeSettings
 from airflow_claude_batch.hooks.read_retries import is_retryable
 
 CREATE = "create a batch"
+DOWNLOAD = "download results"
 _UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
 _STATUS_ERRORS: dict[int, type[anthropic.APIStatusError]] = {
     400: anthropic.BadRequestError,
@@ -47,13 +52,15 @@ def translate(
     :param batch_id: the batch the call was about, if any: a 404 is then an unknown batch.
     :param reached: whether the Base URL ever answered; if not, a refused connection is a wrong host.
     """
-    conn_id, base_url = settings.conn_id, settings.base_url
+    conn_id, base_url = settings.conn_id, settings.shown_base_url
     if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
         return ConnectionConfigError(
             f"connection {conn_id!r} was rejected by {base_url} when trying to {action} "
             f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
         )
     if isinstance(exc, anthropic.NotFoundError):
+        if action == DOWNLOAD:
+            return None
         if batch_id is not None:
             return BatchNotFoundError(
                 f"batch {batch_id} was not found by connection {conn_id!r} ({base_url}): check "
@@ -65,7 +72,8 @@ def translate(
             f"URL to the API root (e.g. {FIRST_PARTY_BASE_URL}), without the endpoint path"
         )
     if isinstance(exc, (anthropic.BadRequestError, anthropic.ContentTooLargeError)) and action == CREATE:
-        return InputError(f"the API refused to {action} (HTTP {exc.status_code}): {exc.api_message or exc}")
+        detail = mask_urls(str(exc.api_message or exc))
+        return InputError(f"the API refused to {action} (HTTP {exc.status_code}): {detail}")
     if not reached:
         return unreachable_error(exc, settings)
     return None
@@ -77,9 +85,9 @@ def unreachable_error(exc: BaseException, settings: ClaudeSettings) -> Connectio
     if cause is None:
         return None
     return ConnectionConfigError(
-        f"connection {settings.conn_id!r} cannot reach its Base URL {settings.base_url} "
-        f"({type(cause).__name__}: {cause}): check the host in the connection, and that the server "
-        "is up and reachable from the workers"
+        f"connection {settings.conn_id!r} cannot reach its Base URL {settings.shown_base_url} "
+        f"({type(cause).__name__}: {mask_urls(str(cause))}): check the host in the connection, and that "
+        "the server is up and reachable from the workers"
     )
 
 
@@ -102,7 +110,7 @@ def failed_test_message(exc: Exception, settings: ClaudeSettings) -> str:
 
     :param exc: a ``ConnectionConfigError`` (its message says it all) or an SDK exception.
     """
-    conn_id, base_url = settings.conn_id, settings.base_url
+    conn_id, base_url = settings.conn_id, settings.shown_base_url
     if isinstance(exc, anthropic.APIStatusError):
         return (
             f"connection {conn_id!r} reached {base_url}, which answered HTTP {exc.status_code} "
@@ -112,10 +120,11 @@ def failed_test_message(exc: Exception, settings: ClaudeSettings) -> str:
     if isinstance(exc, anthropic.APIConnectionError):
         behind = exc.__cause__ or exc  # the SDK wraps the transport's error
         return (
-            f"connection {conn_id!r}: the call to {base_url} failed ({type(behind).__name__}: {behind}); "
+            f"connection {conn_id!r}: the call to {base_url} failed ({type(behind).__name__}: "
+            f"{mask_urls(str(behind))}); "
             "check the Base URL and the network, then try again"
         )
-    return str(exc)
+    return mask_urls(str(exc))
 
 
 def status_error(response: httpx.Response) -> anthropic.APIStatusError:

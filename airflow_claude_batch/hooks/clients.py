@@ -37,7 +37,7 @@ def build_client(settings: ClaudeSettings, client_class: type[T], *, max_retries
     keep_request_bodies_out_of_sdk_logs()
     return client_class(  # type: ignore[call-arg]
         api_key=settings.api_key,
-        base_url=settings.base_url,
+        base_url=settings.client_base_url,
         timeout=settings.client_timeout,
         max_retries=settings.max_retries if max_retries is None else max_retries,
         default_headers=settings.extra_headers,
@@ -79,12 +79,20 @@ def build_stream_client(settings: ClaudeSettings, sdk_client: anthropic.Anthropi
     """Build the plain ``httpx`` client for streamed bodies, with the SDK client's own headers."""
     headers = {
         name: value
-        for name, value in {**sdk_client.default_headers, **sdk_client.auth_headers}.items()
+        # The connection's own headers last, as the SDK sends them (a gateway's Basic authorization).
+        for name, value in {
+            **sdk_client.default_headers,
+            **sdk_client.auth_headers,
+            **settings.extra_headers,
+        }.items()
         if isinstance(value, str)
     }
     # Redirects are followed by the results download, which never sends the key to another origin.
     return httpx.Client(
-        base_url=settings.base_url, headers=headers, timeout=settings.http_timeout, follow_redirects=False
+        base_url=settings.client_base_url,
+        headers=headers,
+        timeout=settings.http_timeout,
+        follow_redirects=False,
     )
 
 
