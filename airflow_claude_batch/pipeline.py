@@ -53,6 +53,7 @@ def claude_batch_pipeline(
     custom_input: bool | str = False,
     max_invalid_fraction: float | str | None = None,
     max_dead_letter_fraction: float | str | None = None,
+    replace_output: bool | str = False,
 ) -> TaskGroup:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
@@ -101,6 +102,10 @@ def claude_batch_pipeline(
         when more than this share of the input records ended ``invalid_output``; default ``None``:
         never. The manifest's ``failure`` and the report page say why (templated).
     :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
+    :param replace_output: let the run replace ``output_uri`` (and own it) although the run that owns
+        it ran other request settings over the same interval and input (templated, e.g.
+        ``"{{ params.replace_output }}"``; default ``False``: such a run, an experiment with another
+        model or ``max_tokens``, writes its flat output into its own run folder; see the report operator).
     :return: the task group; ``upstream >> group >> downstream`` works as for a task.
     """
     if not 1 <= max_rounds <= MAX_ROUNDS:
@@ -151,6 +156,7 @@ def claude_batch_pipeline(
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
             custom_input=custom_input,
+            replace_output=replace_output,
             max_invalid_fraction=max_invalid_fraction,
             max_dead_letter_fraction=max_dead_letter_fraction,
             # Skipped rounds (no shards left, or a dry run) must not skip the report; a failed or
