@@ -28,6 +28,7 @@ from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sources import CallableRecords, FileRecords, RecordSource
 from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
+from airflow_claude_batch.batch.url_secrets import masked_url
 
 FINGERPRINT_SCHEMA_VERSION = 1
 #: Tries of a file's ``stat`` before its size and version are recorded as unknown.
@@ -170,14 +171,13 @@ def _known_and_different(old: object, new: object) -> bool:
 
 
 def _describe(path: StoragePath, sleep: Callable[[float], None] = time.sleep) -> InputFile:
+    uri = masked_url(str(path))  # a signed URL's token is never stored (input.json, owner records)
     info = _stat(path, sleep)
     if info is None:
-        return InputFile(str(path), None, None)
+        return InputFile(uri, None, None)
     size = _get(info, "size", "st_size")
     version = _get(info, "ETag", "etag", "LastModified", "mtime", "st_mtime", "last_modified")
-    return InputFile(
-        str(path), None if size is None else int(size), None if version is None else str(version)
-    )
+    return InputFile(uri, None if size is None else int(size), None if version is None else str(version))
 
 
 def _stat(path: StoragePath, sleep: Callable[[float], None]) -> Any:
