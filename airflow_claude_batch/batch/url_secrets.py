@@ -5,6 +5,10 @@ its query (``?key=...``, ``?token=...``, a signed URL's ``X-Amz-Signature``). Ev
 URL writes :func:`masked_url` of it, and text that may quote one (an exception's message stored in a
 state file) goes through :func:`mask_urls`. :func:`url_secrets` gives the secret parts themselves, for
 Airflow's log masker.
+
+Userinfo is a secret in an ``http(s)`` URL whatever it holds (``https://token@gateway``); in a storage
+URI only with a password (``s3://key:secret@bucket``): a bare name there is the Airflow connection id
+``ObjectStoragePath`` writes (``s3://aws_default@bucket/key``), shown as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ _SECRET_NAME_PARTS = (
     "code",
 )
 # A URL inside free text: a scheme, ``://``, then anything up to a space, a quote or a bracket.
+_WEB_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{},]+")
 
 
@@ -48,7 +53,7 @@ def masked_url(url: str) -> str:
     except ValueError:
         return url
     netloc = parts.netloc
-    if "@" in netloc:
+    if _secret_userinfo(parts.scheme, netloc):
         netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
     query = _masked_query(parts.query)
     if netloc == parts.netloc and query == parts.query:
@@ -68,7 +73,7 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     found: list[str] = []
-    if "@" in parts.netloc:
+    if _secret_userinfo(parts.scheme, parts.netloc):
         userinfo = parts.netloc.rsplit("@", 1)[0]
         found.extend([userinfo, *userinfo.split(":", 1)])
     for field in parts.query.split("&"):
@@ -80,6 +85,13 @@ def url_secrets(url: str) -> list[str]:
             found.append(value)
     secrets = {part for part in found + [unquote(part) for part in found] if part}
     return sorted(secrets, key=len, reverse=True)
+
+
+def _secret_userinfo(scheme: str, netloc: str) -> bool:
+    """Whether ``netloc`` carries a secret: any userinfo on the web, a password elsewhere."""
+    if "@" not in netloc:
+        return False
+    return scheme.lower() in _WEB_SCHEMES or ":" in netloc.rsplit("@", 1)[0]
 
 
 def _masked_query(query: str) -> str:

@@ -26,6 +26,9 @@ from airflow_claude_batch.hooks.clients import keep_url_secrets_out_of_http_logs
         ),
         ("https://api.anthropic.com", "https://api.anthropic.com"),
         ("s3://bucket/runs/dag", "s3://bucket/runs/dag"),
+        # ObjectStoragePath writes its connection id there: a name, not a secret.
+        ("s3://aws_default@bucket/runs", "s3://aws_default@bucket/runs"),
+        ("s3://AKIA1:wJalr-secret@bucket/runs", "s3://***@bucket/runs"),
         ("not a url", "not a url"),
     ],
 )
