@@ -67,7 +67,8 @@ def mask_urls(text: str) -> str:
 
 
 def url_secrets(url: str) -> list[str]:
-    """Return the secret parts of ``url`` (userinfo, secret query values), as written and decoded."""
+    """Return the secret parts of ``url`` (userinfo and its password, secret query values), as written
+    and decoded: what a log masker must hide."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -75,7 +76,9 @@ def url_secrets(url: str) -> list[str]:
     found: list[str] = []
     if _secret_userinfo(parts.scheme, parts.netloc):
         userinfo = parts.netloc.rsplit("@", 1)[0]
-        found.extend([userinfo, *userinfo.split(":", 1)])
+        found.append(userinfo)
+        if ":" in userinfo:  # the password alone too; never the bare user name, a common word
+            found.append(userinfo.split(":", 1)[1])
     for field in parts.query.split("&"):
         name, sep, value = field.partition("=")
         if sep and value and is_secret_parameter(unquote(name)):
