@@ -532,3 +532,50 @@ def test_credentials_in_the_base_url_are_written_nowhere_when_a_create_is_refuse
     assert "***@" in everything
     assert proxy.authorized >= 3  # the credentials reached the gateway, as a header
     assert url_secret not in everything
+
+
+@pytest.mark.airflow
+def test_a_whole_dag_run_through_a_gateway_url_with_credentials_writes_them_nowhere(
+    run_dag: Callable[..., Any],
+    gateway_with_credentials: tuple[str, str, EmulatorHandle, _BasicAuthGateway],
+    fake_key: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway, url_secret, _, proxy = gateway_with_credentials
+    monkeypatch.setenv(
+        DEFAULT_CONN_ENV,
+        orjson.dumps({"conn_type": "claude_batch", "host": gateway, "password": fake_key}).decode(),
+    )
+    monkeypatch.setenv("CLAUDE_BATCH_BATCH_LINK", "{base_url}/ui/batches/{batch_id}")
+    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "DEBUG")
+    caplog.set_level(logging.DEBUG)
+    source = write_jsonl(
+        tmp_path / "in" / "notes.jsonl", [{"id": f"g-{n}", "text": f"note {n}"} for n in range(RECORDS)]
+    )
+    storage = tmp_path / "storage"
+    dag_id = f"{DAG_ID}_gateway"
+    dag_file = tmp_path / f"{dag_id}.py"
+    dag_file.write_text(
+        DAG_SOURCE.format(
+            dag_id=dag_id,
+            source=f"file://{source}",
+            storage=f"file://{storage}",
+            output=f"file://{storage / 'out' / 'answers.jsonl'}",
+        )
+    )
+
+    dag_run = run_dag(dag_file, dag_id)
+
+    assert dag_run.state == "success"
+    assert proxy.authorized > RECORDS // 3  # every call went through the gateway with its credentials
+    canaries = Canaries({"url_secret": url_secret})
+    home_hits = canaries.scan_files(files_under(AIRFLOW_HOME))
+    run_hits = canaries.scan_files(files_under(storage))
+    captured = capfd.readouterr()
+    log_text = caplog.text + "\n".join(str(record.__dict__) for record in caplog.records)
+    assert home_hits == {}, f"found in the Airflow home (database with XCom, task logs): {home_hits}"
+    assert run_hits == {}, f"found in the run folder: {run_hits}"
+    assert canaries.found_in((captured.out + captured.err + log_text).encode()) == set()
