@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperatorLink
 
 from airflow_claude_batch import settings
+from airflow_claude_batch.batch.url_secrets import masked_url
 
 FIRST_PARTY_BASE_URL = "https://api.anthropic.com"
 #: The Console page of one batch; the workspace segment "default" is the organisation's default workspace.
@@ -36,7 +37,8 @@ def batch_link_url(base_url: str, batch_id: str) -> str | None:
         if base_url.rstrip("/") != FIRST_PARTY_BASE_URL:
             return None
         template = CONSOLE_BATCH_URL
-    return template.format(batch_id=batch_id, base_url=base_url.rstrip("/"))
+    # Credentials in a gateway's URL never reach the link (stored in XCom, shown in the UI).
+    return template.format(batch_id=batch_id, base_url=masked_url(base_url.rstrip("/")))
 
 
 class ClaudeBatchLink(BaseOperatorLink):

@@ -72,6 +72,7 @@ def claude_batch_pipeline(
     max_invalid_fraction: float | str | None = None,
     max_dead_letter_fraction: float | str | None = None,
     max_pending_fraction: float | str | None = None,
+    replace_output: bool | str = False,
 ) -> ClaudeBatchPipeline:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
@@ -122,6 +123,10 @@ def claude_batch_pipeline(
     :param max_dead_letter_fraction: the same bound for dead-lettered records (templated).
     :param max_pending_fraction: the same bound for records left pending after the last round
         (templated): out of rounds or held by the budget, they would otherwise leave the run green.
+    :param replace_output: let the run replace ``output_uri`` (and own it) although the run that owns
+        it ran other request settings over the same interval and input (templated, e.g.
+        ``"{{ params.replace_output }}"``; default ``False``: such a run, an experiment with another
+        model or ``max_tokens``, writes its flat output into its own run folder; see the report operator).
     :return: the task group; ``upstream >> group >> downstream`` works as for a task, and
         ``group.output`` is the report's summary for a downstream task (see :class:`ClaudeBatchPipeline`).
     """
@@ -136,6 +141,7 @@ def claude_batch_pipeline(
             "max_invalid_fraction": max_invalid_fraction,
             "max_dead_letter_fraction": max_dead_letter_fraction,
             "max_pending_fraction": max_pending_fraction,
+            "replace_output": replace_output,
         }
         build = ClaudeBatchBuildOperator(
             task_id="build",
@@ -189,6 +195,7 @@ def claude_batch_pipeline(
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
             custom_input=custom_input,
+            replace_output=replace_output,
             max_invalid_fraction=max_invalid_fraction,
             max_dead_letter_fraction=max_dead_letter_fraction,
             max_pending_fraction=max_pending_fraction,

@@ -77,6 +77,15 @@ OPTIONS: tuple[Option, ...] = (
         "deployments on one organisation, split it between them.",
     ),
     Option(
+        "results_lag_seconds",
+        "float",
+        "300",
+        "900",
+        "How long, in all, the results download waits (with backoff) for the results of a batch whose "
+        "status already says ended but whose results are not found yet (HTTP 404); then it fails "
+        "naming the batch and the task's retry downloads again.",
+    ),
+    Option(
         "batch_link",
         "string",
         "",
@@ -182,6 +191,21 @@ def allow_unconditional_writes() -> bool:
             f"{value!r}: give True or False."
         )
     return value in ("true", "1", "yes")
+
+
+def results_lag_seconds() -> float:
+    """How long the results download waits for results that lag (``[claude_batch] results_lag_seconds``)."""
+    value = get_setting("results_lag_seconds") or _BY_NAME["results_lag_seconds"].default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise ValueError(
+            f"[{SECTION}] results_lag_seconds (or CLAUDE_BATCH_RESULTS_LAG_SECONDS) is {value!r}: give "
+            "seconds >= 0, e.g. 300."
+        )
+    return seconds
 
 
 def prices_file() -> str | None:

@@ -169,6 +169,14 @@ with DAG(
             "price) before requeueing the ones that still fail. Where that endpoint is missing or "
             "unreachable they are requeued as without this option. Off by default.",
         ),
+        "replace_output": Param(
+            False,
+            type="boolean",
+            title="Replace the day's labels",
+            description="A run with another model, max tokens or prompt than the run that wrote the "
+            "day's labels writes its labels into its own run folder, so an experiment never replaces "
+            "them. Tick to replace them (and own them) on purpose.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -201,6 +209,8 @@ with DAG(
         retry_errored_sync="{{ params.retry_errored_sync }}",
         # Tickets from the form's input path are not the day's own: their labels stay in the run folder.
         custom_input="{{ params.input_path is not none and params.input_path | trim != '' }}",
+        # Another model or max_tokens than the labels' owner: its own output, unless asked to replace.
+        replace_output="{{ params.replace_output }}",
         requeue_rounds="{{ params.requeue_rounds }}",
         output_schema=LABEL_SCHEMA,
         output_uri=LABELS_URI,

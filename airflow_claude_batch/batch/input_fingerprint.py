@@ -6,12 +6,19 @@ compares the input as it is now with it, so a change is never silently ignored (
 the records: a file counts as changed when its size or its version (the store's ETag, else its
 modification time) differs, or when it appears or disappears. A callable source is known by its name
 only; its records cannot be compared without calling it.
+
+A ``stat`` that fails (a store's hiccup) is tried again a few times (:data:`STAT_ATTEMPTS`); if it
+still fails, the file's size and version are recorded as unknown (``null``), and an unknown value is
+never a change: it is compared with nothing, so one failed ``stat`` cannot make every later rerun fail
+as "changed". What an unknown value cannot show (a change of that field) is logged as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +28,14 @@ from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sources import CallableRecords, FileRecords, RecordSource
 from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
+from airflow_claude_batch.batch.url_secrets import masked_url
 
 FINGERPRINT_SCHEMA_VERSION = 1
+#: Tries of a file's ``stat`` before its size and version are recorded as unknown.
+STAT_ATTEMPTS = 4
+STAT_RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,8 +43,8 @@ class InputFile:
     """One input file as the store describes it.
 
     :param uri: the file.
-    :param size: its size in bytes, when the store gives it.
-    :param version: its ETag, else its modification time, when the store gives one.
+    :param size: its size in bytes, when the store gives it (``None``: unknown, never a change).
+    :param version: its ETag, else its modification time, when the store gives one (``None``: unknown).
     """
 
     uri: str
@@ -75,10 +88,16 @@ class InputFingerprint:
             changes.append(f"{uri} is gone")
         for uri in sorted(now.keys() & before.keys()):
             old, new = before[uri], now[uri]
-            if old.size != new.size:
+            if _known_and_different(old.size, new.size):
                 changes.append(f"{uri} changed size from {old.size} to {new.size} bytes")
-            elif old.version != new.version:
+            elif _known_and_different(old.version, new.version):
                 changes.append(f"{uri} was modified (version {old.version} -> {new.version})")
+            elif None in (old.size, new.size, old.version, new.version):
+                log.warning(
+                    "%s: its size or version was not known to one of the builds (a failed stat), so a "
+                    "change of it cannot be seen; it is taken as unchanged",
+                    uri,
+                )
         return changes
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,16 +165,41 @@ def fingerprint_input(
     return InputFingerprint(files, source_name, _digest(template, settings or {}), interval)
 
 
-def _describe(path: StoragePath) -> InputFile:
-    try:
-        info = path.stat()  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
-        return InputFile(str(path), None, None)
+def _known_and_different(old: object, new: object) -> bool:
+    """Whether two values of a field differ, both known: an unknown value is never a change."""
+    return old is not None and new is not None and old != new
+
+
+def _describe(path: StoragePath, sleep: Callable[[float], None] = time.sleep) -> InputFile:
+    uri = masked_url(str(path))  # a signed URL's token is never stored (input.json, owner records)
+    info = _stat(path, sleep)
+    if info is None:
+        return InputFile(uri, None, None)
     size = _get(info, "size", "st_size")
     version = _get(info, "ETag", "etag", "LastModified", "mtime", "st_mtime", "last_modified")
-    return InputFile(
-        str(path), None if size is None else int(size), None if version is None else str(version)
-    )
+    return InputFile(uri, None if size is None else int(size), None if version is None else str(version))
+
+
+def _stat(path: StoragePath, sleep: Callable[[float], None]) -> Any:
+    """The file's ``stat``, tried :data:`STAT_ATTEMPTS` times; ``None`` when it stays unknown."""
+    stat = getattr(path, "stat", None)
+    if stat is None:
+        return None
+    for attempt in range(STAT_ATTEMPTS):
+        try:
+            return stat()
+        except OSError as exc:
+            if attempt + 1 == STAT_ATTEMPTS:
+                log.warning(
+                    "%s: stat failed %d times (%s: %s); its size and version are recorded as unknown",
+                    path,
+                    STAT_ATTEMPTS,
+                    type(exc).__name__,
+                    exc,
+                )
+                return None
+            sleep(STAT_RETRY_DELAYS_SECONDS[min(attempt, len(STAT_RETRY_DELAYS_SECONDS) - 1)])
+    return None
 
 
 def _get(info: Any, *names: str) -> Any:

@@ -2,7 +2,9 @@
 
 A flat output such as ``labels/2026-11-02.jsonl`` is shared by every run whose ``output_uri`` renders to
 it, so it gets an owner record beside it, ``labels/2026-11-02.jsonl.owner.json``, naming the DAG, the
-pipeline, the data interval, the input (the source URIs the build read) and the run that wrote it.
+pipeline, the data interval, the input (the source URIs the build read), the digest of the request
+settings (the input fingerprint's ``params_digest``: model, prompt and system, ``max_tokens`` and the
+other params, the output schema...) and the run that wrote it.
 
 The rule, checked by the report before it writes:
 
@@ -13,6 +15,11 @@ The rule, checked by the report before it writes:
   or a re-sweep of it after late data replace it; a run over another interval, another input or from
   another DAG or pipeline does not. A run over a data interval may also replace what a run without
   one (a manual run over the same input) wrote.
+- The request settings must be the owner's too: an experiment over the same interval and input with
+  another model, prompt or ``max_tokens`` writes its own output, unless it is run with
+  ``replace_output=True`` (a documented parameter of the pipeline and the report), which lets it
+  replace the output, and own it, although its settings differ. An owner record written before the
+  settings were recorded (schema 1) has no digest: its settings are taken as the same.
 - No owner record and no file: the run writes it and becomes its owner. A file without an owner record
   (written by hand or by an older version) is never replaced.
 
@@ -32,7 +39,9 @@ from typing import Any
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
 
-OWNER_SCHEMA_VERSION = 1
+OWNER_SCHEMA_VERSION = 2
+# Version 1 records (no settings digest) are still read: their settings are unknown, never a difference.
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class OutputClaim:
     :param data_interval: ``[start, end]`` as ISO 8601 text, or ``None`` for a run without one.
     :param sources: the input URIs the build read, sorted (``None``: unknown, e.g. a callable source).
     :param run_folder: the run folder that holds the answers.
+    :param params_digest: the digest of the run's request settings (the input fingerprint's
+        ``params_digest``), or ``None`` when unknown.
     """
 
     dag_id: str
@@ -53,6 +64,7 @@ class OutputClaim:
     data_interval: tuple[str, str] | None
     sources: tuple[str, ...] | None
     run_folder: str
+    params_digest: str | None = None
     schema_version: int = OWNER_SCHEMA_VERSION
 
     def same_claim(self, other: OutputClaim) -> bool:
@@ -65,12 +77,19 @@ class OutputClaim:
             and self.sources == other.sources
         )
 
-    def may_replace(self, owner: OutputClaim) -> bool:
+    def same_settings(self, owner: OutputClaim) -> bool:
+        """Whether the request settings are the owner's; an unknown digest is never a difference."""
+        return None in (self.params_digest, owner.params_digest) or self.params_digest == owner.params_digest
+
+    def may_replace(self, owner: OutputClaim, *, replace_output: bool = False) -> bool:
         """Whether a run claiming this may replace the output ``owner`` wrote.
 
-        The same claim may; so may a run over a data interval replacing what a run without one (a
-        manual run over the same input) wrote, since only a run over the interval is its own.
+        The same claim may, with the same request settings (or other settings and ``replace_output``);
+        so may a run over a data interval replacing what a run without one (a manual run over the same
+        input) wrote, since only a run over the interval is its own.
         """
+        if not (replace_output or self.same_settings(owner)):
+            return False
         if self.same_claim(owner):
             return True
         if owner.data_interval is not None or self.data_interval is None:
@@ -83,7 +102,7 @@ class OutputClaim:
     @classmethod
     def from_dict(cls, data: Any) -> OutputClaim | None:
         """Read a stored owner record; ``None`` when it is not one this version understands."""
-        if not isinstance(data, dict) or data.get("schema_version") != OWNER_SCHEMA_VERSION:
+        if not isinstance(data, dict) or data.get("schema_version") not in _READABLE_VERSIONS:
             return None
         try:
             interval = data.get("data_interval")
@@ -95,6 +114,7 @@ class OutputClaim:
                 data_interval=None if interval is None else (str(interval[0]), str(interval[1])),
                 sources=None if sources is None else tuple(str(uri) for uri in sources),
                 run_folder=str(data["run_folder"]),
+                params_digest=None if data.get("params_digest") is None else str(data["params_digest"]),
             )
         except (KeyError, IndexError, TypeError):
             return None
@@ -128,9 +148,17 @@ def own_folder_output(folder: RunFolder, output: StoragePath) -> StoragePath:
 
 
 def place_output(
-    output: StoragePath, folder: RunFolder, claim: OutputClaim, *, custom_input: bool
+    output: StoragePath,
+    folder: RunFolder,
+    claim: OutputClaim,
+    *,
+    custom_input: bool,
+    replace_output: bool = False,
 ) -> OutputPlace:
-    """Apply the ownership rule (see the module's docstring) to a run about to write ``output``."""
+    """Apply the ownership rule (see the module's docstring) to a run about to write ``output``.
+
+    :param replace_output: the user asked to replace an output whose owner ran other request settings.
+    """
     if custom_input:
         reason = "the run read a custom input, not its interval's own"
         return OutputPlace(own_folder_output(folder, output), False, reason)
@@ -140,12 +168,17 @@ def place_output(
             reason = f"{output} exists without an owner record (written by hand or an older version)"
             return OutputPlace(own_folder_output(folder, output), False, reason)
         return OutputPlace(output, True)
-    if claim.may_replace(previous):
+    if claim.may_replace(previous, replace_output=replace_output):
         return OutputPlace(output, True, previous=previous)
     reason = (
         f"{output} is owned by run {previous.run_id} of {previous.dag_id}.{previous.pipeline_id} over "
         f"interval {_interval_text(previous.data_interval)} and input {_sources_text(previous.sources)}"
     )
+    if claim.same_claim(previous) and not claim.same_settings(previous):
+        reason += (
+            ", whose request settings (model, prompt, max_tokens or other params) differ from this "
+            "run's; run with replace_output=True to replace it on purpose"
+        )
     return OutputPlace(own_folder_output(folder, output), False, reason, previous)
 
 

@@ -261,7 +261,8 @@ class RequestRenderer:
         :raises InputError: the record cannot become a valid request; the message names the fix.
         """
         custom_id = record.get(self._id_field)
-        if type(custom_id) is not str or not _valid_id(custom_id):
+        # The fast path takes a valid id as it is, but never a marker's: the full check refuses it.
+        if type(custom_id) is not str or not _valid_id(custom_id) or custom_id.startswith(MARKER_PREFIX):
             custom_id = self.custom_id(record, location)
         if self.template.render is not None:
             return self._render_with_callable(custom_id, record, location)

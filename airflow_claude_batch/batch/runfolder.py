@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from airflow_claude_batch.batch.storage import StoragePath
+from airflow_claude_batch.batch.url_secrets import masked_url, url_secrets
 from airflow_claude_batch.exceptions import InputError
 
 OUTCOMES = ("succeeded", "errored", "expired", "canceled")
@@ -60,6 +61,13 @@ class RunFolder:
         """Return the run folder of pipeline ``pipeline_id`` (its task group's id) in DAG run ``run_id``."""
         if dag_id == CLAIMS_FOLDER:
             raise InputError(f"dag_id {dag_id!r} is the storage root's claims folder; rename the DAG")
+        if url_secrets(str(storage)):
+            # The run folder's URI is written into every descriptor (XCom), state file and manifest.
+            raise InputError(
+                f"the storage URI {masked_url(str(storage))} carries credentials (user:password@ or a "
+                "token in its query); they would be written into every state file, XCom value and "
+                "manifest: put them in a connection and pass its id as storage_conn_id instead"
+            )
         return cls(
             storage
             / safe_segment(dag_id, "dag_id")

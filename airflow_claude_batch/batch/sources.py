@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
@@ -299,6 +300,7 @@ def _csv_records(handle: IO[bytes], label: str) -> Iterator[tuple[Record, str]]:
     header = _next_csv_row(reader, label)
     if header is None:
         return
+    refuse_repeated_columns(header, f"{label}:1", "the CSV header")
     width = len(header)
     while True:
         # The reader counts the lines it consumed, so the next row starts on the line after.
@@ -315,6 +317,22 @@ def _csv_records(handle: IO[bytes], label: str) -> Iterator[tuple[Record, str]]:
                 location=location,
             )
         yield dict(zip(header, row, strict=True)), location
+
+
+def refuse_repeated_columns(names: Sequence[str], location: str, where: str) -> None:
+    """Refuse a file whose columns repeat a name: one of them would silently replace the other.
+
+    :raises InputError: naming the repeated columns and the file.
+    """
+    counts = Counter(names)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        shown = ", ".join(f"{name!r} ({counts[name]} times)" for name in repeated)
+        raise InputError(
+            f"{where} repeats the column name(s) {shown}: a record would keep only one of them, so "
+            "values (ids, prompts) could be silently replaced; give every column its own name",
+            location=location,
+        )
 
 
 def _next_csv_row(reader: Any, label: str) -> list[str] | None:
@@ -341,7 +359,9 @@ def _parquet_records(handle: IO[bytes], label: str) -> Iterator[tuple[Record, st
         ) from exc
     row = 0
     try:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        parquet = pq.ParquetFile(handle)
+        refuse_repeated_columns(parquet.schema_arrow.names, label, "the Parquet schema")
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
             for record in batch.to_pylist():
                 row += 1
                 yield record, f"{label}:row {row}"

@@ -26,6 +26,7 @@ from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE, LineSplitter
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, read_json, write_json
+from airflow_claude_batch.batch.url_secrets import mask_urls
 from airflow_claude_batch.exceptions import StorageError
 
 STATE_SCHEMA_VERSION = 2
@@ -92,6 +93,8 @@ class SubmitState:
     schema_version: int = STATE_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.failure:  # an error's text may quote a URL with credentials: never stored
+            object.__setattr__(self, "failure", mask_urls(self.failure))
         if self.status not in _STATUSES:
             raise ValueError(f"status must be one of {_STATUSES}, got {self.status!r}")
         if (self.status == SUBMITTED) != bool(self.batch_id):

@@ -314,7 +314,9 @@ def _add_batch_routes(app: FastAPI, emulator: _Emulator) -> None:
     @app.get(BATCHES + "/{batch_id}/results")
     async def batch_results(batch_id: str, request: Request) -> Response:
         caller = await emulator.gate(request, "results", "results_downloads")
-        content = await run_in_threadpool(engine.results, batch_id, caller.workspace)
+        content = await run_in_threadpool(
+            engine.results, batch_id, caller.workspace, emulator.faults.results_lag_seconds
+        )
         cut_after = emulator.faults.take_results_cut()
         if cut_after is not None:
             partial = content[: _line_offset(content, cut_after)]

@@ -250,10 +250,12 @@ class Engine:
             ids.pop(bisect_left(ids, batch_id))
             return {"id": batch_id, "type": "message_batch_deleted"}
 
-    def results(self, batch_id: str, workspace: str) -> bytes:
+    def results(self, batch_id: str, workspace: str, lag_seconds: float = 0.0) -> bytes:
         """Return the batch's JSONL results, one line per request, in arbitrary order.
 
-        :raises ApiError: 404 for an unknown or archived batch, 400 while it is processing.
+        :param lag_seconds: the results are not found until this long after the batch ended (a fault).
+        :raises ApiError: 404 for an unknown or archived batch, or for results that lag; 400 while
+            it is processing.
         """
         with self._lock:
             batch = self._advanced(batch_id, workspace)
@@ -265,6 +267,8 @@ class Engine:
                 )
             if self._archived_at(batch) is not None:
                 raise ApiError("not_found_error", f"results of message_batch {batch_id} were archived")
+            if self.clock() < batch.ended_at + lag_seconds:
+                raise ApiError("not_found_error", f"results of message_batch {batch_id} not found")
             return batch.results
 
     # -- processing -------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ Spec (any subset of keys in one JSON object):
 - ``{"expire_next": {"fraction": F, "batches": N}}`` and ``{"error_next": {"fraction": F,
   "batches": N, "error_type": T}}``: the next ``N`` batches end with that fraction of requests
   expired / errored;
-- ``{"processing_seconds": S}``: batches created from now on take ``S`` seconds to end (null: off).
+- ``{"processing_seconds": S}``: batches created from now on take ``S`` seconds to end (null: off);
+- ``{"results_lag_seconds": S}``: while armed, a batch's results download answers 404
+  (``not_found_error``) until ``S`` seconds after the batch ended, although its status already says
+  ``ended`` with a ``results_url`` (results that lag the status; null or 0: off).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class FaultBoard:
             self._expire_next: list[float] = []
             self._error_next: list[tuple[float, str]] = []
             self._processing_seconds: float | None = None
+            self._results_lag_seconds = 0.0
 
     def arm(self, spec: dict[str, Any]) -> None:
         """Arm the faults in ``spec`` (see the module docstring); raise ``ValueError`` for a bad spec.
@@ -118,6 +122,7 @@ class FaultBoard:
             "expire_next",
             "error_next",
             "processing_seconds",
+            "results_lag_seconds",
         }
         unknown = set(spec) - known
         if unknown:
@@ -161,6 +166,10 @@ class FaultBoard:
             value = spec["processing_seconds"]
             seconds = None if value is None else _seconds(value, "processing_seconds")
             actions.append(lambda: setattr(self, "_processing_seconds", seconds))
+        if "results_lag_seconds" in spec:
+            value = spec["results_lag_seconds"]
+            lag = 0.0 if value is None else _seconds(value, "results_lag_seconds")
+            actions.append(lambda: setattr(self, "_results_lag_seconds", lag))
         return actions
 
     @staticmethod
@@ -202,6 +211,11 @@ class FaultBoard:
         with self._lock:
             lines, self._results_cut = self._results_cut, None
             return lines
+
+    @property
+    def results_lag_seconds(self) -> float:
+        """Seconds after a batch ends during which its results download still answers 404."""
+        return self._results_lag_seconds
 
     @property
     def latency_seconds(self) -> float:

@@ -4,9 +4,12 @@
   :func:`transport_error`), so that every call fails alike whichever client made it.
 - :func:`translate` turns those the caller can act on into this package's: a rejected key or an
   unreachable Base URL → ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create
-  the API refused → ``InputError``. Every message names the connection and what to fix, never the key.
-  A create's error answer without the API's own error body (:func:`is_api_error_body`: a gateway's page,
-  a proxy's 4xx) proves nothing about the create and is left as the SDK's exception.
+  the API refused → ``InputError``. A create's error answer without the API's own error body
+  (:func:`is_api_error_body`: a gateway's page, a proxy's 4xx) proves nothing about the create and is left
+  as the SDK's exception. A 404 on a results download is left as it is: the batch is known (it was just
+  read), so its results lag its status or are gone, and the download decides
+  (:mod:`~airflow_claude_batch.hooks.results_stream`); it is never a wrong Base URL. Every message
+  names the connection and what to fix, never the key nor the Base URL's credentials.
 - :func:`failed_test_message` says the same for the connection test.
 """
 
@@ -23,13 +26,14 @@ import anthropic
 import httpx
 import orjson
 
+from airflow_claude_batch.batch.url_secrets import mask_urls
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError, InputError
 from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL, ClaudeSettings
 from airflow_claude_batch.hooks.read_retries import is_retryable
 
 CREATE = "create a batch"
-#: The results download (``results_stream.DOWNLOAD``): its 404 is about the results, not the Base URL.
-RESULTS = "download results"
+#: The results download: its 404 is about the results, not the Base URL.
+DOWNLOAD = "download results"
 T = TypeVar("T")
 #: Seconds between reads of a batch that answered 404: a batch read right after its create can be
 #: unknown for a moment (a known report against the SDK), so only the last 404 means "no such batch".
@@ -58,7 +62,7 @@ def translate(
     :param batch_id: the batch the call was about, if any: a 404 is then an unknown batch.
     :param reached: whether the Base URL ever answered; if not, a refused connection is a wrong host.
     """
-    conn_id, base_url = settings.conn_id, settings.base_url
+    conn_id, base_url = settings.conn_id, settings.shown_base_url
     if action == CREATE and isinstance(exc, anthropic.APIStatusError) and not is_api_error_body(exc.body):
         return None  # not the API's refusal: the create's outcome is unknown (the submit looks for it)
     if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
@@ -67,7 +71,7 @@ def translate(
             f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
         )
     if isinstance(exc, anthropic.NotFoundError):
-        if action == RESULTS:
+        if action == DOWNLOAD:
             return None  # results not found: the download says so (they can lag the batch's status)
         if batch_id is not None:
             return BatchNotFoundError(
@@ -80,7 +84,8 @@ def translate(
             f"URL to the API root (e.g. {FIRST_PARTY_BASE_URL}), without the endpoint path"
         )
     if isinstance(exc, (anthropic.BadRequestError, anthropic.ContentTooLargeError)) and action == CREATE:
-        return InputError(f"the API refused to {action} (HTTP {exc.status_code}): {exc.api_message or exc}")
+        detail = mask_urls(str(exc.api_message or exc))
+        return InputError(f"the API refused to {action} (HTTP {exc.status_code}): {detail}")
     if not reached:
         return unreachable_error(exc, settings)
     return None
@@ -124,9 +129,9 @@ def unreachable_error(exc: BaseException, settings: ClaudeSettings) -> Connectio
     if cause is None:
         return None
     return ConnectionConfigError(
-        f"connection {settings.conn_id!r} cannot reach its Base URL {settings.base_url} "
-        f"({type(cause).__name__}: {cause}): check the host in the connection, and that the server "
-        "is up and reachable from the workers"
+        f"connection {settings.conn_id!r} cannot reach its Base URL {settings.shown_base_url} "
+        f"({type(cause).__name__}: {mask_urls(str(cause))}): check the host in the connection, and that "
+        "the server is up and reachable from the workers"
     )
 
 
@@ -149,7 +154,7 @@ def failed_test_message(exc: Exception, settings: ClaudeSettings) -> str:
 
     :param exc: a ``ConnectionConfigError`` (its message says it all) or an SDK exception.
     """
-    conn_id, base_url = settings.conn_id, settings.base_url
+    conn_id, base_url = settings.conn_id, settings.shown_base_url
     if isinstance(exc, anthropic.APIStatusError):
         return (
             f"connection {conn_id!r} reached {base_url}, which answered HTTP {exc.status_code} "
@@ -159,10 +164,11 @@ def failed_test_message(exc: Exception, settings: ClaudeSettings) -> str:
     if isinstance(exc, anthropic.APIConnectionError):
         behind = exc.__cause__ or exc  # the SDK wraps the transport's error
         return (
-            f"connection {conn_id!r}: the call to {base_url} failed ({type(behind).__name__}: {behind}); "
+            f"connection {conn_id!r}: the call to {base_url} failed ({type(behind).__name__}: "
+            f"{mask_urls(str(behind))}); "
             "check the Base URL and the network, then try again"
         )
-    return str(exc)
+    return mask_urls(str(exc))
 
 
 def status_error(response: httpx.Response) -> anthropic.APIStatusError:

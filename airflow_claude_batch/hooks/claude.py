@@ -4,11 +4,9 @@ Its parts, in ``hooks/``: the connection (``connection_settings``), the clients,
 :class:`ClaudeSettings` (``clients``), the retries of reads (``read_retries``), the results download
 (``results_stream``) and the errors (``api_errors``).
 
-The create is never retried automatically: a create whose answer is lost may still have made a batch,
-and the API has no idempotency key; the caller looks the batch up instead
-(:mod:`airflow_claude_batch.batch.submission`). The first call of a hook fails at once, with one
-``ConnectionConfigError``, when the Base URL refuses connections or its name does not resolve: a wrong
-host is not hidden behind minutes of retries.
+The create is never retried automatically (a lost answer may still have made a batch, and the API has
+no idempotency key): the submit looks the batch up (``batch.submission``). A hook's first call fails at
+once, with one ``ConnectionConfigError``, when the Base URL refuses connections or does not resolve.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from airflow.sdk import BaseHook
 from anthropic.types.messages import MessageBatch
 
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID
+from airflow_claude_batch import settings as provider_settings
 from airflow_claude_batch.batch.create_body import iter_batch_body, sent_body_size
 from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE
 from airflow_claude_batch.batch.storage import StoragePath
@@ -132,7 +131,8 @@ class ClaudeBatchHook(BaseHook):
     def _remember(settings: ClaudeSettings) -> ClaudeSettings:
         from airflow.sdk.log import mask_secret
 
-        mask_secret(settings.api_key)
+        for secret in settings.secrets:  # the key, and credentials in the Base URL
+            mask_secret(secret)
         return settings
 
     def get_conn(self) -> anthropic.Anthropic:
@@ -230,9 +230,9 @@ class ClaudeBatchHook(BaseHook):
         except ValueError as exc:
             # A success status with a body that is not a batch: a batch may exist all the same.
             raise AfterSubmitError(
-                f"{self.settings.base_url} answered the create with HTTP {response.status_code} and a body "
-                f"that is not a batch ({type(exc).__name__}); the batch may exist and will be looked up. "
-                f"Check the Base URL of connection {self.conn_id!r}"
+                f"{self.settings.shown_base_url} answered the create with HTTP {response.status_code} and a "
+                f"body that is not a batch ({type(exc).__name__}); the batch may exist and will be looked "
+                f"up. Check the Base URL of connection {self.conn_id!r}"
             ) from None
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
@@ -288,7 +288,7 @@ class ClaudeBatchHook(BaseHook):
         :raises ResultsStreamInterrupted: the download stopped before its end (download again).
         """
         download = ResultsDownload(
-            self.settings.base_url, self._send, lambda: self._anonymous_client, self._read_retries
+            self.settings.client_base_url, self._send, lambda: self._anonymous_client, self._read_retries
         )
         yield from download.iter_results(batch_id, self.get_batch(batch_id))
 
@@ -298,7 +298,7 @@ class ClaudeBatchHook(BaseHook):
             self._call("list batches", lambda c: c.messages.batches.list(limit=1), retries=False)
         except (ConnectionConfigError, anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
             return False, failed_test_message(exc, self.settings)
-        return True, f"connection {self.conn_id!r}: {self.settings.base_url} accepted the API key"
+        return True, f"connection {self.conn_id!r}: {self.settings.shown_base_url} accepted the API key"
 
     # --- async -------------------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ class ClaudeBatchHook(BaseHook):
 
     @cached_property
     def _read_retries(self) -> ReadRetryPolicy:
-        return ReadRetryPolicy(self.settings.max_retries)
+        return ReadRetryPolicy(self.settings.max_retries, provider_settings.results_lag_seconds())
 
     def _call(
         self,

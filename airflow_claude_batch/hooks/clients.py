@@ -8,7 +8,8 @@
 - the anonymous client: a redirect of the results download to another origin, fetched without any
   credential.
 
-Building an SDK client also keeps request bodies (prompts) out of the SDK's debug log.
+Building an SDK client also keeps request bodies (prompts) out of the SDK's debug log, and the
+credentials of URLs (a signed results URL's token, say) out of the HTTP libraries' request lines.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import anthropic
 import httpx
 from anthropic.resources.messages import Messages
 
+from airflow_claude_batch.batch.url_secrets import mask_urls
 from airflow_claude_batch.hooks.api_errors import status_error, transport_error
 from airflow_claude_batch.hooks.connection_settings import ClaudeSettings
 
 T = TypeVar("T")
 
 _SDK_CLIENT_LOGGER = "anthropic._base_client"
+# Loggers that write request URLs: the SDK's, and the HTTP clients' ("HTTP Request: GET <url>").
+_URL_LOGGERS = (_SDK_CLIENT_LOGGER, "httpx", "httpx2")
 _REQUEST_BODY_OPTIONS = frozenset({"json_data", "content", "files", "extra_json"})
 
 
@@ -38,9 +42,10 @@ def build_client(settings: ClaudeSettings, client_class: type[T], *, max_retries
     :param max_retries: the SDK's retries of reads; the connection's ``max_retries`` when ``None``.
     """
     keep_request_bodies_out_of_sdk_logs()
+    keep_url_secrets_out_of_http_logs()
     return client_class(  # type: ignore[call-arg]
         api_key=settings.api_key,
-        base_url=settings.base_url,
+        base_url=settings.client_base_url,
         timeout=settings.client_timeout,
         max_retries=settings.max_retries if max_retries is None else max_retries,
         default_headers=settings.extra_headers,
@@ -78,16 +83,47 @@ def keep_request_bodies_out_of_sdk_logs() -> None:
         sdk_log.addFilter(_OmitRequestBodies())
 
 
+class _MaskUrlSecrets(logging.Filter):
+    """Mask the credentials of every URL in a log line (``user:password@``, ``?key=``, signatures)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is left to logging's own error handling
+            return True
+        masked = mask_urls(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def keep_url_secrets_out_of_http_logs() -> None:
+    """Install :class:`_MaskUrlSecrets` on the loggers that write request URLs, once per process."""
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _MaskUrlSecrets) for existing in logger.filters):
+            logger.addFilter(_MaskUrlSecrets())
+
+
 def build_stream_client(settings: ClaudeSettings, sdk_client: anthropic.Anthropic) -> httpx.Client:
     """Build the plain ``httpx`` client for streamed bodies, with the SDK client's own headers."""
+    keep_url_secrets_out_of_http_logs()
     headers = {
         name: value
-        for name, value in {**sdk_client.default_headers, **sdk_client.auth_headers}.items()
+        # The connection's own headers last, as the SDK sends them (a gateway's Basic authorization).
+        for name, value in {
+            **sdk_client.default_headers,
+            **sdk_client.auth_headers,
+            **settings.extra_headers,
+        }.items()
         if isinstance(value, str)
     }
     # Redirects are followed by the results download, which never sends the key to another origin.
     return httpx.Client(
-        base_url=settings.base_url, headers=headers, timeout=settings.http_timeout, follow_redirects=False
+        base_url=settings.client_base_url,
+        headers=headers,
+        timeout=settings.http_timeout,
+        follow_redirects=False,
     )
 
 

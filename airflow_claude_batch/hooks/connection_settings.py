@@ -20,17 +20,19 @@ A misconfigured connection is one ``ConnectionConfigError`` that names the conne
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anthropic
 import httpx
 
 from airflow_claude_batch import CONNECTION_TYPE, LEGACY_CONNECTION_TYPE, get_provider_info
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.batch.url_secrets import masked_url, url_secrets
 from airflow_claude_batch.compat import connection_form_widgets
 from airflow_claude_batch.exceptions import ConnectionConfigError
 
@@ -48,7 +50,9 @@ class ClaudeSettings:
     """Everything the clients are built from, read once from the connection.
 
     :param conn_id: the Airflow connection id, for messages.
-    :param base_url: the API root, normalised (scheme, host, optional path prefix; no ``/v1``).
+    :param base_url: the API root, normalised (scheme, host, optional path prefix; no ``/v1``); it may
+        carry credentials (a gateway's ``user:password@``), so it is never written: messages, logs and
+        XCom show :attr:`shown_base_url`.
     :param api_key: the key (never shown in ``repr``).
     :param anthropic_version: the ``anthropic-version`` header.
     :param betas: flags for the ``anthropic-beta`` header.
@@ -57,7 +61,7 @@ class ClaudeSettings:
     """
 
     conn_id: str
-    base_url: str
+    base_url: str = field(repr=False)
     api_key: str = field(repr=False)
     anthropic_version: str = ANTHROPIC_VERSION
     betas: tuple[str, ...] = ()
@@ -65,10 +69,38 @@ class ClaudeSettings:
     max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
+    def shown_base_url(self) -> str:
+        """The Base URL as written anywhere: its credentials masked (``http://***@gateway``)."""
+        return masked_url(self.base_url)
+
+    @property
+    def secrets(self) -> list[str]:
+        """What must never be written: the key and the Base URL's credentials."""
+        return [self.api_key, *url_secrets(self.base_url)]
+
+    @property
+    def client_base_url(self) -> str:
+        """The Base URL the clients call: without its credentials, which go in a header instead.
+
+        A URL with ``user:password@`` would be written whole by the HTTP libraries' own log lines;
+        the credentials are sent as HTTP Basic authorization (what ``httpx`` would do with them), to
+        the Base URL's origin only.
+        """
+        parts = urlsplit(self.base_url)
+        if "@" not in parts.netloc:
+            return self.base_url
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+    @property
     def extra_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self.anthropic_version}
         if self.betas:
             headers["anthropic-beta"] = ",".join(self.betas)
+        parts = urlsplit(self.base_url)
+        if "@" in parts.netloc:
+            userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
         return headers
 
     @property

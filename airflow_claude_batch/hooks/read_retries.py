@@ -13,6 +13,11 @@ connection's ``max_retries`` times. It is applied in two ways:
   hook's first call, made with the SDK's retries off so that a Base URL that refuses connections or does
   not resolve fails at once instead of after minutes of retries (``give_up``).
 
+Results that lag their batch's status (a 404 on the results download of a batch that the API says
+has ended) are waited for with :meth:`ReadRetryPolicy.lag_retrying`: backoff from 1 s doubling up to
+30 s, for at most ``results_lag_seconds`` in all (``[claude_batch] results_lag_seconds``, 300 s by
+default).
+
 The create is never retried: it goes through a client whose ``max_retries`` is 0 and is never wrapped
 here, because a create whose answer is lost may still have made a batch and the API has no idempotency
 key (the caller looks the batch up instead: :mod:`airflow_claude_batch.batch.submission`).
@@ -35,6 +40,9 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 BASE_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 8.0
 RETRY_AFTER_CAP_SECONDS = 60.0
+DEFAULT_RESULTS_LAG_SECONDS = 300.0
+LAG_BASE_DELAY_SECONDS = 1.0
+LAG_MAX_DELAY_SECONDS = 30.0
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -68,9 +76,11 @@ class ReadRetryPolicy:
     ``for attempt in policy.retrying(): with attempt: ...`` (``async for`` for the async one).
 
     :param max_retries: retries after the first attempt (the connection's ``max_retries``).
+    :param results_lag_seconds: how long to wait, in all, for results that lag an ended batch.
     """
 
     max_retries: int
+    results_lag_seconds: float = DEFAULT_RESULTS_LAG_SECONDS
 
     def retrying(self, give_up: Callable[[BaseException], object] = _never) -> tenacity.Retrying:
         """Return a retry loop for a blocking read.
@@ -82,6 +92,21 @@ class ReadRetryPolicy:
     def async_retrying(self, give_up: Callable[[BaseException], object] = _never) -> tenacity.AsyncRetrying:
         """Return a retry loop for an async read; ``give_up`` as for :meth:`retrying`."""
         return tenacity.AsyncRetrying(**self._options(give_up))
+
+    def lag_retrying(self) -> tenacity.Retrying:
+        """Return a retry loop that waits for results not found yet (``anthropic.NotFoundError``).
+
+        Backoff from 1 s doubling up to 30 s, jittered, until ``results_lag_seconds`` have passed;
+        the last ``NotFoundError`` is re-raised as it was.
+        """
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_delay(self.results_lag_seconds),
+            retry=tenacity.retry_if_exception_type(anthropic.NotFoundError),
+            wait=tenacity.wait_random_exponential(
+                multiplier=LAG_BASE_DELAY_SECONDS, max=LAG_MAX_DELAY_SECONDS
+            ),
+            reraise=True,
+        )
 
     def _options(self, give_up: Callable[[BaseException], object]) -> dict[str, Any]:
         return {

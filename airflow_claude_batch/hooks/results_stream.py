@@ -4,7 +4,9 @@ Results are always downloaded through the connection's Base URL, and the key is 
 origin: a ``results_url`` on another host (a gateway passing the API's answer through) is fetched by
 its path from the Base URL (:func:`results_path`), and a redirect to another origin is followed with
 the anonymous client. Opening the download is retried by the :class:`ReadRetryPolicy`; a download that
-breaks off once open is ``ResultsStreamInterrupted`` (the caller downloads again).
+breaks off once open is ``ResultsStreamInterrupted`` (the caller downloads again). A 404 on the
+download of a batch that has ended is results lagging the status: it is waited for within the policy's
+``results_lag_seconds``, then ``ResultsUnavailableError`` names the batch (never a Base URL to fix).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import anthropic
 import httpx
 
 from airflow_claude_batch.batch.results_reader import iter_records
+from airflow_claude_batch.batch.url_secrets import mask_urls, masked_url
 from airflow_claude_batch.exceptions import ResultsStreamInterrupted, ResultsUnavailableError
+from airflow_claude_batch.hooks.api_errors import DOWNLOAD
 from airflow_claude_batch.hooks.read_retries import ReadRetryPolicy
 
 MAX_REDIRECTS = 5
-DOWNLOAD = "download results"
 _RESULTS_GET: dict[str, Any] = {"stream": True, "headers": {"Accept": "application/binary"}}
 
 
@@ -84,26 +87,37 @@ class ResultsDownload:
                 yield from iter_records(response.iter_bytes(), source=f"results of batch {batch_id}")
             except httpx.HTTPError as exc:
                 raise ResultsStreamInterrupted(
-                    f"the download of the results of batch {batch_id} from {self.base_url} broke "
-                    f"off ({type(exc).__name__}: {exc}); download the results again"
+                    f"the download of the results of batch {batch_id} from {masked_url(self.base_url)} "
+                    f"broke off ({type(exc).__name__}: {mask_urls(str(exc))}); download the results again"
                 ) from exc
 
     @contextmanager
     def _open(self, batch_id: str, path: str) -> Iterator[httpx.Response]:
-        """Open the results download, retrying 429 / 5xx / 529 / connection errors."""
+        """Open the results download, retrying 429 / 5xx / 529 / connection errors, and waiting
+        (within ``results_lag_seconds``) for results not found yet."""
         try:
-            for attempt in self.retries.retrying():
-                with attempt:
-                    response = self._follow_redirects(self.send(DOWNLOAD, "GET", path, **_RESULTS_GET))
+            for lagging in self.retries.lag_retrying():
+                with lagging:
+                    response = self._open_once(path)
         except anthropic.NotFoundError as exc:
             raise ResultsUnavailableError(
-                f"the results of batch {batch_id} are not available ({exc.api_message or 'not found'}); "
-                "they may have been archived (29 days after creation) or deleted"
+                f"the results of batch {batch_id} were still not found "
+                f"{self.retries.results_lag_seconds:g} s after the batch was read as ended "
+                f"({exc.api_message or 'not found'}): results may lag the batch's status; the task's "
+                "retry downloads them again (raise [claude_batch] results_lag_seconds to wait longer). "
+                "If it persists, the batch may have been deleted"
             ) from exc
         try:
             yield response
         finally:
             response.close()
+
+    def _open_once(self, path: str) -> httpx.Response:
+        """One open of the download, with the read retries of 429 / 5xx / 529 / connection errors."""
+        for attempt in self.retries.retrying():
+            with attempt:
+                return self._follow_redirects(self.send(DOWNLOAD, "GET", path, **_RESULTS_GET))
+        raise AssertionError("unreachable: the retry loop re-raises its last error")
 
     def _follow_redirects(self, response: httpx.Response) -> httpx.Response:
         """Follow the download's redirects; credentials go to the Base URL's origin only.
@@ -123,7 +137,7 @@ class ResultsDownload:
                 )
         response.close()
         raise ResultsUnavailableError(
-            f"the results download from {self.base_url} was redirected more than {MAX_REDIRECTS} "
+            f"the results download from {masked_url(self.base_url)} was redirected more than {MAX_REDIRECTS} "
             "times; check the Base URL of the connection"
         )
 

@@ -23,9 +23,11 @@ def write_owned_output(
     pipeline_id: str,
     max_rounds: int,
     custom_input: bool,
+    replace_output: bool = False,
 ) -> StoragePath:
     """Write the run's flat output to ``output`` if the run owns it, else into its run folder.
 
+    :param replace_output: replace ``output`` although its owner ran other request settings.
     :return: where the flat output was written.
     """
     fingerprint = read_fingerprint(folder)
@@ -36,8 +38,9 @@ def write_owned_output(
         data_interval=None if fingerprint is None else fingerprint.data_interval,
         sources=None if fingerprint is None else fingerprint.sources,
         run_folder=str(folder.root),
+        params_digest=None if fingerprint is None else fingerprint.params_digest,
     )
-    place = place_output(output, folder, claim, custom_input=custom_input)
+    place = place_output(output, folder, claim, custom_input=custom_input, replace_output=replace_output)
     rows = None
     if place.owned:
         claim_output(output, claim)

@@ -70,6 +70,9 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
     :param custom_input: the run read an input other than its interval's own (templated; e.g. a path
         from the trigger form): its flat output goes into its run folder, never to ``output_uri``. A run
         also writes there when another run owns ``output_uri`` (see ``batch.output_owner``).
+    :param replace_output: replace ``output_uri`` although the run that owns it ran other request
+        settings (model, prompt, ``max_tokens`` or other params) over the same interval and input
+        (templated; default ``False``: such a run writes into its own run folder).
     """
 
     template_fields: Sequence[str] = (
@@ -79,6 +82,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "prices_file",
         "output_uri",
         "custom_input",
+        "replace_output",
         "max_invalid_fraction",
         "max_dead_letter_fraction",
         "max_pending_fraction",
@@ -98,10 +102,12 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         max_invalid_fraction: float | str | None = None,
         max_dead_letter_fraction: float | str | None = None,
         max_pending_fraction: float | str | None = None,
+        replace_output: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_pending_fraction = max_pending_fraction
+        self.replace_output = replace_output
         self.max_invalid_fraction = max_invalid_fraction
         self.max_dead_letter_fraction = max_dead_letter_fraction
         self.pipeline_id = pipeline_id
@@ -132,6 +138,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
                     pipeline_id=pipeline_id,
                     max_rounds=max_rounds,
                     custom_input=_flag(self.custom_input, "custom_input"),
+                    replace_output=_flag(self.replace_output, "replace_output"),
                 )
                 extra["output"] = str(written)
             ti = context["ti"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from airflow_claude_batch.batch import input_fingerprint
 from airflow_claude_batch.batch.input_fingerprint import (
     InputFingerprint,
     fingerprint_input,
@@ -57,3 +61,56 @@ def test_a_callable_source_is_known_by_its_name() -> None:
     assert described.files is None
     assert described.sources is None
     assert described.source_name == "tickets()"
+
+
+class FlakyStatPath(type(Path())):  # type: ignore[misc]
+    """A local path whose ``stat`` fails its first ``failures`` calls (a store's hiccup)."""
+
+    failures = 0
+
+    def stat(self, *args: Any, **kwargs: Any) -> Any:
+        if FlakyStatPath.failures > 0:
+            FlakyStatPath.failures -= 1
+            raise OSError(5, "Input/output error (injected)")
+        return super().stat(*args, **kwargs)
+
+
+@pytest.fixture
+def no_stat_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(input_fingerprint, "STAT_RETRY_DELAYS_SECONDS", (0.0,))
+
+
+def test_a_failed_stat_is_tried_again(tmp_path: Path, no_stat_delay: None) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "1", "text": "x"}\n')
+    FlakyStatPath.failures = input_fingerprint.STAT_ATTEMPTS - 1
+
+    described = fingerprint([FlakyStatPath(data)])
+
+    assert described.files is not None
+    assert described.files[0].size == data.stat().st_size
+    assert FlakyStatPath.failures == 0
+
+
+def test_a_stat_that_stays_failed_is_unknown_and_unknown_is_never_a_change(
+    tmp_path: Path, no_stat_delay: None
+) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "1", "text": "x"}\n')
+    FlakyStatPath.failures = input_fingerprint.STAT_ATTEMPTS
+    unknown = fingerprint([FlakyStatPath(data)])
+    folder = RunFolder(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    write_fingerprint(folder, unknown)
+    stored = read_fingerprint(folder)
+
+    assert stored is not None
+    assert stored.files is not None
+    assert (stored.files[0].size, stored.files[0].version) == (None, None)
+    known = fingerprint([data])
+    # The rerun over the unchanged file (before: "changed size from None to 25 bytes", every time).
+    assert known.changes_since(stored) == []
+    assert stored.changes_since(known) == []
+    # A field known to both builds still shows a change.
+    data.write_text('{"id": "1", "text": "x"}\n{"id": "2", "text": "y"}\n')
+    assert any("changed size" in change for change in fingerprint([data]).changes_since(known))

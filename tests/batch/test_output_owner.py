@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,42 @@ def test_a_run_over_the_interval_replaces_what_a_run_without_one_wrote_over_the_
     claim_output(output, claim("s"))
     place = place_output(output, folder(tmp_path, "m2"), claim("m2", data_interval=None), custom_input=False)
     assert not place.owned
+
+
+def test_a_run_with_other_request_settings_writes_its_own_output_unless_asked_to_replace(
+    tmp_path, output
+) -> None:
+    nightly = claim("nightly", params_digest="settings-of-the-nightly")
+    claim_output(output, nightly)
+    output.write_text("{}\n")
+    experiment = claim("manual", data_interval=DAY, params_digest="another-model-and-max-tokens")
+
+    place = place_output(output, folder(tmp_path, "manual"), experiment, custom_input=False)
+
+    assert not place.owned
+    assert place.target == folder(tmp_path, "manual").root / "output.jsonl"
+    assert "request settings" in (place.reason or "")
+    assert "replace_output=True" in (place.reason or "")
+    replaced = place_output(
+        output, folder(tmp_path, "manual"), experiment, custom_input=False, replace_output=True
+    )
+    assert replaced.owned
+    # The same settings replace as before; replace_output never lifts the other rules.
+    assert place_output(
+        output, folder(tmp_path, "r"), claim("r", params_digest=nightly.params_digest), custom_input=False
+    ).owned
+    other_input = claim("x", sources=("file:///tmp/other.jsonl",), params_digest="another")
+    assert not place_output(
+        output, folder(tmp_path, "x"), other_input, custom_input=False, replace_output=True
+    ).owned
+
+
+def test_an_owner_record_without_a_settings_digest_is_read_and_never_a_difference(tmp_path, output) -> None:
+    record = {**claim("old").to_dict(), "schema_version": 1}
+    del record["params_digest"]
+    owner_record_path(output).write_text(json.dumps(record))
+    output.write_text("{}\n")
+
+    assert place_output(
+        output, folder(tmp_path, "new"), claim("new", params_digest="abc"), custom_input=False
+    ).owned

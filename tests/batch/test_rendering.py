@@ -342,3 +342,25 @@ def test_an_empty_input_is_refused(tmp_path: Path) -> None:
     empty.write_text("\n\n")
     with pytest.raises(InputError, match="no records"):
         list(iter_requests(FileRecords([empty]), RequestTemplate(model=MODEL)))
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {},  # the fast path: the line assembled from pre-encoded pieces
+        {"render": lambda record: {"messages": [{"role": "user", "content": record["text"]}]}},
+        {"prompt_field": "turns"},  # a list prompt, encoded whole
+    ],
+    ids=["fast-path", "render", "list-prompt"],
+)
+def test_an_id_with_the_marker_prefix_is_refused_on_every_build_path(template: dict) -> None:
+    record = {
+        "id": "acb-marker-0123456789abcdef",
+        "text": "hello",
+        "turns": [{"role": "user", "content": "hello"}],
+    }
+    with pytest.raises(InputError, match="starts with 'acb-marker-'") as raised:
+        render_one(record, **template)
+    assert raised.value.location is not None
+    # An id that merely contains it elsewhere is fine.
+    assert render_one({**record, "id": "x-acb-marker-1"}, **template).custom_id == "x-acb-marker-1"

@@ -297,3 +297,21 @@ def test_a_failing_or_empty_callable_is_an_input_error() -> None:
         list(CallableRecords(broken))
     with pytest.raises(InputError, match="returned None"):
         list(CallableRecords(lambda: None))
+
+
+def test_a_csv_header_that_repeats_a_column_is_refused_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "dup.csv", b"id,text,id\na,hello,b\n")
+    with pytest.raises(InputError, match=r"repeats the column name\(s\) 'id' \(2 times\)") as raised:
+        records_of(path)
+    assert raised.value.location == "dup.csv:1"
+
+
+def test_a_parquet_schema_that_repeats_a_column_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "dup.parquet"
+    table = pa.Table.from_arrays(
+        [pa.array(["a"]), pa.array(["x"]), pa.array(["y"])], names=["id", "text", "text"]
+    )
+    pq.write_table(table, path)
+    with pytest.raises(InputError, match=r"repeats the column name\(s\) 'text' \(2 times\)") as raised:
+        records_of(path)
+    assert "dup.parquet" in str(raised.value)

@@ -157,6 +157,7 @@ def test_the_trigger_form_documents_every_field(nightly: ModuleType, sweep: Modu
         "dry_run",
         "on_input_change",
         "retry_errored_sync",
+        "replace_output",
     }
     assert set(nightly.dag.params) == expected
     for dag in (nightly.dag, sweep.dag):

@@ -121,6 +121,37 @@ def test_a_second_run_of_the_interval_over_its_own_input_replaces_the_labels(day
     assert len(read_jsonl(day.labels_file)) == 6
 
 
+def test_an_experiment_with_another_model_and_max_tokens_does_not_replace_the_days_labels(
+    day: Nightly,
+) -> None:
+    nightly_run = day.run()
+    labels_before = day.labels_file.read_bytes()
+    owner_file = day.labels_file.with_name("2026-11-02.jsonl.owner.json")
+    owner_before = json.loads(owner_file.read_text())
+    assert owner_before["params_digest"]
+
+    experiment = day.run(run_after=DAY.add(hours=2), run_conf={"model": "claude-haiku-4-5", "max_tokens": 99})
+
+    assert nightly_run.state == experiment.state == "success"
+    assert day.labels_file.read_bytes() == labels_before  # the nightly's labels, untouched
+    assert json.loads(owner_file.read_text()) == owner_before  # and still the nightly's
+    # A run over the same interval and input (it would replace them with the nightly's settings).
+    assert day.manifest(experiment)["files"]["output"].endswith(
+        f"{experiment.run_id}/{PIPELINE}/output.jsonl"
+    )
+    own_output = day.run_folder(experiment) / "output.jsonl"
+    assert len(read_jsonl(own_output)) == 6
+    assert {row["model"] for row in read_jsonl(own_output) if "model" in row} <= {"claude-haiku-4-5"}
+
+    # Asked to replace on purpose, the experiment's rerun replaces the labels and owns them.
+    replaced = day.run(
+        run_after=DAY.add(hours=4),
+        run_conf={"model": "claude-haiku-4-5", "max_tokens": 99, "replace_output": True},
+    )
+    assert replaced.state == "success"
+    assert json.loads(owner_file.read_text())["run_id"] == replaced.run_id
+
+
 # --- input changes are never ignored -------------------------------------------------------------------
 
 

@@ -169,9 +169,25 @@ def test_processing_seconds_keeps_batches_running(emulator):
     assert emulator.stats()["retrieves"] == len(states) + 1
 
 
+def test_results_lag_answers_404_after_ended_until_the_lag_passes(emulator, sdk):
+    batch_id = _ended_batch(emulator)
+    emulator.faults({"results_lag_seconds": 1.0})
+    try:
+        batch = sdk.messages.batches.retrieve(batch_id)
+        assert batch.processing_status == "ended"
+        assert batch.results_url
+        with pytest.raises(anthropic.NotFoundError):
+            list(sdk.messages.batches.results(batch_id))
+        time.sleep(1.2)
+        assert len(list(sdk.messages.batches.results(batch_id))) == 5
+    finally:
+        emulator.faults({"results_lag_seconds": None})
+
+
 @pytest.mark.parametrize(
     "spec",
     [
+        {"results_lag_seconds": -1},
         {"fail_next": {"endpoint": "nowhere", "status": 500}},
         {"fail_next": {"endpoint": "list", "status": 200}},
         {"lose_next_create_response": -1},

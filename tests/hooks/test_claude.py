@@ -434,6 +434,39 @@ def test_results_download_retries_transient_errors(hook: ClaudeBatchHook, emulat
     assert emulator.stats()["results_downloads"] == 3
 
 
+def test_results_that_lag_an_ended_batch_are_waited_for(
+    hook: ClaudeBatchHook, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_BATCH_RESULTS_LAG_SECONDS", "60")
+    created = hook.create_batch([request(i) for i in range(5)])
+    wait_until_ended(hook, created["id"])
+    before = emulator.stats()["results_downloads"]
+    emulator.faults({"results_lag_seconds": 2.0})
+    try:
+        assert len(list(hook.iter_results(created["id"]))) == 5
+    finally:
+        emulator.faults({"results_lag_seconds": None})
+    assert emulator.stats()["results_downloads"] - before >= 2  # a 404 first, then the results
+
+
+def test_results_that_lag_past_the_bound_fail_naming_the_batch_not_the_base_url(
+    hook: ClaudeBatchHook, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_BATCH_RESULTS_LAG_SECONDS", "1.5")
+    created = hook.create_batch([request(i) for i in range(3)])
+    wait_until_ended(hook, created["id"])
+    emulator.faults({"results_lag_seconds": 600})
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResultsUnavailableError, match="may lag") as raised:
+            list(hook.iter_results(created["id"]))
+    finally:
+        emulator.faults({"results_lag_seconds": None})
+    assert created["id"] in str(raised.value)
+    assert "Base URL" not in str(raised.value)
+    assert 1.0 <= time.monotonic() - started < 60
+
+
 def test_results_come_through_the_connection_base_url(hook: ClaudeBatchHook, emulator: Any) -> None:
     base_url = hook.settings.base_url
     assert results_path(base_url, f"{emulator.base_url}/v1/messages/batches/b/results") == (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch.batch import fanout, outcome_files
 from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.exceptions import ResultsUnavailableError
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from tests.reliability.harness import RunHarness, lost_and_doubled, records
 
@@ -121,6 +123,59 @@ def test_more_cuts_than_the_fanout_restarts_fail_the_attempt_and_leave_no_file(
     run.retries = 1
     run.fanout(shard)
     figures.add("faults_injected", faulty_emulator.faults_fired)
+    check_complete(run, reference, figures)
+
+
+def _lag_past_now(emulator: Any, batch_id: str, seconds: float) -> float:
+    """A results lag that ends ``seconds`` from now for ``batch_id`` (the lag counts from its end)."""
+    response = httpx.get(
+        f"{emulator.base_url}/v1/messages/batches/{batch_id}",
+        headers={"x-api-key": emulator.api_key, "anthropic-version": ANTHROPIC_VERSION},
+        timeout=10.0,
+    )
+    ended_at = datetime.fromisoformat(response.json()["ended_at"].replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - ended_at).total_seconds() + seconds
+
+
+def test_results_that_lag_the_ended_status_are_waited_for_within_the_fanout_attempt(
+    ended: tuple[RunHarness, dict[str, Any], dict[str, bytes]], faulty_emulator: Any, figures: Any
+) -> None:
+    run, shard, reference = ended
+    downloads_before = faulty_emulator.stats()["results_downloads"]
+    faulty_emulator.faults({"results_lag_seconds": _lag_past_now(faulty_emulator, shard["batch_id"], 2.0)})
+    try:
+        run.fanout(shard)
+    finally:
+        faulty_emulator.faults({"results_lag_seconds": None})
+
+    assert faulty_emulator.stats()["results_downloads"] - downloads_before >= 2  # 404 first, then read
+    assert run.attempts.retries == 0  # waited for within the attempt, not failed
+    figures.add("faults_injected")
+    check_complete(run, reference, figures)
+
+
+def test_results_that_lag_past_the_bound_fail_the_attempt_naming_the_batch(
+    ended: tuple[RunHarness, dict[str, Any], dict[str, bytes]],
+    faulty_emulator: Any,
+    figures: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run, shard, reference = ended
+    monkeypatch.setenv("CLAUDE_BATCH_RESULTS_LAG_SECONDS", "1")
+    faulty_emulator.faults({"results_lag_seconds": 600})
+    run.retries = 0
+    try:
+        with pytest.raises(ResultsUnavailableError, match="may lag") as lagging:
+            run.fanout(shard)
+    finally:
+        faulty_emulator.faults({"results_lag_seconds": None})
+    assert shard["batch_id"] in str(lagging.value)
+    assert "Base URL" not in str(lagging.value)
+    assert visible_files(run) == {}
+
+    run.retries = 1  # the task's retry, once the results are there
+    run.fanout(shard)
+    figures.add("faults_injected")
     check_complete(run, reference, figures)
 
 

@@ -15,13 +15,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from airflow_claude_batch.exceptions import ClaudeBatchError, InputError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
-from tests.fixtures.emulator import DEFAULT_CONN_ENV, EmulatorHandle
+from tests.fixtures.emulator import DEFAULT_CONN_ENV, FAST_CONFIG, EmulatorHandle
 from tests.reliability.harness import RunHarness, first_event, records, write_jsonl
 
 AIRFLOW_HOME = Path(os.environ["AIRFLOW_HOME"])
@@ -429,3 +431,151 @@ def test_the_emulator_refuses_every_endpoint_without_the_key(
     assert after["auth_failures"] - before["auth_failures"] == len(ENDPOINT_CALLS) * len(refused_with)
     for counter in ("creates_received", "batches_created", "retrieves", "lists", "cancels", "deletes"):
         assert after[counter] == before[counter], counter
+
+
+# --- credentials in a gateway's URL ----------------------------------------------------------------
+
+
+class _RecordingTaskInstance:
+    """Stands in for the task instance of a context: records what the task pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.pushed: list[Any] = []
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed.append((key, value))
+
+
+class _BasicAuthGateway:
+    """A gateway in front of the emulator: takes HTTP Basic credentials, calls the API with its own key.
+
+    A call to the API without the gateway's credentials is refused with 401, as a gateway would.
+    """
+
+    def __init__(self, app: Any, user: str, password: str, api_key: str) -> None:
+        self.app = app
+        self.expected = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+        self.api_key = api_key
+        self.authorized = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            headers = dict(scope["headers"])
+            if headers.get(b"authorization") != self.expected:
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"gateway: unauthorized"})
+                return
+            self.authorized += 1
+            kept = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"x-api-key")]
+            scope = {**scope, "headers": [*kept, (b"x-api-key", self.api_key.encode())]}
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def gateway_with_credentials(fake_key: str) -> Iterator[tuple[str, str, EmulatorHandle, _BasicAuthGateway]]:
+    """An emulator behind a Basic-auth gateway; yields the gateway URL with credentials, the secret,
+    the emulator's handle and the gateway."""
+    url_secret = f"gw-secret-{secrets.token_hex(8)}"
+    server = EmulatorServer(dataclasses.replace(FAST_CONFIG, api_key=fake_key))
+    gateway = _BasicAuthGateway(server.app, "gwuser", url_secret, fake_key)
+    server.app = gateway
+    with server:
+        scheme, rest = server.base_url.split("://", 1)
+        yield f"{scheme}://gwuser:{url_secret}@{rest}", url_secret, EmulatorHandle(server.base_url), gateway
+
+
+def test_credentials_in_the_base_url_are_written_nowhere_when_a_create_is_refused(
+    gateway_with_credentials: tuple[str, str, EmulatorHandle, _BasicAuthGateway],
+    fake_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    gateway, url_secret, emulator, proxy = gateway_with_credentials
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+
+    monkeypatch.setenv(
+        DEFAULT_CONN_ENV,
+        orjson.dumps({"conn_type": "claude_batch", "host": gateway, "password": fake_key}).decode(),
+    )
+    # A create refused (the gateway forbids it) through a Base URL that carries credentials.
+    emulator.faults({"fail_next": {"endpoint": "create", "status": 403}})
+    refused_shard = _one_shard(tmp_path / "refused")
+    with pytest.raises(AirflowFailException) as refused:
+        ClaudeBatchSubmitOperator(task_id="submit", shard=refused_shard).execute({})
+    texts += [str(refused.value), repr(refused.value), str(refused.value.__cause__)]
+    states = [path.read_text() for path in (tmp_path / "refused").rglob("*.state.json")]
+    assert states
+    assert all('"failed"' in state and "***@" in state for state in states)
+    hook = ClaudeBatchHook()
+    texts += [repr(hook.settings), hook.test_connection()[1]]
+
+    # The same gateway again: the batch is made, its link and descriptor go to XCom.
+    monkeypatch.setenv("CLAUDE_BATCH_BATCH_LINK", "{base_url}/ui/batches/{batch_id}")
+    ti = _RecordingTaskInstance()
+    returned = ClaudeBatchSubmitOperator(task_id="submit", shard=_one_shard(tmp_path / "made")).execute(
+        {"ti": ti}
+    )
+    assert returned["batch_id"]
+    assert ti.pushed
+    texts += [orjson.dumps(returned).decode(), orjson.dumps(ti.pushed).decode()]
+    written = [path.read_text() for path in tmp_path.rglob("*.json")]
+
+    captured = capfd.readouterr()
+    everything = "\n".join(
+        [*texts, *states, *written, caplog.text, captured.out, captured.err]
+        + [str(record.__dict__) for record in caplog.records]
+    )
+    assert "rejected" in everything
+    assert "***@" in everything
+    assert proxy.authorized >= 3  # the credentials reached the gateway, as a header
+    assert url_secret not in everything
+
+
+@pytest.mark.airflow
+def test_a_whole_dag_run_through_a_gateway_url_with_credentials_writes_them_nowhere(
+    run_dag: Callable[..., Any],
+    gateway_with_credentials: tuple[str, str, EmulatorHandle, _BasicAuthGateway],
+    fake_key: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway, url_secret, _, proxy = gateway_with_credentials
+    monkeypatch.setenv(
+        DEFAULT_CONN_ENV,
+        orjson.dumps({"conn_type": "claude_batch", "host": gateway, "password": fake_key}).decode(),
+    )
+    monkeypatch.setenv("CLAUDE_BATCH_BATCH_LINK", "{base_url}/ui/batches/{batch_id}")
+    monkeypatch.setenv("AIRFLOW__LOGGING__LOGGING_LEVEL", "DEBUG")
+    caplog.set_level(logging.DEBUG)
+    source = write_jsonl(
+        tmp_path / "in" / "notes.jsonl", [{"id": f"g-{n}", "text": f"note {n}"} for n in range(RECORDS)]
+    )
+    storage = tmp_path / "storage"
+    dag_id = f"{DAG_ID}_gateway"
+    dag_file = tmp_path / f"{dag_id}.py"
+    dag_file.write_text(
+        DAG_SOURCE.format(
+            dag_id=dag_id,
+            source=f"file://{source}",
+            storage=f"file://{storage}",
+            output=f"file://{storage / 'out' / 'answers.jsonl'}",
+        )
+    )
+
+    dag_run = run_dag(dag_file, dag_id)
+
+    assert dag_run.state == "success"
+    assert proxy.authorized > RECORDS // 3  # every call went through the gateway with its credentials
+    canaries = Canaries({"url_secret": url_secret})
+    home_hits = canaries.scan_files(files_under(AIRFLOW_HOME))
+    run_hits = canaries.scan_files(files_under(storage))
+    captured = capfd.readouterr()
+    log_text = caplog.text + "\n".join(str(record.__dict__) for record in caplog.records)
+    assert home_hits == {}, f"found in the Airflow home (database with XCom, task logs): {home_hits}"
+    assert run_hits == {}, f"found in the run folder: {run_hits}"
+    assert canaries.found_in((captured.out + captured.err + log_text).encode()) == set()
