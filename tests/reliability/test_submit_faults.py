@@ -268,3 +268,17 @@ def test_a_batch_404_right_after_its_create_is_read_again(faulty_emulator: Any) 
     faulty_emulator.transport.arm("retrieve", "answer", count=2, status=404, body="api", seconds=None)
     assert hook.get_batch(created["id"])["id"] == created["id"]
     assert faulty_emulator.transport.fired["retrieve:answer"] == 2
+
+
+def test_the_waits_first_read_of_a_new_batch_answering_404_is_read_again(
+    make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
+) -> None:
+    run = make_run(RECORDS, name="wait-404")
+    [first, _] = run.build()
+    submitted = run.submit(first)
+    faulty_emulator.transport.arm("retrieve", "answer", count=2, status=404, body="api", seconds=None)
+    ended = run.wait(submitted)
+    figures.add("faults_injected", 2)
+    assert ended["batch_id"] == submitted["batch_id"]
+    assert faulty_emulator.transport.fired["retrieve:answer"] == 2
+    assert run.attempts.retries == 0
