@@ -215,10 +215,13 @@ def test_a_lost_create_is_found_whatever_the_apis_clock_says(
 # --- candidate results read short or not found ---------------------------------------------------
 
 
+@pytest.mark.parametrize("lines", [0, 1])
 def test_a_short_read_of_a_lost_creates_batch_is_read_again_not_taken_as_another_s(
-    make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
+    lines: int, make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
 ) -> None:
-    faulty_emulator.faults({"lose_next_create_response": 1, "mode": "drop", "cut_results_after_lines": 1})
+    """The recovery's read of the candidate's results stops after ``lines`` lines (before the marker
+    when it is 0; the marker may come first otherwise): it is read again, never taken as proof."""
+    faulty_emulator.faults({"lose_next_create_response": 1, "mode": "drop", "cut_results_after_lines": lines})
     run = make_run(RECORDS, name="short-read")
 
     summary = run.run()
@@ -229,6 +232,8 @@ def test_a_short_read_of_a_lost_creates_batch_is_read_again_not_taken_as_another
     state = read_state(run.folder.shard_state(0, 0))
     assert state is not None
     assert (state.status, state.not_ours) == (SUBMITTED, ())
+    # the fanouts' downloads, the recovery's cut one, and its read again when the cut came first
+    assert stats["results_downloads"] >= SHARDS + (2 if lines == 0 else 1)
     check_paid_once(run, summary, stats, figures)
 
 
