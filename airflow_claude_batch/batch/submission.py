@@ -337,7 +337,14 @@ def _after_lost_answer(
         ) from exc
     if decision is not None:
         return decision
-    _record(job, job.store.read() or intent, lambda state: state.failed(f"{type(exc).__name__}: {exc}"))
+    latest = job.store.read()  # the intent as last written here (with any batch noted as not ours)
+    if latest is None or latest.intent_id != intent.intent_id or latest.status != INTENT:
+        raise AfterSubmitError(
+            f"another submit of shard {job.shard.uri} recorded its state meanwhile ({job.store.location}); "
+            "the task's retry goes on from it"
+        ) from exc
+    failure = f"{type(exc).__name__}: {exc}"
+    _record(job, latest, lambda state: state.failed(failure))
     raise AfterSubmitError(
         f"the create call for shard {job.shard.uri} failed ({type(exc).__name__}: {exc}) and made no batch; "
         "the task's retry submits it again"

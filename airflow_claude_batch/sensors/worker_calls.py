@@ -9,7 +9,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_claude_batch.batch.poll_errors import PollError, parse_batch, poll_error_from_exception
+from airflow_claude_batch.batch.poll_errors import (
+    ErrorKind,
+    PollError,
+    parse_batch,
+    poll_error_from_exception,
+)
 from airflow_claude_batch.triggers.cancel_retries import (
     CANCEL_REQUEST_TIMEOUT_S,
     cancel_retrying,
@@ -19,6 +24,9 @@ from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_
 
 if TYPE_CHECKING:
     import anthropic
+
+#: Seconds between reads of a batch that answered 404, before the 404 counts (as the hook's reads).
+NOT_FOUND_DELAYS_S = (1.0, 2.0, 4.0)
 
 
 def worker_client(conn_id: str) -> anthropic.Anthropic:
@@ -49,11 +57,25 @@ def connection_base_url(conn_id: str) -> str:
 def retrieve_batch(
     client: anthropic.Anthropic, batch_id: str
 ) -> tuple[dict[str, Any] | None, PollError | None]:
-    """Poll the batch once; return it as a plain dict, or the classified error.
+    """Poll the batch; return it as a plain dict, or the classified error.
+
+    A 404 is read again after each of :data:`NOT_FOUND_DELAYS_S` before it counts: the wait's first
+    read comes right after the create, and a new batch can be unknown for a moment.
 
     :param client: the client from :func:`worker_client`.
     :param batch_id: the batch.
     """
+    for delay in NOT_FOUND_DELAYS_S:
+        batch, error = _retrieve_once(client, batch_id)
+        if error is None or error.kind != ErrorKind.NOT_FOUND:
+            return batch, error
+        time.sleep(delay)
+    return _retrieve_once(client, batch_id)
+
+
+def _retrieve_once(
+    client: anthropic.Anthropic, batch_id: str
+) -> tuple[dict[str, Any] | None, PollError | None]:
     try:
         batches = client.messages.batches
         response = batches.with_raw_response.retrieve(batch_id, timeout=POLL_REQUEST_TIMEOUT_S)

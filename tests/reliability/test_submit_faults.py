@@ -215,10 +215,13 @@ def test_a_lost_create_is_found_whatever_the_apis_clock_says(
 # --- candidate results read short or not found ---------------------------------------------------
 
 
+@pytest.mark.parametrize("lines", [0, 1])
 def test_a_short_read_of_a_lost_creates_batch_is_read_again_not_taken_as_another_s(
-    make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
+    lines: int, make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
 ) -> None:
-    faulty_emulator.faults({"lose_next_create_response": 1, "mode": "drop", "cut_results_after_lines": 1})
+    """The recovery's read of the candidate's results stops after ``lines`` lines (before the marker
+    when it is 0; the marker may come first otherwise): it is read again, never taken as proof."""
+    faulty_emulator.faults({"lose_next_create_response": 1, "mode": "drop", "cut_results_after_lines": lines})
     run = make_run(RECORDS, name="short-read")
 
     summary = run.run()
@@ -229,6 +232,8 @@ def test_a_short_read_of_a_lost_creates_batch_is_read_again_not_taken_as_another
     state = read_state(run.folder.shard_state(0, 0))
     assert state is not None
     assert (state.status, state.not_ours) == (SUBMITTED, ())
+    # the fanouts' downloads, the recovery's cut one, and its read again when the cut came first
+    assert stats["results_downloads"] >= SHARDS + (2 if lines == 0 else 1)
     check_paid_once(run, summary, stats, figures)
 
 
@@ -268,3 +273,17 @@ def test_a_batch_404_right_after_its_create_is_read_again(faulty_emulator: Any) 
     faulty_emulator.transport.arm("retrieve", "answer", count=2, status=404, body="api", seconds=None)
     assert hook.get_batch(created["id"])["id"] == created["id"]
     assert faulty_emulator.transport.fired["retrieve:answer"] == 2
+
+
+def test_the_waits_first_read_of_a_new_batch_answering_404_is_read_again(
+    make_run: Callable[..., RunHarness], faulty_emulator: Any, figures: Any
+) -> None:
+    run = make_run(RECORDS, name="wait-404")
+    [first, _] = run.build()
+    submitted = run.submit(first)
+    faulty_emulator.transport.arm("retrieve", "answer", count=2, status=404, body="api", seconds=None)
+    ended = run.wait(submitted)
+    figures.add("faults_injected", 2)
+    assert ended["batch_id"] == submitted["batch_id"]
+    assert faulty_emulator.transport.fired["retrieve:answer"] == 2
+    assert run.attempts.retries == 0
