@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.dags.conftest import SAMPLE_DAGS
 from tests.dags.test_sample_dags_run import read_jsonl, write_jsonl
+from tests.fixtures.airflow import SAMPLE_DAGS
 
 REPO = SAMPLE_DAGS.parent
 QUICKSTART = SAMPLE_DAGS / "quickstart.py"

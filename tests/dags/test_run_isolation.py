@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.dags.test_sample_dags_run import (  # noqa: F401  (fixtures)
+from tests.dags.test_sample_dags_run import (
     DAY,
     NIGHTLY,
     SAMPLE_DAGS,
     Nightly,
-    dags_folder,
+    latest_labels_event_extra,
     read_jsonl,
     write_jsonl,
 )
@@ -37,7 +37,7 @@ def day(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     emulator: Any,
-    dags_folder: Path,  # noqa: F811
+    dags_folder: Path,
     run_dag: Any,
 ) -> Nightly:
     """The nightly DAG over a day of six tickets (the day's own input), polling fast."""
@@ -64,21 +64,6 @@ def add_late_tickets(day: Nightly, count: int) -> None:
 
 def task_state(dag_run: Any, task_id: str) -> str:
     return next(ti.state for ti in dag_run.get_task_instances() if ti.task_id == task_id)
-
-
-def latest_labels_event_extra() -> dict[str, Any]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        query = (
-            select(AssetEvent.extra)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "support_ticket_labels")
-            .order_by(AssetEvent.id.desc())
-        )
-        return dict(session.scalars(query).first() or {})
 
 
 # --- outputs have one owner ----------------------------------------------------------------------------

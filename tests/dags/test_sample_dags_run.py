@@ -17,7 +17,7 @@ import pendulum
 import pytest
 
 from airflow_claude_batch.emulator.answers import classify, moderate
-from tests.dags.conftest import SAMPLE_DAGS
+from tests.fixtures.airflow import SAMPLE_DAGS
 
 pytestmark = [
     pytest.mark.airflow,
@@ -114,7 +114,7 @@ def labels_asset_events() -> int:
         return session.scalar(query) or 0
 
 
-def last_labels_event_extra() -> dict[str, Any]:
+def latest_labels_event_extra() -> dict[str, Any]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -281,7 +281,7 @@ def test_nightly_on_s3_through_an_aws_connection(
     assert f"{prefix}/report.html" in keys
     assert not nightly.storage.exists()  # nothing went to the local default
     # The URIs people and downstream tasks read are ones any S3 tool opens: no connection id inside.
-    extra = last_labels_event_extra()
+    extra = latest_labels_event_extra()
     assert extra["output_uri"] == "s3://claude-runs/support/labels/2026-11-02.jsonl"
     assert extra["manifest_uri"] == f"s3://claude-runs/{prefix}/manifest.json"
 

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from tests.dags.test_run_isolation import PIPELINE, SAMPLE, add_late_tickets, day  # noqa: F401  (fixture)
-from tests.dags.test_sample_dags_run import (  # noqa: F401  (fixtures)
+from tests.dags.test_sample_dags_run import (
     Nightly,
-    dags_folder,
     read_jsonl,
 )
 
