@@ -225,8 +225,13 @@ class RunHarness:
         raise AssertionError("unreachable")
 
     def _wait_once(self, shard: dict[str, Any]) -> dict[str, Any]:
+        # Poke mode when not deferred: the harness runs one try to its end, as a worker slot would.
         sensor = ClaudeBatchSensor(
-            task_id="wait", shard=shard, poll_interval=self.poll_interval, deferrable=self.deferrable
+            task_id="wait",
+            shard=shard,
+            poll_interval=self.poll_interval,
+            deferrable=self.deferrable,
+            **({} if self.deferrable else {"mode": "poke"}),
         )
         try:
             return sensor.execute(self.context())
