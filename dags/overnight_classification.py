@@ -13,9 +13,9 @@ Where things are (set the Airflow Variables, or the environment variables ``AIRF
 - ``claude_batch_storage``: the root of the run folders and outputs, e.g. ``s3://my-bucket/claude``.
   Unset: ``$AIRFLOW_HOME/claude-batch`` on the local disk.
 - ``[claude_batch] storage_conn_id`` and ``source_conn_id`` (Airflow's configuration, or the
-  environment variables ``CLAUDE_BATCH_STORAGE_CONN_ID`` / ``CLAUDE_BATCH_SOURCE_CONN_ID``; read when
-  the file is parsed): the Airflow connections for the storage and for the tickets, e.g.
-  ``aws_default``; unset for local files. ``[claude_batch] poll_interval`` (or
+  environment variables ``AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID`` /
+  ``AIRFLOW__CLAUDE_BATCH__SOURCE_CONN_ID``): the Airflow connections for the storage and for the
+  tickets, e.g. ``aws_default``; unset for local files. ``[claude_batch] poll_interval`` (or
   ``CLAUDE_BATCH_POLL_INTERVAL``): seconds between polls (default 60).
 - The ``claude_batch_default`` connection: the API key, and a base URL for a gateway or the emulator.
 
@@ -36,9 +36,12 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
-from airflow_claude_batch.compat import CronTriggerTimetable
+try:  # Airflow 3.2+
+    from airflow.sdk import CronTriggerTimetable
+except ImportError:  # Airflow 3.1
+    from airflow.timetables.trigger import CronTriggerTimetable
+
 from airflow_claude_batch.pipeline import claude_batch_pipeline
-from airflow_claude_batch.settings import get_setting
 
 TIMEZONE = "UTC"
 LABELS = ("billing", "bug", "feature_request", "account", "shipping", "other")
@@ -46,23 +49,22 @@ MAX_ROUNDS = 3
 MODEL = "claude-sonnet-4-6"
 MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-8"]
 
-DATA_DIR = Path(__file__).parent / "data"
-AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-DEFAULT_TICKETS = f"file://{DATA_DIR}/tickets/sample.jsonl"
-DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-STORAGE_CONN_ID = get_setting("storage_conn_id")
-SOURCE_CONN_ID = get_setting("source_conn_id")
+SAMPLE_TICKETS = (Path(__file__).parent / "data" / "tickets" / "sample.jsonl").as_uri()
+LOCAL_STORAGE = "file://" + os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")) + "/claude-batch"
 
-# Jinja, rendered when a task runs. The run's day is the date of its 18:00 cutoff in TIMEZONE (the
-# end of its data interval); runs triggered without a logical date use the time they were queued.
-RUN_DAY = "((data_interval_end | default(none)) or dag_run.run_after) | local_day"
-STORAGE = f"{{{{ var.value.get('claude_batch_storage', '{DEFAULT_STORAGE}') }}}}"
+# Templates, rendered when a task runs. The run's day is the date of its 18:00 cutoff in TIMEZONE (the
+# end of its data interval); a run triggered without a logical date uses the time it was queued.
+DAY = "((data_interval_end | default(none)) or dag_run.run_after) | local_day"
+STORAGE = "{{ var.value.get('claude_batch_storage', '" + LOCAL_STORAGE + "') }}"
 TICKETS = (
-    f"{{{{ (params.input_path or var.value.get('claude_batch_tickets', '{DEFAULT_TICKETS}'))"
-    f" | replace('{{date}}', {RUN_DAY}) }}}}"
+    "{{ (params.input_path or var.value.get('claude_batch_tickets', '" + SAMPLE_TICKETS + "'))"
+    " | replace('{date}', " + DAY + ") }}"
 )
 # The report writes no labels after a dry run, so a dry run never replaces a day already labelled.
-LABELS_URI = f"{STORAGE}/labels/{{{{ {RUN_DAY} }}}}.jsonl"
+LABELS_URI = STORAGE + "/labels/{{ " + DAY + " }}.jsonl"
+# Connections of the storage and of the tickets (e.g. aws_default), none for local files.
+STORAGE_CONN_ID = "{{ conf.get('claude_batch', 'storage_conn_id', fallback='') or none }}"
+SOURCE_CONN_ID = "{{ conf.get('claude_batch', 'source_conn_id', fallback='') or none }}"
 
 # The answer must be one of the labels with a confidence; anything else is kept as invalid_output.
 LABEL_SCHEMA = {
