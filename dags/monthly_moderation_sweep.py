@@ -42,8 +42,10 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 
 try:  # Airflow 3.2+
     from airflow.sdk import CronDataIntervalTimetable
+    from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import AirflowSkipException
 except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
     from airflow.exceptions import AirflowSkipException
     from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -119,6 +121,7 @@ with DAG(
     max_active_runs=2,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection ids
     params={
         "max_cost_usd": Param(
             50.0,
@@ -143,20 +146,18 @@ with DAG(
             enum=["fail", "keep", "add_new"],
             title="If the input changed",
             description="What a rerun does when the input changed after batches were sent: `fail` "
-            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
-            "`add_new` (send only the records no run of this data interval has answered yet; to re-sweep "
-            "an interval after late data, reprocess its run: `airflow backfill create ... "
-            '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\'`, see '
-            "the README).",
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built) or "
+            "`add_new` (send only the records no run of this interval answered yet). To re-sweep after late "
+            "data: `airflow backfill create ... --reprocess-behavior completed --dag-run-conf "
+            '\'{"on_input_change": "add_new"}\'`.',
         ),
         "retry_errored_sync": Param(
             False,
             type="boolean",
             title="Retry errors synchronously",
-            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
-            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
-            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
-            "unreachable they are requeued as without this option. Off by default.",
+            description="Send requests that failed with a retryable error once through the synchronous "
+            "Messages API, at standard prices (twice the batch price), before requeueing those that "
+            "still fail.",
         ),
         "dry_run": Param(
             False,

@@ -38,7 +38,9 @@ from airflow.sdk import DAG, Asset, Param
 
 try:  # Airflow 3.2+
     from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.configuration import conf
 except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
     from airflow.timetables.trigger import CronTriggerTimetable
 
 from airflow_claude_batch.pipeline import claude_batch_pipeline
@@ -95,6 +97,7 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
     user_defined_filters={"local_day": local_day},
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection ids
     params={
         # Nullable, so the form treats the field as optional and its Trigger button stays enabled.
         "input_path": Param(
@@ -120,8 +123,8 @@ with DAG(
             minimum=1,
             maximum=8192,
             title="Max output tokens",
-            description="Output cap per ticket. A label answer takes about 20 tokens; the cost estimate "
-            "learns the output used from earlier runs; its upper bound counts the full cap.",
+            description="Output cap per ticket (a label takes about 20 tokens). The upper bound of the "
+            "cost estimate counts the full cap.",
         ),
         "max_cost_usd": Param(
             25.0,
@@ -156,20 +159,18 @@ with DAG(
             enum=["fail", "keep", "add_new"],
             title="If the input changed",
             description="What a rerun does when the input changed after batches were sent: `fail` "
-            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
-            "`add_new` (send only the records no run of this data interval has answered yet; to re-sweep "
-            "an interval after late data, reprocess its run: `airflow backfill create ... "
-            '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\'`, see '
-            "the README).",
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built) or "
+            "`add_new` (send only the records no run of this interval answered yet). To re-sweep after late "
+            "data: `airflow backfill create ... --reprocess-behavior completed --dag-run-conf "
+            '\'{"on_input_change": "add_new"}\'`.',
         ),
         "retry_errored_sync": Param(
             False,
             type="boolean",
             title="Retry errors synchronously",
-            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
-            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
-            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
-            "unreachable they are requeued as without this option. Off by default.",
+            description="Send requests that failed with a retryable error once through the synchronous "
+            "Messages API, at standard prices (twice the batch price), before requeueing those that "
+            "still fail.",
         ),
         "dry_run": Param(
             False,

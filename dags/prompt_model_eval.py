@@ -26,6 +26,11 @@ import orjson
 import pendulum
 from airflow.sdk import DAG, ObjectStoragePath, Param, task
 
+try:  # Airflow 3.2+
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
+
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 
 LABELS = ("billing", "bug", "feature_request", "account", "shipping", "other")
@@ -121,6 +126,7 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection id
     params={
         "retry_errored_sync": Param(
             False,
