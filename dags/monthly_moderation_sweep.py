@@ -43,10 +43,8 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 try:  # Airflow 3.2+
     from airflow.sdk import CronDataIntervalTimetable
     from airflow.sdk.configuration import conf
-    from airflow.sdk.exceptions import AirflowSkipException
 except ImportError:  # Airflow 3.1
     from airflow.configuration import conf
-    from airflow.exceptions import AirflowSkipException
     from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_claude_batch.pipeline import claude_batch_pipeline
@@ -95,17 +93,18 @@ moderation_flags = Asset(name="moderation_flags", group="claude_batch")
 def extract_flags(report: dict[str, Any], flags_uri: str, storage_conn_id: str | None) -> dict[str, Any]:
     """Write the month's flagged items to ``flags_uri``; return how many were flagged, by category.
 
+    A dry run skips the report, and so this task: there are no verdicts to read.
+
     :param report: the pipeline's summary; its ``files["output"]`` holds the month's verdicts.
     :param flags_uri: where the flagged rows go, written in one piece once every verdict is read.
     :param storage_conn_id: the Airflow connection of the storage, if any.
     """
-    if not report["files"].get("output"):
-        raise AirflowSkipException("this run wrote no verdicts (a dry run): there are no flags to extract")
     with ObjectStoragePath(report["files"]["output"], conn_id=storage_conn_id).open("rb") as lines:
         verdicts = (orjson.loads(line) for line in lines if line.strip())
         flagged = [row for row in verdicts if row["verdict"] == "flag"]
     flags = ObjectStoragePath(flags_uri, conn_id=storage_conn_id)
-    flags.parent.mkdir(parents=True, exist_ok=True)  # local disk; object stores have no folders
+    if flags.protocol == "file":  # object stores have no folders; "making" one could make a bucket
+        flags.parent.mkdir(parents=True, exist_ok=True)
     flags.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in flagged))
     by_category = Counter(row["category"] for row in flagged)
     return {"flags_uri": flags_uri, "flagged": len(flagged), "by_category": dict(by_category)}

@@ -13,15 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.dags.test_sample_dags_run import (  # noqa: F401  (fixtures)
-    DAY,
-    NIGHTLY,
-    SAMPLE_DAGS,
-    Nightly,
-    dags_folder,
-    read_jsonl,
-    write_jsonl,
-)
+from tests.dags.conftest import SAMPLE_DAGS
+from tests.dags.test_sample_dags_run import DAY, NIGHTLY, Nightly, read_jsonl, write_jsonl
 
 pytestmark = [
     pytest.mark.airflow,
@@ -37,7 +30,7 @@ def day(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     emulator: Any,
-    dags_folder: Path,  # noqa: F811
+    dags_folder: Path,
     run_dag: Any,
 ) -> Nightly:
     """The nightly DAG over a day of six tickets (the day's own input), polling fast."""
