@@ -1,7 +1,8 @@
 """Every difference between the supported Airflow versions (3.1, 3.2, 3.3), in one place.
 
-The rest of the package, the sample DAGs and the tests import Airflow names that moved between
-versions from here, and nothing else looks at Airflow's version. What differs:
+The rest of the package and the tests import Airflow names that moved between versions from here,
+and nothing else looks at Airflow's version (the sample DAGs, as examples to copy, import Airflow's
+own modules). What differs:
 
 - Airflow 3.2 moved the task SDK's exceptions to ``airflow.sdk.exceptions`` and its configuration to
   ``airflow.sdk.configuration``; on 3.1 they are ``airflow.exceptions`` and ``airflow.configuration``.

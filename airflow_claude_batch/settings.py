@@ -98,14 +98,16 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         "",
         "aws_default",
-        "The sample DAGs' connection for their run folders (empty: local files).",
+        "The sample DAGs' connection for their run folders (empty: local files). Their templates read "
+        "Airflow's configuration: the environment variable is AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID.",
     ),
     Option(
         "source_conn_id",
         "string",
         "",
         "aws_default",
-        "The sample DAGs' connection for their input files (empty: local files).",
+        "The sample DAGs' connection for their input files (empty: local files). Their templates read "
+        "Airflow's configuration: the environment variable is AIRFLOW__CLAUDE_BATCH__SOURCE_CONN_ID.",
     ),
     Option(
         "allow_unconditional_writes",

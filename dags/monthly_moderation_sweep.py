@@ -17,8 +17,9 @@ Where things are (Airflow Variables, or the environment variables ``AIRFLOW_VAR_
   e.g. ``s3://ugc/posts/{month}.jsonl``. Unset: the bundled sample months 2026-08 to 2026-10.
 - ``claude_batch_storage``: the root of run folders and outputs. Unset: ``$AIRFLOW_HOME/claude-batch``.
 - ``[claude_batch] storage_conn_id`` and ``source_conn_id`` (Airflow's configuration, or the
-  environment variables ``CLAUDE_BATCH_STORAGE_CONN_ID`` / ``CLAUDE_BATCH_SOURCE_CONN_ID``; read when
-  the file is parsed): the Airflow connections of the storage and of the content, if any.
+  environment variables ``AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID`` /
+  ``AIRFLOW__CLAUDE_BATCH__SOURCE_CONN_ID``): the Airflow connections of the storage and of the
+  content, if any.
 
 Outputs per month, under ``{storage}/moderation/policy-<version>/``: ``verdicts/{month}.jsonl`` (every
 item: ``custom_id``, ``verdict``, ``category``, ``reason``, ``policy_version``) and
@@ -30,16 +31,23 @@ month afresh and never overwrites the verdicts of an older one.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pendulum
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
 
-from airflow_claude_batch.compat import AirflowSkipException, CronDataIntervalTimetable
+try:  # Airflow 3.2+
+    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
 from airflow_claude_batch.pipeline import claude_batch_pipeline
-from airflow_claude_batch.settings import get_setting
 
 TIMEZONE = "UTC"
 POLICY_VERSION = "2026.11"
@@ -47,23 +55,24 @@ CATEGORIES = ("harassment", "spam", "violence", "self_harm", "none")
 MAX_ROUNDS = 3
 MODEL = "claude-sonnet-4-6"
 
-DATA_DIR = Path(__file__).parent / "data"
-AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-DEFAULT_CONTENT = f"file://{DATA_DIR}/content/{{month}}.jsonl"
-DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-STORAGE_CONN_ID = get_setting("storage_conn_id")
-SOURCE_CONN_ID = get_setting("source_conn_id")
+SAMPLE_CONTENT = (Path(__file__).parent / "data" / "content").as_uri() + "/{month}.jsonl"
+LOCAL_STORAGE = "file://" + os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")) + "/claude-batch"
 
-# Jinja, rendered when a task runs: the month is the start of the run's data interval.
+# Templates, rendered when a task runs: the month is the start of the run's data interval.
 MONTH = "data_interval_start.in_timezone('" + TIMEZONE + "').format('YYYY-MM')"
-STORAGE_ROOT = f"{{{{ var.value.get('claude_batch_storage', '{DEFAULT_STORAGE}') }}}}"
 CONTENT = (
-    f"{{{{ var.value.get('claude_batch_content', '{DEFAULT_CONTENT}') | replace('{{month}}', {MONTH}) }}}}"
+    "{{ var.value.get('claude_batch_content', '" + SAMPLE_CONTENT + "')"
+    " | replace('{month}', " + MONTH + ") }}"
 )
-SWEEP_ROOT = f"{STORAGE_ROOT}/moderation/policy-{POLICY_VERSION}"
+SWEEP_ROOT = (
+    "{{ var.value.get('claude_batch_storage', '" + LOCAL_STORAGE + "') }}/moderation/policy-" + POLICY_VERSION
+)
 # The report writes no verdicts after a dry run, so a dry run never replaces a month already swept.
-VERDICTS_URI = f"{SWEEP_ROOT}/verdicts/{{{{ {MONTH} }}}}.jsonl"
-FLAGS_URI = f"{SWEEP_ROOT}/flags/{{{{ {MONTH} }}}}.jsonl"
+VERDICTS_URI = SWEEP_ROOT + "/verdicts/{{ " + MONTH + " }}.jsonl"
+FLAGS_URI = SWEEP_ROOT + "/flags/{{ " + MONTH + " }}.jsonl"
+# Connections of the storage and of the content (e.g. aws_default), none for local files.
+STORAGE_CONN_ID = "{{ conf.get('claude_batch', 'storage_conn_id', fallback='') or none }}"
+SOURCE_CONN_ID = "{{ conf.get('claude_batch', 'source_conn_id', fallback='') or none }}"
 
 VERDICT_SCHEMA = {
     "type": "object",
@@ -81,31 +90,24 @@ moderation_flags = Asset(name="moderation_flags", group="claude_batch")
 
 
 @task(outlets=[moderation_flags])
-def extract_flags(
-    report: dict[str, Any], flags_uri: str, storage_conn_id: str | None = None
-) -> dict[str, Any]:
+def extract_flags(report: dict[str, Any], flags_uri: str, storage_conn_id: str | None) -> dict[str, Any]:
     """Write the month's flagged items to ``flags_uri``; return how many were flagged, by category.
 
-    :param report: the report task's summary; its ``files["output"]`` holds the month's verdicts.
-    :param flags_uri: where the flagged rows go, written whole or not at all.
+    A dry run skips the report, and so this task: there are no verdicts to read.
+
+    :param report: the pipeline's summary; its ``files["output"]`` holds the month's verdicts.
+    :param flags_uri: where the flagged rows go, written in one piece once every verdict is read.
     :param storage_conn_id: the Airflow connection of the storage, if any.
     """
-    import orjson
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl
-
-    verdicts_uri = report["files"].get("output")
-    if not verdicts_uri:
-        raise AirflowSkipException("this run wrote no verdicts (a dry run): there are no flags to extract")
-    by_category: dict[str, int] = {}
-    verdicts = ObjectStoragePath(verdicts_uri, conn_id=storage_conn_id)
-    with atomic_writer(ObjectStoragePath(flags_uri, conn_id=storage_conn_id)) as out:
-        for row in iter_jsonl(verdicts):
-            if row.get("verdict") == "flag":
-                by_category[row["category"]] = by_category.get(row["category"], 0) + 1
-                out.write(orjson.dumps(row) + b"\n")
-    return {"flags_uri": flags_uri, "flagged": sum(by_category.values()), "by_category": by_category}
+    with ObjectStoragePath(report["files"]["output"], conn_id=storage_conn_id).open("rb") as lines:
+        verdicts = (orjson.loads(line) for line in lines if line.strip())
+        flagged = [row for row in verdicts if row["verdict"] == "flag"]
+    flags = ObjectStoragePath(flags_uri, conn_id=storage_conn_id)
+    if flags.protocol == "file":  # object stores have no folders; "making" one could make a bucket
+        flags.parent.mkdir(parents=True, exist_ok=True)
+    flags.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in flagged))
+    by_category = Counter(row["category"] for row in flagged)
+    return {"flags_uri": flags_uri, "flagged": len(flagged), "by_category": dict(by_category)}
 
 
 with DAG(
@@ -118,6 +120,7 @@ with DAG(
     max_active_runs=2,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection ids
     params={
         "max_cost_usd": Param(
             50.0,
@@ -142,20 +145,18 @@ with DAG(
             enum=["fail", "keep", "add_new"],
             title="If the input changed",
             description="What a rerun does when the input changed after batches were sent: `fail` "
-            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
-            "`add_new` (send only the records no run of this data interval has answered yet; to re-sweep "
-            "an interval after late data, reprocess its run: `airflow backfill create ... "
-            '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\'`, see '
-            "the README).",
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built) or "
+            "`add_new` (send only the records no run of this interval answered yet). To re-sweep after late "
+            "data: `airflow backfill create ... --reprocess-behavior completed --dag-run-conf "
+            '\'{"on_input_change": "add_new"}\'`.',
         ),
         "retry_errored_sync": Param(
             False,
             type="boolean",
             title="Retry errors synchronously",
-            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
-            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
-            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
-            "unreachable they are requeued as without this option. Off by default.",
+            description="Send requests that failed with a retryable error once through the synchronous "
+            "Messages API, at standard prices (twice the batch price), before requeueing those that "
+            "still fail.",
         ),
         "dry_run": Param(
             False,
@@ -177,7 +178,7 @@ with DAG(
         prompt_field="text",
         model=MODEL,
         max_tokens=128,
-        system=f"{{% include 'prompts/moderation_policy_{POLICY_VERSION}.md' %}}",
+        system="{% include 'prompts/moderation_policy_" + POLICY_VERSION + ".md' %}",
         cache_system="1h",
         max_cost_usd="{{ params.max_cost_usd }}",
         budget_basis="{{ params.budget_basis }}",
@@ -188,4 +189,4 @@ with DAG(
         output_schema=VERDICT_SCHEMA,
         output_uri=VERDICTS_URI,
     )
-    extract_flags(sweep.get_child_by_label("report").output, FLAGS_URI, STORAGE_CONN_ID)
+    extract_flags(sweep.output, FLAGS_URI, STORAGE_CONN_ID)

@@ -13,9 +13,9 @@ Where things are (set the Airflow Variables, or the environment variables ``AIRF
 - ``claude_batch_storage``: the root of the run folders and outputs, e.g. ``s3://my-bucket/claude``.
   Unset: ``$AIRFLOW_HOME/claude-batch`` on the local disk.
 - ``[claude_batch] storage_conn_id`` and ``source_conn_id`` (Airflow's configuration, or the
-  environment variables ``CLAUDE_BATCH_STORAGE_CONN_ID`` / ``CLAUDE_BATCH_SOURCE_CONN_ID``; read when
-  the file is parsed): the Airflow connections for the storage and for the tickets, e.g.
-  ``aws_default``; unset for local files. ``[claude_batch] poll_interval`` (or
+  environment variables ``AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID`` /
+  ``AIRFLOW__CLAUDE_BATCH__SOURCE_CONN_ID``): the Airflow connections for the storage and for the
+  tickets, e.g. ``aws_default``; unset for local files. ``[claude_batch] poll_interval`` (or
   ``CLAUDE_BATCH_POLL_INTERVAL``): seconds between polls (default 60).
 - The ``claude_batch_default`` connection: the API key, and a base URL for a gateway or the emulator.
 
@@ -36,9 +36,14 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
-from airflow_claude_batch.compat import CronTriggerTimetable
+try:  # Airflow 3.2+
+    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
+    from airflow.timetables.trigger import CronTriggerTimetable
+
 from airflow_claude_batch.pipeline import claude_batch_pipeline
-from airflow_claude_batch.settings import get_setting
 
 TIMEZONE = "UTC"
 LABELS = ("billing", "bug", "feature_request", "account", "shipping", "other")
@@ -46,23 +51,22 @@ MAX_ROUNDS = 3
 MODEL = "claude-sonnet-4-6"
 MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-8"]
 
-DATA_DIR = Path(__file__).parent / "data"
-AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-DEFAULT_TICKETS = f"file://{DATA_DIR}/tickets/sample.jsonl"
-DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-STORAGE_CONN_ID = get_setting("storage_conn_id")
-SOURCE_CONN_ID = get_setting("source_conn_id")
+SAMPLE_TICKETS = (Path(__file__).parent / "data" / "tickets" / "sample.jsonl").as_uri()
+LOCAL_STORAGE = "file://" + os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")) + "/claude-batch"
 
-# Jinja, rendered when a task runs. The run's day is the date of its 18:00 cutoff in TIMEZONE (the
-# end of its data interval); runs triggered without a logical date use the time they were queued.
-RUN_DAY = "((data_interval_end | default(none)) or dag_run.run_after) | local_day"
-STORAGE = f"{{{{ var.value.get('claude_batch_storage', '{DEFAULT_STORAGE}') }}}}"
+# Templates, rendered when a task runs. The run's day is the date of its 18:00 cutoff in TIMEZONE (the
+# end of its data interval); a run triggered without a logical date uses the time it was queued.
+DAY = "((data_interval_end | default(none)) or dag_run.run_after) | local_day"
+STORAGE = "{{ var.value.get('claude_batch_storage', '" + LOCAL_STORAGE + "') }}"
 TICKETS = (
-    f"{{{{ (params.input_path or var.value.get('claude_batch_tickets', '{DEFAULT_TICKETS}'))"
-    f" | replace('{{date}}', {RUN_DAY}) }}}}"
+    "{{ (params.input_path or var.value.get('claude_batch_tickets', '" + SAMPLE_TICKETS + "'))"
+    " | replace('{date}', " + DAY + ") }}"
 )
 # The report writes no labels after a dry run, so a dry run never replaces a day already labelled.
-LABELS_URI = f"{STORAGE}/labels/{{{{ {RUN_DAY} }}}}.jsonl"
+LABELS_URI = STORAGE + "/labels/{{ " + DAY + " }}.jsonl"
+# Connections of the storage and of the tickets (e.g. aws_default), none for local files.
+STORAGE_CONN_ID = "{{ conf.get('claude_batch', 'storage_conn_id', fallback='') or none }}"
+SOURCE_CONN_ID = "{{ conf.get('claude_batch', 'source_conn_id', fallback='') or none }}"
 
 # The answer must be one of the labels with a confidence; anything else is kept as invalid_output.
 LABEL_SCHEMA = {
@@ -93,6 +97,7 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
     user_defined_filters={"local_day": local_day},
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection ids
     params={
         # Nullable, so the form treats the field as optional and its Trigger button stays enabled.
         "input_path": Param(
@@ -118,8 +123,8 @@ with DAG(
             minimum=1,
             maximum=8192,
             title="Max output tokens",
-            description="Output cap per ticket. A label answer takes about 20 tokens; the cost estimate "
-            "learns the output used from earlier runs; its upper bound counts the full cap.",
+            description="Output cap per ticket (a label takes about 20 tokens). The upper bound of the "
+            "cost estimate counts the full cap.",
         ),
         "max_cost_usd": Param(
             25.0,
@@ -154,20 +159,18 @@ with DAG(
             enum=["fail", "keep", "add_new"],
             title="If the input changed",
             description="What a rerun does when the input changed after batches were sent: `fail` "
-            "(stop, spending nothing, and say what changed), `keep` (finish with what was built), or "
-            "`add_new` (send only the records no run of this data interval has answered yet; to re-sweep "
-            "an interval after late data, reprocess its run: `airflow backfill create ... "
-            '--reprocess-behavior completed --dag-run-conf \'{"on_input_change": "add_new"}\'`, see '
-            "the README).",
+            "(stop, spending nothing, and say what changed), `keep` (finish with what was built) or "
+            "`add_new` (send only the records no run of this interval answered yet). To re-sweep after late "
+            "data: `airflow backfill create ... --reprocess-behavior completed --dag-run-conf "
+            '\'{"on_input_change": "add_new"}\'`.',
         ),
         "retry_errored_sync": Param(
             False,
             type="boolean",
             title="Retry errors synchronously",
-            description="Send requests that failed with a retryable error (overloaded, api, rate limit, "
-            "timeout) once through the synchronous Messages API at standard prices (twice the batch "
-            "price) before requeueing the ones that still fail. Where that endpoint is missing or "
-            "unreachable they are requeued as without this option. Off by default.",
+            description="Send requests that failed with a retryable error once through the synchronous "
+            "Messages API, at standard prices (twice the batch price), before requeueing those that "
+            "still fail.",
         ),
         "replace_output": Param(
             False,

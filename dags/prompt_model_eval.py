@@ -22,8 +22,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pendulum
 from airflow.sdk import DAG, ObjectStoragePath, Param, task
+
+try:  # Airflow 3.2+
+    from airflow.sdk.configuration import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf
 
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 
@@ -31,14 +37,15 @@ LABELS = ("billing", "bug", "feature_request", "account", "shipping", "other")
 MODELS = {"sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
 PROMPTS = {"full": "prompts/ticket_classifier.md", "short": "prompts/ticket_classifier_short.md"}
 
-DATA_DIR = Path(__file__).parent / "data"
-AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-DEFAULT_STORAGE = f"file://{AIRFLOW_HOME}/claude-batch"
-DEFAULT_CASES = f"file://{DATA_DIR}/eval/labelled_tickets.jsonl"
-STORAGE_CONN_ID = os.environ.get("CLAUDE_BATCH_STORAGE_CONN_ID") or None
-STORAGE = f"{{{{ var.value.get('claude_batch_storage', '{DEFAULT_STORAGE}') }}}}"
-CASES = f"{{{{ var.value.get('claude_batch_eval_cases', '{DEFAULT_CASES}') }}}}"
-EVAL_DIR = f"{STORAGE}/eval/{{{{ run_id | replace(':', '_') | replace('+', '_') }}}}"
+SAMPLE_CASES = (Path(__file__).parent / "data" / "eval" / "labelled_tickets.jsonl").as_uri()
+LOCAL_STORAGE = "file://" + os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")) + "/claude-batch"
+
+# Templates, rendered when a task runs.
+STORAGE = "{{ var.value.get('claude_batch_storage', '" + LOCAL_STORAGE + "') }}"
+CASES = "{{ var.value.get('claude_batch_eval_cases', '" + SAMPLE_CASES + "') }}"
+EVAL_DIR = STORAGE + "/eval/{{ run_id | replace(':', '_') | replace('+', '_') }}"
+# The connection of the storage (e.g. aws_default), none for local files.
+STORAGE_CONN_ID = "{{ conf.get('claude_batch', 'storage_conn_id', fallback='') or none }}"
 
 LABEL_SCHEMA = {
     "type": "object",
@@ -52,13 +59,13 @@ LABEL_SCHEMA = {
 
 
 @task
-def score(reports: list[dict[str, Any]], variants: list[dict[str, str]], eval_dir: str) -> dict[str, Any]:
+def score(
+    reports: list[dict[str, Any]], variants: list[dict[str, str]], eval_dir: str, storage_conn_id: str | None
+) -> dict[str, Any]:
     """Join each variant's output to the expected labels; write the accuracy-and-cost table."""
-    import orjson
-
     rows = []
     for variant, report in zip(variants, reports, strict=True):
-        output = ObjectStoragePath(report["files"]["output"], conn_id=STORAGE_CONN_ID)
+        output = ObjectStoragePath(report["files"]["output"], conn_id=storage_conn_id)
         answers = [orjson.loads(line) for line in output.read_bytes().splitlines() if line.strip()]
         correct = sum(1 for row in answers if row.get("label") == row.get("expected_label"))
         cases = report["input_records"]
@@ -76,7 +83,7 @@ def score(reports: list[dict[str, Any]], variants: list[dict[str, str]], eval_di
         )
     rows.sort(key=lambda row: (-(row["accuracy"] or 0), row["cost_usd"]))
     table = {"schema_version": 1, "variants": rows}
-    folder = ObjectStoragePath(eval_dir, conn_id=STORAGE_CONN_ID)
+    folder = ObjectStoragePath(eval_dir, conn_id=storage_conn_id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "accuracy.json").write_bytes(orjson.dumps(table, option=orjson.OPT_INDENT_2))
     (folder / "accuracy.html").write_text(_page(rows), encoding="utf-8")
@@ -119,6 +126,7 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     render_template_as_native_obj=True,
+    user_defined_macros={"conf": conf},  # Airflow's configuration, for the connection id
     params={
         "retry_errored_sync": Param(
             False,
@@ -144,14 +152,13 @@ with DAG(
                 prompt_field="text",
                 model=model,
                 max_tokens=64,
-                system=f"{{% include '{prompt}' %}}",
+                system="{% include '" + prompt + "' %}",
                 output_schema=LABEL_SCHEMA,
                 passthrough_fields=["expected_label"],
-                output_uri=f"{EVAL_DIR}/{variant}.jsonl",
+                output_uri=EVAL_DIR + "/" + variant + ".jsonl",
                 retry_errored_sync="{{ params.retry_errored_sync }}",
                 max_rounds=2,
-                poll_interval=float(os.environ.get("CLAUDE_BATCH_POLL_INTERVAL", "60")),
             )
             variants.append({"variant": variant, "model": model, "prompt": prompt_name})
-            reports.append(group.get_child_by_label("report").output)
-    score(reports, variants, EVAL_DIR)
+            reports.append(group.output)
+    score(reports, variants, EVAL_DIR, STORAGE_CONN_ID)

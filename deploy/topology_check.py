@@ -203,7 +203,7 @@ class Topology:
             "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
             # The nightly DAG: storage on S3 through the aws_default connection, polls every 2 s.
             "AIRFLOW_VAR_CLAUDE_BATCH_STORAGE": f"s3://{BUCKET}/{STORAGE_PREFIX}",
-            "CLAUDE_BATCH_STORAGE_CONN_ID": "aws_default",
+            "AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID": "aws_default",
             "CLAUDE_BATCH_POLL_INTERVAL": "2",
             "CLAUDE_BATCH_BATCH_RPM_LIMIT": "4000",
             # No instance-metadata lookups: the credentials are in the connection.

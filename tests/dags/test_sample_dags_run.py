@@ -265,7 +265,7 @@ def test_nightly_on_s3_through_an_aws_connection(
     nightly: Nightly, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_CLAUDE_BATCH_STORAGE", "s3://claude-runs/support")
-    monkeypatch.setenv("CLAUDE_BATCH_STORAGE_CONN_ID", "aws_default")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCH__STORAGE_CONN_ID", "aws_default")
 
     dag_run = nightly.run()
 
