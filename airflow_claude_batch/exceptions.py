@@ -19,8 +19,10 @@ class BeforeSubmitError(ClaudeBatchError):
 class InputError(BeforeSubmitError):
     """A record or a parameter is invalid; the message names the record and the fix."""
 
-    def __init__(self, message: str, *, location: str | None = None) -> None:
+    def __init__(self, message: str, *, location: str | None = None, rule: str | None = None) -> None:
         self.location = location
+        self.reason = message  # the message without the location
+        self.rule = rule  # the rule a record broke (``rejected.jsonl`` names it), when one record is at fault
         super().__init__(f"{location}: {message}" if location else message)
 
 

@@ -217,6 +217,8 @@ class _RoundRequeue:
                 self.tally.sync_succeeded += 1
             elif row["outcome"] == "invalid_output":
                 self.tally.sync_invalid_output += 1
+            elif row["outcome"] == "refused":
+                pass  # final, like an answer: the ledger counts it as refused, never requeued
             elif row.get("retryable"):
                 if row["outcome"] == "fell_back":
                     self.tally.sync_fell_back += 1

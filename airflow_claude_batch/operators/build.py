@@ -11,6 +11,7 @@ from airflow_claude_batch.batch.build import build_run
 from airflow_claude_batch.batch.cost_history import RunCost, pipeline_history
 from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
 from airflow_claude_batch.batch.input_change import parse_on_input_change
+from airflow_claude_batch.batch.rejections import InvalidRecordPolicy
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.input_tokens import TokenCounter
 from airflow_claude_batch.batch.model_check import check_model
@@ -97,6 +98,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 ),
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
+                invalid_records=InvalidRecordPolicy.parse(self.on_invalid_record, self.max_rejected_fraction),
             )
             if carried and result.shard_dicts():
                 write_passthrough(self._run_folder(context), source, template.custom_id_field, carried)
