@@ -11,11 +11,11 @@ from airflow_claude_batch.batch.build import build_run
 from airflow_claude_batch.batch.cost_history import RunCost, pipeline_history
 from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
 from airflow_claude_batch.batch.input_change import parse_on_input_change
-from airflow_claude_batch.batch.rejections import InvalidRecordPolicy
 from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.input_tokens import TokenCounter
 from airflow_claude_batch.batch.model_check import check_model
 from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough
+from airflow_claude_batch.batch.rejections import InvalidRecordPolicy
 from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
