@@ -38,6 +38,11 @@ class ConnectionConfigError(BeforeSubmitError):
     """The Claude connection is missing, unreachable or rejected (wrong base URL or key)."""
 
 
+class AccountError(ConnectionConfigError):
+    """The API refused the call for the account, not the request: a spend limit reached, billing, an
+    organization on hold, a key without permission. No retry helps until the account is fixed."""
+
+
 class PacingTimeoutError(BeforeSubmitError):
     """A shard waited for the API's capacity (queue or rate limit) past its deadline; no batch was made."""
 

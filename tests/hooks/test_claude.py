@@ -30,6 +30,9 @@ from airflow_claude_batch.hooks.results_stream import results_path
 BAD_KEY = "sk-ant-fake-do-not-leak-7f3a9c"
 
 
+CONN_FIELDS = {"anthropic_version", "anthropic_beta", "workspace_id", "timeout", "max_retries"}
+
+
 def request(index: int, text: str = "classify this ticket") -> dict[str, Any]:
     return {
         "custom_id": f"req-{index}",
@@ -162,7 +165,7 @@ def test_ui_fields_match_the_provider_info() -> None:
     assert declared["hook-class-name"] == f"{ClaudeBatchHook.__module__}.{ClaudeBatchHook.__name__}"
     assert ClaudeBatchHook.conn_type == declared["connection-type"]
     assert ClaudeBatchHook.hook_name == declared["hook-name"]
-    assert set(declared["conn-fields"]) == {"anthropic_version", "anthropic_beta", "workspace_id", "timeout", "max_retries"}
+    assert set(declared["conn-fields"]) == CONN_FIELDS
 
 
 # --- calls ---------------------------------------------------------------------------------------
@@ -501,7 +504,7 @@ def test_the_connection_form_shows_the_fields_on_this_airflow() -> None:
 
     meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "claude_batch")
     extra = meta.extra_fields or {}
-    assert set(extra) == {"anthropic_version", "anthropic_beta", "workspace_id", "timeout", "max_retries"}
+    assert set(extra) == CONN_FIELDS
     assert "retries" in str(extra["max_retries"]).lower()
     assert meta.standard_fields is not None
     assert meta.standard_fields.host is not None
