@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_claude_batch.exceptions import AccountError, BeforeSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
-from tests.hooks.test_claude import request
+from tests.hooks.test_claude import request, write_shard
 
 ACCOUNT_ERRORS = [
     pytest.param(
@@ -134,3 +135,26 @@ def test_a_plain_rate_limit_is_still_retried(hook: ClaudeBatchHook, emulator: An
     emulator.faults({"fail_next": {"endpoint": "retrieve", "status": 429, "count": 1, "retry_after": 0.05}})
 
     assert hook.get_batch(batch["id"])["id"] == batch["id"]
+
+
+def test_the_streamed_create_of_a_shard_file_says_the_same(
+    hook: ClaudeBatchHook, emulator: Any, tmp_path: Path
+) -> None:
+    # the submit's own create: a spend limit's 429 must fail the task, not be paced as a full queue
+    shard = tmp_path / "shard.jsonl"
+    count, size = write_shard(shard, 3)
+    emulator.faults(
+        {
+            "fail_next": {
+                "endpoint": "create",
+                "status": 429,
+                "count": 1,
+                "error_code": "enforced_spend_limit_reached",
+            }
+        }
+    )
+
+    with pytest.raises(AccountError, match="monthly spend limit"):
+        hook.create_batch_from_file(shard, count, size)
+
+    assert emulator.stats()["batches_created"] == 0
