@@ -245,7 +245,12 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 if end_time is None:
                     end_time = default_end_time(None, margin=self.deadline_margin, now=started)
                 decision = decide_on_error(
-                    error, attempt=failures, now=now, end_time=end_time, policy=self.policy
+                    error,
+                    attempt=failures,
+                    now=now,
+                    end_time=end_time,
+                    policy=self.policy,
+                    seen=last_batch is not None,
                 )
                 self._log_failed_poll(error, decision, failures)
             if decision.action is PollAction.DONE:
