@@ -149,22 +149,29 @@ class Rejections:
             )
 
     def _error(self, *, stopped: bool) -> InputError:
-        head = (
-            f"at least {self.count} records cannot be sent (reading stopped at the {self.count}th)"
+        """The combined error: the first bad record's own message first (its location leads, as for one
+        bad record), then how many more, and each of them."""
+        first = self._first[0]
+        others = self.count - 1
+        more = (
+            f"at least {others} more records cannot be sent (reading stopped at the {self.count}th)"
             if stopped
-            else f"{self.count} record{'s' if self.count != 1 else ''} cannot be sent"
+            else f"{others} more record{'s' if others != 1 else ''} cannot be sent"
         )
         return InputError(
-            f"{head}: {self._listing()}; fix them, or pass on_invalid_record='skip' to send the others "
-            "and list these in rejected.jsonl"
+            f"{first.error} [{first.rule}]; {more}: {self._listing(skip_first=True)}; fix them, or pass "
+            "on_invalid_record='skip' to send the others and list these in rejected.jsonl",
+            location=first.location,
         )
 
-    def _listing(self) -> str:
+    def _listing(self, *, skip_first: bool = False) -> str:
+        rows = self._first[1:] if skip_first else self._first
+        first_error = self._first[0].error if self._first else None
         shown = "; ".join(
             f"{row.location or 'a record'}"
             + (f" ({row.custom_id})" if row.custom_id else "")
-            + f" [{row.rule}]: {row.error}"
-            for row in self._first
+            + (" [same error]" if skip_first and row.error == first_error else f" [{row.rule}]: {row.error}")
+            for row in rows
         )
         more = self.count - len(self._first)
         return shown + (f"; and {more} more" if more > 0 else "")

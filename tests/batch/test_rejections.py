@@ -86,8 +86,9 @@ def test_fail_lists_every_bad_record_in_one_message_and_writes_nothing(
         build_run(FileRecords([source]), TEMPLATE, folder)
 
     message = str(raised.value)
-    assert message.startswith("3 records cannot be sent")
-    for location in ("tickets.jsonl:3", "tickets.jsonl:6", "tickets.jsonl:8"):
+    assert message.startswith("tickets.jsonl:3: ")  # the first bad record leads, as when it is alone
+    assert "2 more records cannot be sent" in message
+    for location in ("tickets.jsonl:6", "tickets.jsonl:8"):
         assert location in message
     assert "on_invalid_record='skip'" in message
     assert not Path(str(folder.round_dir(0) / "shards.json")).exists()
@@ -103,8 +104,9 @@ def test_fail_stops_reading_at_the_twentieth_bad_record(folder: RunFolder, tmp_p
         build_run(FileRecords([source]), TEMPLATE, folder)
 
     message = str(raised.value)
-    assert message.startswith("at least 20 records cannot be sent")
-    assert "tickets.jsonl:39" in message  # the 20th bad record (records 0, 2, ... 38)
+    assert message.startswith("tickets.jsonl:1: ")
+    assert "at least 19 more records cannot be sent (reading stopped at the 20th)" in message
+    assert "tickets.jsonl:39 (t-38) [same error]" in message  # the 20th bad record (records 0, 2, ... 38)
     assert "tickets.jsonl:41" not in message
 
 
