@@ -234,6 +234,26 @@ def test_synchronous_retries_count_as_succeeded_at_standard_prices(folder: RunFo
     assert [row["custom_id"] for row in iter_succeeded_rows(folder, 2)] == ["b", "a"]
 
 
+def test_a_synchronous_retry_that_is_refused_is_final_and_counted_as_refused(folder: RunFolder) -> None:
+    write_json(folder.estimate, {"records": 2})
+    shard = fanned_out_shard(folder, 0, [errored("a"), succeeded("b")])
+    write_shard_list(folder, 0, [shard])
+
+    def send(params: Any) -> dict[str, Any]:
+        declined = [{"type": "text", "text": "no"}]
+        return {"model": MODEL, "content": declined, "stop_reason": "refusal", "usage": usage(1000, 5)}
+
+    record = requeue_round(folder, 0, [shard], sync=SyncRetry(send, PRICES))
+    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
+
+    assert record.requeued == 0  # a refusal is never sent again
+    assert manifest.dispositions["refused"] == 1
+    assert manifest.dispositions["succeeded"] == 1
+    assert manifest.reconciled, manifest.notes
+    assert manifest.money.sync_retry_usd == pytest.approx((1000 * 3 + 5 * 15) / 1e6)  # billed all the same
+    assert [row["custom_id"] for row in iter_succeeded_rows(folder, 2)] == ["b"]
+
+
 def test_a_dry_run_reports_its_estimate_and_that_nothing_was_submitted(folder: RunFolder) -> None:
     write_json(folder.estimate, {"records": 5, "estimated_cost_usd_upper": 0.3, "dry_run": True})
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)

@@ -17,6 +17,7 @@ from airflow_claude_batch.batch.fanout import fan_out_shard
 from airflow_claude_batch.batch.flat_output import iter_succeeded_rows
 from airflow_claude_batch.batch.ledger import write_ledger
 from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.report_page import render_report
 from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.shards import ShardDescriptor
@@ -142,7 +143,7 @@ def test_stop_reasons_of_a_batch_become_outcomes_and_the_manifest_adds_up(
     assert errored["error_type"] == "model_context_window_exceeded"
     assert errored["retryable"] is False
 
-    manifest, _ = write_ledger(folder, prices=prices, max_rounds=1)
+    manifest, samples = write_ledger(folder, prices=prices, max_rounds=1)
 
     assert manifest.reconciled, manifest.notes
     assert manifest.dispositions == {
@@ -162,3 +163,4 @@ def test_stop_reasons_of_a_batch_become_outcomes_and_the_manifest_adds_up(
         row["result"]["message"]["usage"]["output_tokens"] for row in results
     )
     assert [row["custom_id"] for row in iter_succeeded_rows(folder, 1)] == ["answered"]
+    assert '<div class="card">refused<b>1</b></div>' in render_report(manifest, samples)
