@@ -89,6 +89,12 @@ def get_provider_info() -> dict:
                         "description": "Comma-separated anthropic-beta flags, sent on the batch calls.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "workspace_id": {
+                        "label": "Workspace ID",
+                        "description": "Sent as the anthropic-workspace-id header on every call "
+                        "(e.g. wrkspc_01...); empty: the key's own workspace.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "timeout": {
                         "label": "Request timeout (seconds)",
                         "description": "Per-request timeout for API calls (default 600).",

@@ -19,8 +19,10 @@ class BeforeSubmitError(ClaudeBatchError):
 class InputError(BeforeSubmitError):
     """A record or a parameter is invalid; the message names the record and the fix."""
 
-    def __init__(self, message: str, *, location: str | None = None) -> None:
+    def __init__(self, message: str, *, location: str | None = None, rule: str | None = None) -> None:
         self.location = location
+        self.reason = message  # the message without the location
+        self.rule = rule  # the rule a record broke (``rejected.jsonl`` names it), when one record is at fault
         super().__init__(f"{location}: {message}" if location else message)
 
 
@@ -34,6 +36,11 @@ class InputChangedError(BeforeSubmitError):
 
 class ConnectionConfigError(BeforeSubmitError):
     """The Claude connection is missing, unreachable or rejected (wrong base URL or key)."""
+
+
+class AccountError(ConnectionConfigError):
+    """The API refused the call for the account, not the request: a spend limit reached, billing, an
+    organization on hold, a key without permission. No retry helps until the account is fixed."""
 
 
 class PacingTimeoutError(BeforeSubmitError):

@@ -97,12 +97,15 @@ def machine() -> dict[str, Any]:
 
 
 def emulator_args(args: argparse.Namespace) -> list[str]:
-    extra = ["--error-rate", repr(args.error_rate)]
-    if args.queue_limit:
-        extra += ["--queue-limit", str(args.queue_limit)]
-    if args.rpm_limit:
-        extra += ["--rpm-limit", str(args.rpm_limit)]
-    return extra
+    # Always passed: without them the emulator enforces the API's tier-1 limits (0 turns one off).
+    return [
+        "--error-rate",
+        repr(args.error_rate),
+        "--queue-limit",
+        str(args.queue_limit or 0),
+        "--rpm-limit",
+        str(args.rpm_limit or 0),
+    ]
 
 
 def run_dag(args: argparse.Namespace, workdir: Path, source: Path, base_url: str) -> dict[str, Any]:

@@ -174,7 +174,8 @@ def _child_env(
     if base_url is not None and api_key is not None:
         connection = {"conn_type": "claude-batch", "host": base_url, "password": api_key}
         env["AIRFLOW_CONN_CLAUDE_BATCH_DEFAULT"] = json.dumps(connection)
-        env["CLAUDE_BATCH_BATCH_RPM_LIMIT"] = "60000"  # the emulator has no rate limit of its own
+        # No CLAUDE_BATCH_BATCH_RPM_LIMIT: the emulator enforces the API's tier-1 limits (50 batch calls
+        # a minute), and the product's default pace is the same tier's.
     if tickets is not None:
         env["AIRFLOW_VAR_CLAUDE_BATCH_TICKETS"] = tickets.resolve().as_uri()
     return env

@@ -307,6 +307,8 @@ class Topology:
         address = ["--host", "127.0.0.1", "--port", str(self.ports.emulator)]
         # Slow enough (a start delay, then 500 requests/s) that the wait tasks really defer.
         pace = ["--start-delay", "20", "--speed", "500"]
+        # The product is told tier 4 (CLAUDE_BATCH_BATCH_RPM_LIMIT 4000); so is the emulator (else tier 1).
+        pace += ["--rpm-limit", "4000", "--queue-limit", "500000"]
         server = self.processes.start(
             "emulator",
             [emulator, *address, "--api-key", FAKE_API_KEY, *pace, "--log-level", "warning"],

@@ -41,13 +41,14 @@ from airflow_claude_batch.batch.input_change import (
 from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, write_fingerprint
 from airflow_claude_batch.batch.input_tokens import ReservoirSample, TokenCounter, measure_tokens
 from airflow_claude_batch.batch.pricing import PriceTable
+from airflow_claude_batch.batch.rejections import InvalidRecordPolicy, Rejections
 from airflow_claude_batch.batch.rendering import RequestTemplate, iter_requests
 from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard
 from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.batch.sources import RecordSource
-from airflow_claude_batch.batch.storage import read_json, write_json
+from airflow_claude_batch.batch.storage import atomic_writer, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def build_run(
     fingerprint: InputFingerprint | None = None,
     on_input_change: str = FAIL,
     history: Sequence[RunCost] = (),
+    invalid_records: InvalidRecordPolicy | None = None,
 ) -> BuildResult:
     """Build round 0 of a run (see the module's docstring for the order of work).
 
@@ -102,6 +104,8 @@ def build_run(
     :raises InputChangedError: the input changed after a submit and ``on_input_change`` is ``"fail"``.
     :param history: earlier runs of the same pipeline, for the expected cost (see
         :func:`~airflow_claude_batch.batch.cost_history.pipeline_history`).
+    :param invalid_records: what a bad record does: stop the build (default) or go to ``rejected.jsonl``
+        (see :mod:`~airflow_claude_batch.batch.rejections`).
     :raises InputError: a record or a setting is invalid (nothing was submitted).
     :raises BudgetExceededError: the estimate its ``budget_basis`` names is over ``max_cost_usd``.
     :raises StorageError: the run folder cannot be read or written.
@@ -130,11 +134,21 @@ def build_run(
     writer = ShardWriter(folder, FIRST_ROUND, limits, dry_run=dry_run, first_index=len(built))
     with writer:
         left_out = _LeftOut(known)
-        sample = _write_shards(source, template, writer, options.sample_size, left_out)
+        policy = invalid_records or InvalidRecordPolicy()
+        rejections = Rejections(policy, lambda: atomic_writer(folder.rejected))
+        sample = _write_shards(source, template, writer, options.sample_size, left_out, rejections)
+        rejections.finish(accepted=sample.seen + left_out.in_run + left_out.answered)
         shards = writer.close()
         rate = measure_tokens(sample.items, template, count_tokens)
         estimate = estimate_cost(shards, rate, template, prices, options, history=history, dry_run=dry_run)
-        write_json(folder.estimate, {**_with_earlier_part(folder, estimate, built), "built_at": _now()})
+        write_json(
+            folder.estimate,
+            {
+                **_with_earlier_part(folder, estimate, built),
+                "built_at": _now(),
+                "rejected_records": rejections.count,
+            },
+        )
         check_budget(estimate)
         descriptors = _descriptors(folder, shards, estimate)
         if not dry_run:
@@ -190,12 +204,17 @@ class _LeftOut:
 
 
 def _write_shards(
-    source: RecordSource, template: RequestTemplate, writer: ShardWriter, sample_size: int, left_out: _LeftOut
+    source: RecordSource,
+    template: RequestTemplate,
+    writer: ShardWriter,
+    sample_size: int,
+    left_out: _LeftOut,
+    rejections: Rejections,
 ) -> ReservoirSample:
     sample = ReservoirSample(sample_size)
     offer, add = sample.offer, writer.add
     skip = left_out.skip if left_out.known is not None else None
-    for request in iter_requests(source, template):
+    for request in iter_requests(source, template, on_invalid=rejections.reject):
         if skip is not None and skip(request.custom_id):
             continue
         add(request)

@@ -83,11 +83,12 @@ class RunCost:
         """Read a manifest; ``None`` when it answered nothing (a dry run, a run that failed early)."""
         try:
             dispositions = manifest.get("dispositions") or {}
-            answered = int(dispositions.get("succeeded", 0)) + int(dispositions.get("invalid_output", 0))
+            billed = ("succeeded", "invalid_output", "refused")  # every billed answer (refusals too)
+            answered = sum(int(dispositions.get(name, 0)) for name in billed)
             sync = sum(
-                int((r.get("sync_retry") or {}).get("succeeded", 0))
-                + int((r.get("sync_retry") or {}).get("invalid_output", 0))
+                int((r.get("sync_retry") or {}).get(name, 0))
                 for r in manifest.get("rounds") or ()
+                for name in billed
             )
             estimate = manifest.get("estimate") or {}
             money = manifest.get("money") or {}

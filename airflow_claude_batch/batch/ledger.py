@@ -6,9 +6,10 @@ records and dead-letter files, and the synchronous retries. While scanning, the 
 ``dead-letter.jsonl`` and ``pending.jsonl`` are written.
 
 Every input record ends in exactly one disposition: ``succeeded``, ``invalid_output`` (a billed answer
-the parser or schema rejected), ``dead_lettered`` or ``pending`` (still requeueable, or held, after the
-last round). The manifest says whether these add up to the input count (``reconciled``) and, if not,
-why (``notes``).
+the parser or schema rejected), ``refused`` (the model declined: ``stop_reason: refusal``),
+``dead_lettered``, ``pending`` (still requeueable, or held, after the last round) or ``rejected`` (set
+aside by the build, ``rejected.jsonl``, never sent). The manifest says whether these add up to the
+input count (``reconciled``) and, if not, why (``notes``).
 
 Money is recomputed from each answer's usage with the prices the build froze (see
 :mod:`~airflow_claude_batch.batch.run_money`); the manifest's shape is in
@@ -19,6 +20,7 @@ Money is recomputed from each answer's usage with the prices the build froze (se
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -28,11 +30,11 @@ from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.requeue_record import read_requeue_record
 from airflow_claude_batch.batch.requeue_rule import RequeueRule
 from airflow_claude_batch.batch.round_files import read_shard_list, shard_list_path
-from airflow_claude_batch.batch.round_scan import RoundScan, RowEmitter, RunScanner
+from airflow_claude_batch.batch.round_scan import SAMPLE_ROWS, RoundScan, RowEmitter, RunScanner
 from airflow_claude_batch.batch.run_cancel import read_cancel
 from airflow_claude_batch.batch.run_money import ModelTotals, run_money, run_prices
 from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import atomic_writer, read_json, write_json
+from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl, read_json, write_json
 
 
 def scan_run(
@@ -78,7 +80,14 @@ def scan_run(
     manifest = _build_manifest(folder, prices, max_rounds, scans, scanner.notes, scanner.warnings)
     if cancel is not None:
         manifest = dataclasses.replace(manifest, canceled=cancel.canceled_at)
-    return manifest, emitter.samples
+    return manifest, {**emitter.samples, "rejected": _rejected_sample(folder)}
+
+
+def _rejected_sample(folder: RunFolder) -> list[dict[str, Any]]:
+    """The first rows of the run's ``rejected.jsonl`` (none when the build rejected nothing)."""
+    if not folder.rejected.exists():
+        return []
+    return list(itertools.islice(iter_jsonl(folder.rejected), SAMPLE_ROWS))
 
 
 def is_dry_run(folder: RunFolder) -> bool:
@@ -93,12 +102,21 @@ def _no_shards_reason(folder: RunFolder) -> str:
     return f"{shard_list_path(folder, 0)} does not exist: the build did not finish, nothing was submitted"
 
 
+def _rejected_records(folder: RunFolder) -> int:
+    """Records the build set aside (``rejected.jsonl``), as ``estimate.json`` counts them."""
+    estimate = read_json(folder.estimate)
+    rejected = estimate.get("rejected_records") if isinstance(estimate, dict) else None
+    return rejected if isinstance(rejected, int) and not isinstance(rejected, bool) else 0
+
+
 def _input_records(folder: RunFolder, scans: list[RoundScan]) -> tuple[int, float | None, float | None]:
+    """The records the build read (sent and rejected), and the estimate's upper and expected figures."""
     estimate = read_json(folder.estimate)
     estimate = estimate if isinstance(estimate, dict) else {}
     records = estimate.get("records")
     if not isinstance(records, int):
         records = scans[0].requests if scans else 0
+    records += _rejected_records(folder)
     upper = estimate.get("estimated_cost_usd_upper")
     expected = estimate.get("estimated_cost_usd_expected")
     return (
@@ -123,8 +141,10 @@ def _build_manifest(
     dispositions = {
         "succeeded": sum(s.outcomes["succeeded"] + s.sync_retry["succeeded"] for s in scans),
         "invalid_output": sum(s.outcomes["invalid_output"] + s.sync_retry["invalid_output"] for s in scans),
+        "refused": sum(s.outcomes["refused"] + s.sync_retry.get("refused", 0) for s in scans),
         "dead_lettered": sum(s.dead_lettered for s in scans),
         "pending": sum(s.pending for s in scans),
+        "rejected": _rejected_records(folder),
     }
     notes = list(notes)
     if sum(dispositions.values()) != records:

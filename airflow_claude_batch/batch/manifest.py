@@ -27,13 +27,16 @@ ESTIMATE_FIELDS = (
     "estimated_cost_usd_expected",
     "estimated_cost_usd_upper",
 )
-DISPOSITIONS = ("succeeded", "invalid_output", "dead_lettered", "pending")
+#: ``refused``: answers with ``stop_reason: refusal`` (final); ``rejected``: records the build set aside
+#: (``on_invalid_record="skip"``, listed in ``rejected.jsonl``), never sent.
+DISPOSITIONS = ("succeeded", "invalid_output", "refused", "dead_lettered", "pending", "rejected")
 #: The run's files, relative to the run folder.
 RUN_FILES = {
     "manifest": "manifest.json",
     "report": "report.html",
     "dead_letter": "dead-letter.jsonl",
     "pending": "pending.jsonl",
+    "rejected": "rejected.jsonl",
 }
 
 
@@ -113,8 +116,8 @@ class Manifest:
     :param max_rounds: rounds allowed in all.
     :param rounds: one entry per round that exists.
     :param outcomes: rows per outcome file over all rounds (a requeued request counts once per round).
-    :param dispositions: final disposition counts (``succeeded``, ``invalid_output``, ``dead_lettered``,
-        ``pending``).
+    :param dispositions: final disposition counts (``DISPOSITIONS``: ``succeeded``, ``invalid_output``,
+        ``refused``, ``dead_lettered``, ``pending``, ``rejected``).
     :param reconciled: whether the dispositions add up to ``input_records`` and every round balances.
     :param notes: what does not add up, when ``reconciled`` is false.
     :param warnings: what adds up but needs a look (a shard without results, a missing shard list).

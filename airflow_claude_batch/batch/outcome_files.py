@@ -16,10 +16,14 @@ import orjson
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
 
-#: The files a fanout writes for every shard, in this order.
-ROW_OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
+#: The files a fanout writes for every shard, in this order. ``refused``: answers whose
+#: ``stop_reason`` is ``refusal`` (billed, final: never requeued, never in the flat output).
+ROW_OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled", "refused")
+#: Outcome files added after the first release: a shard fanned out before them has none, and is
+#: finished all the same (its rows are in the other files).
+LATER_OUTCOMES = ("refused",)
 #: Rows that hold a billed answer (and so tokens and cost).
-BILLED_OUTCOMES = ("succeeded", "invalid_output")
+BILLED_OUTCOMES = ("succeeded", "invalid_output", "refused")
 
 _WRITE_BUFFER_BYTES = 1 << 20
 

@@ -155,6 +155,13 @@ def decide_on_batch(
     return PollDecision(PollAction.WAIT, delay=delay, reason=f"batch is {status}")
 
 
+#: 404s in a row tolerated for a batch this wait has not seen yet: right after its create a batch can
+#: be unknown to the read path for a moment (a known report against the SDK); each look is at most
+#: :data:`NOT_FOUND_DELAY_CAP_S` apart, so a wrong id still fails within seconds.
+NOT_FOUND_RETRIES = 3
+NOT_FOUND_DELAY_CAP_S = 5.0
+
+
 def decide_on_error(
     error: PollError,
     *,
@@ -163,6 +170,7 @@ def decide_on_error(
     end_time: float,
     policy: PollPolicy,
     uniform: Uniform = random.uniform,
+    seen: bool = True,
 ) -> PollDecision:
     """Decide what follows a failed poll.
 
@@ -172,7 +180,18 @@ def decide_on_error(
     :param end_time: the wall-clock deadline, epoch seconds.
     :param policy: poll interval, jitter and backoff cap.
     :param uniform: the source of jitter.
+    :param seen: whether this wait has had the batch in an answer; a batch never seen that is not found
+        is looked for again, briefly (:data:`NOT_FOUND_RETRIES`).
     """
+    not_found = error.kind.value == "not_found"  # ``ErrorKind.NOT_FOUND`` (poll_errors imports this module)
+    if not_found and not seen and attempt <= NOT_FOUND_RETRIES and now < end_time:
+        delay = min(error_backoff(attempt, policy, uniform), NOT_FOUND_DELAY_CAP_S)
+        reason = (
+            f"{error.describe()}: a batch can be unknown for a moment right after its create; looking "
+            f"again ({attempt}/{NOT_FOUND_RETRIES})"
+        )
+        delay = _clip_to_deadline(delay, now=now, end_time=end_time)
+        return PollDecision(PollAction.WAIT, delay=delay, reason=reason)
     if not error.transient:
         return PollDecision(PollAction.FAIL, reason=error.describe())
     if now >= end_time:

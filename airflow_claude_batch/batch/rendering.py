@@ -230,6 +230,7 @@ class RequestRenderer:
                 f"custom_id {value!r} starts with {MARKER_PREFIX!r}, which marks the package's own marker "
                 "request in every batch; rename the ids that start with it in the source",
                 location=location,
+                rule="custom_id",
             )
         if type(value) is str and CUSTOM_ID_PATTERN.fullmatch(value):
             return value
@@ -237,7 +238,7 @@ class RequestRenderer:
             value = str(value)
             if CUSTOM_ID_PATTERN.fullmatch(value):
                 return value
-        raise InputError(self._custom_id_problem(record, value), location=location)
+        raise InputError(self._custom_id_problem(record, value), location=location, rule="custom_id")
 
     def _custom_id_problem(self, record: Record, value: Any) -> str:
         if value is None:
@@ -280,7 +281,7 @@ class RequestRenderer:
             )
         if isinstance(prompt, list) and prompt:
             return self._encode(custom_id, self._template_params(prompt), location)
-        raise InputError(self._prompt_problem(record, prompt), location=location)
+        raise InputError(self._prompt_problem(record, prompt), location=location, rule="prompt")
 
     def _prompt_problem(self, record: Record, prompt: Any) -> str:
         field = self._prompt_field
@@ -304,24 +305,29 @@ class RequestRenderer:
             result = render(record)
         except Exception as exc:
             raise InputError(
-                f"render failed: {type(exc).__name__}: {exc}; fix the render callable", location=location
+                f"render failed: {type(exc).__name__}: {exc}; fix the render callable",
+                location=location,
+                rule="render",
             ) from exc
         if not result:
             raise InputError(
                 "render returned nothing; return the Messages params (a dict with 'messages') for every "
                 "record, or filter the record out of the source",
                 location=location,
+                rule="render",
             )
         if not isinstance(result, Mapping):
             raise InputError(
                 f"render returned a {type(result).__name__}; return the Messages params as a dict",
                 location=location,
+                rule="render",
             )
         if "params" in result and "custom_id" in result:
             raise InputError(
                 "render returned a whole request ({custom_id, params}); return only the params, the id "
                 "comes from custom_id_field",
                 location=location,
+                rule="render",
             )
         params = dict(result)
         if self.template.model is not None:
@@ -335,7 +341,7 @@ class RequestRenderer:
     def _encode(self, custom_id: str, params: dict[str, Any], location: str) -> EncodedRequest:
         problem = params_problem(params)
         if problem:
-            raise InputError(f"{problem}", location=location)
+            raise InputError(f"{problem}", location=location, rule=getattr(problem, "rule", None) or "params")
         line = encode_json({"custom_id": custom_id, "params": params}, location=location) + b"\n"
         # The API refuses a create over its byte limit before it reads a request (413): such a request
         # is left to the shard writer, which names that limit; the request rules come after.
@@ -354,27 +360,48 @@ class RequestRenderer:
         )
 
 
-def iter_requests(source: RecordSource, template: RequestTemplate) -> Iterator[EncodedRequest]:
+def iter_requests(
+    source: RecordSource,
+    template: RequestTemplate,
+    on_invalid: Callable[[InputError, str | None], None] | None = None,
+) -> Iterator[EncodedRequest]:
     """Render every record of ``source``, in order, checking that custom_ids are unique across the run.
 
     :param source: records with their locations (re-iterable, so a duplicate's first use can be named).
     :param template: how records become requests.
+    :param on_invalid: takes a record's fault (the error and the record's id, when it has one) and
+        goes on with the next record, or raises to stop (see :mod:`~airflow_claude_batch.batch.rejections`);
+        ``None``: the first fault is raised.
     :raises InputError: a record cannot be rendered, an id repeats, or the source has no record.
     """
     renderer = RequestRenderer(template)
     seen = DigestSet()
-    count = 0
+    count = rejected = 0
     for record, location in source:
-        request = renderer.render(record, location)
-        if not seen.add(id_digest(request.custom_id)):
-            raise_if_used_before(source, renderer.custom_id, request.custom_id, request.location, count)
+        try:
+            request = renderer.render(record, location)
+            if not seen.add(id_digest(request.custom_id)):
+                raise_if_used_before(
+                    source, renderer.custom_id, request.custom_id, request.location, count + rejected
+                )
+        except InputError as exc:
+            if on_invalid is None or exc.location is None:
+                raise
+            on_invalid(exc, _record_id(record, template.custom_id_field))
+            rejected += 1
+            continue
         count += 1
         yield request
-    if count == 0:
+    if count == 0 and not rejected:
         raise InputError(
             f"{_source_name(source)} has no records; check the source URI or glob and that the files are "
             "not empty"
         )
+
+
+def _record_id(record: Record, field: str) -> str | None:
+    value = record.get(field) if isinstance(record, Mapping) else None
+    return str(value) if type(value) in (str, int) else None
 
 
 def _source_name(source: RecordSource) -> str:

@@ -22,6 +22,7 @@ OUTCOME_COLOURS = {
     "errored": "#c62828",
     "expired": "#6d4c41",
     "canceled": "#757575",
+    "refused": "#6a1b9a",
 }
 _COST_COLOURS = {"expected": "#78909c", "upper": "#cfd8dc", "batch": "#1565c0", "synchronous": "#ef6c00"}
 
@@ -146,8 +147,10 @@ def _cards(manifest: Manifest) -> str:
         ("input records", _int(manifest.input_records)),
         ("succeeded", _int(d.get("succeeded", 0))),
         ("invalid output", _int(d.get("invalid_output", 0))),
+        ("refused", _int(d.get("refused", 0))),
         ("dead-lettered", _int(d.get("dead_lettered", 0))),
         ("pending", _int(d.get("pending", 0))),
+        ("rejected at build", _int(d.get("rejected", 0))),
         ("actual cost", _usd(manifest.money.actual_usd)),
         ("expected", _usd(manifest.money.estimated_expected_usd)),
         ("cache hit rate", _pct(manifest.cache_hit_rate)),
@@ -330,8 +333,8 @@ def render_report(
     """Return the report page of a run.
 
     :param manifest: the run's manifest.
-    :param samples: the first rows of the run's dead-letter and pending files (``"dead_letter"``,
-        ``"pending"``), shown as tables.
+    :param samples: the first rows of the run's dead-letter, pending and rejected files
+        (``"dead_letter"``, ``"pending"``, ``"rejected"``), shown as tables.
     :param history: earlier runs of the same pipeline, newest first, for a table of cost per run.
     """
     samples = samples or {}
@@ -369,6 +372,13 @@ def render_report(
             ["custom_id", "round", "last_outcome", "reason"],
             manifest.dispositions.get("pending", 0),
             manifest.files.get("pending", ""),
+        )
+        + _sample(
+            "Rejected at build",
+            samples.get("rejected", ()),
+            ["custom_id", "location", "rule", "error"],
+            manifest.dispositions.get("rejected", 0),
+            manifest.files.get("rejected", ""),
         )
         + "<h2>Files</h2>"
         + files

@@ -235,6 +235,8 @@ class _RoundRequeue:
             elif row["outcome"] == "unknown":
                 # possibly answered and billed: pending (sync_outcome_unknown), never sent again
                 self.tally.sync_unknown += 1
+            elif row["outcome"] == "refused":
+                pass  # final, like an answer: the ledger counts it as refused, never requeued
             elif row.get("retryable"):
                 if row["outcome"] == "fell_back":
                     self.tally.sync_fell_back += 1

@@ -44,6 +44,8 @@ _DEAD_LETTER_HINTS = {
     "authentication_error": "the API key was rejected; fix the connection",
     "billing_error": "the account has a billing problem; fix it in the console",
     "request_too_large": "the request is over the size limit; shorten the prompt",
+    "model_context_window_exceeded": "the prompt and the answer do not fit the model's context window; "
+    "shorten the prompt, lower max_tokens, or use a model with a larger context window",
 }
 
 

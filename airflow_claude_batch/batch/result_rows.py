@@ -24,6 +24,22 @@ from airflow_claude_batch.batch.tokens import TokenTotals
 
 __all__ = ["TOKEN_KINDS", "RoutedRow", "RowPricer", "answer_row", "error_row", "route_line"]
 
+#: Why a billed answer is no answer, as the rows say it (what to change).
+CUT_AT_MAX_TOKENS = (
+    "the answer was cut at max_tokens (stop_reason max_tokens): raise max_tokens, or give a parser "
+    "that accepts a partial answer"
+)
+CONTEXT_WINDOW_EXCEEDED = (
+    "the prompt and the answer reached the model's context window (stop_reason "
+    "model_context_window_exceeded): shorten the prompt, lower max_tokens, or use a model with a "
+    "larger context window"
+)
+PAUSED_TURN = (
+    "the model paused a long turn (stop_reason pause_turn): the text is not a final answer; server "
+    "tools that pause need a continuation, which a batch cannot send; lower the tools' work per "
+    "request or send these requests synchronously"
+)
+
 #: A row's pricer is the run's money meter (batch rates in the fanout, standard for a synchronous retry).
 RowPricer = MoneyMeter
 
@@ -71,7 +87,12 @@ def answer_row(
     tail = {"stop_reason": stop_reason, "usage": usage, "cost_usd": cost}
     if pricing:
         tail[PRICING_PARAMS] = pricing
+    not_an_answer = _stop_reason_outcome(custom_id, stop_reason, message, common, tail)
+    if not_an_answer is not None:
+        return RoutedRow(*not_an_answer, tokens)
     if validator is None:
+        if stop_reason == "max_tokens":
+            return RoutedRow("invalid_output", {**common, "error": CUT_AT_MAX_TOKENS, **tail}, tokens)
         return RoutedRow("succeeded", {**common, "parsed": None, **tail}, tokens)
     try:
         parsed = validator.parse(text, message)
@@ -81,6 +102,37 @@ def answer_row(
             reason += " (the answer was cut at max_tokens; raise max_tokens)"
         return RoutedRow("invalid_output", {**common, "error": reason, **tail}, tokens)
     return RoutedRow("succeeded", {**common, "parsed": parsed, **tail}, tokens)
+
+
+def _stop_reason_outcome(
+    custom_id: str,
+    stop_reason: Any,
+    message: Mapping[str, Any],
+    common: dict[str, Any],
+    tail: dict[str, Any],
+) -> tuple[str, dict[str, Any]] | None:
+    """Return the outcome and row of a billed message that is no answer, by its ``stop_reason``.
+
+    - ``refusal``: the model declined; its own outcome (``refused``), final, never requeued.
+    - ``model_context_window_exceeded``: the prompt and the answer did not fit the model's context
+      window; an ``errored`` row that is not retryable (it dead-letters, with the fix), still priced.
+    - ``pause_turn``: a server tool's long turn was paused; the text is no answer (``invalid_output``).
+    """
+    if stop_reason == "refusal":
+        return "refused", {**common, "stop_details": message.get("stop_details"), **tail}
+    if stop_reason == "model_context_window_exceeded":
+        return "errored", {
+            "custom_id": custom_id,
+            "error_type": "model_context_window_exceeded",
+            "message": CONTEXT_WINDOW_EXCEEDED,
+            "retryable": False,
+            "request_id": None,
+            "model": common["model"],
+            **tail,
+        }
+    if stop_reason == "pause_turn":
+        return "invalid_output", {**common, "error": PAUSED_TURN, **tail}
+    return None
 
 
 def error_row(custom_id: str, error: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 
 from airflow_claude_batch.batch.money_meter import PRICING_PARAMS
-from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
+from airflow_claude_batch.batch.outcome_files import BILLED_OUTCOMES, LATER_OUTCOMES, ROW_OUTCOMES
 from airflow_claude_batch.batch.request_lines import iter_request_lines
 from airflow_claude_batch.batch.requeue_record import RequeueRecord
 from airflow_claude_batch.batch.requeue_rule import (
@@ -49,7 +49,13 @@ class RoundScan:
     sync_tokens: ModelTotals
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_OUTCOMES, 0))
     sync_retry: dict[str, int] = field(
-        default_factory=lambda: {"succeeded": 0, "invalid_output": 0, "errored": 0, "unknown": 0}
+        default_factory=lambda: {
+            "succeeded": 0,
+            "invalid_output": 0,
+            "refused": 0,
+            "errored": 0,
+            "unknown": 0,
+        }
     )
     batch_ids: list[str] = field(default_factory=list)
     requeued: int = 0
@@ -73,7 +79,7 @@ class RoundScan:
 
     @property
     def answered_sync(self) -> int:
-        return self.sync_retry["succeeded"] + self.sync_retry["invalid_output"]
+        return sum(self.sync_retry.get(outcome, 0) for outcome in BILLED_OUTCOMES)
 
 
 class RowEmitter:
@@ -92,7 +98,11 @@ class RowEmitter:
 
 
 def _fanout_finished(folder: RunFolder, round_index: int, shard_index: int) -> bool:
-    return all(folder.shard_outcome(round_index, shard_index, outcome).exists() for outcome in ROW_OUTCOMES)
+    return all(
+        folder.shard_outcome(round_index, shard_index, outcome).exists()
+        for outcome in ROW_OUTCOMES
+        if outcome not in LATER_OUTCOMES
+    )
 
 
 class RunScanner:
@@ -146,8 +156,11 @@ class RunScanner:
             scan.no_results += 1
 
     def _answers(self, scan: RoundScan, shard_index: int) -> None:
-        for outcome in ("succeeded", "invalid_output"):
-            for row in iter_jsonl(self.folder.shard_outcome(scan.round, shard_index, outcome)):
+        for outcome in BILLED_OUTCOMES:
+            path = self.folder.shard_outcome(scan.round, shard_index, outcome)
+            if outcome in LATER_OUTCOMES and not path.exists():
+                continue  # fanned out before this outcome had a file
+            for row in iter_jsonl(path):
                 scan.outcomes[outcome] += 1
                 scan.batch_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
         # The batch's marker request is no record, but it was billed: its tokens count in the money.
@@ -160,6 +173,8 @@ class RunScanner:
         for outcome in UNFINISHED_OUTCOMES:
             for row in iter_jsonl(self.folder.shard_outcome(scan.round, shard_index, outcome)):
                 scan.outcomes[outcome] += 1
+                if row.get("usage"):  # a billed message that is no answer (model_context_window_exceeded)
+                    scan.batch_tokens.add(row.get("model") or "", row.get("usage"))
                 verdict = rule.decide(outcome, row)
                 if verdict.decision is Decision.HOLD:
                     self._hold(scan, row["custom_id"], outcome, verdict.reason)
@@ -182,7 +197,7 @@ class RunScanner:
         for row in iter_jsonl(path):
             outcome = row.get("outcome", "errored")
             scan.sync_retry[outcome] = scan.sync_retry.get(outcome, 0) + 1
-            if outcome in ("succeeded", "invalid_output"):
+            if row.get("usage"):  # every billed synchronous message, answer or not
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
             elif outcome == "unknown":
                 # possibly processed and billed: pending, never resent, counted at its upper cost

@@ -90,7 +90,7 @@ class RunFolder:
         return self.round_dir(round_index) / f"shard-{_number(shard_index, 'shard index'):05d}.state.json"
 
     def shard_outcome(self, round_index: int, shard_index: int, outcome: str) -> StoragePath:
-        if outcome not in (*OUTCOMES, "invalid_output"):
+        if outcome not in (*OUTCOMES, "invalid_output", "refused"):
             raise ValueError(f"unknown outcome {outcome!r}")
         shard = f"shard-{_number(shard_index, 'shard index'):05d}"
         return self.round_dir(round_index) / shard / f"{outcome}.jsonl"
@@ -110,6 +110,11 @@ class RunFolder:
     @property
     def pending(self) -> StoragePath:
         return self.root / "pending.jsonl"
+
+    @property
+    def rejected(self) -> StoragePath:
+        """The records the build set aside (``on_invalid_record="skip"``), with their rule and location."""
+        return self.root / "rejected.jsonl"
 
     @property
     def manifest(self) -> StoragePath:

@@ -88,14 +88,20 @@ def raise_if_used_before(
             f"custom_id {custom_id!r} is used by an earlier record too; custom_ids must be unique "
             "across the whole run (every file), remove or renumber the duplicate",
             location=location,
+            rule="duplicate_custom_id",
         )
     with closing(iter(source)) as earlier:
         for index, (record, earlier_location) in enumerate(earlier):
             if index >= position:
                 return  # a digest collision between two different ids: not a duplicate
-            if custom_id_of(record, earlier_location) == custom_id:
+            try:
+                earlier_id = custom_id_of(record, earlier_location)
+            except InputError:
+                continue  # an earlier record without a valid id (rejected with on_invalid_record='skip')
+            if earlier_id == custom_id:
                 raise InputError(
                     f"custom_id {custom_id!r} is used twice, first at {earlier_location}; custom_ids must "
                     "be unique across the whole run (every file), remove or renumber the duplicate",
                     location=location,
+                    rule="duplicate_custom_id",
                 )

@@ -190,8 +190,14 @@ class _Emulator:
         if failure is not None:
             self.stats.add("faults_fired")
             headers = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
-            message = _FAULT_MESSAGES.get(failure.error_type, "Internal server error")
-            raise ApiError(failure.error_type, message, status=failure.status, headers=headers)
+            message = failure.message or _FAULT_MESSAGES.get(failure.error_type, "Internal server error")
+            raise ApiError(
+                failure.error_type,
+                message,
+                status=failure.status,
+                headers=headers,
+                error_code=failure.error_code,
+            )
         return Caller(api_key, workspace, version, request_betas(request.headers))
 
     async def read_body(self, request: Request) -> bytearray:
@@ -237,7 +243,7 @@ def create_app(config: EmulatorConfig | None = None, *, clock: Clock = time.time
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        body = error_body(exc.error_type, exc.message, request.state.request_id)
+        body = error_body(exc.error_type, exc.message, request.state.request_id, exc.error_code)
         return _json(body, exc.status, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)

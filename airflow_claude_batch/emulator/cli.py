@@ -18,7 +18,7 @@ from airflow_claude_batch.emulator.config import (
     KEEP_ALIVE_SECONDS,
     EmulatorConfig,
 )
-from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS
+from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue-limit",
         type=int,
-        default=None,
-        help="most requests waiting or in progress per workspace; a create over it gets 429 (default: none)",
+        default=TIER1_QUEUE_LIMIT,
+        help="most requests waiting or in progress per workspace; a create over it gets 429; 0 for none "
+        "(default: the API's tier 1, %(default)d)",
     )
     parser.add_argument(
         "--queue-retry-after",
@@ -74,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rpm-limit",
         type=int,
-        default=None,
+        default=TIER1_RPM,
         help="most calls per minute to the batch endpoints per workspace, polling included; more get 429 "
-        "with retry-after (default: none)",
+        "with retry-after; 0 for none (default: the API's tier 1, %(default)d)",
     )
     parser.add_argument(
         "--models-file",
@@ -100,9 +101,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         api_key=args.api_key,
         seed=args.seed,
         cache_hit_rate=args.cache_hit_rate,
-        queue_limit=args.queue_limit,
+        queue_limit=args.queue_limit or None,
         queue_retry_after=args.queue_retry_after,
-        rpm_limit=args.rpm_limit,
+        rpm_limit=args.rpm_limit or None,
         models_file=args.models_file,
     )
 

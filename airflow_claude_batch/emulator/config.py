@@ -10,7 +10,7 @@ from airflow_claude_batch.batch.limits import (
     MAX_REQUESTS_PER_BATCH,
     RESULTS_RETENTION_SECONDS,
 )
-from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS
+from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
 
 # Enough that a batch of a few thousand requests ends within seconds.
 DEFAULT_SPEED = 2000.0
@@ -42,11 +42,12 @@ class EmulatorConfig:
     :param cache_hit_rate: share of requests that find a live cache entry and read it; the others write
         it again (the batch docs: best effort, typically 30-98 %). Which ones is decided by ``seed``.
     :param queue_limit: most requests waiting or in progress across a workspace (API key); a create
-        that would exceed it is refused with 429. ``None``: no limit.
+        that would exceed it is refused with 429. Default: the API's tier 1 (100,000); ``None``: no limit.
     :param queue_retry_after: seconds the ``retry-after`` header of a queue refusal asks for (sent in
         whole seconds, at least 1).
     :param rpm_limit: most calls per minute to the batch endpoints together, per workspace (polling
-        included); more are refused with 429 and ``retry-after``. ``None``: no limit.
+        included); more are refused with 429 and ``retry-after``. Default: the API's tier 1 (50);
+        ``None``: no limit.
     :param models_file: a models file laid over the shipped catalogue (see ``batch.models``); ``None``
         uses ``CLAUDE_BATCH_MODELS_FILE`` when set.
     """
@@ -64,9 +65,9 @@ class EmulatorConfig:
     max_requests: int = MAX_REQUESTS_PER_BATCH
     retention_seconds: float = float(RESULTS_RETENTION_SECONDS)
     cache_hit_rate: float = DEFAULT_CACHE_HIT_RATE
-    queue_limit: int | None = None
+    queue_limit: int | None = TIER1_QUEUE_LIMIT
     queue_retry_after: float = QUEUE_RETRY_SECONDS
-    rpm_limit: int | None = None
+    rpm_limit: int | None = TIER1_RPM
     models_file: str | None = None
 
     def __post_init__(self) -> None:

@@ -178,5 +178,6 @@ def message(
         "content": orjson.Fragment(reply.content),
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
+        "stop_details": reply.stop_details,
         "usage": usage(digest, cache_event, service_tier),
     }

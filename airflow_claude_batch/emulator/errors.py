@@ -8,6 +8,7 @@ from typing import Any
 STATUS_OF_ERROR_TYPE = {
     "invalid_request_error": 400,
     "authentication_error": 401,
+    "billing_error": 402,
     "permission_error": 403,
     "not_found_error": 404,
     "request_too_large": 413,
@@ -25,6 +26,8 @@ class ApiError(Exception):
     :param message: what went wrong, as the client will read it.
     :param status: HTTP status; defaults to the API's status for ``error_type``.
     :param headers: extra response headers (e.g. ``retry-after``).
+    :param error_code: the API's ``error.details.error_code`` (e.g. ``enforced_spend_limit_reached``),
+        or ``None`` for an error without details.
     """
 
     def __init__(
@@ -34,17 +37,24 @@ class ApiError(Exception):
         *,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.error_code = error_code
         self.error_type = error_type
         self.message = message
         self.status = status if status is not None else STATUS_OF_ERROR_TYPE.get(error_type, 500)
         self.headers = headers or {}
 
 
-def error_body(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
-    """Return the API's error envelope."""
-    return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+def error_body(
+    error_type: str, message: str, request_id: str | None, error_code: str | None = None
+) -> dict[str, Any]:
+    """Return the API's error envelope (with ``details.error_code`` when the error has a code)."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": request_id}
 
 
 def not_found(batch_id: str) -> ApiError:

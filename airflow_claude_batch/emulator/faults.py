@@ -3,7 +3,9 @@
 Spec (any subset of keys in one JSON object):
 
 - ``{"fail_next": {"endpoint": E, "status": 429|500|529, "count": N, "retry_after": S}}``: the next
-  ``N`` calls of endpoint ``E`` answer that error (a list of such objects arms several);
+  ``N`` calls of endpoint ``E`` answer that error (a list of such objects arms several); optional
+  ``error_type``, ``message`` and ``error_code`` (the body's ``error.details.error_code``) make the
+  account's errors, e.g. ``{"status": 429, "error_code": "enforced_spend_limit_reached"}``;
 - ``{"lose_next_create_response": N, "mode": "error"|"drop"}``: the next ``N`` creates make their
   batch, then answer 500 (``error``) or close the connection before the body (``drop``);
 - ``{"cut_results_after_lines": N}``: the next results download stops after ``N`` lines;
@@ -46,11 +48,15 @@ class Failure:
     :param status: HTTP status.
     :param error_type: the API's error type for the body.
     :param retry_after: seconds for the ``retry-after`` header, or ``None``.
+    :param message: the body's message, or ``None`` for the usual one of the error type.
+    :param error_code: the body's ``error.details.error_code``, or ``None``.
     """
 
     status: int
     error_type: str
     retry_after: float | None
+    message: str | None = None
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,12 @@ class FaultBoard:
         error_type = item.get("error_type") or ERROR_TYPE_OF_STATUS.get(status, "api_error")
         retry_after = item.get("retry_after")
         retry_after = None if retry_after is None else _seconds(retry_after, "fail_next.retry_after")
-        return endpoint, Failure(status, error_type, retry_after), _count(item.get("count", 1), "count")
+        message, error_code = item.get("message"), item.get("error_code")
+        for name, value in (("message", message), ("error_code", error_code)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"fail_next.{name} must be text, got {value!r}")
+        failure = Failure(status, error_type, retry_after, message, error_code)
+        return endpoint, failure, _count(item.get("count", 1), "count")
 
     @staticmethod
     def _parse_batch_fault(item: Any, name: str) -> tuple[float, int]:

@@ -1,7 +1,11 @@
 """The API's rate limits, per workspace: requests per minute on the batch endpoints, and the queue.
 
-Both are off unless configured (``--rpm-limit``, ``--queue-limit``). Over a limit the API answers 429
-``rate_limit_error`` with a ``retry-after`` header in whole seconds.
+Both are on by default at the API's tier-1 values (:data:`TIER1_RPM`, :data:`TIER1_QUEUE_LIMIT`, the
+rate-limits page's Message Batches table: 50 requests per minute to the batch endpoints, polling
+included, and 100,000 batch requests in the processing queue), so that the emulator is never kinder
+than a new organization's API; a test or a run that wants speed raises them (``--rpm-limit``,
+``--queue-limit``, ``0`` for none). Over a limit the API answers 429 ``rate_limit_error`` with a
+``retry-after`` header in whole seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from collections import deque
 from airflow_claude_batch.emulator.errors import ApiError
 
 WINDOW_SECONDS = 60.0
+#: The Message Batches limits of usage tier 1 (the API's rate-limits page): calls per minute to the
+#: batch endpoints together, and requests waiting or in progress across the workspace's batches.
+TIER1_RPM = 50
+TIER1_QUEUE_LIMIT = 100_000
 # When a queue slot frees depends on processing; a client is told to look again after this long
 # (``EmulatorConfig.queue_retry_after`` sets it).
 QUEUE_RETRY_SECONDS = 30.0

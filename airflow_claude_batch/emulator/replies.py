@@ -8,7 +8,11 @@
 - otherwise the text is the emulator's answer to the prompt (:mod:`.answers`);
 - a ``stop_sequences`` entry found in the text cuts it there (``stop_reason: "stop_sequence"``);
 - ``max_tokens`` cuts the answer (thinking first, then text; a tool call that does not fit is left
-  out), with ``stop_reason: "max_tokens"``.
+  out), with ``stop_reason: "max_tokens"``;
+- a prompt trigger, for tests: the last user turn containing ``[[emulator:stop_reason=REASON]]`` (REASON
+  one of :data:`TRIGGERED_STOP_REASONS`) ends the answer that way: ``refusal`` (a short decline, with
+  ``stop_details`` of type ``refusal``), ``pause_turn`` (half the answer), ``model_context_window_exceeded``
+  or ``max_tokens`` (the answer cut in half).
 
 Everything is a function of the params and the model, so the same request always gets the same answer,
 and another model or prompt gets another.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +41,17 @@ class Reply:
 
     :param content: the content blocks, serialised as JSON (a ``str``: orjson's bytes keep a 4 KiB
         buffer each, and a batch holds up to 100,000 answers).
-    :param stop_reason: ``end_turn``, ``tool_use``, ``stop_sequence`` or ``max_tokens``.
+    :param stop_reason: ``end_turn``, ``tool_use``, ``stop_sequence`` or ``max_tokens`` (or a triggered one).
     :param stop_sequence: the stop sequence met, or ``None``.
     :param output_tokens: tokens of the answer as returned (thinking included).
+    :param stop_details: the ``stop_details`` object (a refusal's), or ``None``.
     """
 
     content: str
     stop_reason: str
     stop_sequence: str | None
     output_tokens: int
+    stop_details: dict[str, Any] | None = None
 
     def blocks(self) -> list[dict[str, Any]]:
         """Return the content blocks as dicts."""
@@ -59,6 +66,9 @@ def build_reply(params: Mapping[str, Any], spec: ModelSpec) -> Reply:
     """
     system = system_text(params)
     user = last_user_text(params)
+    triggered = _triggered_stop_reason(user)
+    if triggered is not None:
+        return _triggered_reply(triggered, answer_text(system, user, spec.id), spec, params["max_tokens"])
     seed = f"{spec.id}\x1f{system}\x1f{user}"
     base = answer_text(system, user, spec.id)
     blocks: list[dict[str, Any]] = []
@@ -84,6 +94,36 @@ def build_reply(params: Mapping[str, Any], spec: ModelSpec) -> Reply:
     else:
         text = base
     return _text_reply(blocks, text, params.get("stop_sequences") or (), spec, budget, used)
+
+
+#: The stop reasons a prompt may ask for with ``[[emulator:stop_reason=REASON]]``.
+TRIGGERED_STOP_REASONS = ("refusal", "pause_turn", "model_context_window_exceeded", "max_tokens")
+_TRIGGER = re.compile(r"\[\[emulator:stop_reason=([a-z_]+)\]\]")
+REFUSAL_TEXT = "I can't help with that request."
+
+
+def _triggered_stop_reason(user: str) -> str | None:
+    found = _TRIGGER.search(user)
+    if found is None or found.group(1) not in TRIGGERED_STOP_REASONS:
+        return None
+    return found.group(1)
+
+
+def _triggered_reply(stop_reason: str, text: str, spec: ModelSpec, max_tokens: int) -> Reply:
+    """The answer a trigger asks for: a decline, or the answer cut in half with that stop reason."""
+    details = None
+    if stop_reason == "refusal":
+        text = REFUSAL_TEXT
+        details = {
+            "type": "refusal",
+            "category": None,
+            "explanation": "The emulator declined because the prompt asked it to (a test trigger).",
+        }
+    else:
+        text = text[: max(len(text) // 2, 1)]
+    tokens = min(spec.estimate_tokens(len(text)), max_tokens)
+    blocks = [{"type": "text", "text": text}]
+    return Reply(_json(blocks), stop_reason, None, max(tokens, 1), details)
 
 
 def _json(blocks: list[dict[str, Any]]) -> str:

@@ -2,12 +2,14 @@
 
 - The stream client's failures become the SDK's exceptions (:func:`status_error`,
   :func:`transport_error`), so that every call fails alike whichever client made it.
-- :func:`translate` turns those the caller can act on into this package's: a rejected key or an
-  unreachable Base URL → ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create
-  the API refused → ``InputError``. A create's error answer without the API's own error body
-  (:func:`is_api_error_body`: a gateway's page, a proxy's 4xx) proves nothing about the create and is left
-  as the SDK's exception. A 404 on a results download is left as it is: the batch is known (it was just
-  read), so its results lag its status or are gone, and the download decides
+- :func:`translate` turns those the caller can act on into this package's: the account's errors (a
+  spend limit reached, billing, an organization on hold, a key without permission; see
+  :func:`account_error`) → ``AccountError``; a rejected key or an unreachable Base URL →
+  ``ConnectionConfigError``; an unknown batch → ``BatchNotFoundError``; a create the API refused →
+  ``InputError``. A create's error answer without the API's own error body (:func:`is_api_error_body`:
+  a gateway's page, a proxy's 4xx) proves nothing about the create and is left as the SDK's exception.
+  A 404 on a results download is left as it is: the batch is known (it was just read), so its results
+  lag its status or are gone, and the download decides
   (:mod:`~airflow_claude_batch.hooks.results_stream`); it is never a wrong Base URL. Every message
   names the connection and what to fix, never the key nor the Base URL's credentials.
 - :func:`failed_test_message` says the same for the connection test.
@@ -27,7 +29,12 @@ import httpx
 import orjson
 
 from airflow_claude_batch.batch.url_secrets import mask_urls
-from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError, InputError
+from airflow_claude_batch.exceptions import (
+    AccountError,
+    BatchNotFoundError,
+    ConnectionConfigError,
+    InputError,
+)
 from airflow_claude_batch.hooks.connection_settings import FIRST_PARTY_BASE_URL, ClaudeSettings
 from airflow_claude_batch.hooks.read_retries import is_retryable
 
@@ -65,7 +72,10 @@ def translate(
     conn_id, base_url = settings.conn_id, settings.shown_base_url
     if action == CREATE and isinstance(exc, anthropic.APIStatusError) and not is_api_error_body(exc.body):
         return None  # not the API's refusal: the create's outcome is unknown (the submit looks for it)
-    if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
+    account = account_error(exc, settings, action)
+    if account is not None:
+        return account
+    if isinstance(exc, anthropic.AuthenticationError):
         return ConnectionConfigError(
             f"connection {conn_id!r} was rejected by {base_url} when trying to {action} "
             f"(HTTP {exc.status_code} {exc.type or ''}): set a valid API key in its password field"
@@ -121,6 +131,85 @@ async def aretried_while_not_found(call: Callable[[], Awaitable[T]]) -> T:
         except BatchNotFoundError:
             await asyncio.sleep(delay)
     return await call()
+
+
+#: The account's errors by the API's ``error.details.error_code`` (see the API's errors page and the
+#: SDK's ``types/shared/*_error_details.py``): what happened, and what to do.
+ACCOUNT_ERROR_CODES = {
+    "enforced_spend_limit_reached": (
+        "the organization reached the monthly spend limit of its usage tier",
+        "raise the tier or wait for the next month (Claude Console, Settings > Limits); retrying now "
+        "will not help",
+    ),
+    "contract_spend_limit_reached": (
+        "the organization reached the spend limit of its contract",
+        "ask your Anthropic account team to raise it; retrying now will not help",
+    ),
+    "linked_organization_spend_limit_reached": (
+        "the organization that pays for this one reached its spend limit",
+        "ask the paying organization's admins to raise it",
+    ),
+    "linked_organization_billing_unavailable": (
+        "the organization that pays for this one cannot be billed",
+        "ask the paying organization's admins to fix its billing",
+    ),
+    "organization_on_hold": (
+        "Anthropic has put the organization on hold",
+        "no request will succeed until the hold is lifted; contact Anthropic (the appeal link is in "
+        "the Claude Console)",
+    ),
+}
+#: How the API's message begins when usage reached a spend limit the organization or workspace set
+#: itself (HTTP 400 ``invalid_request_error``, the errors page).
+_OWN_SPEND_LIMIT_PREFIXES = (
+    "You have reached your specified API usage limits",
+    "You have reached your specified workspace API usage limits",
+)
+
+
+def account_error(exc: anthropic.APIError, settings: ClaudeSettings, action: str) -> AccountError | None:
+    """Return the ``AccountError`` for an answer that refused the account rather than the request.
+
+    Spend limits (set by the organization or a workspace, the usage tier's, a contract's), billing
+    (HTTP 402), an organization on hold and a key without permission (HTTP 403) are told apart by the
+    API's ``error_code``, status and message; each says what to do. A spend limit's 429 is not a rate
+    limit: it has no ``retry-after``, and waiting minutes does not help.
+    """
+    if not isinstance(exc, anthropic.APIStatusError):
+        return None
+    code = getattr(exc, "error_code", None) or _error_code(exc.body)
+    message = exc.api_message or ""
+    if code in ACCOUNT_ERROR_CODES:
+        what, fix = ACCOUNT_ERROR_CODES[code]
+    elif message.startswith(_OWN_SPEND_LIMIT_PREFIXES):
+        what = "usage reached a spend limit set for the organization or the workspace"
+        fix = "raise it in the Claude Console (Settings > Limits), or wait until the date the API names"
+    elif exc.status_code == 402 or exc.type == "billing_error":
+        what, fix = (
+            "the account has a billing problem",
+            "fix the payment details in the Claude Console (Billing)",
+        )
+    elif isinstance(exc, anthropic.PermissionDeniedError):
+        where = f"workspace {settings.workspace_id}" if settings.workspace_id else "the key's workspace"
+        what = "the API key may not use this resource"
+        fix = (
+            f"check the key's permissions and {where} in the Claude Console (a key only reaches its "
+            "own workspace's batches and models; the extra 'workspace_id' must be that workspace)"
+        )
+    else:
+        return None
+    detail = f"{code}: " if code else ""
+    return AccountError(
+        f"connection {settings.conn_id!r}: {settings.shown_base_url} refused to {action} because {what} "
+        f"(HTTP {exc.status_code} {exc.type or 'error'}; {detail}{message or 'no message'}): {fix}"
+    )
+
+
+def _error_code(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    code = details.get("error_code") if isinstance(details, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def unreachable_error(exc: BaseException, settings: ClaudeSettings) -> ConnectionConfigError | None:

@@ -8,8 +8,9 @@ The connection (type ``claude_batch``):
   ``localhost`` and loopback addresses), with or without a trailing ``/`` or ``/v1``; a port set in
   the connection's port field is added when the host has none.
 - **Extras**: ``anthropic_version`` (default ``2023-06-01``), ``anthropic_beta`` (comma-separated
-  flags sent as the ``anthropic-beta`` header), ``timeout`` (seconds per request, default 600) and
-  ``max_retries`` (retries of reads on 429 / 5xx / 529 / connection errors, default 5).
+  flags sent as the ``anthropic-beta`` header), ``workspace_id`` (sent as the ``anthropic-workspace-id``
+  header on every call), ``timeout`` (seconds per request, default 600) and ``max_retries`` (retries of
+  reads on 429 / 5xx / 529 / connection errors, default 5).
 
 The connection form (the fields above, their labels and the hidden ones) is declared once, in the
 provider info (``airflow_claude_batch.get_provider_info``); :func:`ui_field_behaviour` and
@@ -42,6 +43,7 @@ FIRST_PARTY_BASE_URL = "https://api.anthropic.com"
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_MAX_RETRIES = 5
 CONNECT_TIMEOUT_SECONDS = 10.0
+WORKSPACE_HEADER = "anthropic-workspace-id"
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
@@ -56,6 +58,7 @@ class ClaudeSettings:
     :param api_key: the key (never shown in ``repr``).
     :param anthropic_version: the ``anthropic-version`` header.
     :param betas: flags for the ``anthropic-beta`` header.
+    :param workspace_id: the ``anthropic-workspace-id`` header, or ``None`` to send none.
     :param timeout: seconds per request.
     :param max_retries: retries of reads.
     """
@@ -67,6 +70,7 @@ class ClaudeSettings:
     betas: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
+    workspace_id: str | None = None
 
     @property
     def shown_base_url(self) -> str:
@@ -94,6 +98,8 @@ class ClaudeSettings:
 
     @property
     def extra_headers(self) -> dict[str, str]:
+        """The headers every client sends (the SDK clients as default headers, the stream client copies
+        them), so that no call goes without them."""
         headers = {"anthropic-version": self.anthropic_version}
         if self.betas:
             headers["anthropic-beta"] = ",".join(self.betas)
@@ -101,6 +107,8 @@ class ClaudeSettings:
         if "@" in parts.netloc:
             userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+        if self.workspace_id:
+            headers[WORKSPACE_HEADER] = self.workspace_id
         return headers
 
     @property
@@ -189,7 +197,21 @@ def settings_from_connection(conn: Any) -> ClaudeSettings:
         betas=tuple(flag.strip() for flag in betas if str(flag).strip()),
         timeout=_number(option("timeout"), DEFAULT_TIMEOUT_SECONDS, "timeout", conn_id, float, 0.001),
         max_retries=_number(option("max_retries"), DEFAULT_MAX_RETRIES, "max_retries", conn_id, int, 0),
+        workspace_id=_workspace_id(option("workspace_id"), conn_id),
     )
+
+
+def _workspace_id(value: Any, conn_id: str) -> str | None:
+    """The ``workspace_id`` extra: one header value (no spaces or line breaks), or ``None``."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or any(char.isspace() for char in text) or not text.isprintable():
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: extra 'workspace_id' must be a workspace id such as "
+            f"'wrkspc_01...', got {value!r}; fix it in the connection's extra fields (or leave it empty)"
+        )
+    return text
 
 
 def _number(value: Any, default: T, name: str, conn_id: str, kind: Callable[[Any], T], low: float) -> T:

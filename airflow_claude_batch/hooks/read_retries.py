@@ -45,9 +45,15 @@ LAG_BASE_DELAY_SECONDS = 1.0
 LAG_MAX_DELAY_SECONDS = 30.0
 
 
+#: 429s that are no rate limit: a spend limit reached (no ``retry-after``; minutes do not help).
+SPEND_LIMIT_CODES = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a read that failed with ``exc`` may be tried again."""
     if isinstance(exc, anthropic.APIStatusError):
+        if getattr(exc, "error_code", None) in SPEND_LIMIT_CODES:
+            return False
         return exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500
     return isinstance(exc, anthropic.APIConnectionError)
 

@@ -15,6 +15,7 @@ from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
 from airflow_claude_batch.batch.input_tokens import TokenCounter
 from airflow_claude_batch.batch.model_check import check_model
 from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough
+from airflow_claude_batch.batch.rejections import InvalidRecordPolicy
 from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits
@@ -99,6 +100,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 ),
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
+                invalid_records=InvalidRecordPolicy.parse(self.on_invalid_record, self.max_rejected_fraction),
             )
             if carried and result.shard_dicts():
                 write_passthrough(self._run_folder(context), source, template.custom_id_field, carried)

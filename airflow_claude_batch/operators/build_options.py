@@ -15,6 +15,7 @@ from typing import Any
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.batch.rejections import DEFAULT_MAX_REJECTED_FRACTION
 from airflow_claude_batch.batch.rendering import RenderCallable
 from airflow_claude_batch.operators.options import REQUIRED, documented, option
 
@@ -108,6 +109,18 @@ class BuildOptions:
         '``"keep"`` (reuse the shards built, leave the change out) or ``"add_new"`` (send only the '
         "records neither this run nor an earlier run of the same data interval has answered). Unchanged "
         "input is reused and changed input with nothing submitted is rebuilt, whatever this says.",
+    )
+    on_invalid_record: str = option(
+        "fail",
+        'what a record the build cannot send does (templated): ``"fail"`` (default: the build stops before '
+        "anything is spent, listing the first 20 bad records with their locations and rules in one "
+        'message) or ``"skip"`` (each goes to the run\'s ``rejected.jsonl`` with its rule and location, '
+        "counted as ``rejected`` in the manifest and the report; the others are sent).",
+    )
+    max_rejected_fraction: float | str = option(
+        DEFAULT_MAX_REJECTED_FRACTION,
+        'with ``on_invalid_record="skip"``, the largest share of rejected records (0 to 1): over it, or '
+        "with every record rejected, the build fails before any batch is created.",
     )
     output_schema: Mapping[str, Any] | type | None = option(
         None,

@@ -251,8 +251,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
                 failures += 1
                 if end_time is None:
                     end_time = default_end_time(None, margin=self.deadline_margin, now=started)
+                seen = last_batch is not None
                 decision = decide_on_error(
-                    error, attempt=failures, now=now, end_time=end_time, policy=self.policy
+                    error, attempt=failures, now=now, end_time=end_time, policy=self.policy, seen=seen
                 )
                 self._log_failed_poll(error, decision, failures)
             if decision.action is PollAction.DONE:

@@ -124,7 +124,12 @@ class ClaudeBatchTrigger(BaseTrigger):
                 else:
                     failures += 1
                     decision = decide_on_error(
-                        error, attempt=failures, now=now, end_time=self.end_time, policy=self.policy
+                        error,
+                        attempt=failures,
+                        now=now,
+                        end_time=self.end_time,
+                        policy=self.policy,
+                        seen=last_batch is not None,
                     )
                     self._log_failed_poll(error, decision, failures, now)
                 if decision.action is PollAction.WAIT:

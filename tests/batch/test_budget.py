@@ -82,7 +82,14 @@ def test_a_round_that_would_pass_the_budget_is_not_submitted_and_listed_pending(
     assert (record.requeued, record.budget_held, record.next_shards) == (0, 3, [])
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
     assert manifest.reconciled, manifest.notes
-    assert manifest.dispositions == {"succeeded": 1, "invalid_output": 0, "dead_lettered": 0, "pending": 3}
+    assert manifest.dispositions == {
+        "succeeded": 1,
+        "invalid_output": 0,
+        "refused": 0,
+        "dead_lettered": 0,
+        "pending": 3,
+        "rejected": 0,
+    }
     pending = read_rows(folder.pending)
     assert sorted(row["custom_id"] for row in pending) == ["b", "c", "d"]
     reason = pending[0]["reason"]

@@ -70,6 +70,7 @@ def test_every_outcome_lands_in_its_file_with_its_row_shape(folder: RunFolder) -
         "errored": 2,
         "expired": 1,
         "canceled": 1,
+        "refused": 0,
     }
     first = rows(folder, "succeeded")[0]
     assert first["custom_id"] == "a"

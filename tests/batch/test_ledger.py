@@ -98,7 +98,14 @@ def test_dispositions_add_up_and_money_comes_from_usage(folder: RunFolder) -> No
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=3)
 
     assert manifest.input_records == 7
-    assert manifest.dispositions == {"succeeded": 3, "invalid_output": 1, "dead_lettered": 1, "pending": 2}
+    assert manifest.dispositions == {
+        "succeeded": 3,
+        "invalid_output": 1,
+        "refused": 0,
+        "dead_lettered": 1,
+        "pending": 2,
+        "rejected": 0,
+    }
     assert manifest.reconciled is True
     assert manifest.notes == []
     assert manifest.batch_ids == ["msgbatch_r0s0", "msgbatch_r0s1", "msgbatch_r1s0"]
@@ -119,6 +126,7 @@ def test_dispositions_add_up_and_money_comes_from_usage(folder: RunFolder) -> No
         "errored": 2,
         "expired": 2,
         "canceled": 1,
+        "refused": 0,
     }
 
     # four billed answers: a (cached), b, g, d
@@ -163,7 +171,14 @@ def test_the_last_rounds_non_retryable_errors_are_dead_lettered_by_the_report(fo
     shard = fanned_out_shard(folder, 0, [errored("a", "permission_error"), errored("b"), succeeded("c")])
     write_shard_list(folder, 0, [shard])
     manifest, samples = write_ledger(folder, prices=PRICES, max_rounds=1)
-    assert manifest.dispositions == {"succeeded": 1, "invalid_output": 0, "dead_lettered": 1, "pending": 1}
+    assert manifest.dispositions == {
+        "succeeded": 1,
+        "invalid_output": 0,
+        "refused": 0,
+        "dead_lettered": 1,
+        "pending": 1,
+        "rejected": 0,
+    }
     assert manifest.reconciled
     assert [r["custom_id"] for r in read_rows(folder.dead_letter)] == ["a"]
     assert [r["custom_id"] for r in samples["pending"]] == ["b"]
@@ -203,13 +218,40 @@ def test_synchronous_retries_count_as_succeeded_at_standard_prices(folder: RunFo
 
     requeue_round(folder, 0, [shard], sync=SyncRetry(send, PRICES))
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
-    assert manifest.dispositions == {"succeeded": 2, "invalid_output": 0, "dead_lettered": 0, "pending": 0}
+    assert manifest.dispositions == {
+        "succeeded": 2,
+        "invalid_output": 0,
+        "refused": 0,
+        "dead_lettered": 0,
+        "pending": 0,
+        "rejected": 0,
+    }
     assert manifest.reconciled, manifest.notes
     assert manifest.money.sync_retry_usd == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert manifest.money.actual_usd == pytest.approx(
         manifest.money.batch_usd + manifest.money.sync_retry_usd
     )
     assert [row["custom_id"] for row in iter_succeeded_rows(folder, 2)] == ["b", "a"]
+
+
+def test_a_synchronous_retry_that_is_refused_is_final_and_counted_as_refused(folder: RunFolder) -> None:
+    write_json(folder.estimate, {"records": 2})
+    shard = fanned_out_shard(folder, 0, [errored("a"), succeeded("b")])
+    write_shard_list(folder, 0, [shard])
+
+    def send(params: Any) -> dict[str, Any]:
+        declined = [{"type": "text", "text": "no"}]
+        return {"model": MODEL, "content": declined, "stop_reason": "refusal", "usage": usage(1000, 5)}
+
+    record = requeue_round(folder, 0, [shard], sync=SyncRetry(send, PRICES))
+    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
+
+    assert record.requeued == 0  # a refusal is never sent again
+    assert manifest.dispositions["refused"] == 1
+    assert manifest.dispositions["succeeded"] == 1
+    assert manifest.reconciled, manifest.notes
+    assert manifest.money.sync_retry_usd == pytest.approx((1000 * 3 + 5 * 15) / 1e6)  # billed all the same
+    assert [row["custom_id"] for row in iter_succeeded_rows(folder, 2)] == ["b"]
 
 
 def test_a_dry_run_reports_its_estimate_and_that_nothing_was_submitted(folder: RunFolder) -> None:

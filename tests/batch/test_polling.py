@@ -482,3 +482,20 @@ def test_deadline_message_names_the_batch_and_what_was_done(
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_batch_never_seen_that_is_not_found_is_looked_for_again_briefly() -> None:
+    # Right after its create a batch can be unknown to the read path for a moment: 3 quick looks,
+    # at most 5 s apart, then the 404 is final; once the wait has seen the batch, a 404 is final at once.
+    error = PollError(ErrorKind.NOT_FOUND, status=404, detail="not_found_error")
+    for attempt in (1, 2, 3):
+        decision = decide_on_error(
+            error, attempt=attempt, now=NOW, end_time=LATER, policy=POLICY, uniform=high, seen=False
+        )
+        assert decision.action is PollAction.WAIT
+        assert decision.delay <= 5.0
+        assert "right after its create" in decision.reason
+    assert decide_on_error(error, attempt=4, now=NOW, end_time=LATER, policy=POLICY, seen=False).action is (
+        PollAction.FAIL
+    )
+    assert decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY).action is PollAction.FAIL

@@ -140,8 +140,10 @@ def test_nightly_labels_every_ticket_on_local_storage(nightly: Nightly, emulator
     assert manifest["dispositions"] == {
         "succeeded": TICKETS,
         "invalid_output": 0,
+        "refused": 0,
         "dead_lettered": 0,
         "pending": 0,
+        "rejected": 0,
     }
     assert manifest["reconciled"] is True
     assert set(manifest["tokens_by_model"]) == {"claude-sonnet-4-6"}

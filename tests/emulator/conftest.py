@@ -42,6 +42,8 @@ CLOCKED_CONFIG = EmulatorConfig(
     cancel_seconds=5.0,
     seed=7,
     cache_hit_rate=1.0,
+    rpm_limit=None,  # the clock stands still: a minute's budget would never refill
+    queue_limit=None,
 )
 
 

@@ -174,7 +174,9 @@ def _writes(usages: list) -> int:
 
 def test_cache_is_per_api_key(clock):
     system = _cached_system()
-    with EmulatorServer(EmulatorConfig(api_key=None, speed=1.0, cache_hit_rate=1.0), clock=clock) as server:
+    with EmulatorServer(
+        EmulatorConfig(api_key=None, speed=1.0, cache_hit_rate=1.0, rpm_limit=None), clock=clock
+    ) as server:
         first, second = (
             anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
             for key in ("first-key", "second-key")

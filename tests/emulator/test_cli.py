@@ -38,8 +38,8 @@ def test_defaults_listen_on_loopback_with_a_full_window():
     assert config.window_seconds == 86400.0
     assert config.api_key is None
     assert config.speed >= 1000
-    # No limits unless asked; cache hits inside the 30-98 % the batch docs give.
-    assert (config.queue_limit, config.rpm_limit) == (None, None)
+    # The API's tier-1 limits unless told otherwise; cache hits inside the 30-98 % the batch docs give.
+    assert (config.queue_limit, config.rpm_limit) == (100_000, 50)
     assert 0.3 <= config.cache_hit_rate < 0.98
 
 
@@ -52,6 +52,11 @@ def test_limit_and_cache_flags_become_the_config():
     assert config.models_file == "m.json"
     assert config.queue_retry_after == 30.0  # the default when not given
     assert config_from_args(build_parser().parse_args(["--queue-retry-after", "2"])).queue_retry_after == 2.0
+
+
+def test_zero_turns_a_limit_off():
+    config = config_from_args(build_parser().parse_args(["--queue-limit", "0", "--rpm-limit", "0"]))
+    assert (config.queue_limit, config.rpm_limit) == (None, None)
 
 
 def test_invalid_flag_values_exit_with_a_message(capsys):

@@ -32,7 +32,7 @@ def test_betas_are_checked_against_the_known_list(emulator):
 
 
 def test_each_key_sees_only_its_own_batches(clock):
-    with EmulatorServer(EmulatorConfig(api_key=None), clock=clock) as server:
+    with EmulatorServer(EmulatorConfig(api_key=None, rpm_limit=None), clock=clock) as server:
         first, second = (
             anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
             for key in ("key-a", "key-b")
@@ -52,7 +52,7 @@ def test_each_key_sees_only_its_own_batches(clock):
 
 
 def test_the_queue_limit_refuses_a_create_that_would_exceed_it(clock):
-    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=5)
+    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=5, rpm_limit=None)
     with EmulatorServer(config, clock=clock) as server:
         client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
         client.messages.batches.create(requests=requests(3))
@@ -68,7 +68,7 @@ def test_the_queue_limit_refuses_a_create_that_would_exceed_it(clock):
 
 
 def test_a_queue_refusal_asks_for_the_configured_wait_in_whole_seconds(clock):
-    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=2, queue_retry_after=1.5)
+    config = EmulatorConfig(api_key="k", speed=1.0, queue_limit=2, queue_retry_after=1.5, rpm_limit=None)
     with EmulatorServer(config, clock=clock) as server:
         client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
         with pytest.raises(anthropic.RateLimitError) as raised:
@@ -79,7 +79,7 @@ def test_a_queue_refusal_asks_for_the_configured_wait_in_whole_seconds(clock):
 
 
 def test_the_rpm_limit_counts_every_batch_endpoint(clock):
-    config = EmulatorConfig(api_key="k", rpm_limit=3)
+    config = EmulatorConfig(api_key="k", rpm_limit=3, queue_limit=None)
     with EmulatorServer(config, clock=clock) as server:
         client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
         batch = client.messages.batches.create(requests=requests(1))
@@ -100,3 +100,19 @@ def test_the_rpm_limit_counts_every_batch_endpoint(clock):
 def test_limits_are_off_by_default(emulator):
     for _ in range(5):
         assert post_batch(emulator, {"requests": requests(50)}).status_code == 200
+
+
+def test_by_default_the_emulator_enforces_the_apis_tier_1_limits(clock):
+    """The rate-limits page, Message Batches, tier 1: 50 requests per minute to the batch endpoints and
+    100,000 batch requests in the queue. A client gets what a new organization gets."""
+    config = EmulatorConfig(api_key="k")
+    assert (config.rpm_limit, config.queue_limit) == (50, 100_000)
+    with EmulatorServer(config, clock=clock) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
+        for _ in range(50):
+            client.messages.batches.list()
+        with pytest.raises(anthropic.RateLimitError) as raised:
+            client.messages.batches.list()
+        assert int(raised.value.response.headers["retry-after"]) >= 1
+        clock.advance(61)
+        client.messages.batches.list()  # the minute has passed

@@ -40,7 +40,9 @@ def test_counts_stay_zero_until_the_whole_batch_ends(clocked_client, clock):
 def test_results_come_in_a_seeded_shuffled_order(clock):
     orders = []
     for _ in range(2):
-        with EmulatorServer(EmulatorConfig(api_key=CLOCKED_KEY, speed=1e6, seed=3), clock=clock) as server:
+        with EmulatorServer(
+            EmulatorConfig(api_key=CLOCKED_KEY, speed=1e6, seed=3, rpm_limit=None), clock=clock
+        ) as server:
             client = anthropic.Anthropic(base_url=server.base_url, api_key=CLOCKED_KEY, max_retries=0)
             batch = client.messages.batches.create(requests=requests(50))
             clock.advance(1.0)
@@ -125,7 +127,7 @@ def test_batches_are_archived_after_29_days(clocked_client, clock):
 
 
 def _errored_ids(error_rate: float, seed: int, clock: ManualClock) -> tuple[set[str], set[str]]:
-    config = EmulatorConfig(api_key=CLOCKED_KEY, speed=1e6, error_rate=error_rate, seed=seed)
+    config = EmulatorConfig(api_key=CLOCKED_KEY, speed=1e6, error_rate=error_rate, seed=seed, rpm_limit=None)
     with EmulatorServer(config, clock=clock) as server:
         client = anthropic.Anthropic(base_url=server.base_url, api_key=CLOCKED_KEY, max_retries=0)
         batch = client.messages.batches.create(requests=requests(400))

@@ -59,7 +59,7 @@ def _usages(client: anthropic.Anthropic, clock, batch_requests: list[dict]) -> l
 
 
 def test_a_request_never_reads_an_entry_written_after_it(clock):
-    config = EmulatorConfig(api_key="k", speed=1.0, start_delay=0.0, cache_hit_rate=1.0)
+    config = EmulatorConfig(api_key="k", speed=1.0, start_delay=0.0, cache_hit_rate=1.0, rpm_limit=None)
     with EmulatorServer(config, clock=clock) as server:
         client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
         # Both batches run at once: the early one's requests at 1, 2 and 3 s, the late one's at 1.5 s.
@@ -79,7 +79,9 @@ def test_a_request_never_reads_an_entry_written_after_it(clock):
 def test_the_default_hit_rate_reads_most_but_not_all_and_repeats_with_the_seed(clock, seed):
     counts = []
     for _ in range(2):
-        with EmulatorServer(EmulatorConfig(api_key="k", speed=1000.0, seed=seed), clock=clock) as server:
+        with EmulatorServer(
+            EmulatorConfig(api_key="k", speed=1000.0, seed=seed, rpm_limit=None), clock=clock
+        ) as server:
             client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
             usages = _usages(client, clock, requests(200, system=_system()))
             counts.append(sorted(u.cache_read_input_tokens > 0 for u in usages).count(True))

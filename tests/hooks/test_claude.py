@@ -32,6 +32,9 @@ from airflow_claude_batch.hooks.results_stream import results_path
 BAD_KEY = "sk-ant-fake-do-not-leak-7f3a9c"
 
 
+CONN_FIELDS = {"anthropic_version", "anthropic_beta", "workspace_id", "timeout", "max_retries"}
+
+
 def request(index: int, text: str = "classify this ticket") -> dict[str, Any]:
     return {
         "custom_id": f"req-{index}",
@@ -147,7 +150,11 @@ def test_a_connection_of_the_earlier_type_name_keeps_working(monkeypatch: pytest
 
 def test_every_client_carries_the_same_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     set_connection(
-        monkeypatch, "claude_beta", host="gw.example.com", password=BAD_KEY, extra={"anthropic_beta": "b1,b2"}
+        monkeypatch,
+        "claude_beta",
+        host="gw.example.com",
+        password=BAD_KEY,
+        extra={"anthropic_beta": "b1,b2", "workspace_id": " wrkspc_01abc "},
     )
     hook = ClaudeBatchHook("claude_beta")
     sdk_headers = hook.get_conn().default_headers
@@ -156,6 +163,7 @@ def test_every_client_carries_the_same_headers(monkeypatch: pytest.MonkeyPatch) 
     for headers in (sdk_headers, async_headers, stream_headers):
         assert headers["anthropic-beta"] == "b1,b2"
         assert headers["anthropic-version"] == ANTHROPIC_VERSION
+        assert headers["anthropic-workspace-id"] == "wrkspc_01abc"
     assert hook.get_conn().max_retries == 5
     assert hook.get_async_conn(max_retries=0).max_retries == 0
     for name, value in hook.get_conn().auth_headers.items():
@@ -170,6 +178,7 @@ def test_every_client_carries_the_same_headers(monkeypatch: pytest.MonkeyPatch) 
         ({"password": "k", "host": "ftp://example.com"}, "invalid Base URL"),
         ({"password": "k", "extra": {"max_retries": -1}}, "'max_retries' must be a number >= 0"),
         ({"password": "k", "extra": {"timeout": "soon"}}, "'timeout' must be a number"),
+        ({"password": "k", "extra": {"workspace_id": "wrkspc 1"}}, "'workspace_id' must be a workspace id"),
     ],
 )
 def test_a_misconfigured_connection_says_what_to_fix(
@@ -190,7 +199,7 @@ def test_ui_fields_match_the_provider_info() -> None:
     assert declared["hook-class-name"] == f"{ClaudeBatchHook.__module__}.{ClaudeBatchHook.__name__}"
     assert ClaudeBatchHook.conn_type == declared["connection-type"]
     assert ClaudeBatchHook.hook_name == declared["hook-name"]
-    assert set(declared["conn-fields"]) == {"anthropic_version", "anthropic_beta", "timeout", "max_retries"}
+    assert set(declared["conn-fields"]) == CONN_FIELDS
 
 
 # --- calls ---------------------------------------------------------------------------------------
@@ -563,7 +572,7 @@ def test_the_connection_form_shows_the_fields_on_this_airflow() -> None:
 
     meta = next(m for m in HookMetaService.hook_meta_data() if m.connection_type == "claude-batch")
     extra = meta.extra_fields or {}
-    assert set(extra) == {"anthropic_version", "anthropic_beta", "timeout", "max_retries"}
+    assert set(extra) == CONN_FIELDS
     assert "retries" in str(extra["max_retries"]).lower()
     assert meta.standard_fields is not None
     assert meta.standard_fields.host is not None

@@ -87,6 +87,7 @@ def test_a_cut_download_is_read_again_and_a_rerun_writes_the_same_files(
         "errored": 0,
         "expired": 0,
         "canceled": 0,
+        "refused": 0,
         "unknown_ids": 0,
         "duplicates": 0,
     }

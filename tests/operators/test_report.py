@@ -102,7 +102,14 @@ def test_the_report_task_writes_the_run_files_and_returns_a_small_summary(
     summary = json.loads(out.read_text())
     run = tmp_path / "runs" / "report_only" / dag_run.run_id / "claude_batch"
     assert summary["run_uri"] == f"file://{run}"
-    assert summary["dispositions"] == {"succeeded": 2, "invalid_output": 0, "dead_lettered": 1, "pending": 1}
+    assert summary["dispositions"] == {
+        "succeeded": 2,
+        "invalid_output": 0,
+        "refused": 0,
+        "dead_lettered": 1,
+        "pending": 1,
+        "rejected": 0,
+    }
     assert summary["reconciled"] is True
     # two answers of 100 input and 10 output tokens at $6 / $30 per million, half price in a batch
     assert summary["actual_cost_usd"] == pytest.approx(2 * 0.5 * (100 * 6 + 10 * 30) / 1e6)

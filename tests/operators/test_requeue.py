@@ -125,8 +125,10 @@ def test_expired_requests_are_requeued_and_the_report_agrees_with_the_files(
     assert manifest["dispositions"] == {
         "succeeded": len(succeeded),
         "invalid_output": 0,
+        "refused": 0,
         "dead_lettered": len(errored_0),
         "pending": len(pending),
+        "rejected": 0,
     }
     assert manifest["input_records"] == RECORDS
     assert manifest["reconciled"] is True

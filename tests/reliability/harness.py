@@ -37,7 +37,7 @@ from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 DAG_ID = "reliability"
 RUN_ID = "manual__2026-11-02T18:00:00+00:00"
 MODEL = "claude-haiku-4-5"
-OUTCOME_FILES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
+OUTCOME_FILES = ("succeeded", "invalid_output", "errored", "expired", "canceled", "refused")
 TOPICS = (
     "my invoice shows a double charge",
     "the app crashes when I open settings",

@@ -25,7 +25,7 @@ from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from tests.reliability.harness import RunHarness, lost_and_doubled, records
 
 RECORDS = 6
-OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
+OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled", "refused")
 
 
 def visible_files(run: RunHarness) -> dict[str, bytes]:

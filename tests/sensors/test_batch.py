@@ -304,3 +304,13 @@ def test_deferred_for_real_through_the_triggerer(run_dag, emulator, tmp_path: Pa
     assert stats["retrieves"] == 1
     assert stats["lists"] >= 1
     assert stats["cancels"] == 0
+
+
+def test_a_batch_not_found_right_after_its_create_is_looked_for_again(emulator) -> None:
+    batch_id = create_batch(emulator)
+    emulator.faults({"fail_next": {"endpoint": "retrieve", "status": 404, "count": 2}})
+
+    result = sensor(batch_id, mode="poke").execute(context={})
+
+    assert result["processing_status"] == "ended"
+    assert emulator.stats()["retrieves"] >= 3
