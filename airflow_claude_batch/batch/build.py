@@ -42,7 +42,8 @@ from airflow_claude_batch.batch.input_fingerprint import InputFingerprint, write
 from airflow_claude_batch.batch.input_tokens import ReservoirSample, TokenCounter, measure_tokens
 from airflow_claude_batch.batch.pricing import PriceTable
 from airflow_claude_batch.batch.rejections import InvalidRecordPolicy, Rejections
-from airflow_claude_batch.batch.rendering import RequestTemplate, iter_requests
+from airflow_claude_batch.batch.rendering import RequestTemplate
+from airflow_claude_batch.batch.request_stream import iter_requests
 from airflow_claude_batch.batch.round_files import shard_list_path
 from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.batch.sharding import ShardLimits, ShardWriter, WrittenShard

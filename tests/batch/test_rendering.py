@@ -11,13 +11,13 @@ from anthropic._utils._json import openapi_dumps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_claude_batch.batch import rendering
+from airflow_claude_batch.batch import request_stream
 from airflow_claude_batch.batch.rendering import (
     EncodedRequest,
     RequestRenderer,
     RequestTemplate,
-    iter_requests,
 )
+from airflow_claude_batch.batch.request_stream import iter_requests
 from airflow_claude_batch.batch.sources import CallableRecords, FileRecords
 from airflow_claude_batch.exceptions import InputError
 
@@ -315,7 +315,7 @@ def test_every_id_once_passes(tmp_path: Path) -> None:
 
 
 def test_a_digest_collision_is_not_taken_for_a_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rendering, "id_digest", lambda custom_id: 42)  # every id collides
+    monkeypatch.setattr(request_stream, "id_digest", lambda custom_id: 42)  # every id collides
     records = [{"id": f"r{n}", "text": "x"} for n in range(20)]
     got = list(iter_requests(CallableRecords(lambda: records), RequestTemplate(model=MODEL)))
     assert len(got) == 20
