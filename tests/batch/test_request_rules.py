@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batch.batch.models import load_models
-from airflow_claude_batch.batch.rendering import RequestTemplate, iter_requests
+from airflow_claude_batch.batch.rendering import RequestTemplate
 from airflow_claude_batch.batch.request_rules import (
     ALL_RULES,
     OUTPUT_300K_BETA,
@@ -17,6 +17,7 @@ from airflow_claude_batch.batch.request_rules import (
     first_violation,
     max_output_tokens,
 )
+from airflow_claude_batch.batch.request_stream import iter_requests
 from airflow_claude_batch.batch.schema_rules import schema_subset_problem
 from airflow_claude_batch.batch.sources import CallableRecords
 from airflow_claude_batch.batch.structured_output import api_schema, request_additions

@@ -64,7 +64,7 @@ def test_invalid_flag_values_exit_with_a_message(capsys):
         main(["--error-rate", "2"])
     assert "error_rate" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--rpm-limit", "0"])
+        main(["--rpm-limit", "-1"])
     assert "rpm_limit" in capsys.readouterr().err
 
 
