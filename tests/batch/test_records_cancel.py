@@ -80,7 +80,14 @@ def test_a_shard_added_to_a_requeued_round_gets_the_rounds_requeue(folder: RunFo
     fanned_out_shard(folder, 0, [succeeded("b")], round_index=1)
     fanned_out_shard(folder, 1, [succeeded("e"), succeeded("f")], round_index=1)
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
-    assert manifest.dispositions == {"succeeded": 5, "invalid_output": 0, "dead_lettered": 2, "pending": 0}
+    assert manifest.dispositions == {
+        "succeeded": 5,
+        "invalid_output": 0,
+        "dead_lettered": 2,
+        "pending": 0,
+        "refused": 0,
+        "rejected": 0,
+    }
     assert manifest.reconciled, manifest.notes
     assert accounting_failure(manifest) is None
 
@@ -170,7 +177,14 @@ def test_after_a_cancel_the_requeue_builds_no_round_and_sends_no_synchronous_ret
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=3)
     rows = pending(folder)
     assert {custom_id: row["reason"] for custom_id, row in rows.items()} == dict.fromkeys("bcd", "canceled")
-    assert manifest.dispositions == {"succeeded": 1, "invalid_output": 0, "dead_lettered": 1, "pending": 3}
+    assert manifest.dispositions == {
+        "succeeded": 1,
+        "invalid_output": 0,
+        "dead_lettered": 1,
+        "pending": 3,
+        "refused": 0,
+        "rejected": 0,
+    }
     assert manifest.reconciled, manifest.notes
     assert manifest.canceled is not None
 
@@ -243,7 +257,14 @@ def test_an_unknown_synchronous_outcome_is_pending_and_counted_at_its_upper_cost
 
     assert "possibly billed" in folder.report.read_text()
     assert pending(folder)["b"]["reason"] == "sync_outcome_unknown"
-    assert manifest.dispositions == {"succeeded": 2, "invalid_output": 0, "dead_lettered": 0, "pending": 1}
+    assert manifest.dispositions == {
+        "succeeded": 2,
+        "invalid_output": 0,
+        "dead_lettered": 0,
+        "pending": 1,
+        "refused": 0,
+        "rejected": 0,
+    }
     assert manifest.reconciled, manifest.notes
     money = manifest.money
     assert money.sync_retry_unknown_usd == unknown["cost_usd_upper"]

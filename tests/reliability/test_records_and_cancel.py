@@ -46,7 +46,14 @@ def test_a_late_data_resweep_requeues_the_added_shards_expired_requests(
     assert [shard["request_count"] for shard in round_1] == [3]
     manifest = day.manifest(resweep)
     assert manifest["input_records"] == 9
-    assert manifest["dispositions"] == {"succeeded": 9, "invalid_output": 0, "dead_lettered": 0, "pending": 0}
+    assert manifest["dispositions"] == {
+        "succeeded": 9,
+        "invalid_output": 0,
+        "dead_lettered": 0,
+        "pending": 0,
+        "refused": 0,
+        "rejected": 0,
+    }
     assert manifest["reconciled"] is True
     labels = read_jsonl(day.labels_file)
     assert {row["custom_id"] for row in labels} == {ticket["id"] for ticket in SAMPLE[:9]}
@@ -127,7 +134,14 @@ def test_a_cancel_in_the_middle_of_a_run_stops_every_spend_and_lists_the_rest_as
     assert states["round_0.wait"] == states["round_0.fanout"] == "success"  # batch 0's results were read
     assert states["round_1.submit"] == "skipped"
     manifest = manifest_of(storage, "pipeline_canceled", dag_run)
-    assert manifest["dispositions"] == {"succeeded": 0, "invalid_output": 0, "dead_lettered": 0, "pending": 6}
+    assert manifest["dispositions"] == {
+        "succeeded": 0,
+        "invalid_output": 0,
+        "dead_lettered": 0,
+        "pending": 6,
+        "refused": 0,
+        "rejected": 0,
+    }
     assert manifest["reconciled"] is True
     assert manifest["canceled"] is not None
     pending = read_jsonl(folder / "pending.jsonl")
