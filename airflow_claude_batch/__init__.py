@@ -64,7 +64,10 @@ def get_provider_info() -> dict:
             }
         ],
         "config": _provider_config(),
-        "extra-links": ["airflow_claude_batch.links.ClaudeBatchLink"],
+        "extra-links": [
+            "airflow_claude_batch.links.ClaudeBatchLink",
+            "airflow_claude_batch.links.ClaudeBatchReportLink",
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_claude_batch.hooks.claude.ClaudeBatchHook",

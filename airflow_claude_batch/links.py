@@ -1,4 +1,5 @@
-"""The "Claude batch" extra link of the submit and wait tasks.
+"""The "Claude batch" extra link of the submit and wait tasks, and the "Claude batch report" link of
+the report task.
 
 Airflow's UI shows a button per declared link; the API server reads the link's URL from the task's
 XCom under :attr:`ClaudeBatchLink.xcom_key`, which the task writes once it knows its batch id
@@ -15,6 +16,7 @@ XCom under :attr:`ClaudeBatchLink.xcom_key`, which the task writes once it knows
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
@@ -68,4 +70,46 @@ class ClaudeBatchLink(BaseOperatorLink):
         ti = context.get("ti") if hasattr(context, "get") else None
         if ti is not None:
             ti.xcom_push(key=cls().xcom_key, value=url or "")
+        return url
+
+
+#: Where a browser opens an object of a cloud storage: its console page (the bucket, then the key).
+CONSOLE_OBJECT_URLS = {
+    "s3": "https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}",
+    "gs": "https://console.cloud.google.com/storage/browser/_details/{bucket}/{key}",
+    "gcs": "https://console.cloud.google.com/storage/browser/_details/{bucket}/{key}",
+}
+
+
+def report_link_url(report_uri: str) -> str:
+    """The link to a run's ``report.html``: its object's console page on S3 or GCS, else the URI itself
+    (a ``file://`` URI opens in a browser on the machine that holds it).
+
+    :param report_uri: the report's URI as people read it (no connection id, no credentials).
+    """
+    parts = urlsplit(report_uri)
+    template = CONSOLE_OBJECT_URLS.get(parts.scheme)
+    if template is None:
+        return report_uri
+    return template.format(bucket=parts.netloc, key=quote(parts.path.lstrip("/")))
+
+
+class ClaudeBatchReportLink(BaseOperatorLink):
+    """A link from a report task to the run's report page (``report.html``)."""
+
+    name: ClassVar[str] = "Claude batch report"  # type: ignore[misc]
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """Return the URL the task stored (Airflow's API server reads the XCom itself)."""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(key=self.xcom_key, ti_key=ti_key) or ""
+
+    @classmethod
+    def persist(cls, context: Any, *, report_uri: str | None) -> str:
+        """Store the report page's URL for the UI (an empty one when there is none); return it."""
+        url = report_link_url(report_uri) if report_uri else ""
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key=cls().xcom_key, value=url)
         return url

@@ -1,9 +1,12 @@
-"""The "Claude batch" extra link: which URL for which Base URL, and its declaration."""
+"""The extra links: "Claude batch" (which URL for which Base URL), "Claude batch report", declarations."""
 
 from __future__ import annotations
 
+import pytest
+
 from airflow_claude_batch import get_provider_info
-from airflow_claude_batch.links import ClaudeBatchLink, batch_link_url
+from airflow_claude_batch.links import ClaudeBatchLink, ClaudeBatchReportLink, batch_link_url
+from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 
@@ -25,7 +28,10 @@ def test_a_gateway_or_the_emulator_gets_no_link_unless_configured(monkeypatch) -
 
 
 def test_the_link_is_declared_and_on_the_submit_and_wait_tasks() -> None:
-    assert get_provider_info()["extra-links"] == ["airflow_claude_batch.links.ClaudeBatchLink"]
+    assert get_provider_info()["extra-links"] == [
+        "airflow_claude_batch.links.ClaudeBatchLink",
+        "airflow_claude_batch.links.ClaudeBatchReportLink",
+    ]
     for operator in (ClaudeBatchSubmitOperator, ClaudeBatchSensor):
         assert [link.name for link in operator.operator_extra_links] == [ClaudeBatchLink.name]
 
@@ -49,3 +55,30 @@ def test_persist_always_stores_a_value_so_the_end_of_the_task_finds_one(monkeypa
         ti = _RecordingTaskInstance()
         ClaudeBatchLink.persist({"ti": ti}, base_url=base_url, batch_id="msgbatch_01")
         assert ti.pushed == {ClaudeBatchLink().xcom_key: expected}
+
+
+@pytest.mark.parametrize(
+    ("report_uri", "expected"),
+    [
+        (
+            "s3://runs/nightly/run 1/report.html",
+            "https://s3.console.aws.amazon.com/s3/object/runs?prefix=nightly/run%201/report.html",
+        ),
+        (
+            "gs://runs/a/report.html",
+            "https://console.cloud.google.com/storage/browser/_details/runs/a/report.html",
+        ),
+        ("file:///srv/runs/a/report.html", "file:///srv/runs/a/report.html"),
+    ],
+)
+def test_the_report_task_links_to_its_report_page(report_uri: str, expected: str) -> None:
+    class StandInTaskInstance:
+        pushed: dict[str, str] = {}
+
+        def xcom_push(self, key: str, value: str) -> None:
+            self.pushed[key] = value
+
+    ti = StandInTaskInstance()
+    assert ClaudeBatchReportLink.persist({"ti": ti}, report_uri=report_uri) == expected
+    assert ti.pushed == {ClaudeBatchReportLink().xcom_key: expected}
+    assert [link.name for link in ClaudeBatchReportOperator.operator_extra_links] == ["Claude batch report"]

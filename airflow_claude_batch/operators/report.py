@@ -18,6 +18,7 @@ from airflow_claude_batch.batch.storage import read_json, readable_uri, write_js
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
+from airflow_claude_batch.links import ClaudeBatchReportLink
 from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices
 from airflow_claude_batch.operators.flat_output import write_owned_output
@@ -88,6 +89,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "max_pending_fraction",
     )
     ui_color = "#d8e4f0"
+    operator_extra_links = (ClaudeBatchReportLink(),)
 
     def __init__(
         self,
@@ -162,6 +164,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
                 manifest = dataclasses.replace(manifest, warnings=[failure["reason"], *manifest.warnings])
                 write_json(folder.manifest, {**(read_json(folder.manifest) or {}), "failure": failure})
             write_report(folder.report, manifest, samples, history)
+            ClaudeBatchReportLink.persist(context, report_uri=readable_uri(folder.report))
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
         if failure is not None:

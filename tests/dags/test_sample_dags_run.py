@@ -11,12 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pendulum
 import pytest
 
 from airflow_claude_batch.emulator.answers import classify, moderate
+from airflow_claude_batch.links import ClaudeBatchReportLink
 from tests.fixtures.airflow import SAMPLE_DAGS
 
 pytestmark = [
@@ -112,6 +114,16 @@ def labels_asset_events() -> int:
             .where(AssetModel.name == "support_ticket_labels")
         )
         return session.scalar(query) or 0
+
+
+def stored_xcom(dag_run: Any, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(key=key, run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id)
+        row = session.execute(query.with_only_columns(XComModel.value)).first()
+    return None if row is None else XComModel.deserialize_value(row)
 
 
 def latest_labels_event_extra() -> dict[str, Any]:
@@ -286,6 +298,11 @@ def test_nightly_on_s3_through_an_aws_connection(
     extra = latest_labels_event_extra()
     assert extra["output_uri"] == "s3://claude-runs/support/labels/2026-11-02.jsonl"
     assert extra["manifest_uri"] == f"s3://claude-runs/{prefix}/manifest.json"
+    # The report task's extra link opens the report page in the S3 console.
+    link = stored_xcom(dag_run, f"{NIGHTLY_PIPELINE}.report", ClaudeBatchReportLink().xcom_key)
+    assert link == "https://s3.console.aws.amazon.com/s3/object/claude-runs?prefix=" + quote(
+        f"{prefix}/report.html"
+    )
 
 
 # --- the monthly sweep ---------------------------------------------------------------------------------
