@@ -3,7 +3,7 @@
 ``max_invalid_fraction`` bounds the share of the input records whose billed answer the parser or schema
 rejected (``invalid_output``); ``max_dead_letter_fraction`` bounds the share that ended dead-lettered;
 ``max_pending_fraction`` the share left pending after the last round (retryable, but out of rounds or
-held by the budget; the README's "Pending records" says how to send them again). All default to
+held by the budget; ``python -m airflow_claude_batch.resend_pending`` picks them for a new run). All default to
 ``None``: no bound. The report checks them once the manifest is written, records the
 verdict in ``manifest.json`` (``failure``) and on the report page, and then fails, so that the report
 task's outlets (its Assets) are not updated.
@@ -21,7 +21,7 @@ from airflow_claude_batch.exceptions import InputError
 _WHERE = {
     "invalid_output": "the error of each invalid_output.jsonl row",
     "dead_lettered": "dead-letter.jsonl",
-    "pending": "pending.jsonl, and the README's 'Pending records' for how to send them again",
+    "pending": "pending.jsonl; python -m airflow_claude_batch.resend_pending picks them for a new run",
 }
 _BOUNDED = (
     ("max_invalid_fraction", "invalid_output"),
