@@ -3,8 +3,8 @@
 ``max_invalid_fraction`` bounds the share of the input records whose billed answer the parser or schema
 rejected (``invalid_output``); ``max_dead_letter_fraction`` bounds the share that ended dead-lettered;
 ``max_pending_fraction`` the share left pending after the last round (retryable, but out of rounds or
-held by the budget; ``python -m airflow_claude_batch.resend_pending`` picks them for a new run). All default to
-``None``: no bound. The report checks them once the manifest is written, records the
+held by the budget; ``python -m airflow_claude_batch.resend_pending`` picks them for a new run). All
+default to ``None``: no bound. The report checks them once the manifest is written, records the
 verdict in ``manifest.json`` (``failure``) and on the report page, and then fails, so that the report
 task's outlets (its Assets) are not updated.
 """
