@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.batch.storage import StoragePath, atomic_writer
+from airflow_claude_batch.batch.storage import StoragePath, atomic_writer, read_bytes
 from airflow_claude_batch.exceptions import (
     ConditionalWritesUnsupportedError,
     StorageError,
@@ -75,19 +75,18 @@ def check_supported(path: StoragePath, *, allow_unconditional: bool) -> None:
 
 def read_versioned(path: StoragePath) -> Versioned | None:
     """Read a file and its version; ``None`` when it does not exist, ``StorageError`` on any other failure."""
-    try:
-        if _protocol(path) in _S3:
+    if _protocol(path) in _S3:
+        try:
             data, etag = _s3_get(path)
-            return Versioned(data, etag)
-        with path.open("rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StorageError(
-            f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
-        ) from exc
-    return Versioned(data, _digest(data))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
+            ) from exc
+        return Versioned(data, etag)
+    data = read_bytes(path)
+    return None if data is None else Versioned(data, _digest(data))
 
 
 def create_only(path: StoragePath, data: bytes, *, allow_unconditional: bool = False) -> str:

@@ -87,21 +87,28 @@ def write_json(path: StoragePath, value: Any) -> None:
         handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
 
-def read_json(path: StoragePath) -> Any | None:
-    """Read a JSON file; ``None`` when it does not exist. Any other failure raises ``StorageError``.
+def read_bytes(path: StoragePath) -> bytes | None:
+    """Read a whole file; ``None`` when it does not exist. Any other failure raises ``StorageError``.
 
     A read error is never taken to mean "no file": callers use ``None`` to decide that nothing was
     done yet, and guessing wrong there could pay twice.
     """
     try:
         with path.open("rb") as handle:
-            data = handle.read()
+            return handle.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError(
             f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
         ) from exc
+
+
+def read_json(path: StoragePath) -> Any | None:
+    """Read a JSON file; ``None`` when it does not exist (see :func:`read_bytes`)."""
+    data = read_bytes(path)
+    if data is None:
+        return None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
