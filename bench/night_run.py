@@ -23,8 +23,8 @@ from bench.compare.run_case import set_airflow_env
 from bench.support import status_kib
 
 MODEL = "claude-haiku-4-5"
-MAX_TOKENS = 16
-SYSTEM = "Label the support ticket as billing, bug, account or other. Answer with the label only."
+MAX_TOKENS = 64  # room for the whole answer: one cut at max_tokens is invalid output
+SYSTEM = "Label the support ticket. Answer in JSON.\nLabels: billing, bug, account, other"
 DAG_ID = "night_bench"
 
 DAG_TEXT = """

@@ -94,7 +94,7 @@ def test_a_list_prompt_is_sent_as_content_blocks() -> None:
 @given(
     custom_id=st.from_regex(API_ID_RULE, fullmatch=True),
     prompt=st.text(min_size=1).filter(lambda text: not text.isspace()),
-    system=st.one_of(st.none(), st.text(min_size=1)),
+    system=st.one_of(st.none(), st.text(min_size=1).filter(lambda text: not text.isspace())),
     cache=st.sampled_from([None, "5m", "1h"]),
     max_tokens=st.integers(min_value=1, max_value=128_000),
 )

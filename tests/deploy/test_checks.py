@@ -150,7 +150,8 @@ def test_the_promised_connection_form_comes_from_the_provider_info() -> None:
     assert form.standard_labels == ("Base URL", "API key")
     assert {"Schema", "Port", "Login", "Host", "Password"} == set(form.hidden_labels)
     assert "Request timeout (seconds)" in form.extra_labels
-    assert len(form.extra_labels) == 4
+    assert "Workspace ID" in form.extra_labels
+    assert len(form.extra_labels) == 5
 
 
 def test_logs_without_connection_warnings_pass_and_a_warned_line_fails(tmp_path: Path) -> None:

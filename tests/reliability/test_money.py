@@ -4,6 +4,7 @@ sample and without any count."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def run_and_compare(tmp_path: Path, rows: list[dict[str, Any]], **build: Any) ->
     summary = run.run()
     manifest = orjson.loads((run.run_dir / "manifest.json").read_bytes())
     estimate = orjson.loads((run.run_dir / "estimate.json").read_bytes())
-    assert manifest["dispositions"]["succeeded"] == len(rows), summary
+    # max_tokens 8 cuts the answers (invalid output, billed all the same): every record answered once.
+    billed = manifest["dispositions"]["succeeded"] + manifest["dispositions"]["invalid_output"]
+    assert billed == len(rows), summary
     return manifest["money"]["actual_usd"], estimate
 
 
@@ -104,13 +107,14 @@ def test_us_only_inference_is_billed_at_its_multiplier_through_a_whole_run(
     run.run()
     manifest = orjson.loads((run.run_dir / "manifest.json").read_bytes())
     rows_cost = markers_cost = 0.0
-    for shard in (0, 1):
-        for row in read_jsonl(Path(run.folder.shard_outcome(0, shard, "succeeded").path)):
+    for shard, outcome in itertools.product((0, 1), ("succeeded", "invalid_output")):
+        for row in read_jsonl(Path(run.folder.shard_outcome(0, shard, outcome).path)):
             usage = row["usage"]
             plain = 0.5 * (usage["input_tokens"] * 3 + usage["output_tokens"] * 15) / 1e6
             assert row["pricing_params"] == {"inference_geo": "us"}
             assert row["cost_usd"] == pytest.approx(1.1 * plain)
             rows_cost += row["cost_usd"]
+    for shard in (0, 1):
         markers_cost += orjson.loads(Path(run.folder.shard_marker(0, shard).path).read_bytes())["cost_usd"]
-    assert manifest["dispositions"]["succeeded"] == 40
+    assert manifest["dispositions"]["succeeded"] + manifest["dispositions"]["invalid_output"] == 40
     assert manifest["money"]["batch_usd"] == pytest.approx(rows_cost + markers_cost, abs=1e-6)
