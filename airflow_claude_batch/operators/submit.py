@@ -157,7 +157,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         try:
             return submit_shard(
                 ShardToSubmit(uri=shard.uri, request_count=shard.request_count, body_bytes=shard.body_bytes),
-                api=_ShardBatchApi(hook, requests_path, shard),
+                api=_ShardBatchApi(hook, requests_path, shard, folder),
                 store=ShardStateFile(folder, shard.round, shard.index, allow_unconditional=unconditional),
                 claims=ClaimsIndex(folder.storage_root, allow_unconditional=unconditional),
                 fingerprint=lambda: fingerprint_shard(requests_path),
@@ -210,17 +210,21 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 class _ShardBatchApi:
     """The submit's API calls for one shard, made through the hook."""
 
-    def __init__(self, hook: Any, requests_path: ObjectStoragePath, shard: ShardDescriptor) -> None:
+    def __init__(
+        self, hook: Any, requests_path: ObjectStoragePath, shard: ShardDescriptor, folder: RunFolder
+    ) -> None:
         self.hook = hook
         self.requests_path = requests_path
         self.shard = shard
+        self.folder = folder
 
     def create_batch(self, marker: bytes) -> dict[str, Any]:
         from airflow_claude_batch.hooks.claude import is_api_error_body
 
-        folder = RunFolder(ObjectStoragePath(self.shard.run_uri, conn_id=self.requests_path.conn_id))
-        if is_canceled(folder):  # read just before the create: nothing is sent after a cancel
-            raise CreateRefused(f"the run was canceled on purpose ({folder.cancel_record}); nothing was sent")
+        if is_canceled(self.folder):  # read just before the create: nothing is sent after a cancel
+            raise CreateRefused(
+                f"the run was canceled on purpose ({self.folder.cancel_record}); nothing was sent"
+            )
         try:
             return self.hook.create_batch_from_file(
                 self.requests_path, self.shard.request_count, self.shard.body_bytes, marker
