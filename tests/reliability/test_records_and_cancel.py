@@ -95,9 +95,11 @@ def test_a_cancel_in_the_middle_of_a_run_stops_every_spend_and_lists_the_rest_as
     def cancel_once_batch_0_runs() -> None:
         deadline = time.monotonic() + 540
         while time.monotonic() < deadline:
-            states = list(dag_dir.glob("*/claude_batch/round-0/shard-00000.state.json"))
-            state = read_state(ObjectStoragePath(f"file://{states[0]}")) if states else None
-            if state is not None and state.batch_id:
+            # Batch 0 runs and shard 1 waits for capacity (its 429 recorded, no create in flight): an
+            # intent whose create may still land would be reported as unknown, and the command exit 1.
+            states = sorted(dag_dir.glob("*/claude_batch/round-0/shard-0000[01].state.json"))
+            read = [read_state(ObjectStoragePath(f"file://{path}")) for path in states]
+            if len(read) == 2 and read[0] is not None and read[0].batch_id and read[1] and read[1].retry_at:
                 run_id = states[0].parent.parent.parent.name
                 codes.append(
                     main(
