@@ -63,8 +63,11 @@ format: env
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Most of a test's time is waiting (the emulator, a poll interval, Airflow's start-up), so four pytest-xdist
+# workers share two cores well; each worker has its own Airflow home and emulator (tests/conftest.py).
+PYTEST_WORKERS ?= 4
 test: lint
-	$(BIN)/pytest -q -p no:cacheprovider $(TESTS)
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(TESTS)
 
 # The side-by-side comparison with the official providers (docs/benchmarks.md); they are installed into a
 # separate environment (/tmp/acb-anchors), never into .venv. BENCH_ARGS= for the full sizes.
