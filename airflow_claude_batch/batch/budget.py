@@ -2,20 +2,16 @@
 
 Before anything is submitted, the build compares the budget with the expected cost
 (``budget_basis="expected"``, the default) or with the upper bound (``"upper"``) and refuses the run
-when it is over, with both figures and what makes them differ. After a round, its requeue asks
-:func:`round_budget` what is left: synchronous retries and the next round are sent only while they fit
-(:class:`RoundBudget`), the rest is listed as pending with the reason.
+when it is over, with both figures and what makes them differ. After a round, its requeue is given what
+is left (:class:`RoundBudget`, measured by :mod:`.round_budget` from the run's ledger): synchronous
+retries and the next round are sent only while they fit, the rest is listed as pending with the reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, CostEstimate
-from airflow_claude_batch.batch.ledger import scan_run
-from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import read_json
+from airflow_claude_batch.batch.estimate import CostEstimate
 from airflow_claude_batch.exceptions import BudgetExceededError
 
 _GAP_WORDS = {
@@ -108,29 +104,3 @@ class RoundBudget:
             f"${self.spent_usd:,.4f} of max_cost_usd=${self.max_cost_usd:,.2f}; not submitted. Raise "
             "max_cost_usd and clear the requeue task to send them"
         )
-
-
-def round_budget(folder: RunFolder, round_index: int, prices: PriceTable) -> RoundBudget | None:
-    """The budget left for the requeue of ``round_index``; ``None`` when the run has no budget.
-
-    :param folder: the run folder (its ``estimate.json`` holds the budget, its basis and the figures).
-    :param round_index: the round whose requeue is deciding.
-    :param prices: prices for runs that froze none (the run's frozen prices are used when present).
-    """
-    estimate = read_json(folder.estimate)
-    if not isinstance(estimate, dict) or estimate.get("max_cost_usd") is None:
-        return None
-    records = int(estimate.get("records") or 0)
-    basis = str(estimate.get("budget_basis") or DEFAULT_BUDGET_BASIS)
-    costs = estimate.get("cost_usd") or {}
-    figures = costs.get("upper_bound" if basis == "upper" else "expected") or {}
-    if not records or not figures:
-        return None
-    manifest, _ = scan_run(folder, prices=prices, max_rounds=round_index + 1)
-    return RoundBudget(
-        max_cost_usd=float(estimate["max_cost_usd"]),
-        basis=basis,
-        spent_usd=manifest.money.actual_usd,
-        per_request_usd=float(figures.get("batch", 0.0)) / records,
-        per_sync_request_usd=float(figures.get("standard", 0.0)) / records,
-    )

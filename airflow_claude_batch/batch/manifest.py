@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_claude_batch.batch.run_money import Money
+
 MANIFEST_SCHEMA_VERSION = 2
 #: The parts of ``estimate.json`` the manifest carries (the history of later runs reads them).
 ESTIMATE_FIELDS = (
@@ -38,35 +40,6 @@ RUN_FILES = {
     "pending": "pending.jsonl",
     "rejected": "rejected.jsonl",
 }
-
-
-@dataclass(frozen=True)
-class Money:
-    """US dollars of a run.
-
-    :param estimated_upper_usd: the build's upper-bound estimate (``None`` when unknown).
-    :param estimated_expected_usd: the build's expected estimate (``None`` when unknown).
-    :param batch_usd: batch answers at batch prices.
-    :param sync_retry_usd: synchronous retries at standard prices.
-    :param actual_usd: ``batch_usd + sync_retry_usd``.
-    :param synchronous_equivalent_usd: every answer at standard prices.
-    :param savings_usd: ``synchronous_equivalent_usd - actual_usd``.
-    :param savings_pct: savings as a percentage of the synchronous equivalent (``None`` when it is 0).
-    :param sync_retry_unknown_usd: synchronous retries whose outcome is unknown (a timeout, a reset, a
-        5xx), at their upper cost: possibly billed, so counted in the upper figure, never as 0.
-    :param actual_upper_usd: ``actual_usd + sync_retry_unknown_usd``: the most the run may have cost.
-    """
-
-    estimated_upper_usd: float | None
-    estimated_expected_usd: float | None
-    batch_usd: float
-    sync_retry_usd: float
-    actual_usd: float
-    synchronous_equivalent_usd: float
-    savings_usd: float
-    savings_pct: float | None
-    sync_retry_unknown_usd: float = 0.0
-    actual_upper_usd: float | None = None
 
 
 @dataclass(frozen=True)

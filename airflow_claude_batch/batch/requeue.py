@@ -276,7 +276,7 @@ def requeue_round(
     :param limits: count and byte limits of the next round's shards.
     :param sync: retry errored requests synchronously first, when given.
     :param budget: what the run may still spend (see
-        :func:`~airflow_claude_batch.batch.budget.round_budget`); ``None``: no budget. A next round that
+        :func:`~airflow_claude_batch.batch.round_budget.round_budget`); ``None``: no budget. A next round that
         does not fit in it is not built, and synchronous retries stop when the next would not fit: their
         requests are listed as pending with the reason (``round-r/budget-held.jsonl``).
     :raises StorageError: a shard's fanout files are missing.

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.batch.answer_parsing import OutputValidator
-from airflow_claude_batch.batch.budget import round_budget
+from airflow_claude_batch.batch.round_budget import round_budget
 from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
 from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.requeue_rule import RequeueRule

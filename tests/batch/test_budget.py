@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batch.batch.budget import round_budget
+from airflow_claude_batch.batch.round_budget import round_budget
 from airflow_claude_batch.batch.ledger import write_ledger
 from airflow_claude_batch.batch.requeue import requeue_round
 from airflow_claude_batch.batch.runfolder import RunFolder

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from airflow_claude_batch.batch.manifest import Manifest, Money, RoundLedger
+from airflow_claude_batch.batch.manifest import Manifest, RoundLedger
+from airflow_claude_batch.batch.run_money import Money
 from airflow_claude_batch.batch.report_page import render_report
 
 EVIL_ID = '<script>alert("x")</script>'
