@@ -33,7 +33,10 @@ import argparse
 import sys
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.cancellation import (
+from airflow_claude_batch.core.run.cancel_record import remove_cancel, write_cancel
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.submit.batch_cancel import (
     RecordedBatch,
     cancel_recorded,
     pipeline_ids,
@@ -42,9 +45,6 @@ from airflow_claude_batch.batch.cancellation import (
     stopped_round,
     stopped_shards,
 )
-from airflow_claude_batch.batch.run_cancel import remove_cancel, write_cancel
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import StoragePath
 from airflow_claude_batch.exceptions import ClaudeBatchError
 
 

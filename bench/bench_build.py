@@ -55,11 +55,11 @@ def make_input(path: Path, records: int, text_bytes: int, seed: int = 7) -> None
 
 
 def run_package(source: Path, workdir: Path) -> dict[str, Any]:
-    from airflow_claude_batch.batch.build import build_run
-    from airflow_claude_batch.batch.limits import BODY_PREFIX, BODY_SUFFIX
-    from airflow_claude_batch.batch.rendering import RequestTemplate
-    from airflow_claude_batch.batch.runfolder import RunFolder
-    from airflow_claude_batch.batch.sources import FileRecords
+    from airflow_claude_batch.core.api.limits import BODY_PREFIX, BODY_SUFFIX
+    from airflow_claude_batch.core.build.build_step import build_run
+    from airflow_claude_batch.core.requests.rendering import RequestTemplate
+    from airflow_claude_batch.core.requests.sources import FileRecords
+    from airflow_claude_batch.core.run.layout import RunFolder
 
     folder = RunFolder.for_run(workdir / "runs", "bench", "package", "claude_batch")
     template = RequestTemplate(model=MODEL, max_tokens=MAX_TOKENS, system=SYSTEM, cache_system="1h")

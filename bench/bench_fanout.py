@@ -41,7 +41,7 @@ OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled")
 
 def write_shard(run_root: Path, count: int) -> Path:
     """Write round 0's shard of ``count`` classifier requests; return its requests file."""
-    from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.core.run.layout import RunFolder
 
     path = RunFolder(run_root).shard_requests(0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +69,10 @@ def create_ended_batch(base_url: str, shard: Path) -> str:
 def fan_out_with_sdk(base_url: str, batch_id: str, run_root: Path) -> None:
     import anthropic
 
-    from airflow_claude_batch.batch.outcome_files import OutcomeFiles, shard_outcome_paths
-    from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.result_rows import RowPricer, route_line
-    from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.core.money.pricing import PriceTable
+    from airflow_claude_batch.core.results.result_rows import RowPricer, route_line
+    from airflow_claude_batch.core.run.layout import RunFolder
+    from airflow_claude_batch.core.run.outcome_files import OutcomeFiles, shard_outcome_paths
 
     client = anthropic.Anthropic(api_key=API_KEY, base_url=base_url, max_retries=0)
     client.messages.batches.retrieve(batch_id)  # connection and imports warm, outside the measure
@@ -96,9 +96,9 @@ def fan_out_with_package(base_url: str, batch_id: str, run_root: Path) -> None:
     os.environ["AIRFLOW_CONN_CLAUDE_BATCH_BENCH"] = json.dumps(
         {"conn_type": "claude-batch", "host": base_url, "password": API_KEY}
     )
-    from airflow_claude_batch.batch.fanout import fan_out_shard
-    from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.core.money.pricing import PriceTable
+    from airflow_claude_batch.core.results.fanout import fan_out_shard
+    from airflow_claude_batch.core.run.layout import RunFolder
     from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
     hook = ClaudeBatchHook("claude_batch_bench")
@@ -153,7 +153,7 @@ def run_child(path: str, base_url: str, batch_id: str, run_root: Path) -> dict[s
 
 def outcome_rows(run_root: Path) -> dict[str, list[dict[str, Any]]]:
     """Each outcome file's rows, in id order (results arrive in any order; key order may differ)."""
-    from airflow_claude_batch.batch.runfolder import RunFolder
+    from airflow_claude_batch.core.run.layout import RunFolder
 
     folder = RunFolder(run_root)
     return {

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from airflow_claude_batch.batch.limits import MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.api.limits import MAX_REQUESTS_PER_SHARD
 from bench.bench_build import make_input
 from bench.support import API_KEY, emulator_process
 

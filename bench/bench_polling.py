@@ -37,7 +37,7 @@ from typing import Any
 import anthropic
 import httpx
 
-from airflow_claude_batch.batch.coalesced_polling import calls_per_minute, per_batch_calls_per_minute
+from airflow_claude_batch.core.wait.coalesced_polling import calls_per_minute, per_batch_calls_per_minute
 from bench.bench_triggerer import CONN_ID, Meter, cpu_seconds, ticker
 from bench.support import API_KEY, emulator_process, status_kib
 

@@ -105,7 +105,7 @@ def run_child(reader: str, base_url: str, batch_id: str) -> dict[str, float]:
 
 def splitter_rates(total_mb: int = 64) -> dict[str, float]:
     """MB/s of the line splitter alone on ``total_mb`` of short lines and of 4 MB lines."""
-    from airflow_claude_batch.batch.results_reader import iter_lines
+    from airflow_claude_batch.core.run.line_reader import iter_lines
 
     rates = {}
     for name, line_bytes in (("1 KB lines", 1_000), ("4 MB lines", 4_000_000)):

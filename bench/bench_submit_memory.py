@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from airflow_claude_batch.batch.limits import batch_body_size
+from airflow_claude_batch.core.api.limits import batch_body_size
 from bench.support import API_KEY, emulator_process, status_kib
 
 

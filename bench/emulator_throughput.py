@@ -16,7 +16,7 @@ import time
 import httpx
 import orjson
 
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
 from bench.support import API_KEY, emulator_process, status_kib
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_claude_batch.batch.storage import iter_jsonl, read_json
+from airflow_claude_batch.core.run.storage import iter_jsonl, read_json
 
 DAG_ID = "overnight_classification"
 #: The nightly DAG's pipeline (task group) id: the last segment of its run folder.

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_claude_batch import get_provider_info
-from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.core.run.layout import RunFolder
 from deploy.airflow_api import AirflowApi, CheckFailed, RunObservation, ti_key
 
 NIGHTLY_DAG_ID = "overnight_classification"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.core.run.layout import RunFolder
 from deploy.airflow_api import AirflowApi, CheckFailed, ti_key
 from deploy.checks import NIGHTLY_PIPELINE_ID, NightlyTarget
 

@@ -20,7 +20,7 @@ SHELL = ("hooks", "operators", "sensors", "triggers")
 
 
 def _modules() -> dict[str, Path]:
-    """Dotted name below the package (``batch.ledger``) → file, ``__init__`` files left out."""
+    """Dotted name below the package (``core.report.ledger``) → file, ``__init__`` files left out."""
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "__init__.py":
@@ -68,7 +68,11 @@ def test_every_module_is_described_in_the_architecture_page(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("batch.")))
+CORE_MODULES = sorted(n for n in MODULES if n.startswith("core."))
+MAX_MODULES_PER_FOLDER = 15
+
+
+@pytest.mark.parametrize("name", CORE_MODULES)
 def test_the_core_never_imports_airflow_or_the_shell(name: str) -> None:
     imported = _imports(MODULES[name])
     assert not {i for i in imported if i == "airflow" or i.startswith("airflow.")}, f"{name} imports Airflow"
@@ -78,21 +82,77 @@ def test_the_core_never_imports_airflow_or_the_shell(name: str) -> None:
     assert not upward, f"{name} (core) imports {sorted(upward)}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("batch.")))
-def test_the_core_imports_only_what_its_row_says(name: str) -> None:
-    row = re.search(rf"^\| `batch/{name.split('.', 1)[1]}\.py`[^\n]*\| ([^|\n]*) \|$", ARCHITECTURE, re.M)
-    assert row, f"docs/architecture.md has no row for batch/{name.split('.', 1)[1]}.py in the core table"
-    allowed = set(re.findall(r"`([a-z_]+)`", row.group(1)))
-    used = {i.split(".")[1] for i in _package_imports(MODULES[name]) if i.startswith("batch.")}
-    assert used <= allowed, (
-        f"batch/{name.split('.', 1)[1]}.py imports {sorted(used - allowed)}, which its row in "
-        "docs/architecture.md does not list: add them there, or keep the import out"
+def _stage_rows() -> dict[str, set[str]]:
+    """``docs/architecture.md``'s stage table: stage → the stages it may import."""
+    rows = re.findall(r"^\| `core/([a-z_]+)/` \|[^\n]*\| ([^|\n]*) \|$", ARCHITECTURE, re.M)
+    return {stage: set(re.findall(r"`([a-z_]+)`", allowed)) for stage, allowed in rows}
+
+
+STAGES = _stage_rows()
+
+
+@pytest.mark.parametrize("name", CORE_MODULES)
+def test_each_core_module_imports_only_the_stages_its_stage_row_names(name: str) -> None:
+    stage = name.split(".")[1]
+    assert stage in STAGES, f"docs/architecture.md's stage table has no row for core/{stage}/"
+    used = {i.split(".")[1] for i in _package_imports(MODULES[name]) if i.startswith("core.")} - {stage}
+    assert used <= STAGES[stage], (
+        f"{name} imports the stages {sorted(used - STAGES[stage])}, which the row of core/{stage}/ in "
+        "docs/architecture.md does not list: add them there (keeping the stages free of cycles), or move "
+        "the code to the stage it belongs to"
+    )
+
+
+def test_the_stages_form_no_cycle() -> None:
+    done: set[str] = set()
+
+    def visit(stage: str, trail: list[str]) -> None:
+        if stage in trail:
+            pytest.fail(
+                "stage cycle in docs/architecture.md: " + " -> ".join([*trail[trail.index(stage) :], stage])
+            )
+        if stage in done:
+            return
+        for target in sorted(STAGES.get(stage, ())):
+            visit(target, [*trail, stage])
+        done.add(stage)
+
+    for stage in sorted(STAGES):
+        visit(stage, [])
+
+
+def test_every_core_stage_folder_is_in_the_stage_table() -> None:
+    folders = {path.name for path in (PACKAGE / "core").iterdir() if (path / "__init__.py").exists()}
+    assert folders == set(STAGES), f"stage folders {sorted(folders)} vs the table's {sorted(STAGES)}"
+
+
+@pytest.mark.parametrize(
+    "folder", sorted({path.parent for path in MODULES.values()}), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_no_folder_holds_more_than_fifteen_modules(folder: Path) -> None:
+    modules = [path for path in folder.glob("*.py") if path.name != "__init__.py"]
+    assert len(modules) <= MAX_MODULES_PER_FOLDER, (
+        f"{folder.relative_to(PACKAGE)} holds {len(modules)} modules: group them by stage into sub-packages"
+    )
+
+
+def test_the_tests_mirror_the_core() -> None:
+    """Each core module with a test has it at ``tests/core/<stage>/test_<module>.py``, and no test
+    module of ``tests/core/`` names a module that does not exist."""
+    tests = ROOT / "tests" / "core"
+    orphans = [
+        path.relative_to(ROOT).as_posix()
+        for path in tests.rglob("test_*.py")
+        if f"core.{path.parent.name}.{path.stem.removeprefix('test_')}" not in MODULES
+    ]
+    assert not orphans, (
+        f"test modules naming no core module (rename them after the module they test): {orphans}"
     )
 
 
 def test_the_emulator_and_the_core_never_import_each_other_the_wrong_way() -> None:
     for name, path in MODULES.items():
-        if name.startswith("batch."):
+        if name.startswith("core."):
             continue
         if name.startswith("emulator."):
             wrong = {i for i in _package_imports(path) if i.split(".")[0] in (*SHELL, "pipeline")}

@@ -10,10 +10,10 @@ import orjson
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.limits import batch_body_size
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.cancel import main
+from airflow_claude_batch.core.api.limits import batch_body_size
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 
 DAG_ID = "cancel_dag"
@@ -107,7 +107,7 @@ def test_list_cancels_nothing_and_an_unknown_run_has_nothing_to_cancel(
 
 def shard_of(storage: str, run_id: str, index: int, requests: int) -> dict[str, Any]:
     """Write shard ``index`` of round 0 of pipeline ``p`` (and the round's shard list); return it."""
-    from airflow_claude_batch.batch.round_files import shard_list_path
+    from airflow_claude_batch.core.run.round_files import shard_list_path
 
     folder = RunFolder.for_run(ObjectStoragePath(storage), DAG_ID, run_id, "p")
     lines = [
@@ -145,9 +145,9 @@ def test_a_cancel_stops_a_shard_waiting_after_a_429_and_says_what_it_stopped(
 ) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
-    from airflow_claude_batch.batch.run_cancel import is_canceled
-    from airflow_claude_batch.batch.state import read_state
     from airflow_claude_batch.compat import AirflowSkipException
+    from airflow_claude_batch.core.run.cancel_record import is_canceled
+    from airflow_claude_batch.core.submit.state import read_state
 
     full = make_emulator(queue_limit=4, queue_retry_after=30)
     full.faults({"processing_seconds": 120})

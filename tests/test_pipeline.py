@@ -13,8 +13,8 @@ import pytest
 from airflow.sdk import DAG, Asset, ObjectStoragePath, TriggerRule
 from airflow.sdk.definitions.mappedoperator import MappedOperator
 
-from airflow_claude_batch.batch.marker import is_marker
-from airflow_claude_batch.batch.state import read_state
+from airflow_claude_batch.core.requests.marker import is_marker
+from airflow_claude_batch.core.submit.state import read_state
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.build_options import BuildOptions

@@ -6,8 +6,8 @@ Start it in-process with :class:`EmulatorServer` (tests, the demo, benchmarks) o
 
 from __future__ import annotations
 
-from airflow_claude_batch.emulator.app import create_app
 from airflow_claude_batch.emulator.config import EmulatorConfig
 from airflow_claude_batch.emulator.server import EmulatorServer
+from airflow_claude_batch.emulator.service.app import create_app
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "create_app"]

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from airflow_claude_batch.emulator.app import create_app
 from airflow_claude_batch.emulator.config import (
     DEFAULT_CACHE_HIT_RATE,
     DEFAULT_SPEED,
     KEEP_ALIVE_SECONDS,
     EmulatorConfig,
 )
-from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
+from airflow_claude_batch.emulator.service.app import create_app
+from airflow_claude_batch.emulator.store.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
 
 
 def build_parser() -> argparse.ArgumentParser:

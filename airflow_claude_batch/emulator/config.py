@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airflow_claude_batch.batch.limits import (
+from airflow_claude_batch.core.api.limits import (
     BATCH_WINDOW_SECONDS,
     MAX_BATCH_BYTES,
     MAX_REQUESTS_PER_BATCH,
     RESULTS_RETENTION_SECONDS,
 )
-from airflow_claude_batch.emulator.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
+from airflow_claude_batch.emulator.store.quotas import QUEUE_RETRY_SECONDS, TIER1_QUEUE_LIMIT, TIER1_RPM
 
 # Enough that a batch of a few thousand requests ends within seconds.
 DEFAULT_SPEED = 2000.0

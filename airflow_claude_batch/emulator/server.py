@@ -10,9 +10,9 @@ from typing import Any
 
 import uvicorn
 
-from airflow_claude_batch.emulator.app import create_app
 from airflow_claude_batch.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
-from airflow_claude_batch.emulator.engine import Clock
+from airflow_claude_batch.emulator.service.app import create_app
+from airflow_claude_batch.emulator.store.engine import Clock
 
 _START_TIMEOUT_SECONDS = 10.0
 

@@ -27,10 +27,10 @@ from anthropic.types.messages import MessageBatch
 
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID
 from airflow_claude_batch import settings as provider_settings
-from airflow_claude_batch.batch.create_body import iter_batch_body, sent_body_size
-from airflow_claude_batch.batch.results_reader import DEFAULT_CHUNK_SIZE
-from airflow_claude_batch.batch.storage import StoragePath
 from airflow_claude_batch.compat import AirflowNotFoundException, aget_connection
+from airflow_claude_batch.core.run.line_reader import DEFAULT_CHUNK_SIZE
+from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.submit.create_body import iter_batch_body, sent_body_size
 from airflow_claude_batch.exceptions import AfterSubmitError, ConnectionConfigError
 from airflow_claude_batch.hooks.api_errors import (
     CREATE,
@@ -206,7 +206,7 @@ class ClaudeBatchHook(BaseHook):
         :param path: the shard file (any path-like storage location, or a local path string).
         :param request_count: requests in the shard.
         :param body_bytes: the exact size of the shard's body (see ``limits.batch_body_size``).
-        :param marker: the batch's marker request line, sent after the shard's (``batch/marker.py``).
+        :param marker: the batch's marker request line, sent after the shard's (``core/requests/marker.py``).
         """
         location = Path(path) if isinstance(path, str) else path
         with location.open("rb") as handle:

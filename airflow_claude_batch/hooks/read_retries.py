@@ -20,7 +20,7 @@ default).
 
 The create is never retried: it goes through a client whose ``max_retries`` is 0 and is never wrapped
 here, because a create whose answer is lost may still have made a batch and the API has no idempotency
-key (the caller looks the batch up instead: :mod:`airflow_claude_batch.batch.submission`).
+key (the caller looks the batch up instead: :mod:`airflow_claude_batch.core.submit.submission`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 import anthropic
 import tenacity
 
-from airflow_claude_batch.batch.polling import parse_retry_after
+from airflow_claude_batch.core.wait.polling import parse_retry_after
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 BASE_DELAY_SECONDS = 0.5

@@ -7,27 +7,27 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_claude_batch.batch.build import build_run
-from airflow_claude_batch.batch.cost_history import RunCost, pipeline_history
-from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
-from airflow_claude_batch.batch.input_change import parse_on_input_change
-from airflow_claude_batch.batch.input_fingerprint import fingerprint_input
-from airflow_claude_batch.batch.input_tokens import TokenCounter
-from airflow_claude_batch.batch.model_check import check_model
-from airflow_claude_batch.batch.passthrough import parse_fields, write_passthrough
-from airflow_claude_batch.batch.rejections import InvalidRecordPolicy
-from airflow_claude_batch.batch.rendering import RequestTemplate
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.sharding import ShardLimits
-from airflow_claude_batch.batch.sources import (
+from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.api.model_check import check_model
+from airflow_claude_batch.core.build.build_step import build_run
+from airflow_claude_batch.core.build.input_change import parse_on_input_change
+from airflow_claude_batch.core.build.input_fingerprint import fingerprint_input
+from airflow_claude_batch.core.build.rejections import InvalidRecordPolicy
+from airflow_claude_batch.core.money.cost_history import RunCost, pipeline_history
+from airflow_claude_batch.core.money.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
+from airflow_claude_batch.core.money.input_tokens import TokenCounter
+from airflow_claude_batch.core.requests.passthrough import parse_fields, write_passthrough
+from airflow_claude_batch.core.requests.rendering import RequestTemplate
+from airflow_claude_batch.core.requests.sharding import ShardLimits
+from airflow_claude_batch.core.requests.sources import (
     CallableRecords,
     FileRecords,
     RecordSource,
     expand_glob,
     split_glob,
 )
-from airflow_claude_batch.batch.structured_output import choose_mode, request_additions
-from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.requests.structured_output import choose_mode, request_additions
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build_options import BuildOptions

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.estimate import DEFAULT_BUDGET_BASIS
-from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
-from airflow_claude_batch.batch.rejections import DEFAULT_MAX_REJECTED_FRACTION
-from airflow_claude_batch.batch.rendering import RenderCallable
+from airflow_claude_batch.core.api.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.build.rejections import DEFAULT_MAX_REJECTED_FRACTION
+from airflow_claude_batch.core.money.estimate import DEFAULT_BUDGET_BASIS
+from airflow_claude_batch.core.requests.rendering import RenderCallable
 from airflow_claude_batch.operators.options import REQUIRED, documented, option
 
 SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]
@@ -145,7 +145,7 @@ class BuildOptions:
         None,
         "record fields carried into every output row (``passthrough`` in the run-folder rows, beside "
         '``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``; see '
-        ":mod:`~airflow_claude_batch.batch.passthrough`.",
+        ":mod:`~airflow_claude_batch.core.requests.passthrough`.",
     )
     later_templates: Mapping[str, Any] | None = option(
         None,

@@ -8,12 +8,12 @@ from typing import Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID, settings
-from airflow_claude_batch.batch.answer_parsing import OutputValidator
-from airflow_claude_batch.batch.fanout import fan_out_shard
-from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
 from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.money.pricing import PriceTable
+from airflow_claude_batch.core.results.answer_parsing import OutputValidator
+from airflow_claude_batch.core.results.fanout import fan_out_shard
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
 

@@ -1,16 +1,16 @@
-"""The report's flat output under the ownership rule (:mod:`airflow_claude_batch.batch.output_owner`)."""
+"""The report's flat output under the ownership rule (:mod:`airflow_claude_batch.core.run.output_owner`)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from airflow_claude_batch.batch.flat_output import iter_succeeded_rows, write_flat_output
-from airflow_claude_batch.batch.input_change import earlier_answers, read_answered_earlier
-from airflow_claude_batch.batch.input_fingerprint import read_fingerprint
-from airflow_claude_batch.batch.output_owner import OutputClaim, claim_output, place_output
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import StoragePath
+from airflow_claude_batch.core.build.input_change import earlier_answers, read_answered_earlier
+from airflow_claude_batch.core.build.input_fingerprint import read_fingerprint
+from airflow_claude_batch.core.results.flat_output import iter_succeeded_rows, write_flat_output
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.output_owner import OutputClaim, claim_output, place_output
+from airflow_claude_batch.core.run.storage import StoragePath
 
 log = logging.getLogger(__name__)
 

@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.answer_parsing import OutputValidator
-from airflow_claude_batch.batch.round_budget import round_budget
-from airflow_claude_batch.batch.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
-from airflow_claude_batch.batch.requeue import requeue_round
-from airflow_claude_batch.batch.requeue_rule import RequeueRule
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.sharding import ShardLimits
-from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.sync_retry import (
+from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.api.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.report.round_budget import round_budget
+from airflow_claude_batch.core.requests.sharding import ShardLimits
+from airflow_claude_batch.core.requeue.requeue import requeue_round
+from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
+from airflow_claude_batch.core.requeue.sync_retry import (
     DEFAULT_SYNC_CONCURRENCY,
     SendMessage,
     SyncRequestError,
     SyncRetry,
 )
-from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.results.answer_parsing import OutputValidator
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices

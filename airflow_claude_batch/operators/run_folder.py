@@ -12,7 +12,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID
-from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.exceptions import InputError
 
 

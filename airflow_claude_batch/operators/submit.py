@@ -11,18 +11,18 @@ import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.claims import ClaimsIndex
-from airflow_claude_batch.batch.pacing import (
+from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException, conf
+from airflow_claude_batch.core.run.cancel_record import is_canceled
+from airflow_claude_batch.core.run.claims import ClaimsIndex
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.submit.pacing import (
     DEFAULT_PACING_TIMEOUT,
     PACED_STATUSES,
     CreateThrottled,
     ShardLine,
 )
-from airflow_claude_batch.batch.polling import parse_retry_after
-from airflow_claude_batch.batch.run_cancel import is_canceled
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.state import (
+from airflow_claude_batch.core.submit.state import (
     FAILED,
     ShardStateFile,
     fingerprint_shard,
@@ -31,8 +31,8 @@ from airflow_claude_batch.batch.state import (
     read_state,
     utc_now,
 )
-from airflow_claude_batch.batch.submission import submit_shard
-from airflow_claude_batch.batch.submit_records import (
+from airflow_claude_batch.core.submit.submission import submit_shard
+from airflow_claude_batch.core.submit.submit_inputs import (
     DEFAULT_RECHECK,
     DEFAULT_SETTLE_MARGIN,
     CreateOutcomeUnknown,
@@ -42,7 +42,7 @@ from airflow_claude_batch.batch.submit_records import (
     SubmitTiming,
     SubmitWait,
 )
-from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException, conf
+from airflow_claude_batch.core.wait.polling import parse_retry_after
 from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.settings import allow_unconditional_writes
@@ -72,7 +72,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     A create refused for now (429: the organisation's batch queue is full or its rate limit used up;
     529: overloaded) waits instead of failing, deferred by default, until the answer's ``retry-after``
     (or a growing backoff) and then is sent again, in shard order within the round, after proving the
-    refused attempt made no batch (:mod:`~airflow_claude_batch.batch.pacing`). The task fails only when
+    refused attempt made no batch (:mod:`~airflow_claude_batch.core.submit.pacing`). The task fails only when
     it has waited ``pacing_timeout`` for capacity.
 
     The shard file is streamed as the request body, so memory stays flat whatever its size. Only ids,

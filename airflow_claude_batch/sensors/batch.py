@@ -5,7 +5,7 @@ fixes the wall-clock deadline (the batch's ``expires_at`` plus ``deadline_margin
 :class:`~airflow_claude_batch.triggers.batch.ClaudeBatchTrigger`. With ``deferrable=False`` it polls
 from the worker in ``mode="reschedule"`` (the default then: the slot is freed between polls, its calls
 in :mod:`.worker_calls`) or ``mode="poke"``. Both take their decisions from
-:mod:`airflow_claude_batch.batch.polling`. It waits for a shard of the pipeline (``shard=``) or for any
+:mod:`airflow_claude_batch.core.wait.polling`. It waits for a shard of the pipeline (``shard=``) or for any
 batch (``batch_id=``), and honours the base sensor's ``timeout``, ``soft_fail``, ``mode`` and
 ``exponential_backoff`` as Airflow's own sensors do.
 """
@@ -23,8 +23,16 @@ from airflow.sdk import timezone
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from airflow_claude_batch import DEFAULT_CONN_ID, settings
-from airflow_claude_batch.batch.poll_errors import ErrorKind, PollError
-from airflow_claude_batch.batch.poll_messages import (
+from airflow_claude_batch.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    conf,
+)
+from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
+from airflow_claude_batch.core.wait.poll_messages import (
     ProgressLog,
     deadline_message,
     describe_progress,
@@ -34,7 +42,7 @@ from airflow_claude_batch.batch.poll_messages import (
     progress_line,
     request_counts,
 )
-from airflow_claude_batch.batch.polling import (
+from airflow_claude_batch.core.wait.polling import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
     ENDED,
@@ -44,14 +52,6 @@ from airflow_claude_batch.batch.polling import (
     decide_on_batch,
     decide_on_error,
     default_end_time,
-)
-from airflow_claude_batch.compat import (
-    AirflowException,
-    AirflowFailException,
-    AirflowRescheduleException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    conf,
 )
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_claude_batch.batch.poll_errors import (
+from airflow_claude_batch.core.wait.poll_errors import (
     ErrorKind,
     PollError,
     parse_batch,
@@ -31,7 +31,7 @@ NOT_FOUND_DELAYS_S = (1.0, 2.0, 4.0)
 
 def worker_client(conn_id: str) -> anthropic.Anthropic:
     """Return the connection's client with the SDK's retries off: the backoff between polls is decided
-    by :mod:`airflow_claude_batch.batch.polling`, shared with the trigger.
+    by :mod:`airflow_claude_batch.core.wait.polling`, shared with the trigger.
 
     :param conn_id: the Claude connection.
     """

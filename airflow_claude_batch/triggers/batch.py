@@ -4,7 +4,7 @@ The triggers of one triggerer process do not poll one by one: each registers its
 connection's shared poller (:mod:`.coalesced_poller`), which lists the workspace's batches, a
 thousand a call, and retrieves on its own only a batch the list does not show. Each trigger still
 decides for its own batch when it wants its next look, how it backs off after an error, and when its
-wall-clock deadline has passed, with :mod:`airflow_claude_batch.batch.polling`, shared with the
+wall-clock deadline has passed, with :mod:`airflow_claude_batch.core.wait.polling`, shared with the
 sensor's poke and reschedule modes. Every call is non-blocking on the triggerer's event loop, made
 with the SDK's own retries off through one HTTP client per connection (:mod:`.clients`).
 
@@ -22,8 +22,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.batch.poll_errors import PollError
-from airflow_claude_batch.batch.poll_messages import (
+from airflow_claude_batch.core.wait.poll_errors import PollError
+from airflow_claude_batch.core.wait.poll_messages import (
     ProgressLog,
     deadline_message,
     describe_progress,
@@ -32,7 +32,7 @@ from airflow_claude_batch.batch.poll_messages import (
     progress_line,
     request_counts,
 )
-from airflow_claude_batch.batch.polling import (
+from airflow_claude_batch.core.wait.polling import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
     DEFAULT_POLL_INTERVAL_S,

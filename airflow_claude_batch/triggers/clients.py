@@ -2,7 +2,7 @@
 
 Every trigger polling through the same connection on one event loop shares one HTTP client, so
 thousands of waiting shards cost one connection pool, not thousands. The client is built with the
-SDK's own retries off: backoff is decided by :mod:`airflow_claude_batch.batch.polling`.
+SDK's own retries off: backoff is decided by :mod:`airflow_claude_batch.core.wait.polling`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from airflow_claude_batch.batch.poll_errors import ErrorKind, PollError
 from airflow_claude_batch.compat import AirflowNotFoundException
+from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
 
 if TYPE_CHECKING:
     import anthropic

@@ -2,11 +2,11 @@
 
 A trigger registers its batch (:meth:`CoalescedPoller.watch`) and awaits its next snapshot
 (:meth:`CoalescedPoller.next_snapshot`), saying when it wants it (its poll interval, jitter and error
-backoff, decided by :mod:`airflow_claude_batch.batch.polling` as before). The poller wakes when the
+backoff, decided by :mod:`airflow_claude_batch.core.wait.polling` as before). The poller wakes when the
 first trigger is due, lists the workspace's batches newest first (``limit=1000``, paging only as far
 back as the oldest watched batch), hands each watching trigger the state of its batch, and retrieves
 on its own each due batch the list did not show. How deep to page and how often to call are decided
-by :mod:`airflow_claude_batch.batch.coalesced_polling`, within the organisation's rate budget.
+by :mod:`airflow_claude_batch.core.wait.coalesced_polling`, within the organisation's rate budget.
 
 The poller is started by the first trigger that waits and ends when no trigger is left. If its task
 dies, the triggers waiting on it are told and the next one starts a new poller; the triggers
@@ -26,7 +26,7 @@ from itertools import count
 from typing import Any
 
 from airflow_claude_batch import settings
-from airflow_claude_batch.batch.coalesced_polling import (
+from airflow_claude_batch.core.wait.coalesced_polling import (
     LIST_PAGE_LIMIT,
     ListPage,
     PollBudget,
@@ -34,13 +34,13 @@ from airflow_claude_batch.batch.coalesced_polling import (
     next_cycle_at,
     parse_list_page,
 )
-from airflow_claude_batch.batch.poll_errors import (
+from airflow_claude_batch.core.wait.poll_errors import (
     ErrorKind,
     PollError,
     parse_batch,
     poll_error_from_exception,
 )
-from airflow_claude_batch.batch.polling import parse_timestamp
+from airflow_claude_batch.core.wait.polling import parse_timestamp
 from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
 
 log = logging.getLogger(__name__)

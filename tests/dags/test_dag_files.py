@@ -14,13 +14,13 @@ from types import ModuleType
 
 import pytest
 
-from airflow_claude_batch.batch.limits import CUSTOM_ID_PATTERN
 from airflow_claude_batch.compat import (
     CronDataIntervalTimetable,
     CronTriggerTimetable,
     ParamValidationError,
     cron_parts,
 )
+from airflow_claude_batch.core.api.limits import CUSTOM_ID_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.emulator.answers import answer_text
+from airflow_claude_batch.emulator.answers.deterministic import answer_text
 from tests.fixtures.airflow import DAGS_FOLDER
 
 pytestmark = [

@@ -23,7 +23,7 @@ def test_the_quickstart_is_short_and_is_the_readmes_first_example() -> None:
     first_example = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     assert first_example is not None
     assert first_example.group(1) == source
-    assert "airflow_claude_batch.batch" not in source, "an example imports no internals"
+    assert "airflow_claude_batch.core" not in source, "an example imports no internals"
     assert not re.search(r'f"[^"]*\{\{', source), "an example has no Jinja in f-strings"
 
 

@@ -17,7 +17,7 @@ import orjson
 import pendulum
 import pytest
 
-from airflow_claude_batch.emulator.answers import classify, moderate
+from airflow_claude_batch.emulator.answers.deterministic import classify, moderate
 from airflow_claude_batch.links import ClaudeBatchReportLink
 from tests.fixtures.airflow import SAMPLE_DAGS
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.core.run.layout import RunFolder
 from deploy.airflow_api import CheckFailed, RunObservation, ti_key
 from deploy.checks import (
     NIGHTLY_DAG_ID,

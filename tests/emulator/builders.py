@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
 
 
 def request(custom_id: str, text: str = "hello there", **params: Any) -> dict[str, Any]:

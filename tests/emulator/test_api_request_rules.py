@@ -1,17 +1,17 @@
 """The emulator refuses what the API refuses, through the real anthropic SDK over HTTP: each rule's
 request ends ``errored`` with ``invalid_request_error`` and the rule's message, the same request fixed
-succeeds, and the two come from the one rule set the build reads (``batch/request_rules.py``)."""
+succeeds, and the two come from the one rule set the build reads (``core/api/request_rules.py``)."""
 
 from __future__ import annotations
 
 import anthropic
 import pytest
 
-from airflow_claude_batch.batch.answer_parsing import InvalidOutput, OutputValidator
-from airflow_claude_batch.batch.models import load_models
-from airflow_claude_batch.batch.request_rules import OUTPUT_300K_BETA, first_violation
-from airflow_claude_batch.batch.structured_output import request_additions
-from tests.batch.request_rule_cases import CASES, Review, params
+from airflow_claude_batch.core.api.model_catalogue import load_models
+from airflow_claude_batch.core.api.request_rules import OUTPUT_300K_BETA, first_violation
+from airflow_claude_batch.core.requests.structured_output import request_additions
+from airflow_claude_batch.core.results.answer_parsing import InvalidOutput, OutputValidator
+from tests.core.request_rule_cases import CASES, Review, params
 
 MODELS = load_models()
 

@@ -13,16 +13,16 @@ import anthropic
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.fanout import fan_out_shard
-from airflow_claude_batch.batch.flat_output import iter_succeeded_rows
-from airflow_claude_batch.batch.ledger import write_ledger
-from airflow_claude_batch.batch.pricing import PriceTable
-from airflow_claude_batch.batch.report_page import render_report
-from airflow_claude_batch.batch.round_files import shard_list_path
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.storage import atomic_writer, iter_jsonl, write_json
-from airflow_claude_batch.emulator.replies import REFUSAL_TEXT, TRIGGERED_STOP_REASONS
+from airflow_claude_batch.core.money.pricing import PriceTable
+from airflow_claude_batch.core.report.ledger import write_ledger
+from airflow_claude_batch.core.report.report_page import render_report
+from airflow_claude_batch.core.results.fanout import fan_out_shard
+from airflow_claude_batch.core.results.flat_output import iter_succeeded_rows
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.round_files import shard_list_path
+from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.run.storage import atomic_writer, iter_jsonl, write_json
+from airflow_claude_batch.emulator.answers.replies import REFUSAL_TEXT, TRIGGERED_STOP_REASONS
 
 MODEL = "claude-sonnet-4-6"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION, MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION, MAX_BATCH_BYTES, MAX_REQUESTS_PER_BATCH
 from tests.emulator.builders import (
     api_call,
     assert_error,

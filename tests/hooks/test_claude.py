@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from airflow_claude_batch import CONNECTION_TYPE, get_provider_info
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION, batch_body_size
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION, batch_body_size
 from airflow_claude_batch.exceptions import (
     BatchNotFoundError,
     ConnectionConfigError,

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.round_files import shard_list_path
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.state import SubmitState, format_utc, utc_now, write_state
-from airflow_claude_batch.batch.storage import atomic_writer, write_json
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.round_files import shard_list_path
+from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.run.storage import atomic_writer, write_json
+from airflow_claude_batch.core.submit.state import SubmitState, format_utc, utc_now, write_state
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
 SYSTEM = "Classify the ticket.\nLabels: billing, bug, account"

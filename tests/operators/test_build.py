@@ -10,7 +10,7 @@ import pendulum
 import pytest
 from airflow.sdk import DAG
 
-from airflow_claude_batch.batch.limits import BODY_PREFIX, BODY_SUFFIX
+from airflow_claude_batch.core.api.limits import BODY_PREFIX, BODY_SUFFIX
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.options import specs, templated

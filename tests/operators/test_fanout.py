@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from airflow_claude_batch.batch.outcome_files import ROW_OUTCOMES
-from airflow_claude_batch.batch.runfolder import RunFolder
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 
 RECORDS = 12

@@ -14,12 +14,12 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import write_json
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.storage import write_json
 from airflow_claude_batch.lineage import dataset_name
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
-from tests.batch.batch_results import errored, fanned_out_shard, succeeded, write_shard_list
+from tests.core.batch_results import errored, fanned_out_shard, succeeded, write_shard_list
 
 HAS_OPENLINEAGE = importlib.util.find_spec("airflow.providers.openlineage") is not None
 

@@ -21,10 +21,10 @@ import pathlib
 import pendulum
 from airflow.sdk import DAG, Asset, ObjectStoragePath, get_current_context, task
 
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.storage import write_json
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.storage import write_json
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
-from tests.batch.batch_results import errored, expired, fanned_out_shard, succeeded, write_shard_list
+from tests.core.batch_results import errored, expired, fanned_out_shard, succeeded, write_shard_list
 
 STORAGE = {storage!r}
 OUT = {out!r}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from airflow_claude_batch.batch.sync_retry import SyncRequestError
+from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError
 from airflow_claude_batch.operators.requeue import synchronous_sender
 
 PARAMS = {
@@ -83,12 +83,12 @@ def test_a_429_is_waited_out_for_its_retry_after(emulator):
 
 
 def test_retryable_errors_are_requeued_not_dead_lettered_when_the_endpoint_is_missing(emulator, tmp_path):
-    from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.requeue import requeue_round
-    from airflow_claude_batch.batch.round_files import sync_retry_path
-    from airflow_claude_batch.batch.runfolder import RunFolder
-    from airflow_claude_batch.batch.sync_retry import SyncRetry
-    from tests.batch.batch_results import errored, expired, fanned_out_shard, read_rows
+    from airflow_claude_batch.core.money.pricing import PriceTable
+    from airflow_claude_batch.core.requeue.requeue import requeue_round
+    from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
+    from airflow_claude_batch.core.run.layout import RunFolder
+    from airflow_claude_batch.core.run.round_files import sync_retry_path
+    from tests.core.batch_results import errored, expired, fanned_out_shard, read_rows
 
     folder = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
     shard = fanned_out_shard(folder, 0, [errored("a"), errored("b", "api_error"), expired("c")])
@@ -158,12 +158,12 @@ def test_a_refused_connection_is_definitely_not_sent():
 
 
 def test_a_gateway_504_on_a_synchronous_retry_is_pending_and_possibly_billed_not_requeued(emulator, tmp_path):
-    from airflow_claude_batch.batch.ledger import write_ledger
-    from airflow_claude_batch.batch.pricing import PriceTable
-    from airflow_claude_batch.batch.requeue import requeue_round
-    from airflow_claude_batch.batch.runfolder import RunFolder
-    from airflow_claude_batch.batch.sync_retry import SyncRetry
-    from tests.batch.batch_results import errored, fanned_out_shard, read_rows, succeeded, write_shard_list
+    from airflow_claude_batch.core.money.pricing import PriceTable
+    from airflow_claude_batch.core.report.ledger import write_ledger
+    from airflow_claude_batch.core.requeue.requeue import requeue_round
+    from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
+    from airflow_claude_batch.core.run.layout import RunFolder
+    from tests.core.batch_results import errored, fanned_out_shard, read_rows, succeeded, write_shard_list
 
     folder = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
     shard = fanned_out_shard(folder, 0, [succeeded("a"), errored("b"), errored("c")])

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.limits import batch_body_size
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.shards import ShardDescriptor
-from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.api.limits import batch_body_size
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.submit.state import read_state
 from airflow_claude_batch.exceptions import AfterSubmitError
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator

@@ -25,8 +25,8 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.module_loading import import_string
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID
-from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.compat import AirflowFailException, TaskDeferred
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.batch.state import read_state
 from airflow_claude_batch.compat import TaskDeferred
+from airflow_claude_batch.core.submit.state import read_state
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.airflow import resume_deferred

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.batch import pacing
+from airflow_claude_batch.core.submit import pacing
 from tests.fixtures.emulator import DEFAULT_CONN_ENV
 from tests.reliability.harness import RunHarness, comparable, lost_and_doubled, records
 

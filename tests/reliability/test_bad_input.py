@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.batch.limits import MAX_BATCH_BYTES
 from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.api.limits import MAX_BATCH_BYTES
 from tests.reliability.harness import RunHarness, records, write_jsonl
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
@@ -212,7 +212,7 @@ BAD_SETTINGS = {
         "the source yielded a list, not a dict",
         "yield one dict per record",
     ),
-    # The API's request rules (batch/request_rules.py): the whole run stops at the build, nothing sent.
+    # The API's request rules (core/api/request_rules.py): the whole run stops at the build, nothing sent.
     "prefill_on_claude_4_6": BadSetting(
         {
             "render": _render(

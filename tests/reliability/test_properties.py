@@ -23,18 +23,18 @@ from anthropic._utils._prepare import prepare_request_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_claude_batch.batch.build import build_run
-from airflow_claude_batch.batch.create_body import iter_batch_body
-from airflow_claude_batch.batch.limits import batch_body_size
-from airflow_claude_batch.batch.rendering import RequestRenderer, RequestTemplate
-from airflow_claude_batch.batch.runfolder import RunFolder
-from airflow_claude_batch.batch.sharding import ShardLimits
-from airflow_claude_batch.batch.sources import CallableRecords
-from airflow_claude_batch.batch.validation import custom_id_problem
+from airflow_claude_batch.core.api.limits import batch_body_size
+from airflow_claude_batch.core.api.validation import custom_id_problem
+from airflow_claude_batch.core.build.build_step import build_run
+from airflow_claude_batch.core.requests.rendering import RequestRenderer, RequestTemplate
+from airflow_claude_batch.core.requests.sharding import ShardLimits
+from airflow_claude_batch.core.requests.sources import CallableRecords
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.submit.create_body import iter_batch_body
+from airflow_claude_batch.emulator.checks.errors import ApiError
 from airflow_claude_batch.emulator.config import EmulatorConfig
-from airflow_claude_batch.emulator.engine import Engine
-from airflow_claude_batch.emulator.errors import ApiError
-from airflow_claude_batch.emulator.faults import BatchFaults
+from airflow_claude_batch.emulator.store.engine import Engine
+from airflow_claude_batch.emulator.store.faults import BatchFaults
 from airflow_claude_batch.exceptions import InputError
 
 #: The API's rule, written independently of the package's constant.
@@ -108,7 +108,7 @@ extra_params = st.fixed_dictionaries(
         "metadata": st.fixed_dictionaries({"user_id": texts}),
     },
 ).map(
-    # The API refuses temperature with top_p on today's models (batch/request_rules.py): one or the other.
+    # The API refuses temperature with top_p on today's models (core/api/request_rules.py): one or the other.
     lambda extra: {key: value for key, value in extra.items() if key != "top_p" or "temperature" not in extra}
 )
 record_batches = st.lists(st.tuples(texts, extra_params), min_size=1, max_size=40).map(

@@ -79,8 +79,8 @@ def test_a_cancel_in_the_middle_of_a_run_stops_every_spend_and_lists_the_rest_as
 
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_claude_batch.batch.state import read_state
     from airflow_claude_batch.cancel import main
+    from airflow_claude_batch.core.submit.state import read_state
     from tests.test_pipeline import manifest_of, states_of, write_run_dag
 
     # The waiting shard sleeps 10 s between tries: the cancel lands while no create of it is in flight.

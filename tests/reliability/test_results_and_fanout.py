@@ -18,8 +18,9 @@ import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch import fanout, outcome_files
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.core.results import fanout
+from airflow_claude_batch.core.run import outcome_files
 from airflow_claude_batch.exceptions import ResultsUnavailableError
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 from tests.reliability.harness import RunHarness, lost_and_doubled, records

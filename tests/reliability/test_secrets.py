@@ -32,12 +32,12 @@ import orjson
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.batch.limits import ANTHROPIC_VERSION
-from airflow_claude_batch.batch.models import get_model
-from airflow_claude_batch.batch.runfolder import RunFolder
 from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
+from airflow_claude_batch.core.api.model_catalogue import get_model
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.emulator import EmulatorServer
-from airflow_claude_batch.emulator.answers import summarise
+from airflow_claude_batch.emulator.answers.deterministic import summarise
 from airflow_claude_batch.emulator.cli import build_parser
 from airflow_claude_batch.emulator.config import EmulatorConfig
 from airflow_claude_batch.exceptions import ClaudeBatchError, InputError
@@ -251,8 +251,8 @@ def test_errors_about_a_rejected_key_do_not_contain_it(
 
 
 def _one_shard(tmp_path: Path) -> dict[str, Any]:
-    from airflow_claude_batch.batch.limits import batch_body_size
-    from airflow_claude_batch.batch.shards import ShardDescriptor
+    from airflow_claude_batch.core.api.limits import batch_body_size
+    from airflow_claude_batch.core.run.shards import ShardDescriptor
 
     folder = RunFolder.for_run(ObjectStoragePath(f"file://{tmp_path}/runs"), "dag", "run", "claude_batch")
     line = orjson.dumps(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileOpener
 
-from airflow_claude_batch.batch.state import INTENT, ShardStateFile
+from airflow_claude_batch.core.submit.state import INTENT, ShardStateFile
 from airflow_claude_batch.exceptions import StorageError
 from airflow_claude_batch.operators import submit as submit_module
 from tests.reliability.harness import RunHarness, lost_and_doubled, records

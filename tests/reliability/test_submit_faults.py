@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.batch.state import SUBMITTED, ShardStateFile, read_state
 from airflow_claude_batch.compat import AirflowFailException
+from airflow_claude_batch.core.submit.state import SUBMITTED, ShardStateFile, read_state
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from tests.fixtures.emulator import DEFAULT_CONN_ENV, FAST_CONFIG, EmulatorHandle
@@ -171,7 +171,7 @@ def test_a_storage_without_conditional_writes_is_refused_unless_chosen(
 ) -> None:
     from upath import UPath
 
-    from airflow_claude_batch.batch.conditional_writes import create_only
+    from airflow_claude_batch.core.run.conditional_writes import create_only
     from airflow_claude_batch.exceptions import ConditionalWritesUnsupportedError
 
     path = UPath(f"memory://{tmp_path.name}/state.json")

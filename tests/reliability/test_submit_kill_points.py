@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_claude_batch.batch.state import SUBMITTED, ShardStateFile
+from airflow_claude_batch.core.submit.state import SUBMITTED, ShardStateFile
 from airflow_claude_batch.hooks import claude as claude_hook
 from airflow_claude_batch.operators import submit as submit_module
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator

@@ -20,8 +20,8 @@ import pytest
 from airflow.models.trigger import Trigger
 from airflow.sdk.module_loading import import_string
 
-from airflow_claude_batch.batch.limits import batch_body_size
 from airflow_claude_batch.compat import TaskDeferred
+from airflow_claude_batch.core.api.limits import batch_body_size
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor

@@ -15,7 +15,7 @@ from airflow.serialization.serialized_objects import BaseSerialization
 from airflow.triggers.base import TriggerEvent
 from structlog.testing import capture_logs
 
-from airflow_claude_batch.batch.poll_messages import ProgressLog
+from airflow_claude_batch.core.wait.poll_messages import ProgressLog
 from airflow_claude_batch.triggers import batch as trigger_module
 from airflow_claude_batch.triggers import clients as clients_module
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger

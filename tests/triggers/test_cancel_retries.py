@@ -15,7 +15,7 @@ from airflow_claude_batch.triggers.cancel_retries import (
     cancel_retrying,
     why_not_cancelled,
 )
-from tests.batch.test_polling import status_error
+from tests.core.wait.test_polling import status_error
 
 
 def _run(failures: list[BaseException]) -> tuple[int, list[float], str | None]:

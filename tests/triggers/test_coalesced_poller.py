@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from airflow_claude_batch.batch import coalesced_polling
+from airflow_claude_batch.core.wait import coalesced_polling
 from airflow_claude_batch.triggers import coalesced_poller
 from airflow_claude_batch.triggers.coalesced_poller import CoalescedPoller, pollers
 from tests.triggers.emulator_batches import create_batch

@@ -1,0 +1,96 @@
+"""The flat output: one row per succeeded record of a run, JSONL or CSV, joinable by ``custom_id``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.round_files import read_shard_list, sync_retry_path
+from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl
+
+
+def iter_succeeded_rows(folder: RunFolder, max_rounds: int) -> Iterator[dict[str, Any]]:
+    """Yield every succeeded row of the run: each round's ``succeeded.jsonl``, then its synchronous
+    retries that succeeded."""
+    for round_index in range(max_rounds):
+        shards = read_shard_list(folder, round_index)
+        if shards is None:
+            return
+        for shard in shards:
+            path = folder.shard_outcome(round_index, shard.index, "succeeded")
+            if path.exists():
+                yield from iter_jsonl(path)
+            sync_path = sync_retry_path(folder, round_index, shard.index)
+            if sync_path.exists():
+                for row in iter_jsonl(sync_path):
+                    if row.get("outcome") == "succeeded":
+                        yield row
+
+
+def flat_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the joinable form of a succeeded row: ``custom_id`` plus the parsed fields, or ``text``.
+
+    A parsed value that is not an object is kept under ``parsed``; a parsed field called ``custom_id``
+    gives way to the record's id. The record's ``passthrough`` fields come after ``custom_id`` (a parsed
+    field of the same name wins).
+    """
+    parsed = row.get("parsed")
+    carried = row.get("passthrough") or {}
+    if parsed is None:
+        return {"custom_id": row["custom_id"], **carried, "text": row.get("text", "")}
+    if isinstance(parsed, Mapping):
+        return {**carried, **parsed, "custom_id": row["custom_id"]}
+    return {"custom_id": row["custom_id"], **carried, "parsed": parsed}
+
+
+def write_flat_output(
+    folder: RunFolder,
+    target: StoragePath,
+    *,
+    max_rounds: int,
+    rows: Callable[[], Iterator[dict[str, Any]]] | None = None,
+) -> int:
+    """Write one row per succeeded record: JSONL, or CSV when ``target``'s name ends in ``.csv``.
+
+    CSV reads the succeeded rows twice (once for the columns), so memory stays one row; nested values
+    are written as JSON text.
+
+    :returns: the number of rows written.
+    """
+    source = rows or (lambda: iter_succeeded_rows(folder, max_rounds))
+    if target.name.lower().endswith(".csv"):
+        return _write_csv(target, source)
+    count = 0
+    with atomic_writer(target) as out:
+        for row in source():
+            out.write(orjson.dumps(flat_record(row)) + b"\n")
+            count += 1
+    return count
+
+
+def _write_csv(target: StoragePath, source: Callable[[], Iterator[dict[str, Any]]]) -> int:
+    columns: dict[str, None] = {"custom_id": None}
+    for row in source():
+        columns.update(dict.fromkeys(flat_record(row)))
+    count = 0
+    with atomic_writer(target) as out:
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in source():
+            writer.writerow({key: _csv_cell(value) for key, value in flat_record(row).items()})
+            count += 1
+        text.flush()
+        text.detach()
+    return count
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return value

@@ -1,0 +1,501 @@
+"""Poll decisions, without I/O: every branch of done / wait / deadline / fail, backoff and jitter."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+import anthropic
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airflow_claude_batch.core.wait.poll_errors import (
+    ErrorKind,
+    PollError,
+    parse_batch,
+    poll_error_from_exception,
+)
+from airflow_claude_batch.core.wait.poll_messages import (
+    ProgressLog,
+    deadline_message,
+    describe_progress,
+    done_fraction,
+    format_duration,
+    marker_note,
+    request_counts,
+)
+from airflow_claude_batch.core.wait.polling import (
+    PollAction,
+    PollPolicy,
+    decide_on_batch,
+    decide_on_error,
+    default_end_time,
+    error_backoff,
+    first_poll_delay,
+    jittered_interval,
+    parse_retry_after,
+    parse_timestamp,
+)
+from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
+
+NOW = 1_800_000_000.0
+LATER = NOW + 10_000.0
+POLICY = PollPolicy(poll_interval=60.0, jitter=0.1, max_error_delay=600.0)
+
+
+def low(a: float, b: float) -> float:
+    return a
+
+
+def high(a: float, b: float) -> float:
+    return b
+
+
+def batch(status: str, **counts: int) -> dict:
+    return {
+        "id": "msgbatch_test",
+        "processing_status": status,
+        "request_counts": {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        | counts,
+        "created_at": "2027-01-15T08:00:00Z",
+        "expires_at": "2027-01-16T08:00:00Z",
+    }
+
+
+# --- after a successful poll ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "now", "action"),
+    [
+        ("ended", NOW, PollAction.DONE),
+        ("ended", LATER + 1, PollAction.DONE),  # an ended batch wins over a passed deadline
+        ("in_progress", NOW, PollAction.WAIT),
+        ("canceling", NOW, PollAction.WAIT),
+        ("some_future_status", NOW, PollAction.WAIT),
+        ("in_progress", LATER, PollAction.DEADLINE),
+        ("in_progress", LATER + 1, PollAction.DEADLINE),
+        ("canceling", LATER + 1, PollAction.DEADLINE),
+    ],
+)
+def test_decide_on_batch(status: str, now: float, action: PollAction) -> None:
+    decision = decide_on_batch(batch(status), now=now, end_time=LATER, policy=POLICY, uniform=low)
+    assert decision.action is action
+    assert decision.delay == (54.0 if action is PollAction.WAIT else 0.0)
+
+
+@pytest.mark.parametrize(("uniform", "expected"), [(low, 54.0), (high, 66.0)])
+def test_waiting_delay_is_the_interval_spread_by_jitter(uniform, expected: float) -> None:
+    decision = decide_on_batch(batch("in_progress"), now=NOW, end_time=LATER, policy=POLICY, uniform=uniform)
+    assert decision.delay == pytest.approx(expected)
+
+
+def test_waiting_never_sleeps_past_the_deadline() -> None:
+    decision = decide_on_batch(batch("in_progress"), now=NOW, end_time=NOW + 5, policy=POLICY, uniform=high)
+    assert decision.action is PollAction.WAIT
+    assert decision.delay == pytest.approx(5.0)
+
+
+# --- after a failed poll ----------------------------------------------------------------------------
+
+TRANSIENT = [
+    PollError(ErrorKind.RATE_LIMITED, status=429),
+    PollError(ErrorKind.SERVER_ERROR, status=500),
+    PollError(ErrorKind.OVERLOADED, status=529),
+    PollError(ErrorKind.CONNECTION, detail="ConnectError"),
+]
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: e.kind.value)
+@pytest.mark.parametrize(("attempt", "base"), [(1, 60.0), (2, 120.0), (3, 240.0), (4, 480.0), (5, 600.0)])
+def test_transient_errors_back_off_exponentially_from_the_interval_to_the_cap(
+    error: PollError, attempt: int, base: float
+) -> None:
+    low_decision = decide_on_error(
+        error, attempt=attempt, now=NOW, end_time=LATER, policy=POLICY, uniform=low
+    )
+    high_decision = decide_on_error(
+        error, attempt=attempt, now=NOW, end_time=LATER, policy=POLICY, uniform=high
+    )
+    assert low_decision.action is PollAction.WAIT
+    assert low_decision.delay == pytest.approx(base * 0.9)
+    assert high_decision.delay == pytest.approx(base * 1.1)
+
+
+def test_the_backoff_stays_at_the_cap_however_many_failures() -> None:
+    assert error_backoff(10_000, POLICY, high) == pytest.approx(660.0)
+
+
+def test_the_cap_is_never_below_the_poll_interval() -> None:
+    policy = PollPolicy(poll_interval=900.0, jitter=0.0, max_error_delay=600.0)
+    assert error_backoff(1, policy, low) == 900.0
+    assert error_backoff(3, policy, low) == 900.0
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected_low", "expected_high"),
+    [
+        (None, 54.0, 66.0),  # no retry-after: the backoff alone
+        (30.0, 54.0, 66.0),  # a retry-after shorter than the backoff changes nothing
+        (300.0, 300.0, 306.0),  # a longer one is honoured, spread by up to jitter x interval
+    ],
+)
+def test_429_honours_retry_after(
+    retry_after: float | None, expected_low: float, expected_high: float
+) -> None:
+    error = PollError(ErrorKind.RATE_LIMITED, status=429, retry_after=retry_after)
+    for uniform, expected in ((low, expected_low), (high, expected_high)):
+        decision = decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY, uniform=uniform)
+        assert decision.action is PollAction.WAIT
+        assert decision.delay == pytest.approx(expected)
+        assert decision.delay >= (retry_after or 0)
+
+
+def test_a_retry_after_beyond_the_deadline_is_clipped_to_it() -> None:
+    error = PollError(ErrorKind.RATE_LIMITED, status=429, retry_after=50_000.0)
+    decision = decide_on_error(error, attempt=1, now=NOW, end_time=NOW + 100, policy=POLICY, uniform=low)
+    assert decision.action is PollAction.WAIT
+    assert decision.delay == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: e.kind.value)
+def test_transient_errors_past_the_deadline_end_the_wait(error: PollError) -> None:
+    decision = decide_on_error(error, attempt=1, now=LATER, end_time=LATER, policy=POLICY)
+    assert decision.action is PollAction.DEADLINE
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PollError(ErrorKind.NOT_FOUND, status=404),
+        PollError(ErrorKind.AUTH, status=401),
+        PollError(ErrorKind.AUTH, status=403),
+        PollError(ErrorKind.REJECTED, status=400),
+    ],
+    ids=lambda e: f"{e.kind.value}-{e.status}",
+)
+def test_permanent_errors_fail_at_once_even_on_the_first_attempt(error: PollError) -> None:
+    decision = decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY)
+    assert decision.action is PollAction.FAIL
+    assert str(error.status) in decision.reason
+
+
+def test_attempt_counts_from_one() -> None:
+    with pytest.raises(ValueError, match="from 1"):
+        error_backoff(0, POLICY)
+
+
+# --- jitter bounds ----------------------------------------------------------------------------------
+
+
+@given(
+    interval=st.floats(min_value=0.001, max_value=86_400),
+    jitter=st.floats(min_value=0.0, max_value=0.99),
+    attempt=st.integers(min_value=1, max_value=100),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_every_delay_stays_within_its_jitter_bounds(
+    interval: float, jitter: float, attempt: int, seed: int
+) -> None:
+    policy = PollPolicy(poll_interval=interval, jitter=jitter)
+    uniform = random.Random(seed).uniform
+    assert interval * (1 - jitter) * 0.999999 <= jittered_interval(policy, uniform) <= interval * (1 + jitter)
+    base = min(policy.error_delay_cap, interval * 2 ** (attempt - 1))
+    backoff = error_backoff(attempt, policy, uniform)
+    assert base * (1 - jitter) * 0.999999 <= backoff <= base * (1 + jitter) * 1.000001
+    assert 0 <= first_poll_delay(now=NOW, end_time=LATER, policy=policy, uniform=uniform) <= interval
+
+
+def test_jitter_spreads_many_shards_over_the_interval() -> None:
+    uniform = random.Random(7).uniform
+    delays = [jittered_interval(POLICY, uniform) for _ in range(500)]
+    assert min(delays) < 56
+    assert max(delays) > 64
+    assert all(54 <= delay <= 66 for delay in delays)
+
+
+def test_the_first_poll_of_a_restarted_waiter_is_spread_and_clipped() -> None:
+    assert first_poll_delay(now=NOW, end_time=LATER, policy=POLICY, uniform=high) == 60.0
+    assert first_poll_delay(now=NOW, end_time=NOW + 3, policy=POLICY, uniform=high) == 3.0
+    assert first_poll_delay(now=LATER + 5, end_time=LATER, policy=POLICY, uniform=high) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"poll_interval": 0}, {"poll_interval": -1}, {"jitter": 1.0}, {"jitter": -0.1}, {"max_error_delay": 0}],
+)
+def test_policy_rejects_nonsense(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        PollPolicy(**kwargs)
+
+
+def test_tiny_intervals_are_accepted() -> None:
+    assert PollPolicy(poll_interval=0.01).poll_interval == 0.01
+
+
+# --- classifying what a poll raised ------------------------------------------------------------------
+
+REQUEST = httpx.Request("GET", "http://127.0.0.1/v1/messages/batches/msgbatch_x")
+
+
+def status_error(status: int, error_type: str, headers: dict | None = None) -> anthropic.APIStatusError:
+    body = {"type": "error", "error": {"type": error_type, "message": "do not log me"}}
+    response = httpx.Response(status, headers=headers or {}, json=body, request=REQUEST)
+    client = anthropic.Anthropic(api_key="sk-ant-test-not-a-key", base_url="http://127.0.0.1")
+    return client._make_status_error("message", body=body, response=response)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "status", "retry_after"),
+    [
+        (status_error(429, "rate_limit_error", {"retry-after": "7"}), ErrorKind.RATE_LIMITED, 429, 7.0),
+        (status_error(429, "rate_limit_error"), ErrorKind.RATE_LIMITED, 429, None),
+        (status_error(429, "rate_limit_error", {"retry-after-ms": "1500"}), ErrorKind.RATE_LIMITED, 429, 1.5),
+        (status_error(500, "api_error"), ErrorKind.SERVER_ERROR, 500, None),
+        (status_error(503, "api_error"), ErrorKind.SERVER_ERROR, 503, None),
+        (status_error(408, "timeout_error"), ErrorKind.SERVER_ERROR, 408, None),
+        (status_error(529, "overloaded_error", {"retry-after": "3"}), ErrorKind.OVERLOADED, 529, 3.0),
+        (status_error(404, "not_found_error"), ErrorKind.NOT_FOUND, 404, None),
+        (status_error(401, "authentication_error"), ErrorKind.AUTH, 401, None),
+        (status_error(403, "permission_error"), ErrorKind.AUTH, 403, None),
+        (status_error(400, "invalid_request_error"), ErrorKind.REJECTED, 400, None),
+    ],
+)
+def test_api_errors_are_classified(exc, kind: ErrorKind, status: int, retry_after: float | None) -> None:
+    error = poll_error_from_exception(exc, now=NOW)
+    assert error == PollError(kind, status=status, retry_after=retry_after, detail=error.detail)
+    assert error.detail == exc.body["error"]["type"]
+    assert "do not log me" not in error.describe()
+
+
+def test_connection_errors_and_timeouts_are_transient() -> None:
+    connection = poll_error_from_exception(anthropic.APIConnectionError(request=REQUEST), now=NOW)
+    timeout = poll_error_from_exception(anthropic.APITimeoutError(request=REQUEST), now=NOW)
+    assert connection.kind is ErrorKind.CONNECTION
+    assert connection.transient
+    assert timeout.kind is ErrorKind.CONNECTION
+    assert timeout.detail == "timed out"
+
+
+def test_package_errors_from_the_hook_are_permanent() -> None:
+    assert poll_error_from_exception(BatchNotFoundError("x"), now=NOW).kind is ErrorKind.NOT_FOUND
+    assert poll_error_from_exception(ConnectionConfigError("x"), now=NOW).kind is ErrorKind.AUTH
+
+
+def test_bugs_are_not_mistaken_for_api_errors() -> None:
+    assert poll_error_from_exception(KeyError("processing_status"), now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        (None, None),
+        ({"Retry-After": "12"}, 12.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "Fri, 15 Jan 2027 08:00:30 GMT"}, 30.0),
+        ({"retry-after": "Fri, 15 Jan 2027 07:00:00 GMT"}, 0.0),
+        ({"retry-after": "soon"}, None),
+    ],
+)
+def test_parse_retry_after(headers: dict | None, expected: float | None) -> None:
+    now = datetime(2027, 1, 15, 8, 0, 0, tzinfo=timezone.utc).timestamp()
+    assert parse_retry_after(headers, now=now) == expected
+
+
+# --- deadlines and reporting ------------------------------------------------------------------------
+
+
+def test_default_deadline_is_expiry_plus_margin() -> None:
+    expires = datetime(2027, 1, 16, 8, tzinfo=timezone.utc).timestamp()
+    assert default_end_time(batch("in_progress"), margin=3600, now=NOW) == expires + 3600
+    assert default_end_time(batch("in_progress"), margin=-7200, now=NOW) == expires - 7200
+
+
+def test_without_a_batch_the_latest_possible_expiry_stands_in() -> None:
+    assert default_end_time(None, margin=3600, now=NOW) == NOW + 24 * 3600 + 3600
+    assert default_end_time({"expires_at": None}, margin=0, now=NOW) == NOW + 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2027-01-15T08:00:00Z", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
+        ("2027-01-15T09:00:00+01:00", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
+        (
+            "2027-01-15T08:00:00.123456789Z",
+            datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp() + 0.123456,
+        ),
+        ("2027-01-15T08:00:00", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
+        ("not a date", None),
+        (None, None),
+        (12, None),
+    ],
+)
+def test_parse_timestamp(text, expected: float | None) -> None:
+    assert parse_timestamp(text) == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [
+        (b'{"id": "msgbatch_x", "processing_status": "in_progress"}', True),
+        (b"<html>Bad gateway</html>", False),
+        (b'["not", "a", "batch"]', False),
+        (b"", False),
+    ],
+)
+def test_parse_batch_refuses_what_is_not_a_batch_object(body: bytes, ok: bool) -> None:
+    batch, error = parse_batch(body)
+    if ok:
+        assert batch == {"id": "msgbatch_x", "processing_status": "in_progress"}
+        assert error is None
+    else:
+        assert batch is None
+        assert error.kind is ErrorKind.REJECTED
+        assert not error.transient
+
+
+def test_request_counts_are_five_integers() -> None:
+    assert request_counts({"request_counts": {"succeeded": 3, "expired": None}}) == {
+        "processing": 0,
+        "succeeded": 3,
+        "errored": 0,
+        "canceled": 0,
+        "expired": 0,
+    }
+
+
+def test_progress_lines_come_on_change_at_the_end_and_otherwise_every_so_often() -> None:
+    log = ProgressLog(every=600.0)
+    polls = [
+        (0, "in_progress", False, True),  # the first poll
+        (60, "in_progress", False, False),
+        (599, "in_progress", False, False),
+        (600, "in_progress", False, True),  # ten minutes later
+        (660, "canceling", False, True),  # a change of status
+        (720, "canceling", False, False),
+        (780, "ended", True, True),  # the end
+    ]
+    assert [log.due(status, now=NOW + t, final=final) for t, status, final, _ in polls] == [
+        due for *_, due in polls
+    ]
+
+
+def test_progress_line_says_status_requests_elapsed_and_time_left() -> None:
+    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
+    now = created + 3 * 3600 + 120
+    line = describe_progress(batch("in_progress", processing=1500), now=now, end_time=created + 25 * 3600)
+    assert line == (
+        "batch msgbatch_test is in_progress; 0 of 1,500 requests done (0%): 1,500 processing, "
+        "0 succeeded, 0 errored, 0 canceled, 0 expired; running for 3h02m; "
+        "20h58m left before it expires; deadline in 21h58m"
+    )
+
+
+def test_progress_line_says_how_much_is_done_and_how_it_went() -> None:
+    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
+    running = batch("in_progress", processing=1200, succeeded=770, errored=20, expired=11)
+    line = describe_progress(running, now=created + 600, end_time=created + 99_999)
+    assert "801 of 2,001 requests done (40%): 1,200 processing, 770 succeeded, 20 errored" in line
+    assert "11 expired" in line
+    assert done_fraction(running) == pytest.approx(801 / 2001)
+    assert done_fraction(batch("in_progress")) == 0.0
+
+
+def test_progress_is_logged_as_it_moves_but_at_most_once_a_minute() -> None:
+    log = ProgressLog(every=600.0, min_every=60.0, step=0.05)
+    polls = [
+        (0, 0.00, True),  # the first poll
+        (30, 0.20, False),  # moved, but within a minute of the last line
+        (60, 0.21, True),  # a minute on, and 21 points done since the last line
+        (120, 0.24, False),  # three points: not worth a line
+        (180, 0.26, True),  # five points since the last line
+        (240, 0.26, False),
+        (780, 0.26, True),  # ten minutes without a line
+    ]
+    assert [log.due("in_progress", now=NOW + t, done=done) for t, done, _ in polls] == [
+        due for *_, due in polls
+    ]
+
+
+def test_the_marker_is_explained_once_with_the_records_it_adds_to() -> None:
+    note = marker_note("msgbatch_1", records=2000)
+    assert note.startswith("Batch msgbatch_1 holds 2,001 requests: the shard's 2,000 and one marker request")
+    assert "the manifest do not" in note
+
+
+def test_progress_line_of_an_ended_batch_gives_the_outcomes() -> None:
+    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
+    line = describe_progress(
+        batch("ended", succeeded=90, errored=5, expired=5), now=created + 65, end_time=created + 99_999
+    )
+    assert "100 of 100 requests done (100%)" in line
+    assert "90 succeeded, 5 errored, 0 canceled, 5 expired" in line
+    assert "left before" not in line
+
+
+@pytest.mark.parametrize(
+    ("cancel", "last_status", "cancel_error", "expected"),
+    [
+        (False, "in_progress", None, "left running (cancel_on_timeout=False)"),
+        (True, "in_progress", None, "It was canceled (cancel_on_timeout=True)"),
+        (True, "canceling", None, "already canceling"),
+        (True, "in_progress", "HTTP 500", "Cancelling it failed (HTTP 500)"),
+        (False, None, None, "its status could not be read"),
+    ],
+)
+def test_deadline_message_names_the_batch_and_what_was_done(
+    cancel: bool, last_status: str | None, cancel_error: str | None, expected: str
+) -> None:
+    message = deadline_message(
+        "msgbatch_abc",
+        end_time=datetime(2027, 1, 16, 9, tzinfo=timezone.utc).timestamp(),
+        last_status=last_status,
+        cancel_on_timeout=cancel,
+        cancel_error=cancel_error,
+    )
+    assert message.startswith(
+        "Batch msgbatch_abc did not end before the wait's deadline 2027-01-16T09:00:00+00:00"
+    )
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0.0s"),
+        (0.25, "0.2s"),
+        (9.96, "10.0s"),
+        (12.7, "12s"),
+        (59.9, "59s"),
+        (61, "1m01s"),
+        (3600, "1h00m"),
+        (90_061, "25h01m"),
+        (-61, "-1m01s"),
+        (-0.5, "-0.5s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_a_batch_never_seen_that_is_not_found_is_looked_for_again_briefly() -> None:
+    # Right after its create a batch can be unknown to the read path for a moment: 3 quick looks,
+    # at most 5 s apart, then the 404 is final; once the wait has seen the batch, a 404 is final at once.
+    error = PollError(ErrorKind.NOT_FOUND, status=404, detail="not_found_error")
+    for attempt in (1, 2, 3):
+        decision = decide_on_error(
+            error, attempt=attempt, now=NOW, end_time=LATER, policy=POLICY, uniform=high, seen=False
+        )
+        assert decision.action is PollAction.WAIT
+        assert decision.delay <= 5.0
+        assert "right after its create" in decision.reason
+    assert decide_on_error(error, attempt=4, now=NOW, end_time=LATER, policy=POLICY, seen=False).action is (
+        PollAction.FAIL
+    )
+    assert decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY).action is PollAction.FAIL
