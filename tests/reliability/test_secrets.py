@@ -34,7 +34,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
-from airflow_claude_batch.core.api.model_catalogue import get_model
+from airflow_claude_batch.core.api.model_catalogue import load_models
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.emulator import EmulatorServer
 from airflow_claude_batch.emulator.answers.deterministic import summarise
@@ -150,7 +150,7 @@ def test_a_whole_dag_run_writes_the_key_nowhere_and_logs_no_prompt_or_output(
         f"Please summarise the note about heron colony number {n} near the old mill for the {prompt_token}"
         for n in range(RECORDS)
     ]
-    answers = [summarise(text, get_model("claude-haiku-4-5").id) for text in texts]
+    answers = [summarise(text, load_models().get("claude-haiku-4-5").id) for text in texts]
     source = write_jsonl(
         tmp_path / "in" / "notes.jsonl", [{"id": f"n-{n}", "text": t} for n, t in enumerate(texts)]
     )

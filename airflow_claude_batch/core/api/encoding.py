@@ -115,11 +115,6 @@ def _encoding_problem(exc: BaseException) -> str:
     return f"the params cannot be encoded as JSON ({exc}); use finite numbers and no circular references"
 
 
-def line_size(line: bytes) -> int:
-    """Size a request line adds to a create body (its bytes without the line break)."""
-    return len(line) - 1 if line.endswith(b"\n") else len(line)
-
-
 def decode_request(line: bytes) -> Mapping[str, Any]:
     """Read one shard line back (for samples and for requeues)."""
     return orjson.loads(line)

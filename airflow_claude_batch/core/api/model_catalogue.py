@@ -220,16 +220,6 @@ def _load(override: str | None) -> ModelCatalogue:
     return catalogue.overlay(read_override(override, kind="models", hint=MODELS_ENV_VAR), override)
 
 
-def get_model(model: str, path: str | os.PathLike[str] | None = None) -> ModelSpec:
-    """Return the model with this id or alias (exact, case-sensitive) from :func:`load_models`.
-
-    :param model: a model id or alias, as a request names it.
-    :param path: a models file to overlay; see :func:`load_models`.
-    :raises InputError: the model is unknown.
-    """
-    return load_models(path).get(model)
-
-
 def did_you_mean(model: str, catalogue: ModelCatalogue | None = None) -> str:
     """Return `` (did you mean 'x'?)`` for the known model id or alias closest to ``model`` (a typo, a
     case slip), or ``""`` when none is close.

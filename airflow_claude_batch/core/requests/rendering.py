@@ -62,11 +62,6 @@ class EncodedRequest(NamedTuple):
     inference_geo: str | None = None
 
     @property
-    def cached_system(self) -> bool:
-        """Whether the request has a cacheable prefix."""
-        return self.cache_prefix.size > 0
-
-    @property
     def size(self) -> int:
         """Bytes the request adds to a create body."""
         return len(self.line) - 1

@@ -9,7 +9,6 @@ pass a limit. Memory holds one piece, never a shard, let alone the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -167,12 +166,6 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
-
-    def add_all(self, requests: Iterable[EncodedRequest]) -> None:
-        """Add every request of ``requests`` in order."""
-        add = self.add
-        for request in requests:
-            add(request)
 
     def add(self, request: EncodedRequest) -> None:
         """Add one request, starting a new shard first when it would not fit in the open one.

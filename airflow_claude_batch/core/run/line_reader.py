@@ -56,11 +56,6 @@ class LineSplitter:
         self._pieces = []
         return tail if tail and not tail.isspace() else None
 
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held for the line not yet finished."""
-        return sum(map(len, self._pieces))
-
 
 def _without_cr(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\r") else line

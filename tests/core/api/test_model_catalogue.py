@@ -9,7 +9,6 @@ from airflow_claude_batch.core.api.model_catalogue import (
     MODELS_ENV_VAR,
     ModelSpec,
     did_you_mean,
-    get_model,
     load_models,
 )
 from airflow_claude_batch.core.money.pricing import PriceTable
@@ -17,24 +16,24 @@ from airflow_claude_batch.exceptions import InputError
 
 
 def test_aliases_find_their_dated_model_and_ids_are_case_sensitive() -> None:
-    haiku = get_model("claude-haiku-4-5")
+    haiku = load_models().get("claude-haiku-4-5")
     assert haiku.id == "claude-haiku-4-5-20251001"
-    assert get_model("claude-haiku-4-5-20251001") is haiku
+    assert load_models().get("claude-haiku-4-5-20251001") is haiku
     assert load_models().find("Claude-Haiku-4-5") is None
     assert load_models().find("claude-haiku-4.5") is None
     with pytest.raises(InputError, match="case-sensitive"):
-        get_model("claude-does-not-exist-9")
+        load_models().get("claude-does-not-exist-9")
 
 
 def test_documented_cache_minimums_and_tokenizer_ratios() -> None:
-    assert get_model("claude-sonnet-4-5").min_cacheable_tokens == 1024
-    assert get_model("claude-sonnet-4-6").min_cacheable_tokens == 1024
-    assert get_model("claude-haiku-4-5").min_cacheable_tokens == 4096
-    assert get_model("claude-opus-4-5").min_cacheable_tokens == 4096
+    assert load_models().get("claude-sonnet-4-5").min_cacheable_tokens == 1024
+    assert load_models().get("claude-sonnet-4-6").min_cacheable_tokens == 1024
+    assert load_models().get("claude-haiku-4-5").min_cacheable_tokens == 4096
+    assert load_models().get("claude-opus-4-5").min_cacheable_tokens == 4096
     # The newer tokenizer (Opus 4.7 on) makes more tokens of the same text.
     text_chars = 1200
-    older = get_model("claude-opus-4-6").estimate_tokens(text_chars)
-    newer = get_model("claude-opus-4-7").estimate_tokens(text_chars)
+    older = load_models().get("claude-opus-4-6").estimate_tokens(text_chars)
+    newer = load_models().get("claude-opus-4-7").estimate_tokens(text_chars)
     assert older == 300
     assert newer > older
 

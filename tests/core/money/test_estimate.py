@@ -50,7 +50,8 @@ def marker_usd(model: str) -> float:
 def shards_of(requests: list[EncodedRequest], max_requests: int = 99_999) -> list[WrittenShard]:
     folder = RunFolder.for_run(Path("/unused"), "dag", "run", "claude_batch")
     with ShardWriter(folder, 0, ShardLimits(max_requests=max_requests), dry_run=True) as writer:
-        writer.add_all(requests)
+        for each in requests:
+            writer.add(each)
     return writer.shards
 
 

@@ -66,7 +66,7 @@ def test_fields_can_be_renamed() -> None:
 def test_a_plain_system_prompt() -> None:
     encoded = render_one({"id": "a", "text": "x"}, system="Classify the ticket.")
     assert request_of(encoded)["params"]["system"] == "Classify the ticket."
-    assert not encoded.cached_system
+    assert encoded.cache_prefix.size == 0
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_a_system_prompt_marked_for_caching(ttl: str, cache_control: dict) -> No
     assert request_of(encoded)["params"]["system"] == [
         {"type": "text", "text": "Classify.", "cache_control": cache_control}
     ]
-    assert encoded.cached_system
+    assert encoded.cache_prefix.size > 0
 
 
 def test_a_list_prompt_is_sent_as_content_blocks() -> None:
@@ -221,7 +221,7 @@ def test_render_wins_over_the_operator_settings() -> None:
     encoded = render_one({"id": "a"}, render=own, system="Operator.", cache_system="1h")
     params = request_of(encoded)["params"]
     assert (params["model"], params["max_tokens"], params["system"]) == ("claude-haiku-4-5", 5, "Own.")
-    assert (encoded.model, encoded.max_tokens, encoded.cached_system) == ("claude-haiku-4-5", 5, False)
+    assert (encoded.model, encoded.max_tokens, encoded.cache_prefix.size) == ("claude-haiku-4-5", 5, 0)
 
 
 def test_render_alone_may_choose_the_model() -> None:

@@ -39,7 +39,8 @@ def sent_body(shard: WrittenShard) -> bytes:
 
 def write(tmp_path: Path, requests: list[EncodedRequest], limits: ShardLimits) -> list[WrittenShard]:
     with ShardWriter(folder_in(tmp_path), 0, limits) as writer:
-        writer.add_all(requests)
+        for each in requests:
+            writer.add(each)
     return writer.shards
 
 
@@ -137,7 +138,8 @@ def test_shards_larger_than_the_write_buffer_are_written_whole(tmp_path: Path) -
 def test_shard_files_are_named_by_round_and_index(tmp_path: Path) -> None:
     folder = folder_in(tmp_path)
     with ShardWriter(folder, 2, ShardLimits(max_requests=2)) as writer:
-        writer.add_all(request(n) for n in range(5))
+        for each in (request(n) for n in range(5)):
+            writer.add(each)
     assert [s.path for s in writer.shards] == [folder.shard_requests(2, i) for i in range(3)]
     descriptor = writer.shards[1].descriptor(str(folder.root), 2, 0.25)
     assert (descriptor.round, descriptor.index, descriptor.request_count) == (2, 1, 2)
@@ -151,18 +153,23 @@ def test_a_failure_in_the_middle_leaves_no_shard_behind(tmp_path: Path) -> None:
         yield from (request(n) for n in range(25))
         raise RuntimeError("source broke")
 
+    def write_all(writer: ShardWriter) -> None:
+        for each in requests_then_failure():
+            writer.add(each)
+
     with (
         pytest.raises(RuntimeError),
         ShardWriter(folder_in(tmp_path), 0, ShardLimits(max_requests=10)) as writer,
     ):
-        writer.add_all(requests_then_failure())
+        write_all(writer)
     assert len(writer.shards) == 3
     assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
 
 
 def test_a_dry_run_counts_without_writing(tmp_path: Path) -> None:
     with ShardWriter(folder_in(tmp_path), 0, ShardLimits(max_requests=4), dry_run=True) as writer:
-        writer.add_all(request(n) for n in range(10))
+        for each in (request(n) for n in range(10)):
+            writer.add(each)
     assert [s.request_count for s in writer.shards] == [4, 4, 2]
     assert not (tmp_path / "runs").exists()
 

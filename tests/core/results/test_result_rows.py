@@ -114,7 +114,7 @@ def _emulated_line(custom_id: str, **params: Any) -> dict[str, Any]:
     """A succeeded line as the emulator renders it for these params (its real answer shapes)."""
     import orjson
 
-    from airflow_claude_batch.core.api.model_catalogue import get_model
+    from airflow_claude_batch.core.api.model_catalogue import load_models
     from airflow_claude_batch.emulator.store.digests import digest_request, message
 
     params = {
@@ -123,7 +123,7 @@ def _emulated_line(custom_id: str, **params: Any) -> dict[str, Any]:
         "messages": [{"role": "user", "content": "refund me"}],
         **params,
     }
-    digest = digest_request(custom_id, params, get_model(MODEL))
+    digest = digest_request(custom_id, params, load_models().get(MODEL))
     answer = orjson.loads(orjson.dumps(message("msg_x", digest, None, "batch")))
     return {"custom_id": custom_id, "result": {"type": "succeeded", "message": answer}}
 

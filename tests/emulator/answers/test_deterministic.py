@@ -6,7 +6,7 @@ import anthropic
 import orjson
 import pytest
 
-from airflow_claude_batch.core.api.model_catalogue import get_model
+from airflow_claude_batch.core.api.model_catalogue import load_models
 from airflow_claude_batch.emulator import EmulatorConfig, EmulatorServer
 from airflow_claude_batch.emulator.answers import deterministic
 from airflow_claude_batch.emulator.store import digests
@@ -90,7 +90,7 @@ def test_other_prompts_get_a_short_text_from_the_user_turn():
 
 def test_usage_estimates_input_from_characters_and_caps_output():
     params = request("a", text="x" * 400, system="y" * 100, max_tokens=3)["params"]
-    haiku = get_model("claude-haiku-4-5")
+    haiku = load_models().get("claude-haiku-4-5")
     digest = digests.digest_request("a", params, haiku)
     assert digest.input_tokens == 125
     assert digests.count_input_tokens(params, haiku) == 125
@@ -102,9 +102,9 @@ def test_usage_estimates_input_from_characters_and_caps_output():
 
 def test_tokens_follow_the_model_tokenizer():
     params = request("a", text="x" * 400, system="y" * 100, model="claude-opus-4-7")["params"]
-    newer = digests.count_input_tokens(params, get_model("claude-opus-4-7"))
+    newer = digests.count_input_tokens(params, load_models().get("claude-opus-4-7"))
     assert newer == 167  # 3 characters a token: the newer tokenizer makes more tokens of the same text
-    assert newer > digests.count_input_tokens(params, get_model("claude-haiku-4-5"))
+    assert newer > digests.count_input_tokens(params, load_models().get("claude-haiku-4-5"))
 
 
 def test_max_tokens_cut_shows_in_the_result(sdk):
@@ -138,7 +138,7 @@ def _usages(client: anthropic.Anthropic, clock, batch_requests: list[dict]) -> l
 
 def test_cached_prefix_is_written_once_then_read(clocked_client, clock):
     system = _cached_system()
-    prefix_tokens = get_model("claude-haiku-4-5").estimate_tokens(len(system[0]["text"]))
+    prefix_tokens = load_models().get("claude-haiku-4-5").estimate_tokens(len(system[0]["text"]))
     usages = _usages(clocked_client, clock, requests(5, system=system))
     writes = [usage for usage in usages if usage.cache_creation_input_tokens]
     reads = [usage for usage in usages if usage.cache_read_input_tokens]

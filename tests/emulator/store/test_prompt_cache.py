@@ -5,7 +5,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from airflow_claude_batch.core.api.model_catalogue import get_model
+from airflow_claude_batch.core.api.model_catalogue import load_models
 from airflow_claude_batch.emulator import EmulatorConfig, EmulatorServer
 from airflow_claude_batch.emulator.store.digests import digest_request
 from airflow_claude_batch.emulator.store.prompt_cache import PromptCache
@@ -21,7 +21,7 @@ def _system(ttl: str | None = None) -> list[dict]:
 
 def _digest(ttl: str | None = None):
     params = request("a", system=_system(ttl))["params"]
-    return digest_request("a", params, get_model(params["model"]))
+    return digest_request("a", params, load_models().get(params["model"]))
 
 
 def test_an_entry_serves_only_requests_processed_after_its_write():
