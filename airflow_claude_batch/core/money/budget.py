@@ -82,7 +82,9 @@ class RoundBudget:
 
     :param max_cost_usd: the run's budget.
     :param basis: ``"expected"`` or ``"upper"``.
-    :param spent_usd: what the run's rounds up to ``r`` cost (batch answers and synchronous retries).
+    :param spent_usd: what the run's rounds up to ``r`` may have cost (batch answers and synchronous
+        retries, a synchronous retry of unknown outcome at its upper cost: the ledger's
+        ``actual_upper_usd``).
     :param per_request_usd: one requeued request, at batch prices.
     :param per_sync_request_usd: one synchronous retry, at standard prices.
     """

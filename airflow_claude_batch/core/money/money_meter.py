@@ -47,8 +47,10 @@ class Rate(NamedTuple):
 class MoneyMeter:
     """Prices tokens of one kind of call (batch or standard), each rate's prices looked up once.
 
-    Cost is linear in tokens, so each rate's five per-token prices are read from the table once and
-    every answer is priced with five multiplications.
+    The only place where tokens become dollars: the price table holds the prices (a model's rates, its
+    tiers, cache multiples, the multipliers), the meter does the arithmetic. Cost is linear in tokens,
+    so each rate's five per-token prices are computed once and every answer is priced with five
+    multiplications.
 
     :param prices: the price table (the run's frozen prices, see :func:`run_prices`).
     :param batch: batch prices (a batch's answers) or standard prices (a synchronous call).
@@ -58,13 +60,14 @@ class MoneyMeter:
         self.prices = prices
         self.batch = batch
         self._rates: dict[Rate, tuple[float, ...]] = {}
+        #: The request fields a multiplier of the table names (``("inference_geo",)``), sorted.
+        self.multiplier_fields = tuple(sorted({item.field for item in prices.multipliers}))
 
     def pricing_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """The fields of a request's ``params`` that a multiplier of the table names (empty: none)."""
         if not params:
             return {}
-        fields = {item.field for item in self.prices.multipliers}
-        return {name: params[name] for name in sorted(fields) if params.get(name) is not None}
+        return {name: params[name] for name in self.multiplier_fields if params.get(name) is not None}
 
     def rate(
         self, model: str, usage: Mapping[str, Any] | None, request: Mapping[str, Any] | None = None
@@ -104,18 +107,20 @@ class MoneyMeter:
         )
 
     def _load(self, rate: Rate) -> tuple[float, ...]:
-        tiers = self.prices.price(rate.model).prompt_tiers
-        prompt = None if rate.tier == 0 else tiers[rate.tier - 1].above_input_tokens + 1
-        rates = tuple(
-            self.prices.cost_of_totals(
-                rate.model,
-                TokenTotals(**{kind: _MILLION}),
-                batch=self.batch,
-                prompt_tokens=prompt,
-                factor=rate.factor,
-            )
-            / _MILLION
-            for kind in TOKEN_KINDS
+        """The five per-token prices of ``rate``, in the order of :data:`TOKEN_KINDS`: the tier's input
+        and output prices, cache writes and reads at the model's multiples of its input price, times the
+        request's multipliers and (for a batch) the batch multiplier, per token."""
+        input_price, output_price = self.prices.price(rate.model).rates(rate.tier)
+        cache = self.prices.cache_multipliers(rate.model)
+        per_token = rate.factor / _MILLION
+        if self.batch:
+            per_token *= self.prices.batch_multiplier
+        rates = (
+            input_price * per_token,
+            output_price * per_token,
+            input_price * cache.write_5m * per_token,
+            input_price * cache.write_1h * per_token,
+            input_price * cache.read * per_token,
         )
         self._rates[rate] = rates
         return rates

@@ -1,4 +1,7 @@
-"""Prices: US dollars from token usage, with cache writes and reads at their own rates.
+"""Prices: the price data of every model (rates, tiers, cache multiples, multipliers), no dollar arithmetic.
+
+The table only holds and looks up prices; tokens become dollars in one place, the money meter
+(:class:`~airflow_claude_batch.core.money.money_meter.MoneyMeter`).
 
 Prices live in ``prices.json`` next to this module, with the day they were read (``as_of``) and the
 pricing page they were read from (``source``): standard prices per million tokens per model, the batch
@@ -35,7 +38,6 @@ from airflow_claude_batch.core.api.model_prices import (
     parse_price,
 )
 from airflow_claude_batch.core.api.shipped_files import override_path, read_override, read_shipped
-from airflow_claude_batch.core.money.tokens import TokenTotals
 from airflow_claude_batch.exceptions import InputError
 
 __all__ = [
@@ -47,7 +49,6 @@ __all__ = [
 PRICES_ENV_VAR = "CLAUDE_BATCH_PRICES_FILE"
 SHIPPED_PRICES = "prices.json (shipped with airflow_claude_batch)"
 PRICES_SCHEMA_VERSION = 2
-_TOKENS_PER_UNIT = 1_000_000
 
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
 _CLOUD_VERSION_SUFFIX = re.compile(r"-v\d+(:\d+)?$")
@@ -192,10 +193,6 @@ class PriceTable:
             "not_modelled": list(self.not_modelled),
         }
 
-    def has_model(self, model: str) -> bool:
-        """Whether the table prices ``model``."""
-        return canonical_model_name(model) in self.models
-
     def price(self, model: str) -> ModelPrice:
         """Standard prices of ``model``.
 
@@ -241,64 +238,6 @@ class PriceTable:
         for value in by_field.values():
             factor *= value
         return factor
-
-    def cost_of_totals(
-        self,
-        model: str,
-        totals: TokenTotals,
-        batch: bool = True,
-        *,
-        prompt_tokens: int | None = None,
-        factor: float = 1.0,
-    ) -> float:
-        """US dollars for ``totals`` of ``model``.
-
-        :param model: the model id.
-        :param totals: tokens by rate.
-        :param batch: batch prices (the default) or standard prices.
-        :param prompt_tokens: one request's input tokens, to choose its prompt-length tier (``None``: the
-            base prices); pass it only when ``totals`` are one request's or a group's of one tier.
-        :param factor: the multipliers the request triggers (see :meth:`factor`).
-        """
-        price = self.price(model)
-        input_price, output_price = price.rates(price.tier(prompt_tokens))
-        cache = self.cache_multipliers(model)
-        input_units = (
-            totals.input
-            + totals.cache_write_5m * cache.write_5m
-            + totals.cache_write_1h * cache.write_1h
-            + totals.cache_read * cache.read
-        )
-        dollars = factor * (input_units * input_price + totals.output * output_price) / _TOKENS_PER_UNIT
-        return dollars * self.batch_multiplier if batch else dollars
-
-    def cost_usd(
-        self,
-        model: str,
-        usage: Mapping[str, Any],
-        *,
-        batch: bool = True,
-        request: Mapping[str, Any] | None = None,
-    ) -> float:
-        """US dollars for one API ``usage`` object of ``model`` (see :meth:`TokenTotals.from_usage`).
-
-        The request's prompt-length tier comes from its input tokens, and its multipliers from the
-        request's params and the usage's fields (``inference_geo``), as the money meter prices them
-        (:class:`~airflow_claude_batch.core.money.money_meter.MoneyMeter` keeps each rate's prices once).
-
-        :param model: the model id (as the request or the response names it).
-        :param usage: the response's ``usage`` as a dict.
-        :param batch: batch prices (the default) or standard prices.
-        :param request: the request's params, for the multipliers they trigger.
-        """
-        totals = TokenTotals.from_usage(usage)
-        return self.cost_of_totals(
-            model,
-            totals,
-            batch=batch,
-            prompt_tokens=totals.total_input,
-            factor=self.factor(model, request, usage),
-        )
 
 
 def _text(value: Any) -> str | None:

@@ -1,4 +1,6 @@
-"""The budget left after a round: the run's budget less what its rounds so far cost, from the ledger."""
+"""The budget left after a round: the run's budget less what its rounds so far may have cost, from the
+ledger (``actual_upper_usd``: the answers' cost plus synchronous retries of unknown outcome at their upper
+cost, which may have been billed)."""
 
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ def round_budget(folder: RunFolder, round_index: int, prices: PriceTable) -> Rou
     if not records or not figures:
         return None
     manifest, _ = scan_run(folder, prices=prices, max_rounds=round_index + 1)
+    money = manifest.money
+    # A synchronous retry of unknown outcome may have been billed: it is spent at its upper cost.
+    spent = money.actual_upper_usd if money.actual_upper_usd is not None else money.actual_usd
     return RoundBudget(
         max_cost_usd=float(estimate["max_cost_usd"]),
         basis=basis,
-        spent_usd=manifest.money.actual_usd,
+        spent_usd=spent,
         per_request_usd=float(figures.get("batch", 0.0)) / records,
         per_sync_request_usd=float(figures.get("standard", 0.0)) / records,
     )

@@ -174,7 +174,7 @@ class RunScanner:
             for row in iter_jsonl(self.folder.shard_outcome(scan.round, shard_index, outcome)):
                 scan.outcomes[outcome] += 1
                 if row.get("usage"):  # a billed message that is no answer (model_context_window_exceeded)
-                    scan.batch_tokens.add(row.get("model") or "", row.get("usage"))
+                    scan.batch_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
                 verdict = rule.decide(outcome, row)
                 if verdict.decision is Decision.HOLD:
                     self._hold(scan, row["custom_id"], outcome, verdict.reason)

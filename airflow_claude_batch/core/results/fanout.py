@@ -105,7 +105,7 @@ class _PricedRequests:
 
     def __init__(self, meter: MoneyMeter) -> None:
         self.meter = meter
-        self.fields = tuple(f'"{item.field}"'.encode() for item in meter.prices.multipliers)
+        self.fields = tuple(f'"{name}"'.encode() for name in meter.multiplier_fields)
         self.params: dict[str, dict[str, Any]] = {}
         self._shared: dict[str, dict[str, Any]] = {}  # one dict per distinct value, shared by the ids
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from airflow_claude_batch.core.money.money_meter import MoneyMeter
 from airflow_claude_batch.core.report.ledger import write_ledger
 from airflow_claude_batch.core.report.round_budget import round_budget
 from airflow_claude_batch.core.requeue.requeue import requeue_round
 from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError, SyncRetry
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import write_json
 from tests.core.batch_results import (
     MODEL,
@@ -20,15 +22,16 @@ from tests.core.batch_results import (
     expired,
     fanned_out_shard,
     read_rows,
+    request,
     succeeded,
     usage,
     write_shard_list,
 )
 
 #: One answer of 100 input and 10 output tokens at batch prices.
-ANSWER_USD = PRICES.cost_usd(MODEL, usage(100, 10))
+ANSWER_USD = MoneyMeter(PRICES).price(MODEL, usage(100, 10))[1]
 #: The same at standard prices: a synchronous retry.
-SYNC_USD = PRICES.cost_usd(MODEL, usage(100, 10), batch=False)
+SYNC_USD = MoneyMeter(PRICES, batch=False).price(MODEL, usage(100, 10))[1]
 
 
 @pytest.fixture
@@ -136,3 +139,42 @@ def test_synchronous_retries_stop_when_the_next_would_pass_the_budget(folder: Ru
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
     assert manifest.reconciled, manifest.notes
     assert manifest.dispositions["pending"] == 2
+
+
+def test_a_synchronous_retry_of_unknown_outcome_counts_as_spent_at_its_upper_cost(folder: RunFolder) -> None:
+    # Round 0: "d" errors and its synchronous retry meets a gateway's 504 (possibly billed), "e" expires
+    # and goes to round 1. The budget leaves room for round 1's request only if the unknown retry is
+    # taken as free: it must not be, so round 1's request is kept back as pending.
+    def gateway_504(params: dict) -> dict:
+        raise SyncRequestError("api_error", "504 Gateway Timeout", outcome_unknown=True)
+
+    sync = SyncRetry(gateway_504, PRICES)
+    upper = round(sync.upper_cost(request("d")["params"]), 6)
+    shard = fanned_out_shard(folder, 0, [succeeded("a"), errored("d"), expired("e")])
+    write_shard_list(folder, 0, [shard])
+    write_json(
+        folder.estimate,
+        {
+            "records": 3,
+            "max_cost_usd": ANSWER_USD + upper + 0.00005,
+            "budget_basis": "expected",
+            "cost_usd": {"expected": {"batch": 0.0003, "standard": 0.0006}},
+        },
+    )
+    record = requeue_round(folder, 0, [shard], sync=sync, budget=round_budget(folder, 0, PRICES))
+    assert (record.sync_unknown, record.requeued) == (1, 1)
+
+    spent = round_budget(folder, 0, PRICES)
+    assert spent is not None
+    assert spent.spent_usd == pytest.approx(ANSWER_USD + upper, abs=1e-6)
+    manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=2)
+    assert spent.spent_usd == manifest.money.actual_upper_usd > manifest.money.actual_usd
+
+    next_shards = read_shard_list(folder, 1)
+    assert next_shards is not None
+    fanned_out_shard(folder, 0, [expired("e")], round_index=1)
+    later = requeue_round(folder, 1, next_shards, budget=round_budget(folder, 1, PRICES))
+    assert (later.requeued, later.budget_held) == (0, 1)
+    held = read_rows(folder.round_dir(1) / "budget-held.jsonl")
+    assert held[0]["custom_id"] == "e"
+    assert held[0]["reason"].startswith("budget: round 2")

@@ -47,6 +47,12 @@ def marker_usd(model: str) -> float:
     return MoneyMeter(PriceTable.load()).price(model, {"input_tokens": len(line), "output_tokens": 1})[1]
 
 
+def base_cost(prices: PriceTable, model: str, totals: TokenTotals) -> float:
+    """Batch dollars of ``totals`` at the model's base prices (no tier, no multiplier), by the meter."""
+    meter = MoneyMeter(prices)
+    return meter.cost(meter.rate_of(model, None), totals)
+
+
 def shards_of(requests: list[EncodedRequest], max_requests: int = 99_999) -> list[WrittenShard]:
     folder = RunFolder.for_run(Path("/unused"), "dag", "run", "claude_batch")
     with ShardWriter(folder, 0, ShardLimits(max_requests=max_requests), dry_run=True) as writer:
@@ -252,7 +258,8 @@ def test_the_expected_figure_learns_from_earlier_runs(prices: PriceTable) -> Non
         EstimateOptions(expected_output_tokens=60),
         history=learned_runs(0.8),
     )
-    bill = prices.cost_of_totals(
+    bill = base_cost(
+        prices,
         "claude-sonnet-4-6",
         TokenTotals(input=100 * 300, output=100 * 20, cache_write_1h=24_000, cache_read=96_000),
     )
@@ -262,8 +269,8 @@ def test_the_expected_figure_learns_from_earlier_runs(prices: PriceTable) -> Non
     assert estimate.expected_batch_usd == pytest.approx(bill, rel=0.01)
     # The upper bound does not learn: no hit, max_tokens.
     assert estimate.upper_batch_usd == pytest.approx(
-        prices.cost_of_totals(
-            "claude-sonnet-4-6", TokenTotals(input=100 * 300, output=100 * 64, cache_write_1h=120_000)
+        base_cost(
+            prices, "claude-sonnet-4-6", TokenTotals(input=100 * 300, output=100 * 64, cache_write_1h=120_000)
         ),
         rel=0.01,
     )
@@ -351,14 +358,14 @@ def test_the_upper_bound_holds_at_a_zero_hit_rate(prices: PriceTable) -> None:
     estimate = estimate_cost(shards_of(requests), rate, template, prices, EstimateOptions())
     prefix = 8000 // 4 + 1  # the system block's JSON, a little over the text
     worst = sum(
-        prices.cost_usd(
+        MoneyMeter(prices).price(
             "claude-sonnet-4-6",
             {
                 "input_tokens": r.size // 4 - prefix,
                 "cache_creation_input_tokens": prefix,
                 "output_tokens": 50,
             },
-        )
+        )[1]
         for r in requests
     )
     assert worst <= estimate.upper_batch_usd * 1.01

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from airflow_claude_batch.core.money.money_meter import MoneyMeter
 from airflow_claude_batch.core.money.tokens import TokenTotals
 from airflow_claude_batch.core.report.ledger import write_ledger
 from airflow_claude_batch.core.requeue.requeue import requeue_round
@@ -134,7 +135,8 @@ def test_dispositions_add_up_and_money_comes_from_usage(folder: RunFolder) -> No
     assert manifest.tokens == expected_tokens.to_dict()
     money = manifest.money
     assert money.batch_usd == pytest.approx(billed_costs(folder), abs=1e-6)
-    assert money.batch_usd == pytest.approx(PRICES.cost_of_totals(MODEL, expected_tokens), abs=1e-6)
+    meter = MoneyMeter(PRICES)
+    assert money.batch_usd == pytest.approx(meter.cost(meter.rate_of(MODEL, None), expected_tokens), abs=1e-6)
     assert money.synchronous_equivalent_usd == pytest.approx(2 * money.batch_usd, abs=1e-6)
     assert money.savings_usd == pytest.approx(money.batch_usd, abs=1e-6)
     assert money.savings_pct == pytest.approx(50.0)

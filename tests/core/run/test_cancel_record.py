@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from airflow_claude_batch.core.money.money_meter import MoneyMeter
 from airflow_claude_batch.core.report.ledger import accounting_failure, write_ledger
 from airflow_claude_batch.core.report.report_page import write_report
 from airflow_claude_batch.core.requeue.requeue import requeue_round
@@ -247,8 +248,9 @@ def test_an_unknown_synchronous_outcome_is_pending_and_counted_at_its_upper_cost
     assert "cost_usd" not in unknown
     params = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
     assert unknown["cost_usd_upper"] == round(sync.upper_cost(params), 6)
-    assert sync.upper_cost(params) >= PRICES.cost_usd(
-        MODEL, {"input_tokens": 1024, "output_tokens": 64}, batch=False
+    assert (
+        sync.upper_cost(params)
+        >= MoneyMeter(PRICES, batch=False).price(MODEL, {"input_tokens": 1024, "output_tokens": 64})[1]
     )
     fanned_out_shard(folder, 0, [succeeded("c")], round_index=1)
 
