@@ -31,9 +31,17 @@ from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build_options import BuildOptions
-from airflow_claude_batch.operators.fanout import load_prices
 from airflow_claude_batch.operators.options import documented, renderers, takes_options, templated, values_of
-from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
+from airflow_claude_batch.operators.task_inputs import (
+    flag,
+    load_prices,
+    optional_number,
+    optional_text,
+    optional_whole_number,
+    pipeline_id_of,
+    run_folder_for,
+    whole_number,
+)
 
 
 class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
@@ -78,25 +86,25 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 template,
                 self._run_folder(context),
                 limits=ShardLimits(
-                    _whole(self.max_requests_per_shard, "max_requests_per_shard"),
-                    _whole(self.max_bytes_per_shard, "max_bytes_per_shard"),
+                    whole_number(self.max_requests_per_shard, "max_requests_per_shard"),
+                    whole_number(self.max_bytes_per_shard, "max_bytes_per_shard"),
                 ),
                 options=EstimateOptions(
-                    expected_output_tokens=_optional_whole(
+                    expected_output_tokens=optional_whole_number(
                         self.expected_output_tokens, "expected_output_tokens"
                     ),
-                    max_cost_usd=_optional_number(self.max_cost_usd, "max_cost_usd"),
-                    budget_basis=_optional_text(self.budget_basis) or DEFAULT_BUDGET_BASIS,
-                    retry_errored_sync=_flag(self.retry_errored_sync, "retry_errored_sync"),
+                    max_cost_usd=optional_number(self.max_cost_usd, "max_cost_usd"),
+                    budget_basis=optional_text(self.budget_basis) or DEFAULT_BUDGET_BASIS,
+                    retry_errored_sync=flag(self.retry_errored_sync, "retry_errored_sync"),
                 ),
                 prices=load_prices(self.prices_file, self.storage_conn_id),
                 count_tokens=self._token_counter(),
-                dry_run=_flag(self.dry_run, "dry_run"),
+                dry_run=flag(self.dry_run, "dry_run"),
                 fingerprint=fingerprint_input(
                     source,
                     template,
                     data_interval=_data_interval(context),
-                    settings={"source_format": _optional_text(self.source_format)},
+                    settings={"source_format": optional_text(self.source_format)},
                 ),
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
@@ -122,20 +130,20 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             base, pattern = split_glob(uri.strip())
             root = ObjectStoragePath(base, conn_id=self.source_conn_id)
             paths.extend(expand_glob(root, pattern) if pattern else [root])
-        return FileRecords(paths, _optional_text(self.source_format))
+        return FileRecords(paths, optional_text(self.source_format))
 
     def _template(self) -> RequestTemplate:
-        model = _optional_text(self.model)
-        mode = choose_mode(_optional_text(self.structured_output), self.output_schema, model)
+        model = optional_text(self.model)
+        mode = choose_mode(optional_text(self.structured_output), self.output_schema, model)
         if mode is not None:
             self.log.info("output_schema is asked for with structured_output=%r", mode)
         return RequestTemplate(
             custom_id_field=self.custom_id_field,
             prompt_field=self.prompt_field,
-            model=_optional_text(self.model),
-            max_tokens=_whole(self.max_tokens, "max_tokens"),
-            system=_optional_text(self.system),
-            cache_system=_optional_text(self.cache_system),
+            model=optional_text(self.model),
+            max_tokens=whole_number(self.max_tokens, "max_tokens"),
+            system=optional_text(self.system),
+            cache_system=optional_text(self.cache_system),
             render=self.render,
             additions=request_additions(mode, self.output_schema) or None,
             **self._request_headers(),
@@ -165,7 +173,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         try:
             ClaudeBatchHook(conn_id=self.conn_id).settings  # noqa: B018 (reading it is the check)
         except ConnectionConfigError as exc:
-            if not _flag(self.dry_run, "dry_run"):
+            if not flag(self.dry_run, "dry_run"):
                 raise
             self.log.warning("dry run: %s", exc)
 
@@ -183,7 +191,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return {"anthropic_version": settings.anthropic_version, "betas": tuple(settings.betas)}
 
     def _check_model(self, template: RequestTemplate) -> None:
-        if template.model is None or not _flag(self.check_model, "check_model") or not self.conn_id:
+        if template.model is None or not flag(self.check_model, "check_model") or not self.conn_id:
             return
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
@@ -224,47 +232,3 @@ def _data_interval(context: Any) -> tuple[str, str] | None:
     if start is None or end is None:
         return None
     return start.isoformat(), end.isoformat()
-
-
-# Templated fields arrive as text when a user templates them ("{{ params.budget }}"): read them back.
-
-
-def _optional_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text in ("", "None") else text
-
-
-def _whole(value: Any, name: str) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    return value
-
-
-def _optional_whole(value: Any, name: str) -> int | None:
-    return None if _optional_text(value) is None else _whole(value, name)
-
-
-def _optional_number(value: Any, name: str) -> float | None:
-    if _optional_text(value) is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise InputError(f"{name} must be a number, got {value!r}") from None
-    return value
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", "", "none"):
-        return False
-    raise InputError(f"{name} must be true or false, got {value!r}")

@@ -24,8 +24,7 @@ from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
-from airflow_claude_batch.operators.build import _flag
-from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.task_inputs import flag, load_prices
 
 if TYPE_CHECKING:
     import anthropic
@@ -143,7 +142,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
                 shards,
                 rule=RequeueRule(self.requeue_canceled, self.requeue_user_canceled),
                 limits=limits,
-                sync=self._sync_retry() if _flag(self.retry_errored_sync, "retry_errored_sync") else None,
+                sync=self._sync_retry() if flag(self.retry_errored_sync, "retry_errored_sync") else None,
                 budget=round_budget(folder, round_index, load_prices(self.prices_file, self.storage_conn_id)),
             )
         except BeforeSubmitError as exc:

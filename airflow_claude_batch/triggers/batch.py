@@ -44,13 +44,13 @@ from airflow_claude_batch.core.wait.polling import (
     default_end_time,
     first_poll_delay,
 )
-from airflow_claude_batch.triggers.cancel_retries import (
+from airflow_claude_batch.triggers.async_clients import ConnectionUnusable, shared_clients
+from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S, poller_for
+from airflow_claude_batch.triggers.deadline_cancel import (
     CANCEL_REQUEST_TIMEOUT_S,
     async_cancel_retrying,
     why_not_cancelled,
 )
-from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
-from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S, poller_for
 
 
 class ClaudeBatchTrigger(BaseTrigger):

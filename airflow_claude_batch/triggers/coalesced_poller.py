@@ -41,7 +41,7 @@ from airflow_claude_batch.core.wait.poll_errors import (
     poll_error_from_exception,
 )
 from airflow_claude_batch.core.wait.polling import parse_timestamp
-from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
+from airflow_claude_batch.triggers.async_clients import ConnectionUnusable, shared_clients
 
 log = logging.getLogger(__name__)
 
