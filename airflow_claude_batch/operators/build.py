@@ -9,27 +9,36 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
-from airflow_claude_batch.core.api.model_check import check_model
-from airflow_claude_batch.core.build.build_step import build_run
-from airflow_claude_batch.core.build.input_change import parse_on_input_change
-from airflow_claude_batch.core.build.input_fingerprint import fingerprint_input
-from airflow_claude_batch.core.build.rejections import DEFAULT_MAX_REJECTED_FRACTION, InvalidRecordPolicy
-from airflow_claude_batch.core.money.cost_history import RunCost, pipeline_history
-from airflow_claude_batch.core.money.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
-from airflow_claude_batch.core.money.input_tokens import TokenCounter
-from airflow_claude_batch.core.requests.passthrough import parse_fields, write_passthrough
-from airflow_claude_batch.core.requests.rendering import RenderCallable, RequestTemplate
-from airflow_claude_batch.core.requests.sharding import ShardLimits
-from airflow_claude_batch.core.requests.sources import (
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, check_model
+from airflow_claude_batch.core.build import (
+    DEFAULT_MAX_REJECTED_FRACTION,
+    InvalidRecordPolicy,
+    build_run,
+    fingerprint_input,
+    parse_on_input_change,
+)
+from airflow_claude_batch.core.money import (
+    DEFAULT_BUDGET_BASIS,
+    EstimateOptions,
+    RunCost,
+    TokenCounter,
+    pipeline_history,
+)
+from airflow_claude_batch.core.requests import (
     CallableRecords,
     FileRecords,
     RecordSource,
+    RenderCallable,
+    RequestTemplate,
+    ShardLimits,
+    choose_mode,
     expand_glob,
+    parse_fields,
+    request_additions,
     split_glob,
+    write_passthrough,
 )
-from airflow_claude_batch.core.requests.structured_output import choose_mode, request_additions
-from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build_options import SourceSpec

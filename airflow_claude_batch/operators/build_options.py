@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 if TYPE_CHECKING:
     from typing_extensions import Required
 
-    from airflow_claude_batch.core.requests.rendering import RenderCallable
+    from airflow_claude_batch.core.requests import RenderCallable
 
 #: What ``source`` may be: a URI or a glob, a list of them, or a callable that yields records.
 SourceSpec = str | Sequence[str] | Callable[[], Iterable[Mapping[str, Any]]]

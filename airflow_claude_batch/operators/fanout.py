@@ -9,10 +9,8 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.results.answer_parsing import OutputValidator
-from airflow_claude_batch.core.results.fanout import fan_out_shard
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.results import OutputValidator, fan_out_shard
+from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.task_inputs import load_prices

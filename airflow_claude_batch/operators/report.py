@@ -9,13 +9,11 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
-from airflow_claude_batch.core.build.input_change import read_answered_earlier
-from airflow_claude_batch.core.money.cost_history import pipeline_history
-from airflow_claude_batch.core.report.ledger import accounting_failure, is_dry_run, write_ledger
-from airflow_claude_batch.core.report.report_page import write_report
-from airflow_claude_batch.core.results.failure_threshold import FailureThreshold
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.storage import read_json, readable_uri, write_json
+from airflow_claude_batch.core.build import read_answered_earlier
+from airflow_claude_batch.core.money import pipeline_history
+from airflow_claude_batch.core.report import accounting_failure, is_dry_run, write_ledger, write_report
+from airflow_claude_batch.core.results import FailureThreshold
+from airflow_claude_batch.core.run import RunFolder, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.links import ClaudeBatchReportLink

@@ -18,8 +18,8 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID, settings
-from airflow_claude_batch.core.money.pricing import PriceTable
-from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.money import PriceTable
+from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import InputError
 
 
