@@ -63,9 +63,9 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     ``round-0/shard-*.requests.jsonl``, ``estimate.json`` and, last, ``round-0/shards.json``; a rerun
     of the same run returns that list without rebuilding, so shards that may have been submitted
     never change. Returns one ``ShardDescriptor`` dict per shard (never requests), ``[]`` in a dry
-    run. Every parameter but ``render``, ``output_schema``, ``pipeline_id`` and ``later_templates`` is
-    templated; ``claude_batch_pipeline`` takes the same ones but ``pipeline_id`` and ``later_templates``
-    (:class:`~airflow_claude_batch.operators.build_options.BuildOptions`).
+    run. The parameters ``template_fields`` names are templated (the column "templated" of
+    ``docs/operators.md``); ``claude_batch_pipeline`` takes the same parameters but ``pipeline_id`` and
+    ``later_templates`` (:class:`~airflow_claude_batch.operators.build_options.BuildOptions`).
 
     :param source: the records: a URI or a glob (``s3://bucket/tickets/{{ ds }}/*.jsonl``), a list of
         them, or a callable that yields dicts. JSON Lines, CSV and Parquet (with pyarrow).
