@@ -33,10 +33,8 @@ import argparse
 import sys
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.core.run.cancel_record import remove_cancel, write_cancel
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.storage import StoragePath
-from airflow_claude_batch.core.submit.batch_cancel import (
+from airflow_claude_batch.core.run import RunFolder, StoragePath, remove_cancel, write_cancel
+from airflow_claude_batch.core.submit import (
     RecordedBatch,
     cancel_recorded,
     pipeline_ids,

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from airflow.sdk import BaseOperatorLink
 
 from airflow_claude_batch import settings
-from airflow_claude_batch.core.run.url_secrets import masked_url
+from airflow_claude_batch.core.run import masked_url
 
 FIRST_PARTY_BASE_URL = "https://api.anthropic.com"
 #: The Console page of one batch; the workspace segment "default" is the organisation's default workspace.

@@ -15,21 +15,25 @@ under-count. Rerunning the failed task (or clearing the run) resumes without pay
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
-from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
-from airflow_claude_batch.operators.options import takes_options, values_of
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from airflow_claude_batch.operators.build_options import BuildOptions
 
 #: The most rounds a pipeline may have; each round adds a few tasks to the DAG.
 MAX_ROUNDS = 10
@@ -53,11 +57,9 @@ class ClaudeBatchPipeline(TaskGroup):
         return self.report.output
 
 
-@takes_options(BuildOptions, omit=("pipeline_id", "later_templates"))
 def claude_batch_pipeline(
     group_id: str = "claude_batch",
     *,
-    options: BuildOptions,
     max_rounds: int = 3,
     requeue_rounds: int | str | None = None,
     poll_interval: float | None = None,
@@ -73,15 +75,17 @@ def claude_batch_pipeline(
     max_dead_letter_fraction: float | str | None = None,
     max_pending_fraction: float | str | None = None,
     replace_output: bool | str = False,
+    **build_options: Unpack[BuildOptions],
 ) -> ClaudeBatchPipeline:
     """Add a Claude batch run to the current DAG as one task group and return the group.
 
     It takes every parameter of
-    :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` but ``pipeline_id`` (the
-    fields of :class:`~airflow_claude_batch.operators.build_options.BuildOptions`: ``source``,
-    ``storage``, ``model``, ``max_cost_usd`` ...), with the same names, defaults and meaning, and passes
-    them to the build task unchanged, templates included; the connections, ``storage``, the shard
-    limits, ``output_schema``, ``prices_file`` and ``retry_errored_sync`` reach the other tasks too.
+    :class:`~airflow_claude_batch.operators.build.ClaudeBatchBuildOperator` but ``pipeline_id`` and
+    ``later_templates`` (``source``, ``storage``, ``model``, ``max_cost_usd`` ...: the keys of
+    :class:`~airflow_claude_batch.operators.build_options.BuildOptions`), with the same names, defaults
+    and meaning, and passes them to the build task unchanged, templates included; the connections,
+    ``storage``, the shard limits, ``output_schema``, ``prices_file`` and ``retry_errored_sync`` reach
+    the other tasks too.
 
     :param group_id: the task group's id; task ids are ``{group_id}.build``,
         ``{group_id}.round_0.submit`` ... ``{group_id}.report``. It is also the pipeline's name in its
@@ -130,6 +134,7 @@ def claude_batch_pipeline(
     :return: the task group; ``upstream >> group >> downstream`` works as for a task, and
         ``group.output`` is the report's summary for a downstream task (see :class:`ClaudeBatchPipeline`).
     """
+    options = _build_arguments(build_options)
     if not 1 <= max_rounds <= MAX_ROUNDS:
         raise ValueError(f"max_rounds must be between 1 and {MAX_ROUNDS}, got {max_rounds}")
     tooltip = "Claude Message Batches: build, submit, wait, fan out, report"
@@ -145,33 +150,29 @@ def claude_batch_pipeline(
         }
         build = ClaudeBatchBuildOperator(
             task_id="build",
-            **values_of(
-                replace(
-                    options,
-                    pipeline_id=group.group_id,
-                    later_templates={k: v for k, v in later_templates.items() if isinstance(v, str)},
-                )
-            ),
+            **options,
+            pipeline_id=group.group_id,
+            later_templates={k: v for k, v in later_templates.items() if isinstance(v, str)},
         )
         answer_checks = {
             "output_parser": output_parser,
-            "output_schema": options.output_schema,
+            "output_schema": options["output_schema"],
             "keep_thinking": keep_thinking,
         }
         round_settings = _RoundSettings(
-            conn_id=options.conn_id,
-            storage_conn_id=options.storage_conn_id,
+            conn_id=options["conn_id"],
+            storage_conn_id=options["storage_conn_id"],
             poll_interval=poll_interval,
             sensor_kwargs={} if deferrable is None else {"deferrable": deferrable},
             submit_kwargs={} if pacing_timeout is None else {"pacing_timeout": pacing_timeout},
-            fanout_kwargs={**answer_checks, "prices_file": options.prices_file},
+            fanout_kwargs={**answer_checks, "prices_file": options["prices_file"]},
             requeue_kwargs={
                 **answer_checks,
-                "prices_file": options.prices_file,
+                "prices_file": options["prices_file"],
                 "requeue_canceled": requeue_canceled,
-                "retry_errored_sync": options.retry_errored_sync,
-                "max_requests_per_shard": options.max_requests_per_shard,
-                "max_bytes_per_shard": options.max_bytes_per_shard,
+                "retry_errored_sync": options["retry_errored_sync"],
+                "max_requests_per_shard": options["max_requests_per_shard"],
+                "max_bytes_per_shard": options["max_bytes_per_shard"],
             },
             requeue_rounds=requeue_rounds,
         )
@@ -187,10 +188,10 @@ def claude_batch_pipeline(
                 shards = requeue.output
         report = ClaudeBatchReportOperator(
             task_id="report",
-            storage=options.storage,
-            storage_conn_id=options.storage_conn_id,
+            storage=options["storage"],
+            storage_conn_id=options["storage_conn_id"],
             max_rounds=max_rounds,
-            prices_file=options.prices_file,
+            prices_file=options["prices_file"],
             output_uri=output_uri,
             outlets=list(outlets or []),
             pipeline_id=group.group_id,
@@ -205,6 +206,37 @@ def claude_batch_pipeline(
         )
         [build, *ends_of_rounds] >> report
     return group
+
+
+#: The build operator's parameters the pipeline passes on: all but the two it sets itself.
+_BUILD_PARAMETERS = [
+    parameter
+    for name, parameter in inspect.signature(ClaudeBatchBuildOperator.__init__).parameters.items()
+    if name not in ("self", "kwargs", "pipeline_id", "later_templates")
+]
+
+
+def _build_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every build parameter, as given or else at the build operator's default; a missing or unknown
+    one is a ``TypeError`` naming it, as for a parameter of the pipeline's own."""
+    try:
+        bound = inspect.Signature(_BUILD_PARAMETERS).bind(**given)
+    except TypeError as exc:
+        raise TypeError(f"claude_batch_pipeline() {exc}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _with_build_parameters(signature: inspect.Signature) -> inspect.Signature:
+    """The pipeline's signature as ``help()`` and ``inspect`` show it: the build parameters, by name, in
+    the place of ``**build_options``."""
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[own[0], *_BUILD_PARAMETERS, *own[1:]])
+
+
+claude_batch_pipeline.__signature__ = _with_build_parameters(  # type: ignore[attr-defined]
+    inspect.signature(claude_batch_pipeline)
+)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,9 @@ import argparse
 import sys
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID
-from airflow_claude_batch.core.requests.sources import FileRecords, expand_glob, split_glob
-from airflow_claude_batch.core.requeue.pending_records import write_pending_records
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.storage import readable_uri
+from airflow_claude_batch.core.requests import FileRecords, expand_glob, split_glob
+from airflow_claude_batch.core.requeue import write_pending_records
+from airflow_claude_batch.core.run import RunFolder, readable_uri
 from airflow_claude_batch.exceptions import ClaudeBatchError
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_claude_batch.core.wait.coalesced_polling import PollBudget
+    from airflow_claude_batch.core.wait import PollBudget
 
 SECTION = "claude_batch"
 
@@ -170,7 +170,7 @@ def poll_interval() -> float:
 
 def poll_budget() -> PollBudget:
     """The polling rate budget (``[claude_batch] batch_rpm_limit`` and ``poll_rpm_share``)."""
-    from airflow_claude_batch.core.wait.coalesced_polling import PollBudget
+    from airflow_claude_batch.core.wait import PollBudget
 
     values = {}
     for name in ("batch_rpm_limit", "poll_rpm_share"):

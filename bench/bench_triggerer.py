@@ -212,7 +212,7 @@ async def warm_up(variant: str, base_url: str, batch_id: str) -> None:
     """Make one poll the variant's way first: lazy imports and Airflow's first connection read (secrets
     backends, masking) happen once per process, before anything is measured."""
     if variant == "ours":
-        from airflow_claude_batch.triggers.clients import shared_clients
+        from airflow_claude_batch.triggers.async_clients import shared_clients
 
         async with shared_clients().lease(CONN_ID) as client:
             await client.messages.batches.retrieve(batch_id)

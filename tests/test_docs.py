@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
-from airflow_claude_batch.operators.build_options import BuildOptions
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
-from airflow_claude_batch.operators.options import REQUIRED, specs
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.pipeline import claude_batch_pipeline
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
+from tests.build_parameters import REQUIRED, build_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = (ROOT / "docs" / "operators.md").read_text()
@@ -61,25 +60,25 @@ def documented_default(default: object) -> str:
 
 def test_the_build_operator_rows_are_its_options_as_declared() -> None:
     text = section(ClaudeBatchBuildOperator.__name__)
-    for spec in specs(BuildOptions):
+    for spec in build_parameters():
         expected = (documented_default(spec.default), "yes" if spec.templated else "no", spec.doc)
         assert table_row(text, spec.name) == (expected[0], expected[1], expected[2].replace("``", "`")), (
-            f"ClaudeBatchBuildOperator's {spec.name}: its row in docs/operators.md differs from BuildOptions"
+            f"ClaudeBatchBuildOperator's {spec.name}: its docs/operators.md row differs from its __init__"
         )
 
 
 def test_the_pipeline_rows_of_build_options_say_their_default_and_templating() -> None:
     text = section(claude_batch_pipeline.__name__)
     parameters = inspect.signature(claude_batch_pipeline).parameters
-    taken = [spec for spec in specs(BuildOptions) if spec.name in parameters]
+    taken = [spec for spec in build_parameters() if spec.name in parameters]
     # The two the pipeline sets itself: its group id, and the later tasks' templates.
-    assert {spec.name for spec in specs(BuildOptions)} - set(parameters) == {"pipeline_id", "later_templates"}
+    assert {spec.name for spec in build_parameters()} - set(parameters) == {"pipeline_id", "later_templates"}
     for spec in taken:
         default, templated, _ = table_row(text, spec.name)
         assert (default, templated) == (
             documented_default(spec.default),
             "yes" if spec.templated else "no",
-        ), f"claude_batch_pipeline's {spec.name}: its row in docs/operators.md differs from BuildOptions"
+        ), f"claude_batch_pipeline's {spec.name}: its docs/operators.md row differs from its __init__"
 
 
 def test_every_included_snippet_matches_its_source() -> None:

@@ -17,12 +17,11 @@ from airflow_claude_batch.core.requests.marker import is_marker
 from airflow_claude_batch.core.submit.state import read_state
 from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
-from airflow_claude_batch.operators.build_options import BuildOptions
-from airflow_claude_batch.operators.options import specs
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.requeue import ClaudeBatchRequeueOperator
 from airflow_claude_batch.pipeline import MAX_ROUNDS, _within_requeue_limit, claude_batch_pipeline
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
+from tests.build_parameters import build_parameters
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 SOURCE = {"source": "file:///in.jsonl", "storage": "file:///runs"}
@@ -136,10 +135,10 @@ def test_build_parameters_pass_through_unchanged() -> None:
 
 def test_every_build_option_reaches_the_build_task_as_given() -> None:
     given: dict[str, Any] = {
-        spec.name: "{{ params." + spec.name + " }}" for spec in specs(BuildOptions) if spec.templated
+        spec.name: "{{ params." + spec.name + " }}" for spec in build_parameters() if spec.templated
     }
     given |= {"render": lambda record: {"messages": []}, "output_schema": {"type": "object"}}
-    assert set(given) == {spec.name for spec in specs(BuildOptions)} - {"pipeline_id", "later_templates"}
+    assert set(given) == {spec.name for spec in build_parameters()} - {"pipeline_id", "later_templates"}
     with DAG("pipeline_options", schedule=None, start_date=START) as dag:
         claude_batch_pipeline("labels", **given, output_uri="s3://out/{{ ds }}.jsonl", requeue_rounds=1)
 

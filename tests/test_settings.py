@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batch import get_provider_info, settings
-from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.task_inputs import load_prices
 
 
 def test_the_section_is_declared_in_the_provider_info() -> None:

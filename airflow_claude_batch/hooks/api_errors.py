@@ -28,7 +28,7 @@ import anthropic
 import httpx
 import orjson
 
-from airflow_claude_batch.core.run.url_secrets import mask_urls
+from airflow_claude_batch.core.run import mask_urls
 from airflow_claude_batch.exceptions import (
     AccountError,
     BatchNotFoundError,

@@ -28,9 +28,8 @@ from anthropic.types.messages import MessageBatch
 from airflow_claude_batch import CONNECTION_TYPE, DEFAULT_CONN_ID
 from airflow_claude_batch import settings as provider_settings
 from airflow_claude_batch.compat import AirflowNotFoundException, aget_connection
-from airflow_claude_batch.core.run.line_reader import DEFAULT_CHUNK_SIZE
-from airflow_claude_batch.core.run.storage import StoragePath
-from airflow_claude_batch.core.submit.create_body import iter_batch_body, sent_body_size
+from airflow_claude_batch.core.run import DEFAULT_CHUNK_SIZE, StoragePath
+from airflow_claude_batch.core.submit import iter_batch_body, sent_body_size
 from airflow_claude_batch.exceptions import AfterSubmitError, ConnectionConfigError
 from airflow_claude_batch.hooks.api_errors import (
     CREATE,

@@ -24,7 +24,7 @@ import anthropic
 import httpx
 from anthropic.resources.messages import Messages
 
-from airflow_claude_batch.core.run.url_secrets import mask_urls
+from airflow_claude_batch.core.run import mask_urls
 from airflow_claude_batch.hooks.api_errors import status_error, transport_error
 from airflow_claude_batch.hooks.connection_settings import ClaudeSettings
 

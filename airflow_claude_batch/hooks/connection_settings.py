@@ -33,8 +33,8 @@ import httpx
 
 from airflow_claude_batch import CONNECTION_TYPE, LEGACY_CONNECTION_TYPE, get_provider_info
 from airflow_claude_batch.compat import connection_form_widgets
-from airflow_claude_batch.core.api.limits import ANTHROPIC_VERSION
-from airflow_claude_batch.core.run.url_secrets import masked_url, url_secrets
+from airflow_claude_batch.core.api import ANTHROPIC_VERSION
+from airflow_claude_batch.core.run import masked_url, url_secrets
 from airflow_claude_batch.exceptions import ConnectionConfigError
 
 T = TypeVar("T")

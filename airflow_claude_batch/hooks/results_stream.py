@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 import anthropic
 import httpx
 
-from airflow_claude_batch.core.run.line_reader import iter_records
-from airflow_claude_batch.core.run.url_secrets import mask_urls, masked_url
+from airflow_claude_batch.core.run import iter_records, mask_urls, masked_url
 from airflow_claude_batch.exceptions import ResultsStreamInterrupted, ResultsUnavailableError
 from airflow_claude_batch.hooks.api_errors import DOWNLOAD
 from airflow_claude_batch.hooks.read_retries import ReadRetryPolicy

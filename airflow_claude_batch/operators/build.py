@@ -2,69 +2,233 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
+from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api.model_check import check_model
-from airflow_claude_batch.core.build.build_step import build_run
-from airflow_claude_batch.core.build.input_change import parse_on_input_change
-from airflow_claude_batch.core.build.input_fingerprint import fingerprint_input
-from airflow_claude_batch.core.build.rejections import InvalidRecordPolicy
-from airflow_claude_batch.core.money.cost_history import RunCost, pipeline_history
-from airflow_claude_batch.core.money.estimate import DEFAULT_BUDGET_BASIS, EstimateOptions
-from airflow_claude_batch.core.money.input_tokens import TokenCounter
-from airflow_claude_batch.core.requests.passthrough import parse_fields, write_passthrough
-from airflow_claude_batch.core.requests.rendering import RequestTemplate
-from airflow_claude_batch.core.requests.sharding import ShardLimits
-from airflow_claude_batch.core.requests.sources import (
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, check_model
+from airflow_claude_batch.core.build import (
+    DEFAULT_MAX_REJECTED_FRACTION,
+    InvalidRecordPolicy,
+    build_run,
+    fingerprint_input,
+    parse_on_input_change,
+)
+from airflow_claude_batch.core.money import (
+    DEFAULT_BUDGET_BASIS,
+    EstimateOptions,
+    RunCost,
+    TokenCounter,
+    pipeline_history,
+)
+from airflow_claude_batch.core.requests import (
     CallableRecords,
     FileRecords,
     RecordSource,
+    RenderCallable,
+    RequestTemplate,
+    ShardLimits,
+    choose_mode,
     expand_glob,
+    parse_fields,
+    request_additions,
     split_glob,
+    write_passthrough,
 )
-from airflow_claude_batch.core.requests.structured_output import choose_mode, request_additions
-from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
-from airflow_claude_batch.operators.build_options import BuildOptions
-from airflow_claude_batch.operators.fanout import load_prices
-from airflow_claude_batch.operators.options import documented, renderers, takes_options, templated, values_of
-from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
+from airflow_claude_batch.operators.build_options import SourceSpec
+from airflow_claude_batch.operators.task_inputs import (
+    flag,
+    load_prices,
+    optional_number,
+    optional_text,
+    optional_whole_number,
+    pipeline_id_of,
+    run_folder_for,
+    whole_number,
+)
 
 
 class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
-    __doc__ = documented(
-        """Render records into Message Batch requests, validate them and write round 0's shards.
+    """Render records into Message Batch requests, validate them and write round 0's shards.
 
-        Reads the records as a stream, so a run of millions of records takes the memory of one record
-        and a write buffer. Everything is checked before anything is spent: ids (the API's rule, unique
-        across the run), params, sizes, and the cost against ``max_cost_usd``. Writes
-        ``round-0/shard-*.requests.jsonl``, ``estimate.json`` and, last, ``round-0/shards.json``; a rerun
-        of the same run returns that list without rebuilding, so shards that may have been submitted
-        never change. Returns one ``ShardDescriptor`` dict per shard (never requests), ``[]`` in a dry
-        run. Its parameters are the fields of
-        :class:`~airflow_claude_batch.operators.build_options.BuildOptions`.
-        """,
-        BuildOptions,
+    Reads the records as a stream, so a run of millions of records takes the memory of one record
+    and a write buffer. Everything is checked before anything is spent: ids (the API's rule, unique
+    across the run), params, sizes, and the cost against ``max_cost_usd``. Writes
+    ``round-0/shard-*.requests.jsonl``, ``estimate.json`` and, last, ``round-0/shards.json``; a rerun
+    of the same run returns that list without rebuilding, so shards that may have been submitted
+    never change. Returns one ``ShardDescriptor`` dict per shard (never requests), ``[]`` in a dry
+    run. The parameters ``template_fields`` names are templated (the column "templated" of
+    ``docs/operators.md``); ``claude_batch_pipeline`` takes the same parameters but ``pipeline_id`` and
+    ``later_templates`` (:class:`~airflow_claude_batch.operators.build_options.BuildOptions`).
+
+    :param source: the records: a URI or a glob (``s3://bucket/tickets/{{ ds }}/*.jsonl``), a list of
+        them, or a callable that yields dicts. JSON Lines, CSV and Parquet (with pyarrow).
+    :param storage: the root URI of run folders (``s3://bucket/claude-runs``); the run's files go to
+        ``{storage}/{dag_id}/{run_id}/{pipeline_id}/``.
+    :param storage_conn_id: the connection for ``storage`` (for example an AWS connection).
+    :param source_conn_id: the connection for ``source``.
+    :param conn_id: the Claude connection, used to count tokens for the estimate when it can.
+    :param custom_id_field: the record field that holds each record's id (kept exactly).
+    :param prompt_field: the record field that holds the user turn.
+    :param render: a callable ``record -> Messages params`` used instead of ``prompt_field`` (multi-turn,
+        images, tools); ``model``, ``max_tokens`` and ``system`` fill in what it leaves out.
+    :param model: the model (``claude-sonnet-4-6``).
+    :param max_tokens: the output limit per request.
+    :param system: a system prompt for every request.
+    :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
+    :param max_requests_per_shard: requests per batch, at most 99,999 (the batch's marker request makes
+        the API's 100,000).
+    :param max_bytes_per_shard: create-body bytes per batch as sent, at most 256,000,000.
+    :param max_cost_usd: fail before submitting when the estimate ``budget_basis`` names is higher.
+    :param expected_output_tokens: the output a request is expected to use, for the expected cost when the
+        pipeline has no earlier run to learn from.
+    :param source_format: ``"jsonl"``, ``"csv"`` or ``"parquet"`` when file names do not tell.
+    :param dry_run: validate and estimate (``estimate.json``) without writing shards; returns ``[]``.
+    :param prices_file: a prices file over the shipped prices, a local path or a URI read with
+        ``storage_conn_id`` (default: ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
+    :param budget_basis: ``"expected"`` (the default) compares ``max_cost_usd`` with the expected cost,
+        ``"upper"`` with the upper bound (no cache hit, every request at ``max_tokens``).
+    :param retry_errored_sync: whether the run may retry errored requests synchronously at standard prices
+        (the requeue's setting); the upper bound then prices every answer at standard prices.
+    :param pipeline_id: the pipeline's name in the run folder path; default: the id of the task group the
+        task is in (``claude_batch_pipeline`` sets it), else ``claude_batch``. The report task of the same
+        pipeline must use the same id.
+    :param on_input_change: what a rerun does when the input (files, sizes, versions, request settings)
+        changed after a shard was submitted: ``"fail"`` (default: stop, spending nothing, and say what
+        changed), ``"keep"`` (reuse the shards built, leave the change out) or ``"add_new"`` (send only
+        the records neither this run nor an earlier run of the same data interval has answered). Unchanged
+        input is reused and changed input with nothing submitted is rebuilt, whatever this says.
+    :param on_invalid_record: what a record the build cannot send does (templated): ``"fail"`` (default:
+        the build stops before anything is spent, listing the first 20 bad records with their locations
+        and rules in one message) or ``"skip"`` (each goes to the run's ``rejected.jsonl`` with its rule
+        and location, counted as ``rejected`` in the manifest and the report; the others are sent).
+    :param max_rejected_fraction: with ``on_invalid_record="skip"``, the largest share of rejected records
+        (0 to 1): over it, or with every record rejected, the build fails before any batch is created.
+    :param output_schema: a JSON-schema dict or a Pydantic model class the answers must satisfy; with
+        ``structured_output`` it is asked for in every request.
+    :param structured_output: how the schema is asked for (templated): ``"native"`` (the API's
+        ``output_config.format``; refused before spend for a model that lacks it), ``"tool"`` (one tool
+        built from the schema, forced with ``tool_choice``), ``"text"`` (nothing added; the text is read
+        as JSON). Default: ``"native"`` where the model supports it, else ``"tool"``.
+    :param check_model: ask the models endpoint, before anything is spent, that the model exists exactly
+        as written and that ``max_tokens`` is within its output limit (templated). No answer from the
+        endpoint is a warning; turn it off for a gateway that has no models endpoint.
+    :param passthrough_fields: record fields carried into every output row (``passthrough`` in the
+        run-folder rows, beside ``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``;
+        see :mod:`~airflow_claude_batch.core.requests.passthrough`.
+    :param later_templates: the templated parameters of the tasks after the build, by name
+        (``{"output_uri": ...}``): the build renders them for the run first, so that one that cannot
+        render (``{{ ds }}`` in a run without a logical date) fails the build, naming it, before anything
+        is spent. The pipeline passes its own.
+    """
+
+    # Values a template gives arrive as text once rendered ("{{ params.budget }}"): ``execute`` reads
+    # them back with ``task_inputs``' readers.
+    template_fields: Sequence[str] = (
+        "source",
+        "storage",
+        "storage_conn_id",
+        "source_conn_id",
+        "conn_id",
+        "custom_id_field",
+        "prompt_field",
+        "model",
+        "max_tokens",
+        "system",
+        "cache_system",
+        "max_requests_per_shard",
+        "max_bytes_per_shard",
+        "max_cost_usd",
+        "expected_output_tokens",
+        "source_format",
+        "dry_run",
+        "prices_file",
+        "budget_basis",
+        "retry_errored_sync",
+        "on_input_change",
+        "on_invalid_record",
+        "max_rejected_fraction",
+        "structured_output",
+        "check_model",
+        "passthrough_fields",
     )
-
-    template_fields: Sequence[str] = templated(BuildOptions)
-    template_fields_renderers = renderers(BuildOptions)
+    template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
 
-    @takes_options(BuildOptions)
-    def __init__(self, *, options: BuildOptions, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        source: SourceSpec,
+        storage: str,
+        storage_conn_id: str | None = None,
+        source_conn_id: str | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        custom_id_field: str = "id",
+        prompt_field: str = "text",
+        render: RenderCallable | None = None,
+        model: str | None = None,
+        max_tokens: int | str = 1024,
+        system: str | None = None,
+        cache_system: str | None = None,
+        max_requests_per_shard: int | str = MAX_REQUESTS_PER_SHARD,
+        max_bytes_per_shard: int | str = MAX_BYTES_PER_SHARD,
+        max_cost_usd: float | str | None = None,
+        expected_output_tokens: int | str | None = None,
+        source_format: str | None = None,
+        dry_run: bool | str = False,
+        prices_file: str | None = None,
+        budget_basis: str = DEFAULT_BUDGET_BASIS,
+        retry_errored_sync: bool | str = False,
+        pipeline_id: str | None = None,
+        on_input_change: str = "fail",
+        on_invalid_record: str = "fail",
+        max_rejected_fraction: float | str = DEFAULT_MAX_REJECTED_FRACTION,
+        output_schema: Mapping[str, Any] | type | None = None,
+        structured_output: str | None = None,
+        check_model: bool | str = True,
+        passthrough_fields: Sequence[str] | str | None = None,
+        later_templates: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        # One attribute per option, as Airflow renders template fields: self.source, self.model, ...
-        for name, value in values_of(options).items():
-            setattr(self, name, value)
         # Airflow calls callables found in template fields while rendering them; wrapped, the user's
         # callable is called only when the records are read.
-        self.source: Any = CallableRecords(options.source) if callable(options.source) else options.source
+        self.source: Any = CallableRecords(source) if callable(source) else source
+        self.storage = storage
+        self.storage_conn_id = storage_conn_id
+        self.source_conn_id = source_conn_id
+        self.conn_id = conn_id
+        self.custom_id_field = custom_id_field
+        self.prompt_field = prompt_field
+        self.render = render
+        self.model = model
+        self.max_tokens = max_tokens
+        self.system = system
+        self.cache_system = cache_system
+        self.max_requests_per_shard = max_requests_per_shard
+        self.max_bytes_per_shard = max_bytes_per_shard
+        self.max_cost_usd = max_cost_usd
+        self.expected_output_tokens = expected_output_tokens
+        self.source_format = source_format
+        self.dry_run = dry_run
+        self.prices_file = prices_file
+        self.budget_basis = budget_basis
+        self.retry_errored_sync = retry_errored_sync
+        self.pipeline_id = pipeline_id
+        self.on_input_change = on_input_change
+        self.on_invalid_record = on_invalid_record
+        self.max_rejected_fraction = max_rejected_fraction
+        self.output_schema = output_schema
+        self.structured_output = structured_output
+        self.check_model = check_model
+        self.passthrough_fields = passthrough_fields
+        self.later_templates = later_templates
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         try:
@@ -78,25 +242,25 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 template,
                 self._run_folder(context),
                 limits=ShardLimits(
-                    _whole(self.max_requests_per_shard, "max_requests_per_shard"),
-                    _whole(self.max_bytes_per_shard, "max_bytes_per_shard"),
+                    whole_number(self.max_requests_per_shard, "max_requests_per_shard"),
+                    whole_number(self.max_bytes_per_shard, "max_bytes_per_shard"),
                 ),
                 options=EstimateOptions(
-                    expected_output_tokens=_optional_whole(
+                    expected_output_tokens=optional_whole_number(
                         self.expected_output_tokens, "expected_output_tokens"
                     ),
-                    max_cost_usd=_optional_number(self.max_cost_usd, "max_cost_usd"),
-                    budget_basis=_optional_text(self.budget_basis) or DEFAULT_BUDGET_BASIS,
-                    retry_errored_sync=_flag(self.retry_errored_sync, "retry_errored_sync"),
+                    max_cost_usd=optional_number(self.max_cost_usd, "max_cost_usd"),
+                    budget_basis=optional_text(self.budget_basis) or DEFAULT_BUDGET_BASIS,
+                    retry_errored_sync=flag(self.retry_errored_sync, "retry_errored_sync"),
                 ),
                 prices=load_prices(self.prices_file, self.storage_conn_id),
                 count_tokens=self._token_counter(),
-                dry_run=_flag(self.dry_run, "dry_run"),
+                dry_run=flag(self.dry_run, "dry_run"),
                 fingerprint=fingerprint_input(
                     source,
                     template,
                     data_interval=_data_interval(context),
-                    settings={"source_format": _optional_text(self.source_format)},
+                    settings={"source_format": optional_text(self.source_format)},
                 ),
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
@@ -122,20 +286,20 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             base, pattern = split_glob(uri.strip())
             root = ObjectStoragePath(base, conn_id=self.source_conn_id)
             paths.extend(expand_glob(root, pattern) if pattern else [root])
-        return FileRecords(paths, _optional_text(self.source_format))
+        return FileRecords(paths, optional_text(self.source_format))
 
     def _template(self) -> RequestTemplate:
-        model = _optional_text(self.model)
-        mode = choose_mode(_optional_text(self.structured_output), self.output_schema, model)
+        model = optional_text(self.model)
+        mode = choose_mode(optional_text(self.structured_output), self.output_schema, model)
         if mode is not None:
             self.log.info("output_schema is asked for with structured_output=%r", mode)
         return RequestTemplate(
             custom_id_field=self.custom_id_field,
             prompt_field=self.prompt_field,
-            model=_optional_text(self.model),
-            max_tokens=_whole(self.max_tokens, "max_tokens"),
-            system=_optional_text(self.system),
-            cache_system=_optional_text(self.cache_system),
+            model=optional_text(self.model),
+            max_tokens=whole_number(self.max_tokens, "max_tokens"),
+            system=optional_text(self.system),
+            cache_system=optional_text(self.cache_system),
             render=self.render,
             additions=request_additions(mode, self.output_schema) or None,
             **self._request_headers(),
@@ -165,7 +329,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         try:
             ClaudeBatchHook(conn_id=self.conn_id).settings  # noqa: B018 (reading it is the check)
         except ConnectionConfigError as exc:
-            if not _flag(self.dry_run, "dry_run"):
+            if not flag(self.dry_run, "dry_run"):
                 raise
             self.log.warning("dry run: %s", exc)
 
@@ -183,7 +347,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return {"anthropic_version": settings.anthropic_version, "betas": tuple(settings.betas)}
 
     def _check_model(self, template: RequestTemplate) -> None:
-        if template.model is None or not _flag(self.check_model, "check_model") or not self.conn_id:
+        if template.model is None or not flag(self.check_model, "check_model") or not self.conn_id:
             return
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
@@ -224,47 +388,3 @@ def _data_interval(context: Any) -> tuple[str, str] | None:
     if start is None or end is None:
         return None
     return start.isoformat(), end.isoformat()
-
-
-# Templated fields arrive as text when a user templates them ("{{ params.budget }}"): read them back.
-
-
-def _optional_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text in ("", "None") else text
-
-
-def _whole(value: Any, name: str) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    return value
-
-
-def _optional_whole(value: Any, name: str) -> int | None:
-    return None if _optional_text(value) is None else _whole(value, name)
-
-
-def _optional_number(value: Any, name: str) -> float | None:
-    if _optional_text(value) is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise InputError(f"{name} must be a number, got {value!r}") from None
-    return value
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", "", "none"):
-        return False
-    raise InputError(f"{name} must be true or false, got {value!r}")

@@ -7,15 +7,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_claude_batch import DEFAULT_CONN_ID, settings
+from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.money.pricing import PriceTable
-from airflow_claude_batch.core.results.answer_parsing import OutputValidator
-from airflow_claude_batch.core.results.fanout import fan_out_shard
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.results import OutputValidator, fan_out_shard
+from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
+from airflow_claude_batch.operators.task_inputs import load_prices
 
 
 class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
@@ -133,16 +131,3 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
             tokens=summary.tokens.to_dict(),
             cost_usd=round(summary.cost_usd, 6),
         ).to_dict()
-
-
-def load_prices(prices_file: str | None, storage_conn_id: str | None) -> PriceTable:
-    """Load the price table: shipped prices, overlaid with ``prices_file`` (a local path or a URI), or
-    else with ``[claude_batch] prices_file`` / ``CLAUDE_BATCH_PRICES_FILE``."""
-    text = None if prices_file is None else str(prices_file).strip()
-    if not text or text == "None":
-        text = settings.prices_file()
-    if not text:
-        return PriceTable.load()
-    if "://" in text:
-        return PriceTable.load(ObjectStoragePath(text, conn_id=storage_conn_id))
-    return PriceTable.load(text)

@@ -9,20 +9,16 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
-from airflow_claude_batch.core.build.input_change import read_answered_earlier
-from airflow_claude_batch.core.money.cost_history import pipeline_history
-from airflow_claude_batch.core.report.ledger import accounting_failure, is_dry_run, write_ledger
-from airflow_claude_batch.core.report.report_page import write_report
-from airflow_claude_batch.core.results.failure_threshold import FailureThreshold
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.storage import read_json, readable_uri, write_json
+from airflow_claude_batch.core.build import read_answered_earlier
+from airflow_claude_batch.core.money import pipeline_history
+from airflow_claude_batch.core.report import accounting_failure, is_dry_run, write_ledger, write_report
+from airflow_claude_batch.core.results import FailureThreshold
+from airflow_claude_batch.core.run import RunFolder, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.links import ClaudeBatchReportLink
-from airflow_claude_batch.operators.build import _flag
-from airflow_claude_batch.operators.fanout import load_prices
-from airflow_claude_batch.operators.flat_output import write_owned_output
-from airflow_claude_batch.operators.run_folder import pipeline_id_of, run_folder_for
+from airflow_claude_batch.operators.owned_output import write_owned_output
+from airflow_claude_batch.operators.task_inputs import flag, load_prices, pipeline_id_of, run_folder_for
 
 
 class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
@@ -139,8 +135,8 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
                     output,
                     pipeline_id=pipeline_id,
                     max_rounds=max_rounds,
-                    custom_input=_flag(self.custom_input, "custom_input"),
-                    replace_output=_flag(self.replace_output, "replace_output"),
+                    custom_input=flag(self.custom_input, "custom_input"),
+                    replace_output=flag(self.replace_output, "replace_output"),
                 )
                 extra["output"] = str(written)
             ti = context["ti"]

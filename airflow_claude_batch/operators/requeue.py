@@ -9,23 +9,21 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api.limits import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
-from airflow_claude_batch.core.report.round_budget import round_budget
-from airflow_claude_batch.core.requests.sharding import ShardLimits
-from airflow_claude_batch.core.requeue.requeue import requeue_round
-from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
-from airflow_claude_batch.core.requeue.sync_retry import (
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.report import round_budget
+from airflow_claude_batch.core.requests import ShardLimits
+from airflow_claude_batch.core.requeue import (
     DEFAULT_SYNC_CONCURRENCY,
+    RequeueRule,
     SendMessage,
     SyncRequestError,
     SyncRetry,
+    requeue_round,
 )
-from airflow_claude_batch.core.results.answer_parsing import OutputValidator
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.shards import ShardDescriptor
+from airflow_claude_batch.core.results import OutputValidator
+from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
-from airflow_claude_batch.operators.build import _flag
-from airflow_claude_batch.operators.fanout import load_prices
+from airflow_claude_batch.operators.task_inputs import flag, load_prices
 
 if TYPE_CHECKING:
     import anthropic
@@ -143,7 +141,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
                 shards,
                 rule=RequeueRule(self.requeue_canceled, self.requeue_user_canceled),
                 limits=limits,
-                sync=self._sync_retry() if _flag(self.retry_errored_sync, "retry_errored_sync") else None,
+                sync=self._sync_retry() if flag(self.retry_errored_sync, "retry_errored_sync") else None,
                 budget=round_budget(folder, round_index, load_prices(self.prices_file, self.storage_conn_id)),
             )
         except BeforeSubmitError as exc:

@@ -12,37 +12,30 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException, conf
-from airflow_claude_batch.core.run.cancel_record import is_canceled
-from airflow_claude_batch.core.run.claims import ClaimsIndex
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.shards import ShardDescriptor
-from airflow_claude_batch.core.submit.pacing import (
+from airflow_claude_batch.core.run import ClaimsIndex, RunFolder, ShardDescriptor, is_canceled
+from airflow_claude_batch.core.submit import (
     DEFAULT_PACING_TIMEOUT,
-    PACED_STATUSES,
-    CreateThrottled,
-    ShardLine,
-)
-from airflow_claude_batch.core.submit.state import (
-    FAILED,
-    ShardStateFile,
-    fingerprint_shard,
-    format_utc,
-    parse_utc,
-    read_state,
-    utc_now,
-)
-from airflow_claude_batch.core.submit.submission import submit_shard
-from airflow_claude_batch.core.submit.submit_inputs import (
     DEFAULT_RECHECK,
     DEFAULT_SETTLE_MARGIN,
+    FAILED,
+    PACED_STATUSES,
     CreateOutcomeUnknown,
     CreateRefused,
+    CreateThrottled,
+    ShardLine,
+    ShardStateFile,
     ShardToSubmit,
     SubmitResult,
     SubmitTiming,
     SubmitWait,
+    fingerprint_shard,
+    format_utc,
+    parse_utc,
+    read_state,
+    submit_shard,
+    utc_now,
 )
-from airflow_claude_batch.core.wait.polling import parse_retry_after
+from airflow_claude_batch.core.wait import parse_retry_after
 from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.settings import allow_unconditional_writes

@@ -31,27 +31,26 @@ from airflow_claude_batch.compat import (
     AirflowSkipException,
     conf,
 )
-from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
-from airflow_claude_batch.core.wait.poll_messages import (
+from airflow_claude_batch.core.wait import (
+    CANCELING,
+    DEFAULT_DEADLINE_MARGIN_S,
+    ENDED,
+    ErrorKind,
+    PollAction,
+    PollDecision,
+    PollError,
+    PollPolicy,
     ProgressLog,
     deadline_message,
+    decide_on_batch,
+    decide_on_error,
+    default_end_time,
     describe_progress,
     failure_message,
     format_duration,
     marker_note,
     progress_line,
     request_counts,
-)
-from airflow_claude_batch.core.wait.polling import (
-    CANCELING,
-    DEFAULT_DEADLINE_MARGIN_S,
-    ENDED,
-    PollAction,
-    PollDecision,
-    PollPolicy,
-    decide_on_batch,
-    decide_on_error,
-    default_end_time,
 )
 from airflow_claude_batch.exceptions import (
     AfterSubmitError,

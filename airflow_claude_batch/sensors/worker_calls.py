@@ -9,18 +9,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_claude_batch.core.wait.poll_errors import (
-    ErrorKind,
-    PollError,
-    parse_batch,
-    poll_error_from_exception,
-)
-from airflow_claude_batch.triggers.cancel_retries import (
+from airflow_claude_batch.core.wait import ErrorKind, PollError, parse_batch, poll_error_from_exception
+from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S
+from airflow_claude_batch.triggers.deadline_cancel import (
     CANCEL_REQUEST_TIMEOUT_S,
     cancel_retrying,
     why_not_cancelled,
 )
-from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S
 
 if TYPE_CHECKING:
     import anthropic

@@ -22,35 +22,33 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_claude_batch import DEFAULT_CONN_ID
-from airflow_claude_batch.core.wait.poll_errors import PollError
-from airflow_claude_batch.core.wait.poll_messages import (
-    ProgressLog,
-    deadline_message,
-    describe_progress,
-    failure_message,
-    format_duration,
-    progress_line,
-    request_counts,
-)
-from airflow_claude_batch.core.wait.polling import (
+from airflow_claude_batch.core.wait import (
     CANCELING,
     DEFAULT_DEADLINE_MARGIN_S,
     DEFAULT_POLL_INTERVAL_S,
     PollAction,
     PollDecision,
+    PollError,
     PollPolicy,
+    ProgressLog,
+    deadline_message,
     decide_on_batch,
     decide_on_error,
     default_end_time,
+    describe_progress,
+    failure_message,
     first_poll_delay,
+    format_duration,
+    progress_line,
+    request_counts,
 )
-from airflow_claude_batch.triggers.cancel_retries import (
+from airflow_claude_batch.triggers.async_clients import ConnectionUnusable, shared_clients
+from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S, poller_for
+from airflow_claude_batch.triggers.deadline_cancel import (
     CANCEL_REQUEST_TIMEOUT_S,
     async_cancel_retrying,
     why_not_cancelled,
 )
-from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
-from airflow_claude_batch.triggers.coalesced_poller import POLL_REQUEST_TIMEOUT_S, poller_for
 
 
 class ClaudeBatchTrigger(BaseTrigger):

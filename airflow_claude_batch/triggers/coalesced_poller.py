@@ -26,22 +26,20 @@ from itertools import count
 from typing import Any
 
 from airflow_claude_batch import settings
-from airflow_claude_batch.core.wait.coalesced_polling import (
+from airflow_claude_batch.core.wait import (
     LIST_PAGE_LIMIT,
+    ErrorKind,
     ListPage,
     PollBudget,
+    PollError,
     keep_paging,
     next_cycle_at,
-    parse_list_page,
-)
-from airflow_claude_batch.core.wait.poll_errors import (
-    ErrorKind,
-    PollError,
     parse_batch,
+    parse_list_page,
+    parse_timestamp,
     poll_error_from_exception,
 )
-from airflow_claude_batch.core.wait.polling import parse_timestamp
-from airflow_claude_batch.triggers.clients import ConnectionUnusable, shared_clients
+from airflow_claude_batch.triggers.async_clients import ConnectionUnusable, shared_clients
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from airflow.sdk import DAG
 
 from airflow_claude_batch.core.api.limits import BODY_PREFIX, BODY_SUFFIX
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
-from airflow_claude_batch.operators.build_options import BuildOptions
-from airflow_claude_batch.operators.options import specs, templated
+from tests.build_parameters import build_parameters
 
 pytestmark = pytest.mark.airflow
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -64,7 +63,7 @@ def test_the_operator_is_cheap_to_parse_and_templated() -> None:
 
 
 def test_every_templated_option_renders_and_the_others_are_kept_as_given() -> None:
-    names = templated(BuildOptions)
+    names = tuple(ClaudeBatchBuildOperator.template_fields)
     schema = {"type": "object"}
 
     def render(record: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +83,7 @@ def test_every_templated_option_renders_and_the_others_are_kept_as_given() -> No
         name: f"{name.upper()}/2026-11-02" for name in names
     }
     not_rendered = {"render", "output_schema", "pipeline_id", "later_templates"}
-    assert set(names) == {spec.name for spec in specs(BuildOptions)} - not_rendered
+    assert set(names) == {spec.name for spec in build_parameters()} - not_rendered
     assert (operator.render, operator.output_schema, operator.pipeline_id) == (render, schema, "{{ ds }}")
     assert operator.later_templates == {"output_uri": "{{ ds }}"}, "rendered by the build when it runs"
 

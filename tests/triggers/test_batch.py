@@ -16,8 +16,8 @@ from airflow.triggers.base import TriggerEvent
 from structlog.testing import capture_logs
 
 from airflow_claude_batch.core.wait.poll_messages import ProgressLog
+from airflow_claude_batch.triggers import async_clients as clients_module
 from airflow_claude_batch.triggers import batch as trigger_module
-from airflow_claude_batch.triggers import clients as clients_module
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
 from tests.triggers.emulator_batches import create_batch, wait_until_ended
 

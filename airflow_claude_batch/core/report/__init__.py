@@ -1,3 +1,11 @@
 """The run's report: the ledger that scans the run folder into ``manifest.json``, the manifest's shape,
 the page a person reads, and the budget left after a round.
 """
+
+from __future__ import annotations
+
+from airflow_claude_batch.core.report.ledger import accounting_failure, is_dry_run, write_ledger
+from airflow_claude_batch.core.report.report_page import write_report
+from airflow_claude_batch.core.report.round_budget import round_budget
+
+__all__ = ["accounting_failure", "is_dry_run", "round_budget", "write_ledger", "write_report"]

@@ -1,3 +1,79 @@
 """Waiting for a batch: when to poll again, one list call for many batches, why a poll failed, and the
 progress lines a person reads.
 """
+
+from __future__ import annotations
+
+from airflow_claude_batch.core.wait.coalesced_polling import (
+    LIST_PAGE_LIMIT,
+    ListPage,
+    PollBudget,
+    keep_paging,
+    next_cycle_at,
+    parse_list_page,
+)
+from airflow_claude_batch.core.wait.poll_errors import (
+    ErrorKind,
+    PollError,
+    parse_batch,
+    poll_error_from_exception,
+)
+from airflow_claude_batch.core.wait.poll_messages import (
+    ProgressLog,
+    deadline_message,
+    describe_progress,
+    failure_message,
+    format_duration,
+    marker_note,
+    progress_line,
+    request_counts,
+)
+from airflow_claude_batch.core.wait.polling import (
+    CANCELING,
+    DEFAULT_DEADLINE_MARGIN_S,
+    DEFAULT_POLL_INTERVAL_S,
+    ENDED,
+    PollAction,
+    PollDecision,
+    PollPolicy,
+    decide_on_batch,
+    decide_on_error,
+    default_end_time,
+    first_poll_delay,
+    parse_retry_after,
+    parse_timestamp,
+)
+
+__all__ = [
+    "CANCELING",
+    "DEFAULT_DEADLINE_MARGIN_S",
+    "DEFAULT_POLL_INTERVAL_S",
+    "ENDED",
+    "LIST_PAGE_LIMIT",
+    "ErrorKind",
+    "ListPage",
+    "PollAction",
+    "PollBudget",
+    "PollDecision",
+    "PollError",
+    "PollPolicy",
+    "ProgressLog",
+    "deadline_message",
+    "decide_on_batch",
+    "decide_on_error",
+    "default_end_time",
+    "describe_progress",
+    "failure_message",
+    "first_poll_delay",
+    "format_duration",
+    "keep_paging",
+    "marker_note",
+    "next_cycle_at",
+    "parse_batch",
+    "parse_list_page",
+    "parse_retry_after",
+    "parse_timestamp",
+    "poll_error_from_exception",
+    "progress_line",
+    "request_counts",
+]

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow_claude_batch.core.build.input_change import earlier_answers, read_answered_earlier
-from airflow_claude_batch.core.build.input_fingerprint import read_fingerprint
-from airflow_claude_batch.core.results.flat_output import iter_succeeded_rows, write_flat_output
-from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.output_owner import OutputClaim, claim_output, place_output
-from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.build import earlier_answers, read_answered_earlier, read_fingerprint
+from airflow_claude_batch.core.results import iter_succeeded_rows, write_flat_output
+from airflow_claude_batch.core.run import OutputClaim, RunFolder, StoragePath, claim_output, place_output
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow_claude_batch.compat import AirflowNotFoundException
-from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
+from airflow_claude_batch.core.wait import ErrorKind, PollError
 
 if TYPE_CHECKING:
     import anthropic

@@ -14,7 +14,7 @@ import time
 
 import tenacity
 
-from airflow_claude_batch.core.wait.poll_errors import poll_error_from_exception
+from airflow_claude_batch.core.wait import poll_error_from_exception
 
 CANCEL_REQUEST_TIMEOUT_S = 8.0  # three attempts stay well under a minute
 CANCEL_ATTEMPTS = 3

@@ -1,4 +1,4 @@
-"""The deadline cancel's retries (``triggers/cancel_retries.py``): what is tried again, after how long,
+"""The deadline cancel's retries (``triggers/deadline_cancel.py``): what is tried again, after how long,
 how often, and the sentence for a cancel that did not work. The loops run for real, with their sleep
 recorded instead of slept; the cancel against the emulator is covered by the sensor and trigger tests."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from airflow_claude_batch.triggers.cancel_retries import (
+from airflow_claude_batch.triggers.deadline_cancel import (
     CANCEL_ATTEMPTS,
     CANCEL_MAX_PAUSE_S,
     async_cancel_retrying,
