@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.core.money.tokens import TokenTotals
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.storage import StoragePath, read_json
 
 log = logging.getLogger(__name__)
 
 #: Earlier runs the estimate learns from and the report lists.
 DEFAULT_HISTORY_RUNS = 5
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,9 @@ def pipeline_history(
 
 
 def _pipeline_manifest(run_folder: StoragePath, group_id: str | None) -> Mapping[str, Any] | None:
-    candidates = [run_folder / group_id / MANIFEST_FILE] if group_id else []
-    candidates.append(run_folder / MANIFEST_FILE)
+    # a run folder per pipeline (``{run}/{group_id}/``); runs from before pipelines had their own
+    candidates = [RunFolder(run_folder / group_id).manifest] if group_id else []
+    candidates.append(RunFolder(run_folder).manifest)
     for path in candidates:
         try:
             manifest = read_json(path)

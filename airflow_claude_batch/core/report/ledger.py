@@ -32,8 +32,8 @@ from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
 from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
 from airflow_claude_batch.core.run.cancel_record import read_cancel
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES
-from airflow_claude_batch.core.run.round_files import read_shard_list, shard_list_path
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import atomic_writer, iter_jsonl, read_json, write_json
 
 
@@ -99,7 +99,7 @@ def is_dry_run(folder: RunFolder) -> bool:
 def _no_shards_reason(folder: RunFolder) -> str:
     if is_dry_run(folder):
         return "a dry run: the records were validated and estimated, and nothing was submitted"
-    return f"{shard_list_path(folder, 0)} does not exist: the build did not finish, nothing was submitted"
+    return f"{folder.shard_list(0)} does not exist: the build did not finish, nothing was submitted"
 
 
 def _rejected_records(folder: RunFolder) -> int:

@@ -28,8 +28,7 @@ from airflow_claude_batch.core.requeue.requeue_rule import (
     pending_row,
 )
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import BILLED_OUTCOMES, LATER_OUTCOMES, ROW_OUTCOMES
-from airflow_claude_batch.core.run.round_files import budget_held_path, sync_retry_path
+from airflow_claude_batch.core.run.outcomes import BILLED_OUTCOMES, LATER_OUTCOMES, ROW_OUTCOMES
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, iter_jsonl, read_json
 from airflow_claude_batch.core.submit.state import read_state
@@ -191,7 +190,7 @@ class RunScanner:
         scan.held += 1
 
     def _sync_retries(self, scan: RoundScan, shard_index: int) -> None:
-        path = sync_retry_path(self.folder, scan.round, shard_index)
+        path = self.folder.shard_sync_retry(scan.round, shard_index)
         if not path.exists():
             return
         for row in iter_jsonl(path):
@@ -208,7 +207,7 @@ class RunScanner:
                 scan.held += 1
 
     def _budget_held(self, scan: RoundScan) -> None:
-        scan.held += self._emit_file(budget_held_path(self.folder, scan.round), "pending")
+        scan.held += self._emit_file(self.folder.budget_held(scan.round), "pending")
 
     def _round_dead_letters(self, scan: RoundScan) -> None:
         scan.dead_lettered += self._emit_file(self.folder.round_dead_letter(scan.round), "dead_letter")

@@ -40,11 +40,7 @@ from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
 from airflow_claude_batch.core.run.cancel_record import is_canceled
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.round_files import (
-    budget_held_path,
     copy_rows,
-    requeue_record_path,
-    shard_list_path,
-    sync_retry_path,
 )
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl, write_json
@@ -139,7 +135,7 @@ class _RoundRequeue:
             if self.sync is not None and any(mode == "sync" for mode, _ in selected.values()):
                 done = self._earlier_sync_rows(shard.index)
                 sync_out = stack.enter_context(
-                    atomic_writer(sync_retry_path(self.folder, self.round_index, shard.index))
+                    atomic_writer(self.folder.shard_sync_retry(self.round_index, shard.index))
                 )
             to_send: list[tuple[str, bytes]] = []
             for custom_id, line in iter_request_lines(requests_path):
@@ -175,7 +171,7 @@ class _RoundRequeue:
 
     def _earlier_sync_rows(self, shard_index: int) -> dict[str, dict[str, Any]]:
         # A requeue that died after paying for synchronous calls left their rows: reuse, never re-pay.
-        path = sync_retry_path(self.folder, self.round_index, shard_index)
+        path = self.folder.shard_sync_retry(self.round_index, shard_index)
         return {row["custom_id"]: row for row in iter_jsonl(path)} if path.exists() else {}
 
     def _requeue(self, custom_id: str, line: bytes, location: str, outcome: str) -> None:
@@ -310,21 +306,21 @@ def requeue_round(
     earlier_next = list(existing.next_shards) if existing is not None else []
     with (
         atomic_writer(folder.round_dead_letter(round_index)) as dead_letter_out,
-        atomic_writer(budget_held_path(folder, round_index)) as held_out,
+        atomic_writer(folder.budget_held(round_index)) as held_out,
         ShardWriter(folder, next_round, limits, first_index=len(earlier_next)) as writer,
     ):
         if existing is not None:  # the rows the earlier requeue wrote, as many as it counted
             copy_rows(folder.round_dead_letter(round_index), existing.dead_lettered, dead_letter_out)
-            copy_rows(budget_held_path(folder, round_index), existing.budget_held, held_out)
+            copy_rows(folder.budget_held(round_index), existing.budget_held, held_out)
         work = _RoundRequeue(
             folder, round_index, rule, dead_letter_out, writer.add_line, sync, allowance, held_out
         )
         for shard in sorted(todo, key=lambda s: s.index):
             work.shard(shard, folder.shard_requests(round_index, shard.index))
     next_shards = [*earlier_next, *(w.descriptor(run_uri, next_round).to_dict() for w in writer.shards)]
-    write_json(shard_list_path(folder, next_round), next_shards)
+    write_json(folder.shard_list(next_round), next_shards)
     record = _record(existing, round_index, work.tally, rule, sync is not None, todo, next_shards)
-    write_json(requeue_record_path(folder, round_index), record.to_dict())
+    write_json(folder.requeue_record(round_index), record.to_dict())
     tally = work.tally
     log.info(
         "round %d: %d requests requeued into %d shards, %d dead-lettered, %d held as pending, %d answered "
