@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow_claude_batch.core.money.tokens import TokenTotals
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import BILLED_OUTCOMES
 from airflow_claude_batch.core.run.storage import StoragePath, read_json
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class RunCost:
         """Read a manifest; ``None`` when it answered nothing (a dry run, a run that failed early)."""
         try:
             dispositions = manifest.get("dispositions") or {}
-            billed = ("succeeded", "invalid_output", "refused")  # every billed answer (refusals too)
+            billed = BILLED_OUTCOMES  # every billed answer (refusals too)
             answered = sum(int(dispositions.get(name, 0)) for name in billed)
             sync = sum(
                 int((r.get("sync_retry") or {}).get(name, 0))

@@ -29,8 +29,6 @@ from airflow_claude_batch.core.requeue.requeue_record import (
     read_requeue_record,
 )
 from airflow_claude_batch.core.requeue.requeue_rule import (
-    CANCELED,
-    UNFINISHED_OUTCOMES,
     Decision,
     RequeueRule,
     dead_letter_row,
@@ -39,6 +37,7 @@ from airflow_claude_batch.core.requeue.requeue_rule import (
 from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
 from airflow_claude_batch.core.run.cancel_record import is_canceled
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import UNFINISHED_OUTCOMES, Outcome, PendingReason
 from airflow_claude_batch.core.run.round_files import (
     copy_rows,
 )
@@ -165,7 +164,7 @@ class _RoundRequeue:
             elif verdict.decision is Decision.HOLD:
                 self.tally.held += 1
             else:
-                use_sync = self.sync is not None and outcome == "errored"
+                use_sync = self.sync is not None and outcome == Outcome.ERRORED
                 selected[row["custom_id"]] = ("sync" if use_sync else "requeue", outcome)
         return selected
 
@@ -199,13 +198,13 @@ class _RoundRequeue:
                 rows[custom_id] = earlier
                 continue
             if canceled_now:
-                self._hold_for_budget(custom_id, "errored", CANCELED)
+                self._hold_for_budget(custom_id, Outcome.ERRORED, PendingReason.CANCELED)
                 continue
             if allowance is not None:
                 cost = allowance.budget.per_sync_request_usd
                 if cost > allowance.sync_left:
                     self._hold_for_budget(
-                        custom_id, "errored", allowance.budget.reason("a synchronous retry", cost)
+                        custom_id, Outcome.ERRORED, allowance.budget.reason("a synchronous retry", cost)
                     )
                     continue
                 allowance.sync_left -= cost
@@ -215,7 +214,9 @@ class _RoundRequeue:
             if allowance is not None:
                 # the reservation becomes the answer's real cost (an unknown outcome: its upper cost)
                 allowance.sync_left += allowance.budget.per_sync_request_usd
-                spent = row.get("cost_usd") if row["outcome"] != "unknown" else row.get("cost_usd_upper")
+                spent = (
+                    row.get("cost_usd") if row["outcome"] != Outcome.UNKNOWN else row.get("cost_usd_upper")
+                )
                 allowance.sync_left -= max(float(spent or 0.0), 0.0)
         carried = load_passthrough(self.folder, rows) if rows else None
         for custom_id, line in requests:
@@ -224,21 +225,21 @@ class _RoundRequeue:
                 continue  # held by the budget
             row = dict(with_passthrough(row, carried))
             sync_out.write(orjson.dumps(row) + b"\n")
-            if row["outcome"] == "succeeded":
+            if row["outcome"] == Outcome.SUCCEEDED:
                 self.tally.sync_succeeded += 1
-            elif row["outcome"] == "invalid_output":
+            elif row["outcome"] == Outcome.INVALID_OUTPUT:
                 self.tally.sync_invalid_output += 1
-            elif row["outcome"] == "unknown":
+            elif row["outcome"] == Outcome.UNKNOWN:
                 # possibly answered and billed: pending (sync_outcome_unknown), never sent again
                 self.tally.sync_unknown += 1
-            elif row["outcome"] == "refused":
+            elif row["outcome"] == Outcome.REFUSED:
                 pass  # final, like an answer: the ledger counts it as refused, never requeued
             elif row.get("retryable"):
-                if row["outcome"] == "fell_back":
+                if row["outcome"] == Outcome.FELL_BACK:
                     self.tally.sync_fell_back += 1
-                self._requeue(custom_id, line, f"synchronous retry of {custom_id}", "errored")
+                self._requeue(custom_id, line, f"synchronous retry of {custom_id}", Outcome.ERRORED)
             else:
-                reason = self.rule.decide("errored", row).reason
+                reason = self.rule.decide(Outcome.ERRORED, row).reason
                 self.dead_letter(row, f"on the synchronous retry, {reason}")
 
 

@@ -38,7 +38,7 @@ from airflow_claude_batch.core.results.reconciliation import Reconciler
 from airflow_claude_batch.core.results.result_rows import TOKEN_KINDS, RoutedRow, route_line
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.outcome_files import OutcomeFiles, shard_outcome_paths
-from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES, Outcome
 from airflow_claude_batch.core.run.storage import StoragePath, write_json
 from airflow_claude_batch.exceptions import ReconciliationError, ResultsStreamInterrupted
 
@@ -180,7 +180,7 @@ def fan_out_shard(
                     row = with_passthrough(routed.row, carried)
                     files.write(routed.outcome, row)
                     accounts.add(routed)
-                    if sink is not None and routed.outcome == "succeeded":
+                    if sink is not None and routed.outcome == Outcome.SUCCEEDED:
                         sink(dict(row))
                 break
             except ResultsStreamInterrupted:

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES, Disposition
 from airflow_claude_batch.core.run.storage import StoragePath
 from airflow_claude_batch.core.run.url_secrets import masked_url, url_secrets
 from airflow_claude_batch.exceptions import InputError, StorageError
@@ -137,8 +137,8 @@ class RunFolder:
             "manifest": cls.MANIFEST,
             "report": cls.REPORT,
             "dead_letter": cls.DEAD_LETTER,
-            "pending": cls.PENDING,
-            "rejected": cls.REJECTED,
+            Disposition.PENDING.value: cls.PENDING,
+            Disposition.REJECTED.value: cls.REJECTED,
         }
 
     @staticmethod
