@@ -107,7 +107,6 @@ def test_list_cancels_nothing_and_an_unknown_run_has_nothing_to_cancel(
 
 def shard_of(storage: str, run_id: str, index: int, requests: int) -> dict[str, Any]:
     """Write shard ``index`` of round 0 of pipeline ``p`` (and the round's shard list); return it."""
-    from airflow_claude_batch.core.run.round_files import shard_list_path
 
     folder = RunFolder.for_run(ObjectStoragePath(storage), DAG_ID, run_id, "p")
     lines = [
@@ -134,7 +133,7 @@ def shard_of(storage: str, run_id: str, index: int, requests: int) -> dict[str, 
         request_count=requests,
         body_bytes=batch_body_size(sum(map(len, lines)), requests),
     ).to_dict()
-    listed = shard_list_path(folder, 0)
+    listed = folder.shard_list(0)
     earlier = orjson.loads(listed.read_bytes()) if listed.exists() else []
     listed.write_bytes(orjson.dumps([*earlier, shard]))
     return shard

@@ -41,6 +41,7 @@ from airflow_claude_batch.core.wait import (
     PollError,
     PollPolicy,
     ProgressLog,
+    canceled_message,
     deadline_message,
     decide_on_batch,
     decide_on_error,
@@ -345,12 +346,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def _result(self, batch_or_event: Mapping[str, Any]) -> dict[str, Any]:
         counts = request_counts(batch_or_event)
         if batch_or_event.get("cancel_initiated_at"):
-            self.log.warning(
-                "Batch %s was canceled before it ended: %d requests canceled, %d expired.",
-                self.batch_id,
-                counts["canceled"],
-                counts["expired"],
-            )
+            self.log.warning(canceled_message(self.batch_id, counts))
         if self.shard is None:
             return {"batch_id": self.batch_id, "processing_status": ENDED, "request_counts": counts}
         expected = self.shard.get("request_count")

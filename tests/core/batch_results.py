@@ -12,7 +12,6 @@ from airflow_claude_batch.core.money.pricing import PriceTable
 from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.results.fanout import fan_out_shard
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import shard_list_path
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import atomic_writer, write_json
 
@@ -44,7 +43,7 @@ def write_shard(folder: RunFolder, round_index: int, shard_index: int, ids: Iter
 
 
 def write_shard_list(folder: RunFolder, round_index: int, shards: list[ShardDescriptor]) -> None:
-    write_json(shard_list_path(folder, round_index), [s.to_dict() for s in shards])
+    write_json(folder.shard_list(round_index), [s.to_dict() for s in shards])
 
 
 def usage(

@@ -19,7 +19,6 @@ from airflow_claude_batch.core.report.report_page import render_report
 from airflow_claude_batch.core.results.fanout import fan_out_shard
 from airflow_claude_batch.core.results.flat_output import iter_succeeded_rows
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import shard_list_path
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import atomic_writer, iter_jsonl, write_json
 from airflow_claude_batch.emulator.answers.replies import REFUSAL_TEXT, TRIGGERED_STOP_REASONS
@@ -79,7 +78,7 @@ def _shard(folder: RunFolder, requests: dict[str, str]) -> ShardDescriptor:
         request_count=len(lines),
         body_bytes=sum(len(line) for line in lines),
     )
-    write_json(shard_list_path(folder, 0), [shard.to_dict()])
+    write_json(folder.shard_list(0), [shard.to_dict()])
     write_json(folder.estimate, {"records": len(lines)})
     return shard
 

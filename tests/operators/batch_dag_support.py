@@ -13,7 +13,6 @@ import orjson
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import shard_list_path
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import atomic_writer, write_json
 from airflow_claude_batch.core.submit.state import SubmitState, format_utc, utc_now, write_state
@@ -52,7 +51,7 @@ def write_round_0(storage: str, context: Any, records: int) -> list[dict[str, An
         request_count=records,
         body_bytes=len(b'{"requests":[]}') + sum(len(line) - 1 for line in lines) + records - 1,
     )
-    write_json(shard_list_path(folder, 0), [shard.to_dict()])
+    write_json(folder.shard_list(0), [shard.to_dict()])
     write_json(folder.estimate, {"records": records, "estimated_cost_usd_upper": 0.01})
     return [shard.to_dict()]
 

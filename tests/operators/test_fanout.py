@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
 from airflow_claude_batch.operators.fanout import ClaudeBatchFanoutOperator
 
 RECORDS = 12

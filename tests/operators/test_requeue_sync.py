@@ -87,7 +87,6 @@ def test_retryable_errors_are_requeued_not_dead_lettered_when_the_endpoint_is_mi
     from airflow_claude_batch.core.requeue.requeue import requeue_round
     from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
     from airflow_claude_batch.core.run.layout import RunFolder
-    from airflow_claude_batch.core.run.round_files import sync_retry_path
     from tests.core.batch_results import errored, expired, fanned_out_shard, read_rows
 
     folder = RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
@@ -97,7 +96,7 @@ def test_retryable_errors_are_requeued_not_dead_lettered_when_the_endpoint_is_mi
     record = requeue_round(folder, 0, [shard], sync=sync)
     client.close()
     assert (record.requeued, record.dead_lettered, record.sync_fell_back) == (3, 0, 2)
-    rows = read_rows(sync_retry_path(folder, 0, 0))
+    rows = read_rows(folder.shard_sync_retry(0, 0))
     assert [(row["outcome"], row["sent"]) for row in rows] == [("fell_back", True), ("fell_back", False)]
     assert all(row["cost_usd"] == 0.0 for row in rows)
 

@@ -47,7 +47,6 @@ from airflow_claude_batch.core.requests.request_stream import iter_requests
 from airflow_claude_batch.core.requests.sharding import ShardLimits, ShardWriter, WrittenShard
 from airflow_claude_batch.core.requests.sources import RecordSource
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import shard_list_path
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import atomic_writer, read_json, write_json
 
@@ -114,7 +113,7 @@ def build_run(
     limits = limits or ShardLimits()
     options = options or EstimateOptions()
     prices = prices or PriceTable.load()
-    existing = read_json(shard_list_path(folder, FIRST_ROUND))
+    existing = read_json(folder.shard_list(FIRST_ROUND))
     built: list[ShardDescriptor] = []
     known: KnownIds | None = None
     if existing is not None:
@@ -154,7 +153,7 @@ def build_run(
         descriptors = _descriptors(folder, shards, estimate)
         if not dry_run:
             all_shards = (*built, *descriptors)
-            write_json(shard_list_path(folder, FIRST_ROUND), [shard.to_dict() for shard in all_shards])
+            write_json(folder.shard_list(FIRST_ROUND), [shard.to_dict() for shard in all_shards])
             if known is not None:
                 write_answered_earlier(folder, left_out.answered, known.runs)
             if fingerprint is not None:

@@ -26,7 +26,7 @@ import orjson
 from airflow_claude_batch.core.build.input_fingerprint import InputFingerprint, read_fingerprint
 from airflow_claude_batch.core.results.flat_output import iter_succeeded_rows
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import SYNC_RETRY_FILE
+from airflow_claude_batch.core.run.outcomes import Outcome
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, iter_jsonl, read_json, readable_uri, write_json
 from airflow_claude_batch.core.submit.state import FAILED, read_state
@@ -164,16 +164,12 @@ def known_ids(folder: RunFolder, shards: list[ShardDescriptor], now: InputFinger
 
 def write_answered_earlier(folder: RunFolder, count: int, runs: list[str]) -> None:
     """Record, for the manifest, how many input records earlier runs of the interval had answered."""
-    write_json(answered_earlier_path(folder), {"records": count, "runs": runs})
+    write_json(folder.answered_earlier, {"records": count, "runs": runs})
 
 
 def read_answered_earlier(folder: RunFolder) -> dict[str, object] | None:
-    data = read_json(answered_earlier_path(folder))
+    data = read_json(folder.answered_earlier)
     return data if isinstance(data, dict) else None
-
-
-def answered_earlier_path(folder: RunFolder) -> StoragePath:
-    return folder.root / "answered-earlier.json"
 
 
 def earlier_answers(folder: RunFolder, max_rounds: int, exclude: set[str]) -> Iterator[dict[str, object]]:
@@ -184,11 +180,10 @@ def earlier_answers(folder: RunFolder, max_rounds: int, exclude: set[str]) -> It
     """
     answered = read_answered_earlier(folder) or {}
     runs = answered.get("runs") or []
-    dag_dir = folder.root.parent.parent  # type: ignore[attr-defined]
     seen = set(exclude)
     for uri in runs if isinstance(runs, list) else []:
         run_id = str(uri).rstrip("/").split("/")[-2]
-        for row in iter_succeeded_rows(RunFolder(dag_dir / run_id / folder.root.name), max_rounds):  # type: ignore[attr-defined]
+        for row in iter_succeeded_rows(folder.sibling(run_id), max_rounds):
             custom_id = row.get("custom_id")
             if isinstance(custom_id, str) and custom_id not in seen:
                 seen.add(custom_id)
@@ -225,17 +220,10 @@ def _sibling_runs(dag_dir: StoragePath, pipeline_id: str, *, exclude: str) -> It
 def _succeeded_ids(folder: RunFolder) -> Iterator[str]:
     """The ids a run answered: its batches' ``succeeded.jsonl`` and its synchronous retries' answers
     (``sync_retry.jsonl`` rows that succeeded), so a re-sweep never sends either again."""
-    root = folder.root
-    try:
-        rounds = [entry for entry in root.iterdir() if entry.name.startswith("round-")]  # type: ignore[attr-defined]
-    except FileNotFoundError:
-        return
-    for round_dir in rounds:
-        for shard_dir in round_dir.iterdir():
-            if not shard_dir.is_dir():
-                continue
-            yield from _ids_of(shard_dir / "succeeded.jsonl", None)
-            yield from _ids_of(shard_dir / SYNC_RETRY_FILE, "succeeded")
+    for round_index in folder.round_indexes():
+        for shard_index in folder.shard_dirs(round_index):
+            yield from _ids_of(folder.shard_outcome(round_index, shard_index, Outcome.SUCCEEDED), None)
+            yield from _ids_of(folder.shard_sync_retry(round_index, shard_index), Outcome.SUCCEEDED)
 
 
 def _ids_of(path: StoragePath, outcome: str | None) -> Iterator[str]:

@@ -127,18 +127,13 @@ class InputFingerprint:
             return None
 
 
-def fingerprint_path(folder: RunFolder) -> StoragePath:
-    """``{run folder}/input.json``."""
-    return folder.root / "input.json"
-
-
 def read_fingerprint(folder: RunFolder) -> InputFingerprint | None:
     """The fingerprint the run's build recorded, or ``None`` (none recorded, or by another version)."""
-    return InputFingerprint.from_dict(read_json(fingerprint_path(folder)))
+    return InputFingerprint.from_dict(read_json(folder.input_fingerprint))
 
 
 def write_fingerprint(folder: RunFolder, fingerprint: InputFingerprint) -> None:
-    write_json(fingerprint_path(folder), fingerprint.to_dict())
+    write_json(folder.input_fingerprint, fingerprint.to_dict())
 
 
 def fingerprint_input(

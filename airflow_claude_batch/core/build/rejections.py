@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.exceptions import InputError
 
 FAIL = "fail"
@@ -138,14 +139,14 @@ class Rejections:
             raise InputError(
                 f"every record ({self.count}) was rejected, nothing is left to send: "
                 + self._listing()
-                + "; fix the records or the settings (see rejected.jsonl)"
+                + f"; fix the records or the settings (see {RunFolder.REJECTED})"
             )
         if total and self.count / total > self.policy.max_rejected_fraction:
             raise InputError(
                 f"{self.count} of {total} records were rejected ({self.count / total:.1%}), over "
                 f"max_rejected_fraction={self.policy.max_rejected_fraction:g}; nothing was sent: "
                 + self._listing()
-                + "; fix the records (see rejected.jsonl), or raise max_rejected_fraction"
+                + f"; fix the records (see {RunFolder.REJECTED}), or raise max_rejected_fraction"
             )
 
     def _error(self, *, stopped: bool) -> InputError:
@@ -160,7 +161,7 @@ class Rejections:
         )
         return InputError(
             f"{first.error} [{first.rule}]; {more}: {self._listing(skip_first=True)}; fix them, or pass "
-            "on_invalid_record='skip' to send the others and list these in rejected.jsonl",
+            f"on_invalid_record='skip' to send the others and list these in {RunFolder.REJECTED}",
             location=first.location,
         )
 

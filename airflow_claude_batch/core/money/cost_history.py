@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.core.money.tokens import TokenTotals
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import BILLED_OUTCOMES
 from airflow_claude_batch.core.run.storage import StoragePath, read_json
 
 log = logging.getLogger(__name__)
 
 #: Earlier runs the estimate learns from and the report lists.
 DEFAULT_HISTORY_RUNS = 5
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class RunCost:
         """Read a manifest; ``None`` when it answered nothing (a dry run, a run that failed early)."""
         try:
             dispositions = manifest.get("dispositions") or {}
-            billed = ("succeeded", "invalid_output", "refused")  # every billed answer (refusals too)
+            billed = BILLED_OUTCOMES  # every billed answer (refusals too)
             answered = sum(int(dispositions.get(name, 0)) for name in billed)
             sync = sum(
                 int((r.get("sync_retry") or {}).get(name, 0))
@@ -152,8 +153,9 @@ def pipeline_history(
 
 
 def _pipeline_manifest(run_folder: StoragePath, group_id: str | None) -> Mapping[str, Any] | None:
-    candidates = [run_folder / group_id / MANIFEST_FILE] if group_id else []
-    candidates.append(run_folder / MANIFEST_FILE)
+    # a run folder per pipeline (``{run}/{group_id}/``); runs from before pipelines had their own
+    candidates = [RunFolder(run_folder / group_id).manifest] if group_id else []
+    candidates.append(RunFolder(run_folder).manifest)
     for path in candidates:
         try:
             manifest = read_json(path)

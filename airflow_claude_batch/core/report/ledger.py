@@ -32,8 +32,8 @@ from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
 from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
 from airflow_claude_batch.core.run.cancel_record import read_cancel
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES
-from airflow_claude_batch.core.run.round_files import read_shard_list, shard_list_path
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES, Disposition
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import atomic_writer, iter_jsonl, read_json, write_json
 
 
@@ -80,7 +80,7 @@ def scan_run(
     manifest = _build_manifest(folder, prices, max_rounds, scans, scanner.notes, scanner.warnings)
     if cancel is not None:
         manifest = dataclasses.replace(manifest, canceled=cancel.canceled_at)
-    return manifest, {**emitter.samples, "rejected": _rejected_sample(folder)}
+    return manifest, {**emitter.samples, Disposition.REJECTED.value: _rejected_sample(folder)}
 
 
 def _rejected_sample(folder: RunFolder) -> list[dict[str, Any]]:
@@ -99,7 +99,7 @@ def is_dry_run(folder: RunFolder) -> bool:
 def _no_shards_reason(folder: RunFolder) -> str:
     if is_dry_run(folder):
         return "a dry run: the records were validated and estimated, and nothing was submitted"
-    return f"{shard_list_path(folder, 0)} does not exist: the build did not finish, nothing was submitted"
+    return f"{folder.shard_list(0)} does not exist: the build did not finish, nothing was submitted"
 
 
 def _rejected_records(folder: RunFolder) -> int:
@@ -139,12 +139,13 @@ def _build_manifest(
     sync_tokens = ModelTotals.combined(prices, *(scan.sync_tokens for scan in scans))
     all_tokens = ModelTotals.combined(prices, batch_tokens, sync_tokens)
     dispositions = {
-        "succeeded": sum(s.outcomes["succeeded"] + s.sync_retry["succeeded"] for s in scans),
-        "invalid_output": sum(s.outcomes["invalid_output"] + s.sync_retry["invalid_output"] for s in scans),
-        "refused": sum(s.outcomes["refused"] + s.sync_retry.get("refused", 0) for s in scans),
-        "dead_lettered": sum(s.dead_lettered for s in scans),
-        "pending": sum(s.pending for s in scans),
-        "rejected": _rejected_records(folder),
+        **{
+            answer.value: sum(s.outcomes[answer] + s.sync_retry.get(answer, 0) for s in scans)
+            for answer in (Disposition.SUCCEEDED, Disposition.INVALID_OUTPUT, Disposition.REFUSED)
+        },
+        Disposition.DEAD_LETTERED.value: sum(s.dead_lettered for s in scans),
+        Disposition.PENDING.value: sum(s.pending for s in scans),
+        Disposition.REJECTED.value: _rejected_records(folder),
     }
     notes = list(notes)
     if sum(dispositions.values()) != records:

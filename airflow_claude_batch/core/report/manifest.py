@@ -1,6 +1,6 @@
 """The shape of ``manifest.json``: what a run did and cost, as the report stores it (schema-versioned).
 
-Every input record ends in exactly one disposition (``DISPOSITIONS``); the manifest says whether they
+Every input record ends in exactly one disposition (``outcomes.DISPOSITIONS``); the manifest says whether they
 add up to the input count (``reconciled``) and, if not, why (``notes``). Its money is described in
 :mod:`~airflow_claude_batch.core.money.run_totals`; the scan that fills it in
 :mod:`~airflow_claude_batch.core.report.ledger`.
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_claude_batch.core.money.run_totals import Money
+from airflow_claude_batch.core.run.layout import RunFolder
 
 MANIFEST_SCHEMA_VERSION = 2
 #: The parts of ``estimate.json`` the manifest carries (the history of later runs reads them).
@@ -29,17 +30,8 @@ ESTIMATE_FIELDS = (
     "estimated_cost_usd_expected",
     "estimated_cost_usd_upper",
 )
-#: ``refused``: answers with ``stop_reason: refusal`` (final); ``rejected``: records the build set aside
-#: (``on_invalid_record="skip"``, listed in ``rejected.jsonl``), never sent.
-DISPOSITIONS = ("succeeded", "invalid_output", "refused", "dead_lettered", "pending", "rejected")
 #: The run's files, relative to the run folder.
-RUN_FILES = {
-    "manifest": "manifest.json",
-    "report": "report.html",
-    "dead_letter": "dead-letter.jsonl",
-    "pending": "pending.jsonl",
-    "rejected": "rejected.jsonl",
-}
+RUN_FILES = RunFolder.run_files()
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,16 @@ from typing import Any
 
 from airflow_claude_batch.core.money.cost_history import RunCost
 from airflow_claude_batch.core.report.manifest import Manifest, RoundLedger
+from airflow_claude_batch.core.run.outcomes import Disposition, Outcome
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer
 
 OUTCOME_COLOURS = {
-    "succeeded": "#2e7d32",
-    "invalid_output": "#f9a825",
-    "errored": "#c62828",
-    "expired": "#6d4c41",
-    "canceled": "#757575",
-    "refused": "#6a1b9a",
+    Outcome.SUCCEEDED: "#2e7d32",
+    Outcome.INVALID_OUTPUT: "#f9a825",
+    Outcome.ERRORED: "#c62828",
+    Outcome.EXPIRED: "#6d4c41",
+    Outcome.CANCELED: "#757575",
+    Outcome.REFUSED: "#6a1b9a",
 }
 _COST_COLOURS = {"expected": "#78909c", "upper": "#cfd8dc", "batch": "#1565c0", "synchronous": "#ef6c00"}
 
@@ -145,12 +146,12 @@ def _cards(manifest: Manifest) -> str:
     d = manifest.dispositions
     cards = [
         ("input records", _int(manifest.input_records)),
-        ("succeeded", _int(d.get("succeeded", 0))),
-        ("invalid output", _int(d.get("invalid_output", 0))),
-        ("refused", _int(d.get("refused", 0))),
-        ("dead-lettered", _int(d.get("dead_lettered", 0))),
-        ("pending", _int(d.get("pending", 0))),
-        ("rejected at build", _int(d.get("rejected", 0))),
+        (Outcome.SUCCEEDED, _int(d.get(Outcome.SUCCEEDED, 0))),
+        ("invalid output", _int(d.get(Outcome.INVALID_OUTPUT, 0))),
+        (Outcome.REFUSED, _int(d.get(Outcome.REFUSED, 0))),
+        ("dead-lettered", _int(d.get(Disposition.DEAD_LETTERED, 0))),
+        (Disposition.PENDING, _int(d.get(Disposition.PENDING, 0))),
+        ("rejected at build", _int(d.get(Disposition.REJECTED, 0))),
         ("actual cost", _usd(manifest.money.actual_usd)),
         ("expected", _usd(manifest.money.estimated_expected_usd)),
         ("cache hit rate", _pct(manifest.cache_hit_rate)),
@@ -289,7 +290,7 @@ def _rounds_table(rounds: Sequence[RoundLedger]) -> str:
         *OUTCOME_COLOURS,
         "requeued",
         "dead-lettered",
-        "pending",
+        Disposition.PENDING,
         "cost",
     ]
     rows = [
@@ -363,22 +364,22 @@ def render_report(
             "Dead-lettered",
             samples.get("dead_letter", ()),
             ["custom_id", "round", "reason", "error_type", "message"],
-            manifest.dispositions.get("dead_lettered", 0),
+            manifest.dispositions.get(Disposition.DEAD_LETTERED, 0),
             manifest.files.get("dead_letter", ""),
         )
         + _sample(
             "Pending",
-            samples.get("pending", ()),
+            samples.get(Disposition.PENDING, ()),
             ["custom_id", "round", "last_outcome", "reason"],
-            manifest.dispositions.get("pending", 0),
-            manifest.files.get("pending", ""),
+            manifest.dispositions.get(Disposition.PENDING, 0),
+            manifest.files.get(Disposition.PENDING, ""),
         )
         + _sample(
             "Rejected at build",
-            samples.get("rejected", ()),
+            samples.get(Disposition.REJECTED, ()),
             ["custom_id", "location", "rule", "error"],
-            manifest.dispositions.get("rejected", 0),
-            manifest.files.get("rejected", ""),
+            manifest.dispositions.get(Disposition.REJECTED, 0),
+            manifest.files.get(Disposition.REJECTED, ""),
         )
         + "<h2>Files</h2>"
         + files

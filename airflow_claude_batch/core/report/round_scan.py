@@ -19,17 +19,21 @@ from airflow_claude_batch.core.money.run_totals import ModelTotals
 from airflow_claude_batch.core.requests.request_lines import iter_request_lines
 from airflow_claude_batch.core.requeue.requeue_record import RequeueRecord
 from airflow_claude_batch.core.requeue.requeue_rule import (
-    CANCELED,
-    SYNC_OUTCOME_UNKNOWN,
-    UNFINISHED_OUTCOMES,
     Decision,
     RequeueRule,
     dead_letter_row,
     pending_row,
 )
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import BILLED_OUTCOMES, LATER_OUTCOMES, ROW_OUTCOMES
-from airflow_claude_batch.core.run.round_files import budget_held_path, sync_retry_path
+from airflow_claude_batch.core.run.outcomes import (
+    BILLED_OUTCOMES,
+    LATER_OUTCOMES,
+    ROW_OUTCOMES,
+    UNFINISHED_OUTCOMES,
+    Disposition,
+    Outcome,
+    PendingReason,
+)
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, iter_jsonl, read_json
 from airflow_claude_batch.core.submit.state import read_state
@@ -49,13 +53,9 @@ class RoundScan:
     sync_tokens: ModelTotals
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_OUTCOMES, 0))
     sync_retry: dict[str, int] = field(
-        default_factory=lambda: {
-            "succeeded": 0,
-            "invalid_output": 0,
-            "refused": 0,
-            "errored": 0,
-            "unknown": 0,
-        }
+        default_factory=lambda: dict.fromkeys(
+            (*BILLED_OUTCOMES, Outcome.ERRORED.value, Outcome.UNKNOWN.value), 0
+        )
     )
     batch_ids: list[str] = field(default_factory=list)
     requeued: int = 0
@@ -86,8 +86,8 @@ class RowEmitter:
     """Writes rows to the run's dead-letter and pending files and keeps a sample of each."""
 
     def __init__(self, dead_letter_out: IO[bytes] | None, pending_out: IO[bytes] | None) -> None:
-        self._outs = {"dead_letter": dead_letter_out, "pending": pending_out}
-        self.samples: dict[str, list[dict[str, Any]]] = {"dead_letter": [], "pending": []}
+        self._outs = {"dead_letter": dead_letter_out, Disposition.PENDING.value: pending_out}
+        self.samples: dict[str, list[dict[str, Any]]] = {"dead_letter": [], Disposition.PENDING.value: []}
 
     def emit(self, kind: str, row: dict[str, Any]) -> None:
         out = self._outs[kind]
@@ -142,7 +142,7 @@ class RunScanner:
         scan.unfinished_shards += 1
         state = read_state(self.folder.shard_state(scan.round, shard.index))
         if self.canceled and (state is None or state.batch_id is None):
-            last_outcome, reason = "not_submitted", CANCELED
+            last_outcome, reason = Outcome.NOT_SUBMITTED, PendingReason.CANCELED
             detail = (
                 f"round {scan.round}, shard {shard.index}: the run was canceled before its batch was created"
             )
@@ -152,7 +152,7 @@ class RunScanner:
         self.warnings.append(f"{detail}; its {shard.request_count} requests are listed as pending")
         for custom_id, _ in iter_request_lines(self.folder.shard_requests(scan.round, shard.index)):
             row = pending_row(custom_id, scan.round, last_outcome, reason or detail)
-            self.emitter.emit("pending", {**row, "detail": detail} if reason else row)
+            self.emitter.emit(Disposition.PENDING, {**row, "detail": detail} if reason else row)
             scan.no_results += 1
 
     def _answers(self, scan: RoundScan, shard_index: int) -> None:
@@ -187,28 +187,30 @@ class RunScanner:
                 # else the round's requeue decided it: requeued, retried, or in its dead-letter file
 
     def _hold(self, scan: RoundScan, custom_id: str, outcome: str, reason: str) -> None:
-        self.emitter.emit("pending", pending_row(custom_id, scan.round, outcome, reason))
+        self.emitter.emit(Disposition.PENDING, pending_row(custom_id, scan.round, outcome, reason))
         scan.held += 1
 
     def _sync_retries(self, scan: RoundScan, shard_index: int) -> None:
-        path = sync_retry_path(self.folder, scan.round, shard_index)
+        path = self.folder.shard_sync_retry(scan.round, shard_index)
         if not path.exists():
             return
         for row in iter_jsonl(path):
-            outcome = row.get("outcome", "errored")
+            outcome = row.get("outcome", Outcome.ERRORED)
             scan.sync_retry[outcome] = scan.sync_retry.get(outcome, 0) + 1
             if row.get("usage"):  # every billed synchronous message, answer or not
                 scan.sync_tokens.add(row.get("model") or "", row.get("usage"), row.get(PRICING_PARAMS))
-            elif outcome == "unknown":
+            elif outcome == Outcome.UNKNOWN:
                 # possibly processed and billed: pending, never resent, counted at its upper cost
                 scan.sync_unknown_usd += float(row.get("cost_usd_upper") or 0.0)
                 detail = f"the synchronous retry's outcome is unknown ({row.get('message')})"
-                pending = pending_row(row["custom_id"], scan.round, "errored", SYNC_OUTCOME_UNKNOWN)
-                self.emitter.emit("pending", {**pending, "detail": detail})
+                pending = pending_row(
+                    row["custom_id"], scan.round, Outcome.ERRORED, PendingReason.SYNC_OUTCOME_UNKNOWN
+                )
+                self.emitter.emit(Disposition.PENDING, {**pending, "detail": detail})
                 scan.held += 1
 
     def _budget_held(self, scan: RoundScan) -> None:
-        scan.held += self._emit_file(budget_held_path(self.folder, scan.round), "pending")
+        scan.held += self._emit_file(self.folder.budget_held(scan.round), Disposition.PENDING)
 
     def _round_dead_letters(self, scan: RoundScan) -> None:
         scan.dead_lettered += self._emit_file(self.folder.round_dead_letter(scan.round), "dead_letter")

@@ -65,12 +65,16 @@ class MarkerWatch:
         self.line = line
         return True
 
-    def check(self, where: str) -> None:
-        """Raise when the stream ended without the expected marker: the batch is not the shard's."""
+    def check(self, where: str, state_file: object = None) -> None:
+        """Raise when the stream ended without the expected marker: the batch is not the shard's.
+
+        :param state_file: the shard's state file, which names the batch.
+        """
         if self.expected is not None and self.line is None:
+            named = f" ({state_file})" if state_file is not None else ""
             raise AfterSubmitError(
                 f"{where}: the results do not hold the shard's marker request {self.expected}, so this "
                 "batch was not made from this shard and nothing was written. Check the batch id in the "
-                "shard's state file (round-r/shard-nnnnn.state.json); delete that file and clear the "
+                f"shard's state file{named}; delete that file and clear the "
                 "submit task to send the shard again"
             )

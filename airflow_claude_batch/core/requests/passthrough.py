@@ -18,15 +18,8 @@ import orjson
 
 from airflow_claude_batch.core.requests.sources import RecordSource
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl
+from airflow_claude_batch.core.run.storage import atomic_writer, iter_jsonl
 from airflow_claude_batch.exceptions import InputError
-
-PASSTHROUGH_FILE = "passthrough.jsonl"
-
-
-def passthrough_path(folder: RunFolder) -> StoragePath:
-    """Return the run's ``passthrough.jsonl``."""
-    return folder.root / PASSTHROUGH_FILE
 
 
 def parse_fields(value: Any) -> tuple[str, ...]:
@@ -47,7 +40,7 @@ def write_passthrough(
     :return: the number of lines written.
     """
     count = 0
-    with atomic_writer(passthrough_path(folder)) as out:
+    with atomic_writer(folder.passthrough) as out:
         for record, _ in source:
             custom_id = record.get(custom_id_field)
             carried = {name: record.get(name) for name in fields}
@@ -58,7 +51,7 @@ def write_passthrough(
 
 def load_passthrough(folder: RunFolder, ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]] | None:
     """Return ``{custom_id: fields}`` for ``ids`` (all when ``None``), or ``None`` when the run has none."""
-    path = passthrough_path(folder)
+    path = folder.passthrough
     if not path.exists():
         return None
     wanted = None if ids is None else set(ids)

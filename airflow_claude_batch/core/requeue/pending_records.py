@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import orjson
 
 from airflow_claude_batch.core.requests.sources import Record, RecordSource
-from airflow_claude_batch.core.requeue.requeue_rule import SYNC_OUTCOME_UNKNOWN
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import PendingReason
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl
 from airflow_claude_batch.exceptions import InputError
 
@@ -46,7 +46,7 @@ def resendable_ids(folder: RunFolder) -> tuple[set[str], int]:
         )
     ids, kept_back = set(), 0
     for row in iter_jsonl(folder.pending):
-        if row.get("reason") == SYNC_OUTCOME_UNKNOWN:
+        if row.get("reason") == PendingReason.SYNC_OUTCOME_UNKNOWN:
             kept_back += 1
         else:
             ids.add(str(row["custom_id"]))

@@ -29,8 +29,6 @@ from airflow_claude_batch.core.requeue.requeue_record import (
     read_requeue_record,
 )
 from airflow_claude_batch.core.requeue.requeue_rule import (
-    CANCELED,
-    UNFINISHED_OUTCOMES,
     Decision,
     RequeueRule,
     dead_letter_row,
@@ -39,12 +37,9 @@ from airflow_claude_batch.core.requeue.requeue_rule import (
 from airflow_claude_batch.core.requeue.sync_retry import SyncRetry
 from airflow_claude_batch.core.run.cancel_record import is_canceled
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import UNFINISHED_OUTCOMES, Outcome, PendingReason
 from airflow_claude_batch.core.run.round_files import (
-    budget_held_path,
     copy_rows,
-    requeue_record_path,
-    shard_list_path,
-    sync_retry_path,
 )
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl, write_json
@@ -139,7 +134,7 @@ class _RoundRequeue:
             if self.sync is not None and any(mode == "sync" for mode, _ in selected.values()):
                 done = self._earlier_sync_rows(shard.index)
                 sync_out = stack.enter_context(
-                    atomic_writer(sync_retry_path(self.folder, self.round_index, shard.index))
+                    atomic_writer(self.folder.shard_sync_retry(self.round_index, shard.index))
                 )
             to_send: list[tuple[str, bytes]] = []
             for custom_id, line in iter_request_lines(requests_path):
@@ -169,13 +164,13 @@ class _RoundRequeue:
             elif verdict.decision is Decision.HOLD:
                 self.tally.held += 1
             else:
-                use_sync = self.sync is not None and outcome == "errored"
+                use_sync = self.sync is not None and outcome == Outcome.ERRORED
                 selected[row["custom_id"]] = ("sync" if use_sync else "requeue", outcome)
         return selected
 
     def _earlier_sync_rows(self, shard_index: int) -> dict[str, dict[str, Any]]:
         # A requeue that died after paying for synchronous calls left their rows: reuse, never re-pay.
-        path = sync_retry_path(self.folder, self.round_index, shard_index)
+        path = self.folder.shard_sync_retry(self.round_index, shard_index)
         return {row["custom_id"]: row for row in iter_jsonl(path)} if path.exists() else {}
 
     def _requeue(self, custom_id: str, line: bytes, location: str, outcome: str) -> None:
@@ -203,13 +198,13 @@ class _RoundRequeue:
                 rows[custom_id] = earlier
                 continue
             if canceled_now:
-                self._hold_for_budget(custom_id, "errored", CANCELED)
+                self._hold_for_budget(custom_id, Outcome.ERRORED, PendingReason.CANCELED)
                 continue
             if allowance is not None:
                 cost = allowance.budget.per_sync_request_usd
                 if cost > allowance.sync_left:
                     self._hold_for_budget(
-                        custom_id, "errored", allowance.budget.reason("a synchronous retry", cost)
+                        custom_id, Outcome.ERRORED, allowance.budget.reason("a synchronous retry", cost)
                     )
                     continue
                 allowance.sync_left -= cost
@@ -219,7 +214,9 @@ class _RoundRequeue:
             if allowance is not None:
                 # the reservation becomes the answer's real cost (an unknown outcome: its upper cost)
                 allowance.sync_left += allowance.budget.per_sync_request_usd
-                spent = row.get("cost_usd") if row["outcome"] != "unknown" else row.get("cost_usd_upper")
+                spent = (
+                    row.get("cost_usd") if row["outcome"] != Outcome.UNKNOWN else row.get("cost_usd_upper")
+                )
                 allowance.sync_left -= max(float(spent or 0.0), 0.0)
         carried = load_passthrough(self.folder, rows) if rows else None
         for custom_id, line in requests:
@@ -228,21 +225,21 @@ class _RoundRequeue:
                 continue  # held by the budget
             row = dict(with_passthrough(row, carried))
             sync_out.write(orjson.dumps(row) + b"\n")
-            if row["outcome"] == "succeeded":
+            if row["outcome"] == Outcome.SUCCEEDED:
                 self.tally.sync_succeeded += 1
-            elif row["outcome"] == "invalid_output":
+            elif row["outcome"] == Outcome.INVALID_OUTPUT:
                 self.tally.sync_invalid_output += 1
-            elif row["outcome"] == "unknown":
+            elif row["outcome"] == Outcome.UNKNOWN:
                 # possibly answered and billed: pending (sync_outcome_unknown), never sent again
                 self.tally.sync_unknown += 1
-            elif row["outcome"] == "refused":
+            elif row["outcome"] == Outcome.REFUSED:
                 pass  # final, like an answer: the ledger counts it as refused, never requeued
             elif row.get("retryable"):
-                if row["outcome"] == "fell_back":
+                if row["outcome"] == Outcome.FELL_BACK:
                     self.tally.sync_fell_back += 1
-                self._requeue(custom_id, line, f"synchronous retry of {custom_id}", "errored")
+                self._requeue(custom_id, line, f"synchronous retry of {custom_id}", Outcome.ERRORED)
             else:
-                reason = self.rule.decide("errored", row).reason
+                reason = self.rule.decide(Outcome.ERRORED, row).reason
                 self.dead_letter(row, f"on the synchronous retry, {reason}")
 
 
@@ -310,21 +307,21 @@ def requeue_round(
     earlier_next = list(existing.next_shards) if existing is not None else []
     with (
         atomic_writer(folder.round_dead_letter(round_index)) as dead_letter_out,
-        atomic_writer(budget_held_path(folder, round_index)) as held_out,
+        atomic_writer(folder.budget_held(round_index)) as held_out,
         ShardWriter(folder, next_round, limits, first_index=len(earlier_next)) as writer,
     ):
         if existing is not None:  # the rows the earlier requeue wrote, as many as it counted
             copy_rows(folder.round_dead_letter(round_index), existing.dead_lettered, dead_letter_out)
-            copy_rows(budget_held_path(folder, round_index), existing.budget_held, held_out)
+            copy_rows(folder.budget_held(round_index), existing.budget_held, held_out)
         work = _RoundRequeue(
             folder, round_index, rule, dead_letter_out, writer.add_line, sync, allowance, held_out
         )
         for shard in sorted(todo, key=lambda s: s.index):
             work.shard(shard, folder.shard_requests(round_index, shard.index))
     next_shards = [*earlier_next, *(w.descriptor(run_uri, next_round).to_dict() for w in writer.shards)]
-    write_json(shard_list_path(folder, next_round), next_shards)
+    write_json(folder.shard_list(next_round), next_shards)
     record = _record(existing, round_index, work.tally, rule, sync is not None, todo, next_shards)
-    write_json(requeue_record_path(folder, round_index), record.to_dict())
+    write_json(folder.requeue_record(round_index), record.to_dict())
     tally = work.tally
     log.info(
         "round %d: %d requests requeued into %d shards, %d dead-lettered, %d held as pending, %d answered "

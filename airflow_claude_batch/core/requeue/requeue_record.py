@@ -8,7 +8,6 @@ from typing import Any
 
 from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import requeue_record_path
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import read_json
 
@@ -85,5 +84,5 @@ class RequeueRecord:
 
 def read_requeue_record(folder: RunFolder, round_index: int) -> RequeueRecord | None:
     """Return the requeue record of a round, or ``None`` when that round was not requeued."""
-    data = read_json(requeue_record_path(folder, round_index))
+    data = read_json(folder.requeue_record(round_index))
     return None if data is None else RequeueRecord.from_dict(data)

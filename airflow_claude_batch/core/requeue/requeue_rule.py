@@ -28,14 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_claude_batch.core.api.error_types import is_retryable_error
-
-#: The reason of a request held because its run was canceled on purpose (``core/run/cancel_record.py``).
-CANCELED = "canceled"
-#: The reason of a request whose synchronous retry has an unknown outcome (possibly billed: never resent).
-SYNC_OUTCOME_UNKNOWN = "sync_outcome_unknown"
-
-#: The outcome files whose rows are not final answers.
-UNFINISHED_OUTCOMES = ("errored", "expired", "canceled")
+from airflow_claude_batch.core.run.outcomes import UNFINISHED_OUTCOMES, Outcome, PendingReason
 
 _DEAD_LETTER_HINTS = {
     "invalid_request_error": "the API rejected the request; fix its params (model, max_tokens, messages)",
@@ -82,26 +75,26 @@ class RequeueRule:
     def decide(self, outcome: str, row: Mapping[str, Any]) -> Verdict:
         """Return the verdict for one row of an ``errored``, ``expired`` or ``canceled`` file."""
         verdict = self._decide(outcome, row)
-        if self.run_canceled and (verdict.decision is Decision.REQUEUE or outcome == "canceled"):
-            return Verdict(Decision.HOLD, CANCELED)
+        if self.run_canceled and (verdict.decision is Decision.REQUEUE or outcome == Outcome.CANCELED):
+            return Verdict(Decision.HOLD, PendingReason.CANCELED)
         return verdict
 
     def _decide(self, outcome: str, row: Mapping[str, Any]) -> Verdict:
-        if outcome == "expired":
+        if outcome == Outcome.EXPIRED:
             return Verdict(Decision.REQUEUE, "expired: the batch ended before the request was processed")
-        if outcome == "errored":
+        if outcome == Outcome.ERRORED:
             error_type = row.get("error_type")
             if is_retryable_error(error_type):
                 return Verdict(Decision.REQUEUE, f"retryable error: {error_type}")
             hint = _DEAD_LETTER_HINTS.get(str(error_type), "retrying the same request will not help")
             return Verdict(Decision.DEAD_LETTER, f"non-retryable error {error_type}: {hint}")
-        if outcome == "canceled":
+        if outcome == Outcome.CANCELED:
             if row.get("cancel_initiated_at"):
                 if self.requeue_user_canceled:
                     return Verdict(Decision.REQUEUE, "canceled by user (requeue_user_canceled is on)")
                 return Verdict(Decision.HOLD, "canceled by user")
             if self.requeue_canceled:
-                return Verdict(Decision.REQUEUE, "canceled")
+                return Verdict(Decision.REQUEUE, Outcome.CANCELED)
             return Verdict(Decision.HOLD, "canceled (requeue_canceled is off)")
         raise ValueError(f"outcome {outcome!r} is final; only {UNFINISHED_OUTCOMES} are decided")
 

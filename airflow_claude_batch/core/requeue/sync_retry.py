@@ -25,6 +25,7 @@ from airflow_claude_batch.core.money.pricing import PriceTable
 from airflow_claude_batch.core.money.tokens import TokenTotals
 from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.results.result_rows import answer_row, error_row
+from airflow_claude_batch.core.run.outcomes import Outcome
 from airflow_claude_batch.exceptions import ClaudeBatchError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class SyncRetry:
                 )
                 return self._fell_back(custom_id, reason, sent=True)
             error = {"error": {"type": exc.error_type, "message": exc.message}, "request_id": exc.request_id}
-            return {"outcome": "errored", "price": "standard", **error_row(custom_id, error)}
+            return {"outcome": Outcome.ERRORED, "price": "standard", **error_row(custom_id, error)}
         outcome, row, _ = answer_row(
             custom_id, message, pricer=self._pricer, validator=self.validator, request=params
         )
@@ -142,7 +143,7 @@ class SyncRetry:
             _short_reason(exc.message),
         )
         return {
-            "outcome": "unknown",
+            "outcome": Outcome.UNKNOWN,
             "custom_id": custom_id,
             "price": "standard",
             "retryable": False,
@@ -164,7 +165,7 @@ class SyncRetry:
     @staticmethod
     def _fell_back(custom_id: str, reason: str, *, sent: bool) -> dict[str, Any]:
         return {
-            "outcome": "fell_back",
+            "outcome": Outcome.FELL_BACK,
             "custom_id": custom_id,
             "retryable": True,
             "sent": sent,

@@ -15,18 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import Disposition, Outcome
 from airflow_claude_batch.exceptions import InputError
 
 #: The disposition each bound applies to.
 _WHERE = {
-    "invalid_output": "the error of each invalid_output.jsonl row",
-    "dead_lettered": "dead-letter.jsonl",
-    "pending": "pending.jsonl; python -m airflow_claude_batch.resend_pending picks them for a new run",
+    Disposition.INVALID_OUTPUT: (
+        f"the error of each {RunFolder.outcome_file_name(Outcome.INVALID_OUTPUT)} row"
+    ),
+    Disposition.DEAD_LETTERED: RunFolder.DEAD_LETTER,
+    Disposition.PENDING: (
+        f"{RunFolder.PENDING}; python -m airflow_claude_batch.resend_pending picks them for a new run"
+    ),
 }
 _BOUNDED = (
-    ("max_invalid_fraction", "invalid_output"),
-    ("max_dead_letter_fraction", "dead_lettered"),
-    ("max_pending_fraction", "pending"),
+    ("max_invalid_fraction", Disposition.INVALID_OUTPUT),
+    ("max_dead_letter_fraction", Disposition.DEAD_LETTERED),
+    ("max_pending_fraction", Disposition.PENDING),
 )
 
 

@@ -37,7 +37,8 @@ from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.results.reconciliation import Reconciler
 from airflow_claude_batch.core.results.result_rows import TOKEN_KINDS, RoutedRow, route_line
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES, OutcomeFiles, shard_outcome_paths
+from airflow_claude_batch.core.run.outcome_files import OutcomeFiles, shard_outcome_paths
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES, Outcome
 from airflow_claude_batch.core.run.storage import StoragePath, write_json
 from airflow_claude_batch.exceptions import ReconciliationError, ResultsStreamInterrupted
 
@@ -179,7 +180,7 @@ def fan_out_shard(
                     row = with_passthrough(routed.row, carried)
                     files.write(routed.outcome, row)
                     accounts.add(routed)
-                    if sink is not None and routed.outcome == "succeeded":
+                    if sink is not None and routed.outcome == Outcome.SUCCEEDED:
                         sink(dict(row))
                 break
             except ResultsStreamInterrupted:
@@ -196,7 +197,7 @@ def fan_out_shard(
                 )
                 reconciler.begin_attempt()
         _check_shortfall(reconciler, where)
-        marker.check(where)
+        marker.check(where, folder.shard_state(round_index, shard_index))
         if marker.line is not None:
             routed = route_line(marker.line, pricer=pricer, validator=None)
             accounts.add(routed, count=False)  # billed with the batch, though no record

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import read_shard_list, sync_retry_path
+from airflow_claude_batch.core.run.outcomes import Outcome
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, iter_jsonl
 
 
@@ -22,13 +23,13 @@ def iter_succeeded_rows(folder: RunFolder, max_rounds: int) -> Iterator[dict[str
         if shards is None:
             return
         for shard in shards:
-            path = folder.shard_outcome(round_index, shard.index, "succeeded")
+            path = folder.shard_outcome(round_index, shard.index, Outcome.SUCCEEDED)
             if path.exists():
                 yield from iter_jsonl(path)
-            sync_path = sync_retry_path(folder, round_index, shard.index)
+            sync_path = folder.shard_sync_retry(round_index, shard.index)
             if sync_path.exists():
                 for row in iter_jsonl(sync_path):
-                    if row.get("outcome") == "succeeded":
+                    if row.get("outcome") == Outcome.SUCCEEDED:
                         yield row
 
 

@@ -21,6 +21,7 @@ from airflow_claude_batch.core.results.answer_parsing import (
     thinking_blocks,
     tool_calls,
 )
+from airflow_claude_batch.core.run.outcomes import Outcome
 
 __all__ = ["TOKEN_KINDS", "RoutedRow", "RowPricer", "answer_row", "error_row", "route_line"]
 
@@ -92,16 +93,16 @@ def answer_row(
         return RoutedRow(*not_an_answer, tokens)
     if validator is None:
         if stop_reason == "max_tokens":
-            return RoutedRow("invalid_output", {**common, "error": CUT_AT_MAX_TOKENS, **tail}, tokens)
-        return RoutedRow("succeeded", {**common, "parsed": None, **tail}, tokens)
+            return RoutedRow(Outcome.INVALID_OUTPUT, {**common, "error": CUT_AT_MAX_TOKENS, **tail}, tokens)
+        return RoutedRow(Outcome.SUCCEEDED, {**common, "parsed": None, **tail}, tokens)
     try:
         parsed = validator.parse(text, message)
     except InvalidOutput as exc:
         reason = str(exc)
         if stop_reason == "max_tokens":
             reason += " (the answer was cut at max_tokens; raise max_tokens)"
-        return RoutedRow("invalid_output", {**common, "error": reason, **tail}, tokens)
-    return RoutedRow("succeeded", {**common, "parsed": parsed, **tail}, tokens)
+        return RoutedRow(Outcome.INVALID_OUTPUT, {**common, "error": reason, **tail}, tokens)
+    return RoutedRow(Outcome.SUCCEEDED, {**common, "parsed": parsed, **tail}, tokens)
 
 
 def _stop_reason_outcome(
@@ -119,9 +120,9 @@ def _stop_reason_outcome(
     - ``pause_turn``: a server tool's long turn was paused; the text is no answer (``invalid_output``).
     """
     if stop_reason == "refusal":
-        return "refused", {**common, "stop_details": message.get("stop_details"), **tail}
+        return Outcome.REFUSED, {**common, "stop_details": message.get("stop_details"), **tail}
     if stop_reason == "model_context_window_exceeded":
-        return "errored", {
+        return Outcome.ERRORED, {
             "custom_id": custom_id,
             "error_type": "model_context_window_exceeded",
             "message": CONTEXT_WINDOW_EXCEEDED,
@@ -131,7 +132,7 @@ def _stop_reason_outcome(
             **tail,
         }
     if stop_reason == "pause_turn":
-        return "invalid_output", {**common, "error": PAUSED_TURN, **tail}
+        return Outcome.INVALID_OUTPUT, {**common, "error": PAUSED_TURN, **tail}
     return None
 
 
@@ -167,15 +168,17 @@ def route_line(
     custom_id = line["custom_id"]
     result = line.get("result") or {}
     kind = result.get("type")
-    if kind == "succeeded":
+    if kind == Outcome.SUCCEEDED:
         message = result.get("message") or {}
         return answer_row(custom_id, message, pricer=pricer, validator=validator, request=request)
-    if kind == "errored":
-        return RoutedRow("errored", error_row(custom_id, result.get("error")))
-    if kind == "expired":
-        return RoutedRow("expired", {"custom_id": custom_id})
-    if kind == "canceled":
-        return RoutedRow("canceled", {"custom_id": custom_id, "cancel_initiated_at": cancel_initiated_at})
+    if kind == Outcome.ERRORED:
+        return RoutedRow(Outcome.ERRORED, error_row(custom_id, result.get("error")))
+    if kind == Outcome.EXPIRED:
+        return RoutedRow(Outcome.EXPIRED, {"custom_id": custom_id})
+    if kind == Outcome.CANCELED:
+        return RoutedRow(
+            Outcome.CANCELED, {"custom_id": custom_id, "cancel_initiated_at": cancel_initiated_at}
+        )
     unrecognised = {
         "custom_id": custom_id,
         "error_type": "unrecognised_result",
@@ -183,4 +186,4 @@ def route_line(
         "retryable": False,
         "request_id": None,
     }
-    return RoutedRow("errored", unrecognised)
+    return RoutedRow(Outcome.ERRORED, unrecognised)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from airflow_claude_batch.core.run.conditional_writes import create_only
-from airflow_claude_batch.core.run.layout import CLAIMS_FOLDER, safe_segment
+from airflow_claude_batch.core.run.layout import claim_file, claims_folder
 from airflow_claude_batch.core.run.storage import StoragePath, read_json
 from airflow_claude_batch.exceptions import StorageError, WriteConflictError
 
@@ -46,11 +46,12 @@ class ClaimsIndex:
     """
 
     def __init__(self, storage_root: StoragePath, *, allow_unconditional: bool = False) -> None:
-        self.folder = storage_root / CLAIMS_FOLDER
+        self.storage_root = storage_root
+        self.folder = claims_folder(storage_root)
         self.allow_unconditional = allow_unconditional
 
     def _path(self, batch_id: str) -> StoragePath:
-        return self.folder / f"{safe_segment(batch_id, 'batch id')}.json"
+        return claim_file(self.storage_root, batch_id)
 
     def read(self, batch_id: str) -> Claim | None:
         """Return the claim on ``batch_id``, ``None`` when nobody claimed it."""

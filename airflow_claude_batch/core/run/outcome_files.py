@@ -1,6 +1,6 @@
 """The outcome files of one shard, written whole and published together.
 
-A fanout writes one file per outcome (``ROW_OUTCOMES``) under ``round-r/shard-nnnnn/``. They are
+A fanout writes one file per outcome (``outcomes.ROW_OUTCOMES``) under ``round-r/shard-nnnnn/``. They are
 published only once the whole stream was read and reconciled, so a failed or retried fanout never
 leaves a half file or a line twice.
 """
@@ -14,16 +14,8 @@ from typing import IO, Any
 import orjson
 
 from airflow_claude_batch.core.run.layout import RunFolder
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
 from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer
-
-#: The files a fanout writes for every shard, in this order. ``refused``: answers whose
-#: ``stop_reason`` is ``refusal`` (billed, final: never requeued, never in the flat output).
-ROW_OUTCOMES = ("succeeded", "invalid_output", "errored", "expired", "canceled", "refused")
-#: Outcome files added after the first release: a shard fanned out before them has none, and is
-#: finished all the same (its rows are in the other files).
-LATER_OUTCOMES = ("refused",)
-#: Rows that hold a billed answer (and so tokens and cost).
-BILLED_OUTCOMES = ("succeeded", "invalid_output", "refused")
 
 _WRITE_BUFFER_BYTES = 1 << 20
 

@@ -15,18 +15,14 @@ capacity after a 429 among them) and the rounds that will not be built (:func:`s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from airflow_claude_batch.core.run.layout import RunFolder, safe_segment
-from airflow_claude_batch.core.run.round_files import read_shard_list, requeue_record_path
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import StoragePath
 from airflow_claude_batch.core.submit.state import FAILED, read_state
 from airflow_claude_batch.exceptions import StorageError
-
-_ROUND_DIR = re.compile(r"^round-(\d+)$")
-_STATE_FILE = re.compile(r"^shard-(\d{5})\.state\.json$")
 
 
 @dataclass(frozen=True)
@@ -155,19 +151,14 @@ def stopped_round(folder: RunFolder) -> int | None:
         return None
     while read_shard_list(folder, round_index + 1) is not None:
         round_index += 1
-    if not read_shard_list(folder, round_index) or requeue_record_path(folder, round_index).exists():
+    if not read_shard_list(folder, round_index) or folder.requeue_record(round_index).exists():
         return None  # an empty round ends the run; a requeued round's next round is already built
     return round_index + 1
 
 
 def _pipeline_batches(folder: RunFolder, pipeline: str) -> Iterator[RecordedBatch]:
-    rounds = sorted(int(match.group(1)) for name in _names(folder.root) if (match := _ROUND_DIR.match(name)))
-    for round_index in rounds:
-        for file_name in _names(folder.round_dir(round_index)):
-            shard_match = _STATE_FILE.match(file_name)
-            if shard_match is None:
-                continue
-            shard_index = int(shard_match.group(1))
+    for round_index in folder.round_indexes():
+        for shard_index in folder.state_file_shards(round_index):
             state = read_state(folder.shard_state(round_index, shard_index))
             if state is not None:
                 yield RecordedBatch(pipeline, round_index, shard_index, state.status, state.batch_id)

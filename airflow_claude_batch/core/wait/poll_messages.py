@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_claude_batch.core.run.outcomes import RESULT_TYPES, Outcome
 from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
 from airflow_claude_batch.core.wait.polling import CANCELING, ENDED, PollAction, PollDecision, parse_timestamp
 
 PROGRESS_LOG_EVERY_S = 600.0
 PROGRESS_LOG_MIN_EVERY_S = 60.0
 PROGRESS_LOG_STEP = 0.05
-REQUEST_COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
+#: The API's ``request_counts``: those still processing, then one per result type.
+REQUEST_COUNT_KEYS = ("processing", *RESULT_TYPES)
 
 
 def request_counts(batch: Mapping[str, Any]) -> dict[str, int]:
@@ -60,6 +62,14 @@ class ProgressLog:
         if due:
             self._last_time, self._last_status, self._last_done = now, status, done
         return due
+
+
+def canceled_message(batch_id: str, counts: Mapping[str, int]) -> str:
+    """The warning for a batch canceled before it ended: how many requests were canceled or expired."""
+    return (
+        f"Batch {batch_id} was canceled before it ended: {counts[Outcome.CANCELED]} requests canceled, "
+        f"{counts[Outcome.EXPIRED]} expired."
+    )
 
 
 def done_fraction(batch: Mapping[str, Any]) -> float:

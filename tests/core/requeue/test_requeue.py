@@ -14,7 +14,6 @@ from airflow_claude_batch.core.requeue.requeue import requeue_round
 from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
 from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError, SyncRetry
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import sync_retry_path
 from airflow_claude_batch.exceptions import StorageError
 from tests.core.batch_results import (
     MODEL,
@@ -151,7 +150,7 @@ def test_errored_requests_can_be_retried_synchronously_once_at_standard_prices(f
     record = requeue_round(folder, 0, [shard], sync=SyncRetry(send, PRICES))
 
     assert sorted(send.calls) == ["a1", "bad1", "busy1"]  # not the expired, not the non-retryable
-    rows = {row["custom_id"]: row for row in read_rows(sync_retry_path(folder, 0, 0))}
+    rows = {row["custom_id"]: row for row in read_rows(folder.shard_sync_retry(0, 0))}
     assert rows["a1"]["outcome"] == "succeeded"
     assert rows["a1"]["price"] == "standard"
     assert rows["a1"]["text"] == "sync a1"

@@ -13,7 +13,7 @@ from airflow_claude_batch.core.money.pricing import PriceTable
 from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.results.fanout import fan_out_shard
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.outcome_files import ROW_OUTCOMES
+from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
 from airflow_claude_batch.exceptions import ReconciliationError, ResultsStreamInterrupted
 from tests.core.batch_results import (
     MODEL,

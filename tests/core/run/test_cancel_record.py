@@ -16,7 +16,7 @@ from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
 from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError, SyncRetry
 from airflow_claude_batch.core.run.cancel_record import is_canceled, read_cancel, remove_cancel, write_cancel
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.run.round_files import read_shard_list, sync_retry_path
+from airflow_claude_batch.core.run.round_files import read_shard_list
 from airflow_claude_batch.core.run.storage import write_json
 from airflow_claude_batch.exceptions import StorageError
 from tests.core.batch_results import (
@@ -174,7 +174,7 @@ def test_after_a_cancel_the_requeue_builds_no_round_and_sends_no_synchronous_ret
 
     assert (record.requeued, record.held, record.dead_lettered, record.next_shards) == (0, 3, 1, [])
     assert record.canceled_shards == [0]
-    assert not sync_retry_path(folder, 0, 0).exists()
+    assert not folder.shard_sync_retry(0, 0).exists()
     manifest, _ = write_ledger(folder, prices=PRICES, max_rounds=3)
     rows = pending(folder)
     assert {custom_id: row["reason"] for custom_id, row in rows.items()} == dict.fromkeys("bcd", "canceled")
@@ -240,7 +240,7 @@ def test_an_unknown_synchronous_outcome_is_pending_and_counted_at_its_upper_cost
 
     # the first call timed out (unknown); the endpoint is then not used again: c definitely was not sent
     assert (record.sync_unknown, record.sync_fell_back, record.requeued) == (1, 1, 1)
-    rows = read_rows(sync_retry_path(folder, 0, 0))
+    rows = read_rows(folder.shard_sync_retry(0, 0))
     assert [row["outcome"] for row in rows] == ["unknown", "fell_back"]
     unknown = rows[0]
     assert unknown["custom_id"] == "b"
@@ -315,7 +315,7 @@ def test_add_new_counts_the_synchronous_retrys_answers_as_answered(tmp_path: Pat
         return {"id": "msg_b", "type": "message", "role": "assistant", "stop_reason": "end_turn", **answer}
 
     requeue_round(earlier, 0, [shard], sync=SyncRetry(send, PRICES, concurrency=1))
-    assert [row["outcome"] for row in read_rows(sync_retry_path(earlier, 0, 0))] == ["succeeded", "errored"]
+    assert [row["outcome"] for row in read_rows(earlier.shard_sync_retry(0, 0))] == ["succeeded", "errored"]
 
     later = RunFolder.for_run(tmp_path, "dag", "run_2", "claude_batch")
     known = known_ids(later, [], now)

@@ -19,6 +19,7 @@ from airflow_claude_batch.core.wait.poll_errors import (
 )
 from airflow_claude_batch.core.wait.poll_messages import (
     ProgressLog,
+    canceled_message,
     deadline_message,
     describe_progress,
     done_fraction,
@@ -499,3 +500,10 @@ def test_a_batch_never_seen_that_is_not_found_is_looked_for_again_briefly() -> N
         PollAction.FAIL
     )
     assert decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY).action is PollAction.FAIL
+
+
+def test_a_batch_canceled_before_it_ended_says_how_many_requests_were_canceled_or_expired() -> None:
+    batch = {"request_counts": {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 5, "expired": 2}}
+    assert canceled_message("msgbatch_1", request_counts(batch)) == (
+        "Batch msgbatch_1 was canceled before it ended: 5 requests canceled, 2 expired."
+    )
