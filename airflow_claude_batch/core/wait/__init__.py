@@ -20,6 +20,7 @@ from airflow_claude_batch.core.wait.poll_errors import (
 )
 from airflow_claude_batch.core.wait.poll_messages import (
     ProgressLog,
+    canceled_message,
     deadline_message,
     describe_progress,
     failure_message,
@@ -58,6 +59,7 @@ __all__ = [
     "PollError",
     "PollPolicy",
     "ProgressLog",
+    "canceled_message",
     "deadline_message",
     "decide_on_batch",
     "decide_on_error",
