@@ -31,6 +31,7 @@ def money(text: str) -> list[float]:
 
 
 @pytest.mark.airflow
+@pytest.mark.timeout(900)  # the whole demo (3,000 records); about 30 s alone, far longer on a loaded machine
 def test_demo_summary_matches_the_manifest_and_the_labels_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

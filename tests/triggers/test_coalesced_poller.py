@@ -165,7 +165,8 @@ async def test_the_poller_stays_within_its_share_of_the_rate_limit(emulator, mon
 async def test_a_connection_whose_list_is_not_served_falls_back_to_retrieves(
     emulator, caplog, status: int
 ) -> None:
-    emulator.faults({"processing_seconds": 0.5})
+    # Long enough for several polls even on a loaded machine: the later ones must all be retrieves.
+    emulator.faults({"processing_seconds": 3})
     batch_id = create_batch(emulator)
     emulator.faults({"fail_next": {"endpoint": "list", "status": status, "count": 1}})
 
