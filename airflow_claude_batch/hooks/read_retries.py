@@ -34,7 +34,7 @@ from typing import Any
 import anthropic
 import tenacity
 
-from airflow_claude_batch.core.wait import parse_retry_after
+from airflow_claude_batch.core.api import parse_retry_after
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 BASE_DELAY_SECONDS = 0.5

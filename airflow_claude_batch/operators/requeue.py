@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, parse_retry_after
 from airflow_claude_batch.core.report import round_budget
 from airflow_claude_batch.core.requests import ShardLimits
 from airflow_claude_batch.core.requeue import (
@@ -187,7 +188,6 @@ def synchronous_sender(
     (a timeout or a reset after sending, 408, 409, any 5xx but 529, a gateway's error page) may have been
     processed and billed: ``outcome_unknown`` (kept pending, counted at its upper cost, never resent).
     """
-    import time
 
     import anthropic
 
@@ -200,7 +200,7 @@ def synchronous_sender(
             try:
                 message = plain.messages.create(**params)
             except anthropic.RateLimitError as exc:
-                delay = _retry_after(exc.response)
+                delay = parse_retry_after(exc.response.headers, now=time.time())
                 if waits >= MAX_RATE_LIMIT_WAITS or delay is None or delay > MAX_RETRY_AFTER_SECONDS:
                     raise _sync_error(exc) from exc
                 waits += 1
@@ -278,14 +278,6 @@ def _transport_error(exc: anthropic.APIConnectionError) -> SyncRequestError:
         endpoint_fault=True,
         outcome_unknown=unknown,
     )
-
-
-def _retry_after(response: Any) -> float | None:
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _each(shards: Iterable[dict[str, Any]] | None) -> list[dict[str, Any]]:

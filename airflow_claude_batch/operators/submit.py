@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException, conf
+from airflow_claude_batch.core.api import parse_retry_after
 from airflow_claude_batch.core.run import ClaimsIndex, RunFolder, ShardDescriptor, is_canceled
 from airflow_claude_batch.core.submit import (
     DEFAULT_PACING_TIMEOUT,
@@ -35,7 +36,6 @@ from airflow_claude_batch.core.submit import (
     submit_shard,
     utc_now,
 )
-from airflow_claude_batch.core.wait import parse_retry_after
 from airflow_claude_batch.exceptions import AfterSubmitError, BeforeSubmitError
 from airflow_claude_batch.links import ClaudeBatchLink
 from airflow_claude_batch.settings import allow_unconditional_writes

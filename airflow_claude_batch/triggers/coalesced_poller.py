@@ -26,6 +26,7 @@ from itertools import count
 from typing import Any
 
 from airflow_claude_batch import settings
+from airflow_claude_batch.core.api import parse_timestamp
 from airflow_claude_batch.core.wait import (
     LIST_PAGE_LIMIT,
     ErrorKind,
@@ -36,7 +37,6 @@ from airflow_claude_batch.core.wait import (
     next_cycle_at,
     parse_batch,
     parse_list_page,
-    parse_timestamp,
     poll_error_from_exception,
 )
 from airflow_claude_batch.triggers.async_clients import ConnectionUnusable, shared_clients

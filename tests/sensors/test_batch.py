@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from airflow_claude_batch.compat import AirflowFailException, AirflowRescheduleException, TaskDeferred
-from airflow_claude_batch.core.wait.polling import parse_timestamp
+from airflow_claude_batch.core.api.headers import parse_timestamp
 from airflow_claude_batch.exceptions import BatchDeadlineError, BatchNotFoundError
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger

@@ -41,8 +41,6 @@ from airflow_claude_batch.core.wait.polling import (
     decide_on_error,
     default_end_time,
     first_poll_delay,
-    parse_retry_after,
-    parse_timestamp,
 )
 
 __all__ = [
@@ -73,8 +71,6 @@ __all__ = [
     "next_cycle_at",
     "parse_batch",
     "parse_list_page",
-    "parse_retry_after",
-    "parse_timestamp",
     "poll_error_from_exception",
     "progress_line",
     "request_counts",

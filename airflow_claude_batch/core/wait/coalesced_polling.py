@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from airflow_claude_batch.core.api.headers import parse_timestamp
 from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
-from airflow_claude_batch.core.wait.polling import parse_timestamp
 
 #: The largest page the list endpoint serves (``limit`` ranges from 1 to 1,000).
 LIST_PAGE_LIMIT = 1000

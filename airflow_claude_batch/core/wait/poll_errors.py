@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import orjson
 
-from airflow_claude_batch.core.wait.polling import parse_retry_after
+from airflow_claude_batch.core.api.headers import parse_retry_after
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
 
 # HTTP statuses a later poll may not see again; 408/409 are retried by the SDK itself for the same reason.

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_claude_batch.core.api.headers import parse_timestamp
 from airflow_claude_batch.core.run.outcomes import RESULT_TYPES, Outcome
 from airflow_claude_batch.core.wait.poll_errors import ErrorKind, PollError
-from airflow_claude_batch.core.wait.polling import CANCELING, ENDED, PollAction, PollDecision, parse_timestamp
+from airflow_claude_batch.core.wait.polling import CANCELING, ENDED, PollAction, PollDecision
 
 PROGRESS_LOG_EVERY_S = 600.0
 PROGRESS_LOG_MIN_EVERY_S = 60.0

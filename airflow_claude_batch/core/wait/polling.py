@@ -22,15 +22,13 @@ Errors are classified in :mod:`.poll_errors`; the lines a person reads are in :m
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_claude_batch.core.api.headers import parse_timestamp
 from airflow_claude_batch.core.api.limits import BATCH_WINDOW_SECONDS
 
 if TYPE_CHECKING:
@@ -224,54 +222,3 @@ def default_end_time(batch: Mapping[str, Any] | None, *, margin: float, now: flo
     if expires_at is None:
         expires_at = now + BATCH_WINDOW_SECONDS
     return expires_at + margin
-
-
-def parse_timestamp(value: Any) -> float | None:
-    """Return epoch seconds from an RFC 3339 string (``...Z`` or with an offset), or ``None``."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    # Python 3.10's fromisoformat takes at most 6 fractional digits; the API may send more.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float) -> float | None:
-    """Return the seconds to wait that the response asked for, or ``None``.
-
-    Reads ``retry-after-ms`` first (milliseconds), then ``retry-after`` (seconds or an HTTP date).
-    """
-    if not headers:
-        return None
-    lowered = {key.lower(): value for key, value in headers.items()}
-    millis = _as_float(lowered.get("retry-after-ms"))
-    if millis is not None and millis >= 0:
-        return millis / 1000.0
-    raw = lowered.get("retry-after")
-    seconds = _as_float(raw)
-    if seconds is not None:
-        return max(seconds, 0.0)
-    if raw:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(when.timestamp() - now, 0.0)
-    return None
-
-
-def _as_float(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

@@ -36,8 +36,6 @@ from airflow_claude_batch.core.wait.polling import (
     error_backoff,
     first_poll_delay,
     jittered_interval,
-    parse_retry_after,
-    parse_timestamp,
 )
 from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
 
@@ -289,25 +287,6 @@ def test_bugs_are_not_mistaken_for_api_errors() -> None:
     assert poll_error_from_exception(KeyError("processing_status"), now=NOW) is None
 
 
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({}, None),
-        (None, None),
-        ({"Retry-After": "12"}, 12.0),
-        ({"retry-after": "0.5"}, 0.5),
-        ({"retry-after": "-3"}, 0.0),
-        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-        ({"retry-after": "Fri, 15 Jan 2027 08:00:30 GMT"}, 30.0),
-        ({"retry-after": "Fri, 15 Jan 2027 07:00:00 GMT"}, 0.0),
-        ({"retry-after": "soon"}, None),
-    ],
-)
-def test_parse_retry_after(headers: dict | None, expected: float | None) -> None:
-    now = datetime(2027, 1, 15, 8, 0, 0, tzinfo=timezone.utc).timestamp()
-    assert parse_retry_after(headers, now=now) == expected
-
-
 # --- deadlines and reporting ------------------------------------------------------------------------
 
 
@@ -320,25 +299,6 @@ def test_default_deadline_is_expiry_plus_margin() -> None:
 def test_without_a_batch_the_latest_possible_expiry_stands_in() -> None:
     assert default_end_time(None, margin=3600, now=NOW) == NOW + 24 * 3600 + 3600
     assert default_end_time({"expires_at": None}, margin=0, now=NOW) == NOW + 24 * 3600
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2027-01-15T08:00:00Z", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
-        ("2027-01-15T09:00:00+01:00", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
-        (
-            "2027-01-15T08:00:00.123456789Z",
-            datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp() + 0.123456,
-        ),
-        ("2027-01-15T08:00:00", datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()),
-        ("not a date", None),
-        (None, None),
-        (12, None),
-    ],
-)
-def test_parse_timestamp(text, expected: float | None) -> None:
-    assert parse_timestamp(text) == (pytest.approx(expected) if expected is not None else None)
 
 
 @pytest.mark.parametrize(
