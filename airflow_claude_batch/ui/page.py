@@ -239,11 +239,12 @@ def _table_row(row: dict[str, Any], *, focus: bool) -> str:
         f"<td>{_estimate(row)}</td>",
         f'<td class="t">{_links(row)}</td>',
     ]
-    note = f'<tr><td></td><td class="t note" colspan="{len(COLUMNS) - 1}">{escape(row["note"])}</td></tr>'
     attrs = f' class="{classes}"' if classes else ""
-    return f'<tr data-run="{escape(row["run_id"])}"{attrs}>{"".join(cells)}</tr>' + (
-        note if row.get("note") else ""
-    )
+    html = f'<tr data-run="{escape(row["run_id"])}"{attrs}>{"".join(cells)}</tr>'
+    if row.get("note"):
+        span = len(COLUMNS) - 1
+        html += f'<tr><td></td><td class="t note" colspan="{span}">{escape(row["note"])}</td></tr>'
+    return html
 
 
 def _links(row: dict[str, Any]) -> str:

@@ -95,19 +95,20 @@ def dag_run_url(ui_root: str, dag_id: str, run_id: str) -> str:
     return f"{ui_root.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def rows_for(records: list[ReportRecord], cache: SummaryCache = CACHE) -> list[RunRow]:
+def rows_for(records: list[ReportRecord], cache: SummaryCache | None = None) -> list[RunRow]:
     """The rows of ``records``, in their order; manifests not seen before read in parallel.
 
     :param records: the page's records.
-    :param cache: where summaries are kept between requests.
+    :param cache: where summaries are kept between requests (default: :data:`CACHE`).
     """
+    cache = CACHE if cache is None else cache
     if len(records) <= 1:
         return [row_for(record, cache) for record in records]
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="claude-batches") as pool:
         return list(pool.map(lambda record: row_for(record, cache), records))
 
 
-def row_for(record: ReportRecord, cache: SummaryCache = CACHE) -> RunRow:
+def row_for(record: ReportRecord, cache: SummaryCache) -> RunRow:
     """One run's row: from its manifest when it can be read, else from its report task's result.
 
     :param record: what Airflow recorded of the run.
