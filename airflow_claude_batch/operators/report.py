@@ -18,7 +18,7 @@ from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.storage import read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
-from airflow_claude_batch.links import ClaudeBatchReportLink
+from airflow_claude_batch.links import ClaudeBatchesPageLink, ClaudeBatchReportLink
 from airflow_claude_batch.operators.build import _flag
 from airflow_claude_batch.operators.fanout import load_prices
 from airflow_claude_batch.operators.flat_output import write_owned_output
@@ -89,7 +89,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "max_pending_fraction",
     )
     ui_color = "#d8e4f0"
-    operator_extra_links = (ClaudeBatchReportLink(),)
+    operator_extra_links = (ClaudeBatchReportLink(), ClaudeBatchesPageLink())
 
     def __init__(
         self,
