@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID
+from airflow_claude_batch.core.report.manifest import RUN_FILES
 from airflow_claude_batch.core.report.run_summary import (
     UNKNOWN,
     RunSummary,
@@ -96,16 +97,17 @@ def dag_run_url(ui_root: str, dag_id: str, run_id: str) -> str:
 
 
 def rows_for(records: list[ReportRecord], cache: SummaryCache | None = None) -> list[RunRow]:
-    """The rows of ``records``, in their order; manifests not seen before read in parallel.
+    """The rows of ``records``, in their order; manifests not seen before read in parallel first.
 
     :param records: the page's records.
     :param cache: where summaries are kept between requests (default: :data:`CACHE`).
     """
     cache = CACHE if cache is None else cache
-    if len(records) <= 1:
-        return [row_for(record, cache) for record in records]
-    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="claude-batches") as pool:
-        return list(pool.map(lambda record: row_for(record, cache), records))
+    unseen = [r for r in records if (key := _cache_key(r)) is not None and key not in cache]
+    if len(unseen) > 1:
+        with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="claude-batches") as pool:
+            list(pool.map(lambda record: row_for(record, cache), unseen))
+    return [row_for(record, cache) for record in records]
 
 
 def row_for(record: ReportRecord, cache: SummaryCache) -> RunRow:
@@ -115,12 +117,11 @@ def row_for(record: ReportRecord, cache: SummaryCache) -> RunRow:
     :param cache: where summaries are kept between requests.
     """
     pipeline_id = _pipeline_id(record)
-    manifest = _manifest_path(record, pipeline_id)
-    if manifest is not None:
-        shown = readable_uri(manifest)
-        key = (str(manifest), _conn_id(record), _version(record))
+    key = _cache_key(record)
+    if key is not None:
+        shown = _manifest_uri(record, pipeline_id)
         try:
-            summary = cache.get(key, lambda: _read_summary(manifest))
+            summary = cache.get(key, lambda: _read_summary(record, pipeline_id))
         except Exception as exc:  # the storage did not answer: the row says so, the page still lists
             log.warning("could not read %s: %s", shown, exc)
             summary, note = _from_result(record, f"manifest not read: {type(exc).__name__}")
@@ -134,11 +135,14 @@ def row_for(record: ReportRecord, cache: SummaryCache) -> RunRow:
     return RunRow(record, pipeline_id, summary, files.get("manifest"), note)
 
 
-def _read_summary(manifest: Any) -> RunSummary | None:
+def _read_summary(record: ReportRecord, pipeline_id: str) -> RunSummary | None:
+    manifest = _manifest_path(record, pipeline_id)
+    if manifest is None:
+        return None
     data = read_json(manifest)
     if not isinstance(data, dict):
         return None
-    return summary_from_manifest(data, report_uri=readable_uri(manifest.parent / "report.html"))
+    return summary_from_manifest(data, report_uri=readable_uri(manifest.parent / RUN_FILES["report"]))
 
 
 def _from_result(record: ReportRecord, why: str) -> tuple[RunSummary, str]:
@@ -161,17 +165,35 @@ def _conn_id(record: ReportRecord) -> str | None:
 
 
 def _manifest_path(record: ReportRecord, pipeline_id: str) -> Any | None:
-    storage = (record.rendered or {}).get("storage")
-    if not isinstance(storage, str) or not storage.strip():
+    storage = _storage(record)
+    if storage is None:
         return None
     from airflow.sdk import ObjectStoragePath
 
     try:
-        root = ObjectStoragePath(storage.strip(), conn_id=_conn_id(record))
+        root = ObjectStoragePath(storage, conn_id=_conn_id(record))
         return RunFolder.for_run(root, record.dag_id, record.run_id, pipeline_id).manifest
     except Exception as exc:  # a root the report itself refused: the row says why
         log.warning("no run folder for %s/%s: %s", record.dag_id, record.run_id, exc)
         return None
+
+
+def _storage(record: ReportRecord) -> str | None:
+    storage = (record.rendered or {}).get("storage")
+    return storage.strip() if isinstance(storage, str) and storage.strip() else None
+
+
+def _cache_key(record: ReportRecord) -> tuple[Any, ...] | None:
+    """Where the run's manifest is and which version of it (made of text: no path object per row)."""
+    storage = _storage(record)
+    if storage is None:
+        return None
+    return (storage, _conn_id(record), record.dag_id, record.run_id, _pipeline_id(record), _version(record))
+
+
+def _manifest_uri(record: ReportRecord, pipeline_id: str) -> str:
+    storage = readable_uri(_storage(record) or "")
+    return f"{storage.rstrip('/')}/{record.dag_id}/{record.run_id}/{pipeline_id}/{RUN_FILES['manifest']}"
 
 
 def _version(record: ReportRecord) -> tuple[str | None, int, str | None]:

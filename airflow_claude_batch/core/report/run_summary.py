@@ -164,6 +164,9 @@ class SummaryCache:
                 self._entries.popitem(last=False)
         return summary
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
 
