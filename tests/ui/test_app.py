@@ -193,3 +193,23 @@ def test_the_page_shows_the_table_the_charts_and_the_links(api: Any, recorded: d
     assert 'class="focus"' in html
     assert "<script src" not in html  # nothing fetched from elsewhere
     assert "<link" not in html
+
+
+def test_a_storage_that_does_not_answer_gives_the_report_task_figures_and_says_so(
+    api: Any, recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: Any) -> Any:
+        raise PermissionError(f"access denied to {path}")
+
+    monkeypatch.setattr(run_rows, "read_json", refuse)
+    answer = api.get(RUNS, headers=token_for("admin", "admin")).json()
+
+    assert answer["total_entries"] == 3
+    for row in answer["runs"]:
+        manifest = recorded[(row["dag_id"], row["run_id"])]
+        assert row["source"] == "report result"
+        assert "manifest not read: PermissionError" in row["note"]
+        assert row["outcomes"] == manifest["dispositions"]
+        assert row["actual_usd"] == pytest.approx(manifest["money"]["actual_usd"])
+        assert row["report_url"].endswith("/claude_batch/report.html")
+    assert len(run_rows.CACHE) == 0  # nothing kept: the next request reads again
