@@ -40,7 +40,7 @@ COLUMNS = (
     "cost",
     "synchronous",
     "savings",
-    "estimate → actual",
+    "est. → actual",
     "links",
 )
 STYLE = """
@@ -49,12 +49,13 @@ h1{font-size:20px;margin:0 0 12px}h2{font-size:15px;margin:16px 0 6px}
 form{display:flex;gap:10px;align-items:end;flex-wrap:wrap;margin-bottom:8px}
 label{display:flex;flex-direction:column;font-size:12px;color:#555}
 input,select,button{font-size:13px;padding:3px 6px}
-table{border-collapse:collapse;font-size:12px;width:100%}
-th,td{border-bottom:1px solid #e0e0e0;padding:4px 6px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:12px}
+th,td{border-bottom:1px solid #e0e0e0;padding:3px 5px;text-align:right;white-space:nowrap}
+td.w{white-space:normal;overflow-wrap:anywhere;min-width:110px;max-width:210px}
 th{background:#f5f5f5;position:sticky;top:0}td.t,th.t{text-align:left}
 tr.failed td{background:#fff3f3}tr.focus td{background:#fffbe6}
 tr.picked td{background:#e8f0fe}tr:hover td{background:#f0f6ff}
-.charts{display:flex;gap:24px;flex-wrap:wrap}.note{color:#8a6d00;font-size:11px}
+.charts{display:flex;gap:24px;flex-wrap:wrap;margin-bottom:12px}.note{color:#8a6d00;font-size:11px}
 .muted{color:#777}.legend span{display:inline-block;margin-right:10px;font-size:11px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
 """
@@ -168,7 +169,7 @@ def _nights_chart(nights: list[NightTotals]) -> str:
 
 
 def _outcomes_chart(rows: Sequence[dict[str, Any]]) -> str:
-    width, height, pad = 420, 180, 28
+    width, height, pad = 420, 180, 40
     title = "<h2>Outcomes per run</h2>"
     runs = [row for row in reversed(rows) if (row.get("records") or 0) > 0]  # oldest first
     if not runs:
@@ -221,14 +222,16 @@ def _table_row(row: dict[str, Any], *, focus: bool) -> str:
     outcomes = row.get("outcomes") or {}
     classes = " ".join(c for c in ("failed" if row.get("failure") else "", "focus" if focus else "") if c)
     state = escape(str(row.get("state") or ""))
+    if row.get("state") == "skipped" and not row.get("batches"):  # a dry run: estimated, nothing sent
+        state += ' <span class="note">dry run</span>'
     if row.get("canceled"):
         state += ' <span class="note">canceled</span>'
     if row.get("failure"):
         state += f' <span class="note" title="{escape(row["failure"])}">failed a bound</span>'
     cells = [
-        f'<td class="t">{escape(row["dag_id"])}</td>',
-        f'<td class="t">{escape(row["pipeline_id"])}</td>',
-        f'<td class="t">{escape(row["run_id"])}</td>',
+        f'<td class="t w">{escape(row["dag_id"])}</td>',
+        f'<td class="t w">{escape(row["pipeline_id"])}</td>',
+        f'<td class="t w">{escape(row["run_id"])}</td>',
         f'<td class="t">{state}</td>',
         f"<td>{_count(row.get('records'))}</td>",
         *(f"<td>{_count(outcomes.get(name))}</td>" for name in DISPOSITIONS),
@@ -258,6 +261,8 @@ def _estimate(row: dict[str, Any]) -> str:
     estimated = row.get("estimated_usd")
     if estimated is None:
         return '<span class="muted">—</span>'
+    if not row.get("batches"):  # nothing sent (a dry run): no actual to compare with
+        return f"{_usd(estimated)} → —"
     error = row.get("estimate_error_pct")
     change = "" if error is None else f" ({error:+.0f} %)"
     return f"{_usd(estimated)} → {_usd(row.get('actual_usd'))}{change}"
@@ -282,4 +287,7 @@ def _count(value: Any) -> str:
 
 
 def _usd(value: Any) -> str:
-    return "—" if value is None else f"${value:,.4f}"
+    if value is None:
+        return "—"
+    # Cents are enough from a dollar up; below, the fourth decimal still tells small runs apart.
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:,.4f}"
