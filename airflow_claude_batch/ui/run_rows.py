@@ -104,10 +104,13 @@ def rows_for(records: list[ReportRecord], cache: SummaryCache | None = None) -> 
     """
     cache = CACHE if cache is None else cache
     unseen = [r for r in records if (key := _cache_key(r)) is not None and key not in cache]
+    read: dict[int, RunRow] = {}
     if len(unseen) > 1:
         with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="claude-batches") as pool:
-            list(pool.map(lambda record: row_for(record, cache), unseen))
-    return [row_for(record, cache) for record in records]
+            rows = pool.map(lambda record: row_for(record, cache), unseen)
+            # Kept by record, so a manifest that could not be read is not asked for twice.
+            read = {id(record): row for record, row in zip(unseen, rows, strict=True)}
+    return [read.get(id(record)) or row_for(record, cache) for record in records]
 
 
 def row_for(record: ReportRecord, cache: SummaryCache) -> RunRow:

@@ -198,7 +198,10 @@ def test_the_page_shows_the_table_the_charts_and_the_links(api: Any, recorded: d
 def test_a_storage_that_does_not_answer_gives_the_report_task_figures_and_says_so(
     api: Any, recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    asked: list[str] = []
+
     def refuse(path: Any) -> Any:
+        asked.append(str(path))
         raise PermissionError(f"access denied to {path}")
 
     monkeypatch.setattr(run_rows, "read_json", refuse)
@@ -212,4 +215,5 @@ def test_a_storage_that_does_not_answer_gives_the_report_task_figures_and_says_s
         assert row["outcomes"] == manifest["dispositions"]
         assert row["actual_usd"] == pytest.approx(manifest["money"]["actual_usd"])
         assert row["report_url"].endswith("/claude_batch/report.html")
+    assert len(asked) == len(set(asked)) == 3  # each manifest asked for once, not once per pass
     assert len(run_rows.CACHE) == 0  # nothing kept: the next request reads again

@@ -8,6 +8,7 @@ what its report task returned (:func:`summary_from_report_result`), which carrie
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -145,6 +146,7 @@ class SummaryCache:
     def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
         self.size = size
         self._entries: OrderedDict[Hashable, RunSummary] = OrderedDict()
+        self._lock = threading.Lock()  # the list reads unseen manifests from several threads
         self.reads = 0
 
     def get(self, key: Hashable, read: Callable[[], RunSummary | None]) -> RunSummary | None:
@@ -153,15 +155,17 @@ class SummaryCache:
         :param key: the manifest's location and version.
         :param read: reads the manifest and summarises it; ``None`` when there is none (yet).
         """
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        self.reads += 1
-        summary = read()
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            self.reads += 1
+        summary = read()  # outside the lock: reads of other manifests go on meanwhile
         if summary is not None:
-            self._entries[key] = summary
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            with self._lock:
+                self._entries[key] = summary
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
         return summary
 
     def __contains__(self, key: Hashable) -> bool:
