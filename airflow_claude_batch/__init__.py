@@ -67,6 +67,7 @@ def get_provider_info() -> dict:
         "extra-links": [
             "airflow_claude_batch.links.ClaudeBatchLink",
             "airflow_claude_batch.links.ClaudeBatchReportLink",
+            "airflow_claude_batch.links.ClaudeBatchesPageLink",
         ],
         "connection-types": [
             {

@@ -15,6 +15,9 @@ own modules). What differs:
   requests, so :func:`aget_connection` falls back to the blocking lookup there.
 - Airflow 3.3's triggerer calls ``BaseTrigger.on_kill`` when a deferred task is cleared or marked;
   before 3.3 it never does (:data:`TRIGGERER_CALLS_ON_KILL`).
+- The "Claude batches" page (``ui/``) uses the plugin interface of 3.1 (``fastapi_apps``,
+  ``external_views``) and the API server's own ``get_user`` and auth manager, the same from 3.1 to 3.3;
+  :func:`plugin_user_dependency` and :func:`readable_dag_ids` are where a later change would go.
 
 Airflow 3.0 is not supported: it lacks ``airflow.sdk.BaseHook``, ``timezone`` and ``TriggerRule``,
 ``BaseHook.aget_connection`` (the triggerer would read connections blocking its event loop) and
@@ -175,3 +178,21 @@ __all__ = [
     "cron_parts",
     "dag_bag_class",
 ]
+
+
+def plugin_user_dependency() -> Any:
+    """The API server's dependency giving the signed-in user (its JWT from the ``Authorization: Bearer``
+    header or the UI's cookie); it answers 401 to a request without one, 403 to a bad one."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return get_user
+
+
+def readable_dag_ids(user: Any) -> set[str]:
+    """The DAGs the auth manager lets ``user`` read (``GET``), as Airflow's own list routes ask it.
+
+    :param user: the signed-in user.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))

@@ -1,5 +1,5 @@
-"""The "Claude batch" extra link of the submit and wait tasks, and the "Claude batch report" link of
-the report task.
+"""The "Claude batch" extra link of the submit and wait tasks, and the "Claude batch report" and
+"Claude batches" links of the report task (its ``report.html``; its run on the package's page).
 
 Airflow's UI shows a button per declared link; the API server reads the link's URL from the task's
 XCom under :attr:`ClaudeBatchLink.xcom_key`, which the task writes once it knows its batch id
@@ -113,3 +113,35 @@ class ClaudeBatchReportLink(BaseOperatorLink):
         if ti is not None:
             ti.xcom_push(key=cls().xcom_key, value=url)
         return url
+
+
+#: The "Claude batches" page's path below Airflow's base URL (``ui/plugin.py`` mounts it there).
+RUNS_PAGE_PATH = "/claude-batches/"
+
+
+def runs_page_url(dag_id: str, run_id: str, base_url: str | None = None) -> str:
+    """The "Claude batches" page opened on one DAG run's pipeline runs.
+
+    :param dag_id: the DAG.
+    :param run_id: the DAG run.
+    :param base_url: Airflow's ``[api] base_url`` (default: read from the configuration; empty: a
+        link relative to the API server's host).
+    """
+    from urllib.parse import urlencode
+
+    if base_url is None:
+        from airflow_claude_batch.compat import conf
+
+        base_url = conf.get("api", "base_url", fallback="") or ""
+    query = urlencode({"dag_id": dag_id, "run_id": run_id})
+    return f"{base_url.rstrip('/')}{RUNS_PAGE_PATH}?{query}"
+
+
+class ClaudeBatchesPageLink(BaseOperatorLink):
+    """A link from a report task to its run on the "Claude batches" page (the package's Airflow plugin)."""
+
+    name: ClassVar[str] = "Claude batches"  # type: ignore[misc]
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """Return the page's URL for the task's DAG run (made from the task's key: nothing to store)."""
+        return runs_page_url(ti_key.dag_id, ti_key.run_id)

@@ -3,7 +3,8 @@
 Drives Debian's headless Chromium through Selenium and chromedriver (no browser download): signs in,
 opens the ``claude_batch`` connection forms and checks our labels and extra fields are there and the
 hidden fields are not, triggers the nightly DAG from its params form with the dry-run switch on, and
-opens the finished runs and a deferred task's log. Screenshots go to ``docs/screenshots/``. The check
+opens the finished runs, a deferred task's log and the "Claude batches" page (the package's plugin,
+in the UI's frame). Screenshots go to ``docs/screenshots/``. The check
 goes on past a broken promise to see the rest, then fails naming every one.
 
 Used by ``python -m deploy.topology_check --ui``; needs a deployment that is up.
@@ -51,6 +52,8 @@ RUN_TIMEOUT_SECONDS = 600.0
 # The nightly DAG's params form: the titles a user must see.
 PARAM_TITLES = ("Input file", "Model", "Max output tokens", "Budget (USD)", "Requeue rounds", "Dry run")
 NIGHTLY_TASKS = ("classify_tickets.build", "classify_tickets.round_0.wait", "classify_tickets.report")
+#: The plugin's page in Airflow's UI (``airflow_claude_batch/ui/plugin.py``).
+CLAUDE_BATCHES_ROUTE = "claude-batches"
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,38 @@ def check_run_pages(
     browser.screenshot("wait-task-log")
 
 
+def check_claude_batches_page(browser: Browser, context: UiContext, problems: Problems) -> None:
+    """The plugin's page inside Airflow's UI: the finished run listed with its figures, both charts."""
+    browser.open(f"/plugin/{CLAUDE_BATCHES_ROUTE}")
+    frame = browser.wait_for(
+        lambda d: next((f for f in d.find_elements(By.TAG_NAME, "iframe") if f.is_displayed()), False),
+        "the Claude batches page's frame in the UI",
+    )
+    browser.driver.switch_to.frame(frame)
+    try:
+        browser.wait_for_text(context.finished_run_id)
+        text = browser.body_text()
+        for heading in ("Claude batches", "Cost and savings per night", "Outcomes per run"):
+            problems.expect(heading in text, f"the Claude batches page lacks {heading!r}")
+        row = browser.driver.find_element(By.CSS_SELECTOR, f"tr[data-run='{context.finished_run_id}']")
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        problems.expect(context.dag_id in cells, f"the page's row of the run does not name {context.dag_id}")
+        problems.expect(any(c.startswith("$") for c in cells), "the page's row of the run shows no cost")
+        links = {a.text: a.get_attribute("href") for a in row.find_elements(By.TAG_NAME, "a")}
+        problems.expect("report" in links, "the page's row of the run has no link to its report.html")
+        problems.expect(
+            run_path(context.dag_id, context.finished_run_id) in (links.get("DAG run") or ""),
+            f"the page's DAG run link is {links.get('DAG run')!r}",
+        )
+        problems.expect(
+            len(browser.driver.find_elements(By.TAG_NAME, "svg")) >= 2, "the page draws fewer than 2 charts"
+        )
+        problems.expect(context.api_key not in browser.driver.page_source, "the page shows the API key")
+    finally:
+        browser.driver.switch_to.default_content()
+    browser.screenshot("claude-batches")
+
+
 def run_ui_check(context: UiContext, api: AirflowApi, screenshots: Path) -> dict[str, Any]:
     """Sign in, check the connection forms, trigger a dry run from the params form, open the runs.
 
@@ -364,6 +399,7 @@ def run_ui_check(context: UiContext, api: AirflowApi, screenshots: Path) -> dict
         check_connection_add_form(browser, problems)
         dry_run_id = trigger_dry_run_from_form(browser, api, context, problems)
         check_run_pages(browser, api, context, dry_run_id, problems)
+        check_claude_batches_page(browser, context, problems)
     if problems.items:
         raise CheckFailed("UI: " + "; ".join(problems.items) + f" (screenshots in {screenshots})")
     return {"screenshots": browser.saved, "dry_run_id": dry_run_id}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "airflow_claude_batch"
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 MAX_LINES = 400
-SHELL = ("hooks", "operators", "sensors", "triggers")
+SHELL = ("hooks", "operators", "sensors", "triggers", "ui")
 
 
 def _modules() -> dict[str, Path]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from airflow_claude_batch import get_provider_info
-from airflow_claude_batch.links import ClaudeBatchLink, ClaudeBatchReportLink, batch_link_url
+from airflow_claude_batch.links import (
+    ClaudeBatchesPageLink,
+    ClaudeBatchLink,
+    ClaudeBatchReportLink,
+    batch_link_url,
+    runs_page_url,
+)
 from airflow_claude_batch.operators.report import ClaudeBatchReportOperator
 from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
@@ -31,6 +39,7 @@ def test_the_link_is_declared_and_on_the_submit_and_wait_tasks() -> None:
     assert get_provider_info()["extra-links"] == [
         "airflow_claude_batch.links.ClaudeBatchLink",
         "airflow_claude_batch.links.ClaudeBatchReportLink",
+        "airflow_claude_batch.links.ClaudeBatchesPageLink",
     ]
     for operator in (ClaudeBatchSubmitOperator, ClaudeBatchSensor):
         assert [link.name for link in operator.operator_extra_links] == [ClaudeBatchLink.name]
@@ -81,4 +90,18 @@ def test_the_report_task_links_to_its_report_page(report_uri: str, expected: str
     ti = StandInTaskInstance()
     assert ClaudeBatchReportLink.persist({"ti": ti}, report_uri=report_uri) == expected
     assert ti.pushed == {ClaudeBatchReportLink().xcom_key: expected}
-    assert [link.name for link in ClaudeBatchReportOperator.operator_extra_links] == ["Claude batch report"]
+    assert [link.name for link in ClaudeBatchReportOperator.operator_extra_links] == [
+        "Claude batch report",
+        "Claude batches",
+    ]
+
+
+def test_the_report_task_links_to_its_run_on_the_claude_batches_page(monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/team-a/")
+    key = SimpleNamespace(dag_id="nightly", run_id="scheduled__2026-03-01T00:00:00+00:00")
+
+    assert ClaudeBatchesPageLink().get_link(None, ti_key=key) == (
+        "https://airflow.example.com/team-a/claude-batches/"
+        "?dag_id=nightly&run_id=scheduled__2026-03-01T00%3A00%3A00%2B00%3A00"
+    )
+    assert runs_page_url("d", "r", base_url="") == "/claude-batches/?dag_id=d&run_id=r"

@@ -19,6 +19,7 @@ SHELL = sorted(
         *(PACKAGE / "operators").glob("*.py"),
         *(PACKAGE / "sensors").glob("*.py"),
         *(PACKAGE / "triggers").glob("*.py"),
+        *(PACKAGE / "ui").glob("*.py"),
         *(
             PACKAGE / name
             for name in (

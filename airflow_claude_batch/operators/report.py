@@ -16,7 +16,7 @@ from airflow_claude_batch.core.results import FailureThreshold
 from airflow_claude_batch.core.run import RunFolder, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
-from airflow_claude_batch.links import ClaudeBatchReportLink
+from airflow_claude_batch.links import ClaudeBatchesPageLink, ClaudeBatchReportLink
 from airflow_claude_batch.operators.owned_output import write_owned_output
 from airflow_claude_batch.operators.task_inputs import flag, load_prices, pipeline_id_of, run_folder_for
 
@@ -85,7 +85,7 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         "max_pending_fraction",
     )
     ui_color = "#d8e4f0"
-    operator_extra_links = (ClaudeBatchReportLink(),)
+    operator_extra_links = (ClaudeBatchReportLink(), ClaudeBatchesPageLink())
 
     def __init__(
         self,

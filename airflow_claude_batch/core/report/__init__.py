@@ -7,5 +7,27 @@ from __future__ import annotations
 from airflow_claude_batch.core.report.ledger import accounting_failure, is_dry_run, write_ledger
 from airflow_claude_batch.core.report.report_page import write_report
 from airflow_claude_batch.core.report.round_budget import round_budget
+from airflow_claude_batch.core.report.run_summary import (
+    UNKNOWN,
+    NightTotals,
+    RunSummary,
+    SummaryCache,
+    nightly_totals,
+    summary_from_manifest,
+    summary_from_report_result,
+)
 
-__all__ = ["accounting_failure", "is_dry_run", "round_budget", "write_ledger", "write_report"]
+__all__ = [
+    "UNKNOWN",
+    "NightTotals",
+    "RunSummary",
+    "SummaryCache",
+    "accounting_failure",
+    "is_dry_run",
+    "nightly_totals",
+    "round_budget",
+    "summary_from_manifest",
+    "summary_from_report_result",
+    "write_ledger",
+    "write_report",
+]

@@ -8,6 +8,7 @@ from airflow_claude_batch.core.run.cancel_record import is_canceled, remove_canc
 from airflow_claude_batch.core.run.claims import ClaimsIndex
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.line_reader import DEFAULT_CHUNK_SIZE, iter_records
+from airflow_claude_batch.core.run.outcomes import DISPOSITIONS, Disposition
 from airflow_claude_batch.core.run.output_owner import OutputClaim, claim_output, place_output
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import StoragePath, read_json, readable_uri, write_json
@@ -15,7 +16,9 @@ from airflow_claude_batch.core.run.url_secrets import mask_urls, masked_url, url
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DISPOSITIONS",
     "ClaimsIndex",
+    "Disposition",
     "OutputClaim",
     "RunFolder",
     "ShardDescriptor",

@@ -30,6 +30,10 @@ OTHER_MEANINGS = {
     ("core/run/output_owner.py", "unknown"),
     # the manifest's field for the run's cancel record (``cancel.json``), not a row's outcome
     ("core/report/manifest.py", "canceled"),
+    ("core/report/run_summary.py", "canceled"),
+    ("ui/page.py", "canceled"),
+    # a run without a logical time falls in no night
+    ("ui/run_rows.py", "unknown"),
 }
 
 
