@@ -65,11 +65,13 @@ class BuildResult:
     :param shards: round 0's descriptors (empty in a dry run).
     :param estimate: the estimate, or ``None`` when an earlier attempt's shards were reused.
     :param reused: whether ``round-0/shards.json`` already existed.
+    :param reused_requests: requests this build answered from the answer store (``reused.jsonl``).
     """
 
     shards: tuple[ShardDescriptor, ...]
     estimate: CostEstimate | None
     reused: bool = False
+    reused_requests: int = 0
 
     def shard_dicts(self) -> list[dict[str, Any]]:
         """The descriptors as XCom-ready dicts."""
@@ -186,7 +188,7 @@ def build_run(
             left_out.in_run,
             left_out.answered,
         )
-        return BuildResult((*built, *descriptors), estimate)
+        return BuildResult((*built, *descriptors), estimate, reused_requests=left_out.reused)
     log.info(
         "%s %d request(s) into %d shard(s); estimate at batch prices: upper bound $%.4f, expected $%.4f (%s)",
         "dry run: checked" if dry_run else "built",
@@ -196,7 +198,9 @@ def build_run(
         estimate.expected_batch_usd,
         estimate.method,
     )
-    return BuildResult(() if dry_run else descriptors, estimate)
+    return BuildResult(
+        () if dry_run else descriptors, estimate, reused_requests=0 if dry_run else left_out.reused
+    )
 
 
 def _lookup(

@@ -15,7 +15,14 @@ from airflow_claude_batch.core.reuse.answer_store import (
     prune,
 )
 from airflow_claude_batch.core.reuse.lookup import AnswerLookup
-from airflow_claude_batch.core.reuse.reused_rows import REUSED_FROM, reused_row, saved_usd, store_answers
+from airflow_claude_batch.core.reuse.reused_rows import (
+    REUSED_FROM,
+    reused_row,
+    saved_usd,
+    store_answers,
+    store_shard_answers,
+    store_sync_answers,
+)
 from airflow_claude_batch.core.reuse.store_layout import ANSWERS_FOLDER, AnswerStoreLayout
 
 __all__ = [
@@ -33,4 +40,6 @@ __all__ = [
     "reused_row",
     "saved_usd",
     "store_answers",
+    "store_shard_answers",
+    "store_sync_answers",
 ]

@@ -15,8 +15,9 @@ from typing import Any
 from airflow_claude_batch.core.requests.request_lines import iter_request_lines
 from airflow_claude_batch.core.reuse.answer_key import line_key
 from airflow_claude_batch.core.reuse.answer_store import AnswerStore, StoredAnswer
+from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.outcomes import Outcome
-from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.run.storage import StoragePath, iter_jsonl
 
 #: The field of a reused row that says where its answer came from.
 REUSED_FROM = "reused_from"
@@ -88,3 +89,34 @@ def store_answers(
         if key is not None and store.put(stored_answer(key, row, run=run, batch=batch)):
             stored += 1
     return stored
+
+
+def store_shard_answers(
+    store: AnswerStore, folder: RunFolder, round_index: int, shard_index: int, batch: str
+) -> int:
+    """Store a fanned-out shard's ``succeeded`` rows (its invalid, refused, errored, expired and canceled
+    rows are in other files and never stored)."""
+    succeeded = folder.shard_outcome(round_index, shard_index, Outcome.SUCCEEDED)
+    if not succeeded.exists():
+        return 0
+    return store_answers(
+        store,
+        folder.shard_requests(round_index, shard_index),
+        iter_jsonl(succeeded),
+        run=str(folder.root),
+        batch=batch,
+    )
+
+
+def store_sync_answers(store: AnswerStore, folder: RunFolder, round_index: int, shard_index: int) -> int:
+    """Store a shard's synchronous retries that succeeded (``batch`` ``None``: no batch bought them)."""
+    retries = folder.shard_sync_retry(round_index, shard_index)
+    if not retries.exists():
+        return 0
+    return store_answers(
+        store,
+        folder.shard_requests(round_index, shard_index),
+        iter_jsonl(retries),
+        run=str(folder.root),
+        batch=None,
+    )
