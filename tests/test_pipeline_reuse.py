@@ -109,6 +109,8 @@ def test_a_second_run_over_the_same_corpus_sends_nothing_and_writes_the_same_out
     assert document["money"]["actual_usd"] == 0
     assert document["dispositions"]["succeeded"] == document["input_records"] == 12
     assert document["reconciled"]
+    page = (tmp_path / "runs" / "rag_same" / second.run_id / "claude_batch" / "report.html").read_text()
+    assert "reused, bought earlier for" in page
     assert flat(tmp_path, "rag_same", SECOND) == flat(tmp_path, "rag_same", FIRST)
     rows = [
         json.loads(line)
