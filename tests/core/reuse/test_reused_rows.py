@@ -63,3 +63,31 @@ def test_only_good_answers_are_stored_and_come_back_as_free_succeeded_rows(tmp_p
     assert row[REUSED_FROM]["batch"] == "msgbatch_9"
     assert saved_usd(row) == 0.002
     assert saved_usd(good("a")) == 0.0
+
+
+def test_a_shards_succeeded_file_and_its_successful_synchronous_retries_are_stored(tmp_path: Path) -> None:
+    from airflow_claude_batch.core.reuse.reused_rows import store_shard_answers, store_sync_answers
+    from airflow_claude_batch.core.run.layout import RunFolder
+    from airflow_claude_batch.core.run.storage import atomic_writer
+
+    folder = RunFolder.for_run(tmp_path / "runs", "dag", "run_1", "claude_batch")
+    store = AnswerStore(folder.storage_root)
+    texts = {"a": "one", "b": "two", "c": "three"}
+    with atomic_writer(folder.shard_requests(0, 0)) as out:
+        out.write(requests_file(tmp_path, texts).read_bytes())
+    with atomic_writer(folder.shard_outcome(0, 0, Outcome.SUCCEEDED)) as out:
+        out.write(orjson.dumps(good("a")) + b"\n")
+    with atomic_writer(folder.shard_outcome(0, 0, Outcome.INVALID_OUTPUT)) as out:
+        out.write(orjson.dumps({**good("c"), "error": "not a label"}) + b"\n")
+    with atomic_writer(folder.shard_sync_retry(0, 0)) as out:
+        out.write(orjson.dumps({**good("b"), "outcome": Outcome.SUCCEEDED}) + b"\n")
+
+    assert store_shard_answers(store, folder, 0, 0, "msgbatch_1") == 1
+    assert store_sync_answers(store, folder, 0, 0) == 1
+    assert (
+        store_shard_answers(store, folder, 0, 0, "msgbatch_1") == 0
+    )  # a retried fanout stores nothing twice
+
+    assert store.get(answer_key(params("one"))).batch == "msgbatch_1"  # type: ignore[union-attr]
+    assert store.get(answer_key(params("two"))).batch is None  # type: ignore[union-attr]
+    assert store.get(answer_key(params("three"))) is None
