@@ -51,7 +51,7 @@ from airflow_claude_batch.core.reuse.answer_store import AnswerStore
 from airflow_claude_batch.core.reuse.lookup import AnswerLookup
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.shards import ShardDescriptor
-from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, read_json, write_json
+from airflow_claude_batch.core.run.storage import atomic_writer, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def build_run(
         prices.price(template.model)  # an unknown model fails now, not after reading every record
     writer = ShardWriter(folder, FIRST_ROUND, limits, dry_run=dry_run, first_index=len(built))
     with writer, ExitStack() as reused_out:
-        lookup = _lookup(folder, answer_store, reused_out, dry_run=dry_run, earlier=bool(built))
+        lookup = _lookup(folder, answer_store, reused_out, dry_run=dry_run)
         left_out = _LeftOut(known, lookup)
         policy = invalid_records or InvalidRecordPolicy()
         rejections = Rejections(policy, lambda: atomic_writer(folder.rejected))
@@ -157,7 +157,7 @@ def build_run(
                 **_with_earlier_part(folder, estimate, built),
                 "built_at": _now(),
                 "rejected_records": rejections.count,
-                **_reuse_figures(folder, lookup, built),
+                **_reuse_figures(lookup),
             },
         )
         check_budget(estimate)
@@ -204,39 +204,26 @@ def build_run(
 
 
 def _lookup(
-    folder: RunFolder, store: AnswerStore | None, stack: ExitStack, *, dry_run: bool, earlier: bool
+    folder: RunFolder, store: AnswerStore | None, stack: ExitStack, *, dry_run: bool
 ) -> AnswerLookup | None:
-    """The build's answer lookup, writing ``reused.jsonl`` (after an earlier part's rows, when shards
-    are added to the run), or ``None`` without a store."""
+    """The build's answer lookup writing ``reused.jsonl``, or ``None`` without a store.
+
+    When ``add_new`` adds shards to a run, the records reused by its earlier part are not in its shards,
+    so they are looked up again and ``reused.jsonl`` is written whole anew (a record pruned from the
+    store since is sent with the new records).
+    """
     if store is None:
         return None
     if dry_run:
         return AnswerLookup(store, None)
-    out = stack.enter_context(atomic_writer(folder.reused))
-    if earlier and folder.reused.exists():
-        _copy(folder.reused, out)
-    return AnswerLookup(store, out)
+    return AnswerLookup(store, stack.enter_context(atomic_writer(folder.reused)))
 
 
-def _copy(path: StoragePath, out: Any) -> None:
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            out.write(chunk)
-
-
-def _reuse_figures(
-    folder: RunFolder, lookup: AnswerLookup | None, built: list[ShardDescriptor]
-) -> dict[str, Any]:
-    """``estimate.json``'s count of reused requests and what they cost when bought (with an earlier
-    part's, when shards were added)."""
+def _reuse_figures(lookup: AnswerLookup | None) -> dict[str, Any]:
+    """``estimate.json``'s count of reused requests and what they cost when bought."""
     if lookup is None:
         return {}
-    earlier = read_json(folder.estimate) if built else None
-    earlier = earlier if isinstance(earlier, dict) else {}
-    return {
-        "reused_records": int(earlier.get("reused_records", 0)) + lookup.hits,
-        "reused_saved_usd": round(float(earlier.get("reused_saved_usd", 0.0)) + lookup.saved_usd, 6),
-    }
+    return {"reused_records": lookup.hits, "reused_saved_usd": round(lookup.saved_usd, 6)}
 
 
 class _LeftOut:
