@@ -118,6 +118,11 @@ def claude_batch_pipeline(
         requeued as without it.
     :param prices_file: (a build parameter) a JSON price table over the shipped prices, for every
         estimate and cost of the run.
+    :param reuse_answers: (a build parameter) answer a request from the answer store under ``storage``
+        when any run sharing the root already bought its answer (same model and params); ``True`` or a
+        maximum age such as ``"30d"`` (see the build operator). The fanouts and synchronous retries store
+        the run's good answers. Leave it off to sample several answers on purpose, or with a
+        temperature above 0.
     :param custom_input: the run reads an input other than its interval's own (templated, e.g.
         ``"{{ params.input_path is not none }}"``): its flat output goes into its run folder, never to
         ``output_uri`` (see the report operator).
@@ -165,9 +170,14 @@ def claude_batch_pipeline(
             poll_interval=poll_interval,
             sensor_kwargs={} if deferrable is None else {"deferrable": deferrable},
             submit_kwargs={} if pacing_timeout is None else {"pacing_timeout": pacing_timeout},
-            fanout_kwargs={**answer_checks, "prices_file": options["prices_file"]},
+            fanout_kwargs={
+                **answer_checks,
+                "prices_file": options["prices_file"],
+                "reuse_answers": options["reuse_answers"],
+            },
             requeue_kwargs={
                 **answer_checks,
+                "reuse_answers": options["reuse_answers"],
                 "prices_file": options["prices_file"],
                 "requeue_canceled": requeue_canceled,
                 "retry_errored_sync": options["retry_errored_sync"],

@@ -43,6 +43,7 @@ from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigE
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.operators.build_options import SourceSpec
 from airflow_claude_batch.operators.task_inputs import (
+    answer_store_for,
     flag,
     load_prices,
     optional_number,
@@ -122,6 +123,10 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     :param passthrough_fields: record fields carried into every output row (``passthrough`` in the
         run-folder rows, beside ``custom_id`` in the flat output), e.g. ``["title", "expected_label"]``;
         see :mod:`~airflow_claude_batch.core.requests.passthrough`.
+    :param reuse_answers: answer a request from the answer store under ``storage`` (templated): ``True``
+        (its model and params, after the build's additions, match an answer any run sharing ``storage``
+        bought: not sent, $0 in this run), a maximum age (``"30d"``), or ``False`` (default). Leave it
+        off to sample several answers on purpose, or with a temperature above 0.
     :param later_templates: the templated parameters of the tasks after the build, by name
         (``{"output_uri": ...}``): the build renders them for the run first, so that one that cannot
         render (``{{ ds }}`` in a run without a logical date) fails the build, naming it, before anything
@@ -157,6 +162,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         "structured_output",
         "check_model",
         "passthrough_fields",
+        "reuse_answers",
     )
     template_fields_renderers = {"system": "md"}
     ui_color = "#f0e4d7"
@@ -193,6 +199,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         structured_output: str | None = None,
         check_model: bool | str = True,
         passthrough_fields: Sequence[str] | str | None = None,
+        reuse_answers: bool | str = False,
         later_templates: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -228,6 +235,7 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         self.structured_output = structured_output
         self.check_model = check_model
         self.passthrough_fields = passthrough_fields
+        self.reuse_answers = reuse_answers
         self.later_templates = later_templates
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -237,10 +245,11 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
             source, template = self._record_source(), self._template()
             self._check_model(template)
             carried = parse_fields(self.passthrough_fields)
+            folder = self._run_folder(context)
             result = build_run(
                 source,
                 template,
-                self._run_folder(context),
+                folder,
                 limits=ShardLimits(
                     whole_number(self.max_requests_per_shard, "max_requests_per_shard"),
                     whole_number(self.max_bytes_per_shard, "max_bytes_per_shard"),
@@ -265,9 +274,10 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
                 on_input_change=parse_on_input_change(self.on_input_change),
                 history=self._history(context),
                 invalid_records=InvalidRecordPolicy.parse(self.on_invalid_record, self.max_rejected_fraction),
+                answer_store=answer_store_for(self.reuse_answers, folder.storage_root),
             )
-            if carried and result.shard_dicts():
-                write_passthrough(self._run_folder(context), source, template.custom_id_field, carried)
+            if carried and (result.shard_dicts() or result.reused_requests):
+                write_passthrough(folder, source, template.custom_id_field, carried)
         except BeforeSubmitError as exc:
             # Bad input or over budget: retrying cannot help and nothing was spent.
             raise AirflowFailException(str(exc)) from exc

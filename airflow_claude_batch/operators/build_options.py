@@ -57,3 +57,4 @@ class BuildOptions(TypedDict, total=False):
     structured_output: str | None
     check_model: bool | str
     passthrough_fields: Sequence[str] | str | None
+    reuse_answers: bool | str

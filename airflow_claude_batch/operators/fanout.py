@@ -10,10 +10,11 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.core.results import OutputValidator, fan_out_shard
+from airflow_claude_batch.core.reuse import store_shard_answers
 from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
-from airflow_claude_batch.operators.task_inputs import load_prices
+from airflow_claude_batch.operators.task_inputs import answer_store_for, load_prices
 
 
 class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
@@ -44,9 +45,13 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
         table). A retried task calls it again for the same rows: make it idempotent on ``custom_id``.
     :param prices_file: a prices file over the shipped prices (templated; default:
         ``[claude_batch] prices_file`` or ``CLAUDE_BATCH_PRICES_FILE``).
+    :param reuse_answers: store the shard's good answers (its ``succeeded`` rows, which passed the parser
+        and the schema) in the answer store under the run folder's storage root, for later runs
+        (templated; ``True`` or a maximum age: see the build operator). Invalid, refused, errored,
+        expired and canceled answers are never stored.
     """
 
-    template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id", "prices_file")
+    template_fields: Sequence[str] = ("shard", "conn_id", "storage_conn_id", "prices_file", "reuse_answers")
     ui_color = "#e4f0d8"
 
     def __init__(
@@ -60,9 +65,11 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
         keep_thinking: bool = False,
         sink: Callable[[dict[str, Any]], None] | None = None,
         prices_file: str | None = None,
+        reuse_answers: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reuse_answers = reuse_answers
         self.shard = shard
         self.conn_id = conn_id
         self.storage_conn_id = storage_conn_id
@@ -103,6 +110,7 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
                 batch_id=batch_id,
                 marker_id=shard.marker_id,
             )
+            self._store_answers(folder, shard.round, shard.index, batch_id)
         except BeforeSubmitError as exc:
             # A configuration fault (schema, prices file, connection): a retry cannot fix it.
             raise AirflowFailException(str(exc)) from exc
@@ -131,3 +139,10 @@ class ClaudeBatchFanoutOperator(LineageMixin, BaseOperator):
             tokens=summary.tokens.to_dict(),
             cost_usd=round(summary.cost_usd, 6),
         ).to_dict()
+
+    def _store_answers(self, folder: RunFolder, round_index: int, shard_index: int, batch_id: str) -> None:
+        store = answer_store_for(self.reuse_answers, folder.storage_root)
+        if store is None:
+            return
+        stored = store_shard_answers(store, folder, round_index, shard_index, batch_id)
+        self.log.info("reuse_answers: %d good answer(s) of batch %s stored for later runs", stored, batch_id)

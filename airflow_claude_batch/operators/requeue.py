@@ -22,9 +22,10 @@ from airflow_claude_batch.core.requeue import (
     requeue_round,
 )
 from airflow_claude_batch.core.results import OutputValidator
+from airflow_claude_batch.core.reuse import store_sync_answers
 from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
-from airflow_claude_batch.operators.task_inputs import flag, load_prices
+from airflow_claude_batch.operators.task_inputs import answer_store_for, flag, load_prices
 
 if TYPE_CHECKING:
     import anthropic
@@ -73,6 +74,9 @@ class ClaudeBatchRequeueOperator(BaseOperator):
     :param prices_file: a prices file for the synchronous answers' cost (templated).
     :param sync_concurrency: synchronous calls in flight at once (a 429 is waited out for its
         ``retry-after``).
+    :param reuse_answers: store the synchronous retries that succeeded (they passed the parser and the
+        schema) in the answer store under the run folder's storage root, for later runs (templated;
+        ``True`` or a maximum age: see the build operator).
     """
 
     template_fields: Sequence[str] = (
@@ -84,6 +88,7 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         "max_bytes_per_shard",
         "prices_file",
         "retry_errored_sync",
+        "reuse_answers",
     )
     ui_color = "#f0ecd8"
 
@@ -104,9 +109,11 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         keep_thinking: bool = False,
         prices_file: str | None = None,
         sync_concurrency: int = DEFAULT_SYNC_CONCURRENCY,
+        reuse_answers: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reuse_answers = reuse_answers
         self.sync_concurrency = sync_concurrency
         self.shards = shards
         self.round_index = round_index
@@ -145,9 +152,18 @@ class ClaudeBatchRequeueOperator(BaseOperator):
                 sync=self._sync_retry() if flag(self.retry_errored_sync, "retry_errored_sync") else None,
                 budget=round_budget(folder, round_index, load_prices(self.prices_file, self.storage_conn_id)),
             )
+            self._store_answers(folder, shards)
         except BeforeSubmitError as exc:
             raise AirflowFailException(str(exc)) from exc
         return list(record.next_shards)
+
+    def _store_answers(self, folder: RunFolder, shards: list[ShardDescriptor]) -> None:
+        """Store the synchronous retries that succeeded (passed the parser and the schema), for later runs."""
+        store = answer_store_for(self.reuse_answers, folder.storage_root)
+        if store is None or not flag(self.retry_errored_sync, "retry_errored_sync"):
+            return
+        stored = sum(store_sync_answers(store, folder, shard.round, shard.index) for shard in shards)
+        self.log.info("reuse_answers: %d synchronous answer(s) stored for later runs", stored)
 
     def _sync_retry(self) -> SyncRetry:
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook

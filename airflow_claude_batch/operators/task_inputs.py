@@ -19,6 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_PIPELINE_ID, settings
 from airflow_claude_batch.core.money import PriceTable
+from airflow_claude_batch.core.reuse import AnswerStore, parse_reuse_answers
 from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import InputError
 
@@ -97,3 +98,12 @@ def flag(value: Any, name: str) -> bool:
     if text in ("false", "0", "no", "", "none"):
         return False
     raise InputError(f"{name} must be true or false, got {value!r}")
+
+
+def answer_store_for(reuse_answers: Any, storage_root: Any) -> AnswerStore | None:
+    """The answer store under ``storage_root`` when ``reuse_answers`` is on (``True`` or a maximum age
+    such as ``"30d"``), else ``None``; its writes are exclusive as the run folders' are."""
+    policy = parse_reuse_answers(reuse_answers)
+    if policy is None:
+        return None
+    return AnswerStore(storage_root, policy, allow_unconditional=settings.allow_unconditional_writes())

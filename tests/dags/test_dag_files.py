@@ -68,6 +68,7 @@ def test_every_dag_file_parses_without_errors_warnings_or_io(tmp_path: Path) -> 
     assert report["warnings"] == []
     assert report["dag_ids"] == [
         "monthly_moderation_sweep",
+        "monthly_rag_enrichment",
         "overnight_classification",
         "prompt_model_eval",
         "quickstart",

@@ -346,3 +346,47 @@ def test_two_month_backfill_of_the_sweep_gives_two_complete_independent_months(
         assert expected_flags  # the sample months hold content to flag
         assert {row["custom_id"] for row in flags} == expected_flags
         assert all(row["reason"] and row["category"] != "none" for row in flags)
+
+
+# --- the monthly RAG enrichment ------------------------------------------------------------------------
+
+RAG = "monthly_rag_enrichment"
+RAG_PIPELINE = "enrich_chunks"
+
+
+def test_rag_enrichment_sends_only_the_changed_and_new_chunks_the_next_month(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator: Any, dags_folder: Path, run_dag: Any
+) -> None:
+    chunks = read_jsonl(SAMPLE_DAGS / "data" / "corpus" / "handbook.jsonl")
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl(corpus, chunks)
+    storage = tmp_path / "storage"
+    monkeypatch.setenv("AIRFLOW_VAR_CLAUDE_BATCH_CORPUS", f"file://{corpus}")
+    monkeypatch.setenv("AIRFLOW_VAR_CLAUDE_BATCH_STORAGE", f"file://{storage}")
+    monkeypatch.setenv("CLAUDE_BATCH_POLL_INTERVAL", "0.5")
+    november, december = pendulum.datetime(2026, 12, 1, tz="UTC"), pendulum.datetime(2027, 1, 1, tz="UTC")
+
+    first = run_dag(dags_folder / f"{RAG}.py", RAG, logical_date=november, run_after=november)
+    edited = [
+        dict(chunk, text=chunk["text"] + " (Updated.)") if n < 3 else chunk for n, chunk in enumerate(chunks)
+    ]
+    added = [
+        {"id": f"hb-new-{n}", "section": "plans", "title": f"New {n}", "text": f"A new chunk {n}."}
+        for n in range(2)
+    ]
+    write_jsonl(corpus, edited + added)
+    second = run_dag(dags_folder / f"{RAG}.py", RAG, logical_date=december, run_after=december)
+
+    assert first.state == second.state == "success"
+    root = storage / "rag"
+    manifests = [
+        json.loads((root / RAG / run.run_id / RAG_PIPELINE / "manifest.json").read_text())
+        for run in (first, second)
+    ]
+    assert [sum(r["requests"] for r in m["rounds"]) for m in manifests] == [len(chunks), 5]
+    assert manifests[1]["reused"]["requests"] == len(chunks) - 3
+    assert manifests[1]["reused"]["saved_usd"] > 0
+    assert emulator.stats()["batches_created"] == 2
+    enriched = read_jsonl(root / "enriched" / "2026-12.jsonl")
+    assert sorted(row["custom_id"] for row in enriched) == sorted(c["id"] for c in edited + added)
+    assert all(row["summary"] and row["keywords"] and row["title"] for row in enriched)

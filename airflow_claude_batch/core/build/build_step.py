@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -42,10 +43,12 @@ from airflow_claude_batch.core.money.cost_history import RunCost
 from airflow_claude_batch.core.money.estimate import CostEstimate, EstimateOptions, estimate_cost
 from airflow_claude_batch.core.money.input_tokens import ReservoirSample, TokenCounter, measure_tokens
 from airflow_claude_batch.core.money.pricing import PriceTable
-from airflow_claude_batch.core.requests.rendering import RequestTemplate
+from airflow_claude_batch.core.requests.rendering import EncodedRequest, RequestTemplate
 from airflow_claude_batch.core.requests.request_stream import iter_requests
 from airflow_claude_batch.core.requests.sharding import ShardLimits, ShardWriter, WrittenShard
 from airflow_claude_batch.core.requests.sources import RecordSource
+from airflow_claude_batch.core.reuse.answer_store import AnswerStore
+from airflow_claude_batch.core.reuse.lookup import AnswerLookup
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.shards import ShardDescriptor
 from airflow_claude_batch.core.run.storage import atomic_writer, read_json, write_json
@@ -62,11 +65,13 @@ class BuildResult:
     :param shards: round 0's descriptors (empty in a dry run).
     :param estimate: the estimate, or ``None`` when an earlier attempt's shards were reused.
     :param reused: whether ``round-0/shards.json`` already existed.
+    :param reused_requests: requests this build answered from the answer store (``reused.jsonl``).
     """
 
     shards: tuple[ShardDescriptor, ...]
     estimate: CostEstimate | None
     reused: bool = False
+    reused_requests: int = 0
 
     def shard_dicts(self) -> list[dict[str, Any]]:
         """The descriptors as XCom-ready dicts."""
@@ -87,6 +92,7 @@ def build_run(
     on_input_change: str = FAIL,
     history: Sequence[RunCost] = (),
     invalid_records: InvalidRecordPolicy | None = None,
+    answer_store: AnswerStore | None = None,
 ) -> BuildResult:
     """Build round 0 of a run (see the module's docstring for the order of work).
 
@@ -106,6 +112,9 @@ def build_run(
         :func:`~airflow_claude_batch.core.money.cost_history.pipeline_history`).
     :param invalid_records: what a bad record does: stop the build (default) or go to ``rejected.jsonl``
         (see :mod:`~airflow_claude_batch.core.build.rejections`).
+    :param answer_store: look each request up in this store before it is sharded (``reuse_answers``):
+        a hit is not sent, its row goes to ``reused.jsonl``; the estimate and the budget count only what
+        will be sent. ``None``: every request is sent.
     :raises InputError: a record or a setting is invalid (nothing was submitted).
     :raises BudgetExceededError: the estimate its ``budget_basis`` names is over ``max_cost_usd``.
     :raises StorageError: the run folder cannot be read or written.
@@ -132,12 +141,13 @@ def build_run(
     if template.model is not None:
         prices.price(template.model)  # an unknown model fails now, not after reading every record
     writer = ShardWriter(folder, FIRST_ROUND, limits, dry_run=dry_run, first_index=len(built))
-    with writer:
-        left_out = _LeftOut(known)
+    with writer, ExitStack() as reused_out:
+        lookup = _lookup(folder, answer_store, reused_out, dry_run=dry_run)
+        left_out = _LeftOut(known, lookup)
         policy = invalid_records or InvalidRecordPolicy()
         rejections = Rejections(policy, lambda: atomic_writer(folder.rejected))
         sample = _write_shards(source, template, writer, options.sample_size, left_out, rejections)
-        rejections.finish(accepted=sample.seen + left_out.in_run + left_out.answered)
+        rejections.finish(accepted=sample.seen + left_out.in_run + left_out.answered + left_out.reused)
         shards = writer.close()
         rate = measure_tokens(sample.items, template, count_tokens)
         estimate = estimate_cost(shards, rate, template, prices, options, history=history, dry_run=dry_run)
@@ -147,9 +157,11 @@ def build_run(
                 **_with_earlier_part(folder, estimate, built),
                 "built_at": _now(),
                 "rejected_records": rejections.count,
+                **_reuse_figures(lookup),
             },
         )
         check_budget(estimate)
+        reused_out.close()  # reused.jsonl is published whole before shards.json fixes the run
         descriptors = _descriptors(folder, shards, estimate)
         if not dry_run:
             all_shards = (*built, *descriptors)
@@ -158,6 +170,13 @@ def build_run(
                 write_answered_earlier(folder, left_out.answered, known.runs)
             if fingerprint is not None:
                 write_fingerprint(folder, fingerprint)
+    if lookup is not None:
+        log.info(
+            "reuse_answers: %d request(s) answered from the answer store (bought for $%.4f), %d to send",
+            lookup.hits,
+            lookup.saved_usd,
+            lookup.misses,
+        )
     if left_out.answered:
         log.info("%d record(s) answered by earlier runs of the interval were left out", left_out.answered)
     if built:
@@ -169,7 +188,7 @@ def build_run(
             left_out.in_run,
             left_out.answered,
         )
-        return BuildResult((*built, *descriptors), estimate)
+        return BuildResult((*built, *descriptors), estimate, reused_requests=left_out.reused)
     log.info(
         "%s %d request(s) into %d shard(s); estimate at batch prices: upper bound $%.4f, expected $%.4f (%s)",
         "dry run: checked" if dry_run else "built",
@@ -179,28 +198,64 @@ def build_run(
         estimate.expected_batch_usd,
         estimate.method,
     )
-    return BuildResult(() if dry_run else descriptors, estimate)
+    return BuildResult(
+        () if dry_run else descriptors, estimate, reused_requests=0 if dry_run else left_out.reused
+    )
+
+
+def _lookup(
+    folder: RunFolder, store: AnswerStore | None, stack: ExitStack, *, dry_run: bool
+) -> AnswerLookup | None:
+    """The build's answer lookup writing ``reused.jsonl``, or ``None`` without a store.
+
+    When ``add_new`` adds shards to a run, the records reused by its earlier part are not in its shards,
+    so they are looked up again and ``reused.jsonl`` is written whole anew (a record pruned from the
+    store since is sent with the new records).
+    """
+    if store is None:
+        return None
+    if dry_run:
+        return AnswerLookup(store, None)
+    return AnswerLookup(store, stack.enter_context(atomic_writer(folder.reused)))
+
+
+def _reuse_figures(lookup: AnswerLookup | None) -> dict[str, Any]:
+    """``estimate.json``'s count of reused requests and what they cost when bought."""
+    if lookup is None:
+        return {}
+    return {"reused_records": lookup.hits, "reused_saved_usd": round(lookup.saved_usd, 6)}
 
 
 class _LeftOut:
-    """Counts the records ``add_new`` leaves out (none without ``known``)."""
+    """Counts the records left out of the shards: by ``add_new`` (none without ``known``) and those the
+    answer store answers (none without ``lookup``)."""
 
-    def __init__(self, known: KnownIds | None) -> None:
+    def __init__(self, known: KnownIds | None, lookup: AnswerLookup | None = None) -> None:
         self.known = known
+        self.lookup = lookup
         self.in_run = 0
         self.answered = 0
 
-    def skip(self, custom_id: str) -> bool:
+    @property
+    def reused(self) -> int:
+        return self.lookup.hits if self.lookup is not None else 0
+
+    @property
+    def active(self) -> bool:
+        return self.known is not None or self.lookup is not None
+
+    def skip(self, request: EncodedRequest) -> bool:
+        custom_id = request.custom_id
         known = self.known
         if known is None:
-            return False
+            return self.lookup is not None and self.lookup.answered(request)
         if custom_id in known.in_run:
             self.in_run += 1
             return True
         if custom_id in known.answered:
             self.answered += 1
             return True
-        return False
+        return self.lookup is not None and self.lookup.answered(request)
 
 
 def _write_shards(
@@ -213,9 +268,9 @@ def _write_shards(
 ) -> ReservoirSample:
     sample = ReservoirSample(sample_size)
     offer, add = sample.offer, writer.add
-    skip = left_out.skip if left_out.known is not None else None
+    skip = left_out.skip if left_out.active else None
     for request in iter_requests(source, template, on_invalid=rejections.reject):
-        if skip is not None and skip(request.custom_id):
+        if skip is not None and skip(request):
             continue
         add(request)
         offer(request)

@@ -85,7 +85,10 @@ class RunCost:
         try:
             dispositions = manifest.get("dispositions") or {}
             billed = BILLED_OUTCOMES  # every billed answer (refusals too)
-            answered = sum(int(dispositions.get(name, 0)) for name in billed)
+            # Answers reused from the answer store were billed to another run: neither answered here
+            # (no tokens in this manifest) nor records this run's prices learn from.
+            reused = int((manifest.get("reused") or {}).get("requests", 0))
+            answered = sum(int(dispositions.get(name, 0)) for name in billed) - reused
             sync = sum(
                 int((r.get("sync_retry") or {}).get(name, 0))
                 for r in manifest.get("rounds") or ()
@@ -99,7 +102,7 @@ class RunCost:
             return cls(
                 run_id=run_id,
                 built_at=str(estimate.get("built_at") or ""),
-                records=int(manifest.get("input_records") or 0),
+                records=int(manifest.get("input_records") or 0) - reused,
                 answered_batch=answered - sync,
                 answered_sync=sync,
                 tokens=TokenTotals.from_dict(manifest.get("tokens") or {}),

@@ -5,7 +5,8 @@ shard lists (``round-r/shards.json``), the submit states (batch ids), the outcom
 records and dead-letter files, and the synchronous retries. While scanning, the run's
 ``dead-letter.jsonl`` and ``pending.jsonl`` are written.
 
-Every input record ends in exactly one disposition: ``succeeded``, ``invalid_output`` (a billed answer
+Every input record ends in exactly one disposition: ``succeeded`` (answered by a batch, a synchronous
+retry, or the answer store: ``reused.jsonl``), ``invalid_output`` (a billed answer
 the parser or schema rejected), ``refused`` (the model declined: ``stop_reason: refusal``),
 ``dead_lettered``, ``pending`` (still requeueable, or held, after the last round) or ``rejected`` (set
 aside by the build, ``rejected.jsonl``, never sent). The manifest says whether these add up to the
@@ -109,14 +110,26 @@ def _rejected_records(folder: RunFolder) -> int:
     return rejected if isinstance(rejected, int) and not isinstance(rejected, bool) else 0
 
 
+def _reused(folder: RunFolder) -> tuple[int, float]:
+    """Requests the answer store answered, and what they cost when bought, as ``estimate.json`` says."""
+    estimate = read_json(folder.estimate)
+    estimate = estimate if isinstance(estimate, dict) else {}
+    count, saved = estimate.get("reused_records"), estimate.get("reused_saved_usd")
+    return (
+        count if isinstance(count, int) and not isinstance(count, bool) else 0,
+        float(saved) if isinstance(saved, (int, float)) and not isinstance(saved, bool) else 0.0,
+    )
+
+
 def _input_records(folder: RunFolder, scans: list[RoundScan]) -> tuple[int, float | None, float | None]:
-    """The records the build read (sent and rejected), and the estimate's upper and expected figures."""
+    """The records the build read (sent, reused and rejected), and the estimate's upper and expected
+    figures."""
     estimate = read_json(folder.estimate)
     estimate = estimate if isinstance(estimate, dict) else {}
     records = estimate.get("records")
     if not isinstance(records, int):
         records = scans[0].requests if scans else 0
-    records += _rejected_records(folder)
+    records += _rejected_records(folder) + _reused(folder)[0]
     upper = estimate.get("estimated_cost_usd_upper")
     expected = estimate.get("estimated_cost_usd_expected")
     return (
@@ -138,6 +151,7 @@ def _build_manifest(
     batch_tokens = ModelTotals.combined(prices, *(scan.batch_tokens for scan in scans))
     sync_tokens = ModelTotals.combined(prices, *(scan.sync_tokens for scan in scans))
     all_tokens = ModelTotals.combined(prices, batch_tokens, sync_tokens)
+    reused, saved_usd = _reused(folder)
     dispositions = {
         **{
             answer.value: sum(s.outcomes[answer] + s.sync_retry.get(answer, 0) for s in scans)
@@ -147,6 +161,7 @@ def _build_manifest(
         Disposition.PENDING.value: sum(s.pending for s in scans),
         Disposition.REJECTED.value: _rejected_records(folder),
     }
+    dispositions[Disposition.SUCCEEDED.value] += reused
     notes = list(notes)
     if sum(dispositions.values()) != records:
         notes.append(
@@ -187,6 +202,7 @@ def _build_manifest(
         cache_hit_rate=round(totals.cache_read / cached, 4) if cached else None,
         estimate={key: estimate[key] for key in ESTIMATE_FIELDS if key in estimate},
         prices=prices.to_document(),
+        reused={"requests": reused, "saved_usd": saved_usd},
     )
 
 

@@ -97,6 +97,9 @@ class Manifest:
     :param prices: the price table the money was computed with (frozen by the build).
     :param pipeline: the pipeline's identity (``dag_id``, ``group_id``), when known.
     :param canceled: when the run was canceled on purpose (its ``cancel.json``), else ``None``.
+    :param reused: requests answered from the answer store (``reuse_answers``): ``requests``, and
+        ``saved_usd``, what those answers cost when they were bought (this run paid nothing for them);
+        their rows are in ``reused.jsonl`` and counted in the ``succeeded`` disposition.
     """
 
     run_uri: str
@@ -119,6 +122,7 @@ class Manifest:
     prices: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] = field(default_factory=dict)
     canceled: str | None = None
+    reused: dict[str, Any] = field(default_factory=lambda: {"requests": 0, "saved_usd": 0.0})
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +145,7 @@ class Manifest:
             "canceled": self.canceled,
             "synchronous_equivalent_usd": self.money.synchronous_equivalent_usd,
             "savings_usd": self.money.savings_usd,
+            "reused": dict(self.reused),
             "money": asdict(self.money),
             "files": dict(self.files),
         }

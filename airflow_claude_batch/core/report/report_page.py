@@ -143,7 +143,7 @@ def _svg(width: int, height: int, title: str, parts: list[str]) -> str:
 
 
 def _cards(manifest: Manifest) -> str:
-    d = manifest.dispositions
+    d, r = manifest.dispositions, manifest.reused
     cards = [
         ("input records", _int(manifest.input_records)),
         (Outcome.SUCCEEDED, _int(d.get(Outcome.SUCCEEDED, 0))),
@@ -156,6 +156,7 @@ def _cards(manifest: Manifest) -> str:
         ("expected", _usd(manifest.money.estimated_expected_usd)),
         ("cache hit rate", _pct(manifest.cache_hit_rate)),
         ("saved vs synchronous", _usd(manifest.money.savings_usd)),
+        ("reused, bought earlier for", f"{_int(r['requests'])} ({_usd(r['saved_usd'])})"),
     ]
     return (
         '<div class="cards">'

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
+from airflow_claude_batch.core.requests.passthrough import load_passthrough, with_passthrough
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.outcomes import Outcome
 from airflow_claude_batch.core.run.round_files import read_shard_list
@@ -16,8 +18,10 @@ from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, it
 
 
 def iter_succeeded_rows(folder: RunFolder, max_rounds: int) -> Iterator[dict[str, Any]]:
-    """Yield every succeeded row of the run: each round's ``succeeded.jsonl``, then its synchronous
-    retries that succeeded."""
+    """Yield every succeeded row of the run: the answers reused from the answer store
+    (``reused.jsonl``), then each round's ``succeeded.jsonl``, then its synchronous retries that
+    succeeded."""
+    yield from iter_reused_rows(folder)
     for round_index in range(max_rounds):
         shards = read_shard_list(folder, round_index)
         if shards is None:
@@ -31,6 +35,19 @@ def iter_succeeded_rows(folder: RunFolder, max_rounds: int) -> Iterator[dict[str
                 for row in iter_jsonl(sync_path):
                     if row.get("outcome") == Outcome.SUCCEEDED:
                         yield row
+
+
+def iter_reused_rows(folder: RunFolder, chunk: int = 50_000) -> Iterator[dict[str, Any]]:
+    """Yield the run's reused rows (``reused.jsonl``) with their records' passthrough fields, which the
+    build wrote apart; the fields are read for ``chunk`` rows at a time, so memory stays bounded."""
+    path = folder.reused
+    if not path.exists():
+        return
+    rows = iter_jsonl(path)
+    while batch := list(itertools.islice(rows, chunk)):
+        carried = load_passthrough(folder, (row["custom_id"] for row in batch))
+        for row in batch:
+            yield dict(with_passthrough(row, carried))
 
 
 def flat_record(row: Mapping[str, Any]) -> dict[str, Any]:

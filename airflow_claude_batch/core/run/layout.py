@@ -18,6 +18,7 @@ sweep of two models, say) and any number of runs share one storage root without 
   estimate.json, input.json                the build's estimate and input fingerprint
   answered-earlier.json                    records earlier runs answered (``add_new``)
   passthrough.jsonl                        the input fields carried into every outcome row
+  reused.jsonl                             succeeded rows answered from the answer store (``core/reuse``)
   cancel.json                              the run was canceled on purpose (``core/run/cancel_record.py``)
   manifest.json, report.html
 {storage}/_claims/{batch_id}.json          which shard owns which batch (``core/run/claims.py``)
@@ -104,6 +105,7 @@ class RunFolder:
     _INPUT_FINGERPRINT: ClassVar[str] = "input.json"
     _ANSWERED_EARLIER: ClassVar[str] = "answered-earlier.json"
     _PASSTHROUGH: ClassVar[str] = "passthrough.jsonl"
+    _REUSED: ClassVar[str] = "reused.jsonl"
     _CANCEL_RECORD: ClassVar[str] = "cancel.json"
     _SHARD_LIST: ClassVar[str] = "shards.json"
     _REQUEUE_RECORD: ClassVar[str] = "requeue.json"
@@ -263,3 +265,8 @@ class RunFolder:
     def passthrough(self) -> StoragePath:
         """``passthrough.jsonl``: the input fields carried into every outcome row."""
         return self.root / self._PASSTHROUGH
+
+    @property
+    def reused(self) -> StoragePath:
+        """``reused.jsonl``: the run's ``succeeded`` rows answered from the answer store (``core/reuse``)."""
+        return self.root / self._REUSED

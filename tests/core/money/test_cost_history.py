@@ -95,3 +95,14 @@ def test_what_is_learned_is_pooled_over_the_runs() -> None:
     assert learned.answered_batch_fraction == pytest.approx(380 / 400)
     assert learned.answered_sync_fraction == pytest.approx(10 / 400)
     assert LearnedFigures.from_runs([]) is None
+
+
+def test_answers_reused_from_the_store_are_not_learned_from() -> None:
+    # 100 records, 90 reused at $0 (their tokens are another run's): 10 answered here, 2,000 tokens out.
+    document = {**manifest("1", records=100, answered=100), "reused": {"requests": 90, "saved_usd": 0.9}}
+    run = RunCost.from_manifest("a", document)
+    assert run is not None
+    assert (run.records, run.answered_batch) == (10, 10)
+    learned = LearnedFigures.from_runs([run])
+    assert learned is not None
+    assert learned.output_per_answer == 200

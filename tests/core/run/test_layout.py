@@ -105,6 +105,7 @@ def _run_folder_names() -> set[str]:
         folder.input_fingerprint,
         folder.answered_earlier,
         folder.passthrough,
+        folder.reused,
         claims_folder(folder.storage_root),
         claim_file(folder.storage_root, "msgbatch_1"),
     ]
