@@ -15,10 +15,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from airflow_claude_batch.core.run.layout import ANSWERS_FOLDER
 from airflow_claude_batch.core.run.storage import StoragePath
 
-#: The answer store's folder at the storage root; no DAG may take its name.
-ANSWERS_FOLDER = "_answers"
 LAYOUT_VERSION = "v1"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _SUFFIX = ".json"

@@ -39,6 +39,10 @@ from airflow_claude_batch.exceptions import InputError, StorageError
 
 #: The claims index's folder at the storage root (``core/run/claims.py``); no DAG may take its name.
 CLAIMS_FOLDER = "_claims"
+#: The answer store's folder at the storage root (``core/reuse/store_layout.py``).
+ANSWERS_FOLDER = "_answers"
+#: Folders of the storage root that are not DAGs: no DAG may take their names.
+ROOT_FOLDERS = (CLAIMS_FOLDER, ANSWERS_FOLDER)
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
 _SHARD_DIR = re.compile(r"^shard-(\d{5})$")
 _STATE_FILE = re.compile(r"^shard-(\d{5})\.state\.json$")
@@ -116,8 +120,11 @@ class RunFolder:
     @classmethod
     def for_run(cls, storage: StoragePath, dag_id: str, run_id: str, pipeline_id: str) -> RunFolder:
         """Return the run folder of pipeline ``pipeline_id`` (its task group's id) in DAG run ``run_id``."""
-        if dag_id == CLAIMS_FOLDER:
-            raise InputError(f"dag_id {dag_id!r} is the storage root's claims folder; rename the DAG")
+        if dag_id in ROOT_FOLDERS:
+            raise InputError(
+                f"dag_id {dag_id!r} is a folder the storage root keeps for itself "
+                f"({', '.join(ROOT_FOLDERS)}); rename the DAG"
+            )
         if url_secrets(str(storage)):
             # The run folder's URI is written into every descriptor (XCom), state file and manifest.
             raise InputError(

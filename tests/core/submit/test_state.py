@@ -146,6 +146,7 @@ def test_a_damaged_claim_is_an_error_and_a_batch_id_cannot_leave_the_index(tmp_p
         claims.read("../escape")
 
 
-def test_no_dag_can_take_the_claims_folder(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="claims folder"):
-        RunFolder.for_run(tmp_path, "_claims", "run", "p")
+@pytest.mark.parametrize("folder", ["_claims", "_answers"])
+def test_no_dag_can_take_a_folder_of_the_storage_root(tmp_path: Path, folder: str) -> None:
+    with pytest.raises(InputError, match=f"dag_id '{folder}' is a folder the storage root keeps for itself"):
+        RunFolder.for_run(tmp_path, folder, "run", "p")
