@@ -93,7 +93,7 @@ class MoneyMeter:
         :raises InputError: the model has no price (the message says how to add one).
         """
         totals = TokenTotals.from_usage(usage)
-        return totals, self.cost(self.rate(model, usage, request), totals)
+        return totals, self.cost(self.rate_of(model, totals.total_input, request, usage), totals)
 
     def cost(self, rate: Rate, totals: TokenTotals) -> float:
         """US dollars of ``totals`` tokens at ``rate``."""

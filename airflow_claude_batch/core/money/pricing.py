@@ -23,6 +23,7 @@ their family's prices.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ _DATE_SUFFIX = re.compile(r"-\d{8}$")
 _CLOUD_VERSION_SUFFIX = re.compile(r"-v\d+(:\d+)?$")
 
 
+@functools.lru_cache(maxsize=1024)  # called for every answer row; a run names a handful of models
 def canonical_model_name(model: str) -> str:
     """Reduce a model id to the form the price table is keyed by (``claude-sonnet-4-6``).
 

@@ -66,7 +66,7 @@ class ModelTotals:
         """Count one answer's tokens at its rate (``request``: the row's ``pricing_params``)."""
         totals = TokenTotals.from_usage(usage)
         _add_to(self.by_model, model, totals)
-        _add_to(self.by_rate, self._meter.rate(model, usage, request), totals)
+        _add_to(self.by_rate, self._meter.rate_of(model, totals.total_input, request, usage), totals)
 
     @classmethod
     def combined(cls, prices: PriceTable, *parts: ModelTotals) -> ModelTotals:
