@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, check_model
-from airflow_claude_batch.core.build import (
-    DEFAULT_MAX_REJECTED_FRACTION,
-    InvalidRecordPolicy,
-    build_run,
-    fingerprint_input,
-    parse_on_input_change,
-)
-from airflow_claude_batch.core.money import (
-    DEFAULT_BUDGET_BASIS,
-    EstimateOptions,
-    RunCost,
-    TokenCounter,
-    pipeline_history,
-)
-from airflow_claude_batch.core.requests import (
-    CallableRecords,
-    FileRecords,
-    RecordSource,
-    RenderCallable,
-    RequestTemplate,
-    ShardLimits,
-    choose_mode,
-    expand_glob,
-    parse_fields,
-    request_additions,
-    split_glob,
-    write_passthrough,
-)
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.build import DEFAULT_MAX_REJECTED_FRACTION
+from airflow_claude_batch.core.money import DEFAULT_BUDGET_BASIS
+from airflow_claude_batch.core.requests import CallableRecords
 from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
@@ -52,6 +27,10 @@ from airflow_claude_batch.operators.task_inputs import (
     run_folder_for,
     whole_number,
 )
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.core.money import RunCost, TokenCounter
+    from airflow_claude_batch.core.requests import RecordSource, RenderCallable, RequestTemplate
 
 
 class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
@@ -231,6 +210,16 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         self.later_templates = later_templates
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # The build's machinery is imported when the task runs, not when a DAG file is parsed.
+        from airflow_claude_batch.core.build import (
+            InvalidRecordPolicy,
+            build_run,
+            fingerprint_input,
+            parse_on_input_change,
+        )
+        from airflow_claude_batch.core.money import EstimateOptions
+        from airflow_claude_batch.core.requests import ShardLimits, parse_fields, write_passthrough
+
         try:
             self._render_later_templates(context)
             self._require_connection()
@@ -276,6 +265,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return shards
 
     def _record_source(self) -> RecordSource:
+        from airflow_claude_batch.core.requests import FileRecords, expand_glob, split_glob
+
         if isinstance(self.source, CallableRecords):
             return self.source
         uris = [self.source] if isinstance(self.source, str) else list(self.source)
@@ -289,6 +280,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return FileRecords(paths, optional_text(self.source_format))
 
     def _template(self) -> RequestTemplate:
+        from airflow_claude_batch.core.requests import RequestTemplate, choose_mode, request_additions
+
         model = optional_text(self.model)
         mode = choose_mode(optional_text(self.structured_output), self.output_schema, model)
         if mode is not None:
@@ -347,6 +340,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return {"anthropic_version": settings.anthropic_version, "betas": tuple(settings.betas)}
 
     def _check_model(self, template: RequestTemplate) -> None:
+        from airflow_claude_batch.core.api import check_model
+
         if template.model is None or not flag(self.check_model, "check_model") or not self.conn_id:
             return
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
@@ -369,6 +364,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         )
 
     def _history(self, context: Any) -> list[RunCost]:
+        from airflow_claude_batch.core.money import pipeline_history
+
         root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
         pipeline_id = pipeline_id_of(self, self.pipeline_id)
         return pipeline_history(root, context["ti"].dag_id, pipeline_id, exclude_run=context["run_id"])

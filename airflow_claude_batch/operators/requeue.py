@@ -11,23 +11,15 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, parse_retry_after
-from airflow_claude_batch.core.report import round_budget
-from airflow_claude_batch.core.requests import ShardLimits
-from airflow_claude_batch.core.requeue import (
-    DEFAULT_SYNC_CONCURRENCY,
-    RequeueRule,
-    SendMessage,
-    SyncRequestError,
-    SyncRetry,
-    requeue_round,
-)
-from airflow_claude_batch.core.results import OutputValidator
+from airflow_claude_batch.core.requeue import DEFAULT_SYNC_CONCURRENCY, SyncRequestError
 from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.task_inputs import flag, load_prices
 
 if TYPE_CHECKING:
     import anthropic
+
+    from airflow_claude_batch.core.requeue import SendMessage, SyncRetry
 
 
 class ClaudeBatchRequeueOperator(BaseOperator):
@@ -123,6 +115,11 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.prices_file = prices_file
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # Imported here, not at module level: a DAG file's parse does not load the requeue's machinery.
+        from airflow_claude_batch.core.report import round_budget
+        from airflow_claude_batch.core.requests import ShardLimits
+        from airflow_claude_batch.core.requeue import RequeueRule, requeue_round
+
         shards = [ShardDescriptor.from_dict(shard) for shard in _each(self.shards)]
         round_index = int(self.round_index)
         if not shards:
@@ -150,6 +147,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         return list(record.next_shards)
 
     def _sync_retry(self) -> SyncRetry:
+        from airflow_claude_batch.core.requeue import SyncRetry
+        from airflow_claude_batch.core.results import OutputValidator
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
         client = ClaudeBatchHook(conn_id=self.conn_id).get_conn()
