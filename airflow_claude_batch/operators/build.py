@@ -62,7 +62,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     :param system: a system prompt for every request.
     :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
     :param max_requests_per_shard: requests per batch, at most 99,999 (the batch's marker request makes
-        the API's 100,000).
+        the API's 100,000). Shards are filled in order and the last two evened out: 100,000 records make
+        50,000 + 50,000.
     :param max_bytes_per_shard: create-body bytes per batch as sent, at most 256,000,000.
     :param max_cost_usd: fail before submitting when the estimate ``budget_basis`` names is higher.
     :param expected_output_tokens: the output a request is expected to use, for the expected cost when the

@@ -57,7 +57,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         A task killed in the middle of a shard's synchronous calls repeats the ones it had not
         recorded.
     :param conn_id: the Claude connection for the synchronous retries (templated).
-    :param max_requests_per_shard: requests per next-round shard, at most 100,000.
+    :param max_requests_per_shard: requests per next-round shard, at most 99,999 (as on the build operator;
+        the last two shards evened out).
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
     :param output_parser: as for the fanout, applied to synchronous answers.
     :param output_schema: as for the fanout, applied to synchronous answers.
