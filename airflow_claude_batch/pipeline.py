@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import TaskGroup, TriggerRule
 
 from airflow_claude_batch.operators.build import ClaudeBatchBuildOperator
@@ -31,6 +30,7 @@ from airflow_claude_batch.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batch.sensors.batch import ClaudeBatchSensor
 
 if TYPE_CHECKING:
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
     from typing_extensions import Unpack
 
     from airflow_claude_batch.operators.build_options import BuildOptions
@@ -313,6 +313,9 @@ def _requeue_gate(round_index: int, requeue_rounds: int | str) -> ShortCircuitOp
     Only the requeue is skipped directly; the later rounds skip through their trigger rules and the
     report, whose rule is ``none_failed``, still runs.
     """
+    # Imported when a DAG uses requeue rounds (the standard provider's python operators are not light).
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
     return ShortCircuitOperator(
         task_id="may_requeue",
         python_callable=_within_requeue_limit,

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
-from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, check_model
-from airflow_claude_batch.core.build import (
-    DEFAULT_MAX_REJECTED_FRACTION,
-    InvalidRecordPolicy,
-    build_run,
-    fingerprint_input,
-    parse_on_input_change,
-)
-from airflow_claude_batch.core.money import (
-    DEFAULT_BUDGET_BASIS,
-    EstimateOptions,
-    RunCost,
-    TokenCounter,
-    pipeline_history,
-)
-from airflow_claude_batch.core.requests import (
-    CallableRecords,
-    FileRecords,
-    RecordSource,
-    RenderCallable,
-    RequestTemplate,
-    ShardLimits,
-    choose_mode,
-    expand_glob,
-    parse_fields,
-    request_additions,
-    split_glob,
-    write_passthrough,
-)
+from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD
+from airflow_claude_batch.core.build import DEFAULT_MAX_REJECTED_FRACTION
+from airflow_claude_batch.core.money import DEFAULT_BUDGET_BASIS
+from airflow_claude_batch.core.requests import CallableRecords
 from airflow_claude_batch.core.run import RunFolder
 from airflow_claude_batch.exceptions import BeforeSubmitError, ConnectionConfigError, InputError
 from airflow_claude_batch.lineage import LineageMixin
@@ -53,6 +28,10 @@ from airflow_claude_batch.operators.task_inputs import (
     run_folder_for,
     whole_number,
 )
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.core.money import RunCost, TokenCounter
+    from airflow_claude_batch.core.requests import RecordSource, RenderCallable, RequestTemplate
 
 
 class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
@@ -84,7 +63,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
     :param system: a system prompt for every request.
     :param cache_system: ``"5m"`` or ``"1h"`` to mark ``system`` for prompt caching.
     :param max_requests_per_shard: requests per batch, at most 99,999 (the batch's marker request makes
-        the API's 100,000).
+        the API's 100,000). Shards are filled in order and the last two evened out: 100,000 records make
+        50,000 + 50,000.
     :param max_bytes_per_shard: create-body bytes per batch as sent, at most 256,000,000.
     :param max_cost_usd: fail before submitting when the estimate ``budget_basis`` names is higher.
     :param expected_output_tokens: the output a request is expected to use, for the expected cost when the
@@ -239,6 +219,16 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         self.later_templates = later_templates
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # The build's machinery is imported when the task runs, not when a DAG file is parsed.
+        from airflow_claude_batch.core.build import (
+            InvalidRecordPolicy,
+            build_run,
+            fingerprint_input,
+            parse_on_input_change,
+        )
+        from airflow_claude_batch.core.money import EstimateOptions
+        from airflow_claude_batch.core.requests import ShardLimits, parse_fields, write_passthrough
+
         try:
             self._render_later_templates(context)
             self._require_connection()
@@ -286,6 +276,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return shards
 
     def _record_source(self) -> RecordSource:
+        from airflow_claude_batch.core.requests import FileRecords, expand_glob, split_glob
+
         if isinstance(self.source, CallableRecords):
             return self.source
         uris = [self.source] if isinstance(self.source, str) else list(self.source)
@@ -299,6 +291,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return FileRecords(paths, optional_text(self.source_format))
 
     def _template(self) -> RequestTemplate:
+        from airflow_claude_batch.core.requests import RequestTemplate, choose_mode, request_additions
+
         model = optional_text(self.model)
         mode = choose_mode(optional_text(self.structured_output), self.output_schema, model)
         if mode is not None:
@@ -357,6 +351,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         return {"anthropic_version": settings.anthropic_version, "betas": tuple(settings.betas)}
 
     def _check_model(self, template: RequestTemplate) -> None:
+        from airflow_claude_batch.core.api import check_model
+
         if template.model is None or not flag(self.check_model, "check_model") or not self.conn_id:
             return
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
@@ -379,6 +375,8 @@ class ClaudeBatchBuildOperator(LineageMixin, BaseOperator):
         )
 
     def _history(self, context: Any) -> list[RunCost]:
+        from airflow_claude_batch.core.money import pipeline_history
+
         root = ObjectStoragePath(self.storage.strip(), conn_id=self.storage_conn_id)
         pipeline_id = pipeline_id_of(self, self.pipeline_id)
         return pipeline_history(root, context["ti"].dag_id, pipeline_id, exclude_run=context["run_id"])

@@ -9,15 +9,10 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch.compat import AirflowFailException, AirflowSkipException
-from airflow_claude_batch.core.build import read_answered_earlier
-from airflow_claude_batch.core.money import pipeline_history
-from airflow_claude_batch.core.report import accounting_failure, is_dry_run, write_ledger, write_report
-from airflow_claude_batch.core.results import FailureThreshold
 from airflow_claude_batch.core.run import RunFolder, read_json, readable_uri, write_json
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.lineage import LineageMixin
 from airflow_claude_batch.links import ClaudeBatchesPageLink, ClaudeBatchReportLink
-from airflow_claude_batch.operators.owned_output import write_owned_output
 from airflow_claude_batch.operators.task_inputs import flag, load_prices, pipeline_id_of, run_folder_for
 
 
@@ -117,6 +112,18 @@ class ClaudeBatchReportOperator(LineageMixin, BaseOperator):
         self.output_uri = output_uri
 
     def execute(self, context: Any) -> dict[str, Any]:
+        # Imported here, not at module level: a DAG file's parse does not load the ledger and the report.
+        from airflow_claude_batch.core.build import read_answered_earlier
+        from airflow_claude_batch.core.money import pipeline_history
+        from airflow_claude_batch.core.report import (
+            accounting_failure,
+            is_dry_run,
+            write_ledger,
+            write_report,
+        )
+        from airflow_claude_batch.core.results import FailureThreshold
+        from airflow_claude_batch.operators.owned_output import write_owned_output
+
         try:
             pipeline_id = pipeline_id_of(self, self.pipeline_id)
             folder = run_folder_for(context, str(self.storage), self.storage_conn_id, pipeline_id)

@@ -11,24 +11,15 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_claude_batch import DEFAULT_CONN_ID
 from airflow_claude_batch.compat import AirflowFailException
 from airflow_claude_batch.core.api import MAX_BYTES_PER_SHARD, MAX_REQUESTS_PER_SHARD, parse_retry_after
-from airflow_claude_batch.core.report import round_budget
-from airflow_claude_batch.core.requests import ShardLimits
-from airflow_claude_batch.core.requeue import (
-    DEFAULT_SYNC_CONCURRENCY,
-    RequeueRule,
-    SendMessage,
-    SyncRequestError,
-    SyncRetry,
-    requeue_round,
-)
-from airflow_claude_batch.core.results import OutputValidator
-from airflow_claude_batch.core.reuse import store_sync_answers
+from airflow_claude_batch.core.requeue import DEFAULT_SYNC_CONCURRENCY, SyncRequestError
 from airflow_claude_batch.core.run import RunFolder, ShardDescriptor
 from airflow_claude_batch.exceptions import BeforeSubmitError
 from airflow_claude_batch.operators.task_inputs import answer_store_for, flag, load_prices
 
 if TYPE_CHECKING:
     import anthropic
+
+    from airflow_claude_batch.core.requeue import SendMessage, SyncRetry
 
 
 class ClaudeBatchRequeueOperator(BaseOperator):
@@ -66,7 +57,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         A task killed in the middle of a shard's synchronous calls repeats the ones it had not
         recorded.
     :param conn_id: the Claude connection for the synchronous retries (templated).
-    :param max_requests_per_shard: requests per next-round shard, at most 100,000.
+    :param max_requests_per_shard: requests per next-round shard, at most 99,999 (as on the build operator;
+        the last two shards evened out).
     :param max_bytes_per_shard: create-body bytes per next-round shard, at most 256,000,000.
     :param output_parser: as for the fanout, applied to synchronous answers.
     :param output_schema: as for the fanout, applied to synchronous answers.
@@ -130,6 +122,11 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.prices_file = prices_file
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # Imported here, not at module level: a DAG file's parse does not load the requeue's machinery.
+        from airflow_claude_batch.core.report import round_budget
+        from airflow_claude_batch.core.requests import ShardLimits
+        from airflow_claude_batch.core.requeue import RequeueRule, requeue_round
+
         shards = [ShardDescriptor.from_dict(shard) for shard in _each(self.shards)]
         round_index = int(self.round_index)
         if not shards:
@@ -159,6 +156,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
 
     def _store_answers(self, folder: RunFolder, shards: list[ShardDescriptor]) -> None:
         """Store the synchronous retries that succeeded (passed the parser and the schema), for later runs."""
+        from airflow_claude_batch.core.reuse import store_sync_answers
+
         store = answer_store_for(self.reuse_answers, folder.storage_root)
         if store is None or not flag(self.retry_errored_sync, "retry_errored_sync"):
             return
@@ -166,6 +165,8 @@ class ClaudeBatchRequeueOperator(BaseOperator):
         self.log.info("reuse_answers: %d synchronous answer(s) stored for later runs", stored)
 
     def _sync_retry(self) -> SyncRetry:
+        from airflow_claude_batch.core.requeue import SyncRetry
+        from airflow_claude_batch.core.results import OutputValidator
         from airflow_claude_batch.hooks.claude import ClaudeBatchHook
 
         client = ClaudeBatchHook(conn_id=self.conn_id).get_conn()

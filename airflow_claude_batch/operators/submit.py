@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import anthropic
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_claude_batch import DEFAULT_CONN_ID
@@ -212,6 +211,8 @@ class _ShardBatchApi:
         self.folder = folder
 
     def create_batch(self, marker: bytes) -> dict[str, Any]:
+        import anthropic  # here, not at module level: parsing a DAG file never loads the SDK
+
         from airflow_claude_batch.hooks.claude import is_api_error_body
 
         if is_canceled(self.folder):  # read just before the create: nothing is sent after a cancel

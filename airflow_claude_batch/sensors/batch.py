@@ -68,7 +68,6 @@ from airflow_claude_batch.sensors.worker_calls import (
     retrieve_batch,
     worker_client,
 )
-from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
 
 if TYPE_CHECKING:
     import anthropic
@@ -211,6 +210,9 @@ class ClaudeBatchSensor(BaseSensorOperator):
             format_duration(self.poll_interval),
             format_duration(end_time - now),
         )
+        # Imported here: the trigger's poller and async clients are the triggerer's, not a DAG file's parse.
+        from airflow_claude_batch.triggers.batch import ClaudeBatchTrigger
+
         self.defer(
             trigger=ClaudeBatchTrigger(
                 batch_id=self.batch_id,

@@ -160,7 +160,7 @@ def test_build_on_local_storage_counts_tokens_with_the_connection_and_maps_shard
     assert dag_run.state == "success"
     run_folder = tmp_path / "runs" / "build_local" / dag_run.run_id / "claude_batch"
     shards = [json.loads(p.read_text()) for p in sorted(received.glob("*.json"), key=lambda p: int(p.stem))]
-    assert [shard["request_count"] for shard in shards] == [3, 3, 1]
+    assert [shard["request_count"] for shard in shards] == [3, 2, 2]
     assert shards == json.loads((run_folder / "round-0" / "shards.json").read_text())
     sent_ids = []
     for shard in shards:

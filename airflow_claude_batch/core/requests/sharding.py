@@ -5,6 +5,11 @@ sends verbatim as ``{"requests":[line,line,...]}``, so its create body is exactl
 ``limits.batch_body_size(sum of line sizes, count)`` bytes. The writer streams: lines go to the open
 shard's whole-or-nothing writer in 1 MiB pieces, and the shard is closed when the next request would
 pass a limit. Memory holds one piece, never a shard, let alone the run.
+
+The writer cannot know the input's size up front, so when it closes it evens out its last two shards:
+the earlier one's last requests move to the front of the last one (the order of the requests across
+shards stays the input's), so 100,000 requests make two batches of 50,000 (each with its marker),
+not 99,999 and 1. Both files are rewritten whole-or-nothing after every line was read.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from airflow_claude_batch.core.api.limits import (
 from airflow_claude_batch.core.requests.rendering import EncodedRequest
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.shards import ShardDescriptor
-from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer
+from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, readable_uri
 from airflow_claude_batch.exceptions import InputError, StorageError
 
 _FLUSH_BYTES = 1 << 20
@@ -57,6 +62,42 @@ class ShardLimits:
                 "(the API's 256 MB per batch, less room for the batch's marker request), "
                 f"got {self.max_bytes!r}"
             )
+
+
+def _tally(shard: WrittenShard, request: EncodedRequest, size: int) -> None:
+    """Count a request in its shard and in its group's tally."""
+    shard.request_count += 1
+    shard.request_bytes += size
+    prefix = request.cache_prefix
+    key = (request.model, prefix.ttl, request.inference_geo)
+    group = shard.groups.get(key)
+    if group is None:
+        group = shard.groups[key] = GroupTally()
+    group.requests += 1
+    group.request_bytes += size
+    group.max_tokens += request.max_tokens
+    group.cache_prefix_bytes += prefix.size
+    group.largest_request_bytes = max(group.largest_request_bytes, size)
+    if not request.line.isascii():
+        group.non_ascii_bytes += len(request.line) - len(request.line.translate(None, _HIGH_BYTES))
+
+
+def _move_tallies(moved: WrittenShard, source: WrittenShard, target: WrittenShard) -> None:
+    """Take the moved requests' tallies out of ``source`` and add them to ``target``."""
+    for shard, sign in ((source, -1), (target, 1)):
+        shard.request_count += sign * moved.request_count
+        shard.request_bytes += sign * moved.request_bytes
+        for key, part in moved.groups.items():
+            group = shard.groups.setdefault(key, GroupTally())
+            group.requests += sign * part.requests
+            group.request_bytes += sign * part.request_bytes
+            group.max_tokens += sign * part.max_tokens
+            group.cache_prefix_bytes += sign * part.cache_prefix_bytes
+            group.non_ascii_bytes += sign * part.non_ascii_bytes
+            # Moving out leaves the largest as it was: still a bound for the estimate.
+            group.largest_request_bytes = max(group.largest_request_bytes, part.largest_request_bytes)
+            if group.requests == 0:
+                del shard.groups[key]
 
 
 def _is_whole(value: object) -> bool:
@@ -184,20 +225,7 @@ class ShardWriter:
             self._check_alone(request, size)
             shard = self._start_shard()
         self._body += size + 1
-        shard.request_count += 1
-        shard.request_bytes += size
-        prefix = request.cache_prefix
-        key = (request.model, prefix.ttl, request.inference_geo)
-        group = shard.groups.get(key)
-        if group is None:
-            group = shard.groups[key] = GroupTally()
-        group.requests += 1
-        group.request_bytes += size
-        group.max_tokens += request.max_tokens
-        group.cache_prefix_bytes += prefix.size
-        group.largest_request_bytes = max(group.largest_request_bytes, size)
-        if not request.line.isascii():
-            group.non_ascii_bytes += len(request.line) - len(request.line.translate(None, _HIGH_BYTES))
+        _tally(shard, request, size)
         if not self.dry_run:
             self._pending.append(request.line)
             self._pending_bytes += size
@@ -260,9 +288,50 @@ class ShardWriter:
         self._current = None
 
     def close(self) -> list[WrittenShard]:
-        """Close the open shard (it becomes visible whole) and return every shard written."""
+        """Close the open shard (it becomes visible whole), even out the last two, return every shard."""
         self._close_current()
+        if not self.dry_run and len(self.shards) >= 2:
+            self._balance(*self.shards[-2:])
         return list(self.shards)
+
+    def _balance(self, earlier: WrittenShard, last: WrittenShard) -> None:
+        """Move the earlier shard's last requests to the front of the last shard, until they are even.
+
+        The split is the first line past the even point after which the moving lines fit the last
+        shard's byte limit. Nothing is committed before every line has been read, and the tallies
+        change only once both files are written.
+        """
+        moving = (earlier.request_count - last.request_count) // 2
+        if moving <= 0:
+            return
+        keep = earlier.request_count - moving
+        room = self._max_bytes - last.body_bytes
+        tail_bytes, tail_count = earlier.request_bytes, earlier.request_count
+        moved = WrittenShard(index=last.index, path=last.path)  # the tallies of the lines that move
+        with suppress(_Unbalanced), ExitStack() as stack:
+            kept_out = _Buffered(stack.enter_context(atomic_writer(earlier.path)))
+            last_out = _Buffered(stack.enter_context(atomic_writer(last.path)))
+            with earlier.path.open("rb") as lines:
+                for number, line in enumerate(lines, start=1):
+                    size = len(line) - 1
+                    if not moved.request_count and (number <= keep or tail_bytes + tail_count > room):
+                        kept_out.write(line)  # before the split: these lines stay
+                        tail_bytes -= size
+                        tail_count -= 1
+                        continue
+                    location = f"{readable_uri(earlier.path)}:{number}"
+                    _tally(moved, EncodedRequest.from_line(line, location), size)
+                    last_out.write(line)
+            if (
+                not moved.request_count
+            ):  # the lines past the even point do not fit the last shard: leave both as they were
+                raise _Unbalanced  # unwinds both writers, which then discard what they wrote
+            with last.path.open("rb") as lines:
+                for line in lines:
+                    last_out.write(line)
+            kept_out.flush()
+            last_out.flush()
+        _move_tallies(moved, earlier, last)
 
     def abort(self) -> None:
         """Drop the open shard and remove the shards already closed (nothing is left to be submitted)."""
@@ -277,3 +346,26 @@ class ShardWriter:
             for shard in self.shards:
                 with suppress(Exception):
                     shard.path.unlink(missing_ok=True)
+
+
+class _Unbalanced(Exception):
+    """The last two shards stay as written."""
+
+
+class _Buffered:
+    """Writes lines to a handle in 1 MiB pieces."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def write(self, line: bytes) -> None:
+        self.pending.append(line)
+        self.size += len(line)
+        if self.size >= _FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        self.handle.write(b"".join(self.pending))
+        self.pending, self.size = [], 0

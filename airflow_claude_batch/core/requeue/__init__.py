@@ -4,15 +4,20 @@ held as pending, the round's requeue record, and a finished run's pending record
 
 from __future__ import annotations
 
-from airflow_claude_batch.core.requeue.pending_records import write_pending_records
-from airflow_claude_batch.core.requeue.requeue import requeue_round
-from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
-from airflow_claude_batch.core.requeue.sync_retry import (
-    DEFAULT_SYNC_CONCURRENCY,
-    SendMessage,
-    SyncRequestError,
-    SyncRetry,
-)
+from typing import TYPE_CHECKING
+
+from airflow_claude_batch.core import lazy_exports
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.core.requeue.pending_records import write_pending_records
+    from airflow_claude_batch.core.requeue.requeue import requeue_round
+    from airflow_claude_batch.core.requeue.requeue_rule import RequeueRule
+    from airflow_claude_batch.core.requeue.sync_retry import (
+        DEFAULT_SYNC_CONCURRENCY,
+        SendMessage,
+        SyncRequestError,
+        SyncRetry,
+    )
 
 __all__ = [
     "DEFAULT_SYNC_CONCURRENCY",
@@ -23,3 +28,14 @@ __all__ = [
     "requeue_round",
     "write_pending_records",
 ]
+
+# Each name is imported from its module on first use (PEP 562), so importing the stage loads nothing.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "pending_records": ("write_pending_records",),
+        "requeue": ("requeue_round",),
+        "requeue_rule": ("RequeueRule",),
+        "sync_retry": ("DEFAULT_SYNC_CONCURRENCY", "SendMessage", "SyncRequestError", "SyncRetry"),
+    },
+)

@@ -6,24 +6,29 @@ lives under the storage root (``store_layout``) and is shared by every pipeline 
 
 from __future__ import annotations
 
-from airflow_claude_batch.core.reuse.answer_key import answer_key, line_key
-from airflow_claude_batch.core.reuse.answer_store import (
-    AnswerStore,
-    ReusePolicy,
-    StoredAnswer,
-    parse_reuse_answers,
-    prune,
-)
-from airflow_claude_batch.core.reuse.lookup import AnswerLookup
-from airflow_claude_batch.core.reuse.reused_rows import (
-    REUSED_FROM,
-    reused_row,
-    saved_usd,
-    store_answers,
-    store_shard_answers,
-    store_sync_answers,
-)
-from airflow_claude_batch.core.reuse.store_layout import ANSWERS_FOLDER, AnswerStoreLayout
+from typing import TYPE_CHECKING
+
+from airflow_claude_batch.core import lazy_exports
+
+if TYPE_CHECKING:
+    from airflow_claude_batch.core.reuse.answer_key import answer_key, line_key
+    from airflow_claude_batch.core.reuse.answer_store import (
+        AnswerStore,
+        ReusePolicy,
+        StoredAnswer,
+        parse_reuse_answers,
+        prune,
+    )
+    from airflow_claude_batch.core.reuse.lookup import AnswerLookup
+    from airflow_claude_batch.core.reuse.reused_rows import (
+        REUSED_FROM,
+        reused_row,
+        saved_usd,
+        store_answers,
+        store_shard_answers,
+        store_sync_answers,
+    )
+    from airflow_claude_batch.core.reuse.store_layout import ANSWERS_FOLDER, AnswerStoreLayout
 
 __all__ = [
     "ANSWERS_FOLDER",
@@ -43,3 +48,22 @@ __all__ = [
     "store_shard_answers",
     "store_sync_answers",
 ]
+
+# Each name is imported from its module on first use (PEP 562), so importing the stage loads nothing.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "answer_key": ("answer_key", "line_key"),
+        "answer_store": ("AnswerStore", "ReusePolicy", "StoredAnswer", "parse_reuse_answers", "prune"),
+        "lookup": ("AnswerLookup",),
+        "reused_rows": (
+            "REUSED_FROM",
+            "reused_row",
+            "saved_usd",
+            "store_answers",
+            "store_shard_answers",
+            "store_sync_answers",
+        ),
+        "store_layout": ("ANSWERS_FOLDER", "AnswerStoreLayout"),
+    },
+)

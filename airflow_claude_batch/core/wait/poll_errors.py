@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
 import orjson
 
 from airflow_claude_batch.core.api.headers import parse_retry_after
@@ -83,6 +82,8 @@ def poll_error_from_exception(exc: BaseException, *, now: float) -> PollError | 
         ``ConnectionConfigError``) when the call went through the hook.
     :param now: the current time, epoch seconds, to read an HTTP-date ``retry-after``.
     """
+    import anthropic  # here: a poll that raised has loaded the SDK already; a DAG file's parse has not
+
     if isinstance(exc, BatchNotFoundError):
         return PollError(ErrorKind.NOT_FOUND, status=404, detail="not_found_error")
     if isinstance(exc, ConnectionConfigError):

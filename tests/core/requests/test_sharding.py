@@ -44,16 +44,24 @@ def write(tmp_path: Path, requests: list[EncodedRequest], limits: ShardLimits) -
     return writer.shards
 
 
-def test_exactly_99999_requests_make_one_shard_and_one_more_makes_two(tmp_path: Path) -> None:
-    """A shard leaves room for its batch's marker request: 99,999 and the marker make the API's 100,000."""
+def test_100000_records_make_two_balanced_batches_each_within_the_api_limit_with_its_marker(
+    tmp_path: Path,
+) -> None:
+    """99,999 requests and the marker make the API's 100,000; one more record makes two even shards
+    (50,000 + 50,000, each sent with its marker), not 99,999 + 1, and the input's order is kept."""
     assert MAX_REQUESTS_PER_SHARD + 1 == MAX_REQUESTS_PER_BATCH
     requests = [request(n) for n in range(MAX_REQUESTS_PER_SHARD + 1)]
     one = write(tmp_path / "a", requests[:-1], ShardLimits())
     assert [shard.request_count for shard in one] == [MAX_REQUESTS_PER_SHARD]
     two = write(tmp_path / "b", requests, ShardLimits())
-    assert [shard.request_count for shard in two] == [MAX_REQUESTS_PER_SHARD, 1]
-    assert len(sent_body(two[0])) == two[0].body_bytes
-    assert orjson.loads(sent_body(two[1]))["requests"][0]["custom_id"] == f"r-{MAX_REQUESTS_PER_SHARD}"
+    assert [shard.request_count for shard in two] == [50_000, 50_000]
+    for shard in two:
+        sent = orjson.loads(sent_body(shard))["requests"]
+        assert len(sent) + 1 <= MAX_REQUESTS_PER_BATCH  # the marker counts within the limit
+        assert len(sent_body(shard)) == shard.body_bytes
+        assert sum(group.requests for group in shard.groups.values()) == shard.request_count
+    ids = [item["custom_id"] for shard in two for item in orjson.loads(sent_body(shard))["requests"]]
+    assert ids == [each.custom_id for each in requests]
     with pytest.raises(InputError, match="less the batch's marker request"):
         ShardLimits(max_requests=MAX_REQUESTS_PER_BATCH)
 
@@ -118,7 +126,8 @@ def test_no_input_yields_a_shard_over_the_limits(
         sent_ids += [r["custom_id"] for r in orjson.loads(body)["requests"]]
     assert sent_ids == [r.custom_id for r in requests], "every request once, in order"
     position = 0
-    for shard in shards[:-1]:  # a shard closes only when the next request would not fit
+    # A shard closes only when the next request would not fit; the last two are evened out after.
+    for shard in shards[:-2]:
         position += shard.request_count
         following = requests[position]
         assert (
@@ -130,7 +139,7 @@ def test_no_input_yields_a_shard_over_the_limits(
 def test_shards_larger_than_the_write_buffer_are_written_whole(tmp_path: Path) -> None:
     requests = [request(n, "z" * 1000) for n in range(3000)]  # about 3 MB
     shards = write(tmp_path, requests, ShardLimits(max_requests=2500))
-    assert [s.request_count for s in shards] == [2500, 500]
+    assert [s.request_count for s in shards] == [1500, 1500]  # 2,500 + 500, evened out
     lines = b"".join(Path(str(s.path)).read_bytes() for s in shards)
     assert lines == b"".join(r.line for r in requests)
 
@@ -216,3 +225,44 @@ def test_requeued_lines_are_written_unchanged(tmp_path: Path) -> None:
 def test_limits_beyond_the_api_are_refused(limits: dict, problem: str) -> None:
     with pytest.raises(InputError, match=problem):
         ShardLimits(**limits)
+
+
+@pytest.mark.parametrize(
+    ("count", "max_requests", "sizes"),
+    [(4, 3, [2, 2]), (7, 3, [3, 2, 2]), (10, 4, [4, 3, 3]), (9, 3, [3, 3, 3]), (5, 2, [2, 2, 1])],
+)
+def test_the_last_two_shards_are_even_and_the_order_is_the_input_s(
+    tmp_path: Path, count: int, max_requests: int, sizes: list[int]
+) -> None:
+    requests = [request(n) for n in range(count)]
+    shards = write(tmp_path, requests, ShardLimits(max_requests=max_requests))
+    assert [shard.request_count for shard in shards] == sizes
+    ids = [item["custom_id"] for shard in shards for item in orjson.loads(sent_body(shard))["requests"]]
+    assert ids == [each.custom_id for each in requests]
+    for shard in shards:
+        assert len(sent_body(shard)) == shard.body_bytes
+        lines = Path(str(shard.path)).read_bytes().splitlines()
+        assert shard.request_bytes == sum(len(line) for line in lines)
+        assert sum(group.requests for group in shard.groups.values()) == shard.request_count
+        assert sum(group.request_bytes for group in shard.groups.values()) == shard.request_bytes
+
+
+def test_balancing_keeps_the_byte_limit_and_the_totals(tmp_path: Path) -> None:
+    """The last shard holds a long request: only what fits its byte limit moves to it."""
+    short = [request(n) for n in range(6)]
+    long = request(6, "y" * 3000)
+    limit = batch_body_size(sum(len(each.line) - 1 for each in [short[0], long]), 2)
+    shards = write(tmp_path, [*short, long], ShardLimits(max_requests=6, max_bytes=limit))
+    assert sum(shard.request_count for shard in shards) == 7
+    assert all(shard.body_bytes <= limit for shard in shards)
+    assert [shard.request_count for shard in shards] == [5, 2]  # even would be [4, 3]: over the limit
+    assert sum(group.max_tokens for shard in shards for group in shard.groups.values()) == 7 * 16
+
+
+def test_a_dry_run_does_not_balance_and_writes_nothing(tmp_path: Path) -> None:
+    folder = folder_in(tmp_path)
+    with ShardWriter(folder, 0, ShardLimits(max_requests=3), dry_run=True) as writer:
+        for n in range(4):
+            writer.add(request(n))
+    assert [shard.request_count for shard in writer.shards] == [3, 1]
+    assert not any(Path(str(shard.path)).exists() for shard in writer.shards)
