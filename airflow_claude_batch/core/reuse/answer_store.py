@@ -2,9 +2,11 @@
 
 - **Only good answers**: the caller stores succeeded rows (they passed the parser and the schema) and a
   synchronous retry's succeeded answer; errored, expired, refused and invalid rows never reach it.
-- **Whole or nothing, written once**: an entry is written with the storage's create-only write
-  (``core/run/conditional_writes.create_only``: local ``os.link``, S3 ``If-None-Match: *``). Of two
-  runs storing one key at once, the first wins and the second keeps it; an entry is never replaced.
+- **Whole or nothing, written once while it is used**: an entry is written with the storage's
+  create-only write (``core/run/conditional_writes.create_only``: local ``os.link``, S3
+  ``If-None-Match: *``). Of two runs storing one key at once, the first wins and the second keeps it.
+  An entry the store's lookups no longer take (past the maximum age, another schema, unreadable) is
+  replaced by the answer just paid for, only if it is still the entry read (``replace_if``).
 - **Schema-versioned**: an entry of another ``schema_version``, or one that cannot be read, is a miss
   (the request is sent), never an error.
 - **Pruned by age**: a lookup with a maximum age (``reuse_answers="30d"``) treats older entries as
@@ -23,7 +25,7 @@ from typing import Any
 import orjson
 
 from airflow_claude_batch.core.reuse.store_layout import AnswerStoreLayout
-from airflow_claude_batch.core.run.conditional_writes import create_only
+from airflow_claude_batch.core.run.conditional_writes import create_only, read_versioned, replace_if
 from airflow_claude_batch.core.run.storage import StoragePath, read_bytes
 from airflow_claude_batch.exceptions import InputError, WriteConflictError
 
@@ -147,23 +149,45 @@ class AnswerStore:
         if data is None:
             return None
         answer = StoredAnswer.from_bytes(data)
-        if answer is None or answer.key != key:
+        if answer is None or answer.key != key or not self._young_enough(answer):
             return None
-        if self._oldest is not None:
-            stored = answer.stored_time()
-            if stored is None or stored < self._oldest:
-                return None
         return answer
 
     def put(self, answer: StoredAnswer) -> bool:
-        """Store ``answer`` once; ``False`` when its key already holds an answer (the first one stays)."""
+        """Store ``answer``; ``False`` when its key holds an answer a lookup of this store still takes
+        (the first one stays).
+
+        An entry this store's lookups no longer take (older than its maximum age, of another schema, or
+        unreadable) is replaced by ``answer``, conditionally on being the entry that was read: the
+        request was just paid for again, and without the replacement every later run would pay for
+        it too. Of two runs replacing one entry at once, the first wins.
+        """
+        path = self.layout.entry(answer.key)
+        data = answer.to_bytes()
         try:
-            create_only(
-                self.layout.entry(answer.key), answer.to_bytes(), allow_unconditional=self.allow_unconditional
-            )
+            create_only(path, data, allow_unconditional=self.allow_unconditional)
+        except WriteConflictError:
+            return self._replace_if_unusable(path, data)
+        return True
+
+    def _replace_if_unusable(self, path: StoragePath, data: bytes) -> bool:
+        current = read_versioned(path)
+        if current is None:
+            return False  # pruned meanwhile: the next run stores its answer afresh
+        held = StoredAnswer.from_bytes(current.data)
+        if held is not None and self._young_enough(held):
+            return False
+        try:
+            replace_if(path, data, current.version, allow_unconditional=self.allow_unconditional)
         except WriteConflictError:
             return False
         return True
+
+    def _young_enough(self, answer: StoredAnswer) -> bool:
+        if self._oldest is None:
+            return True
+        stored = answer.stored_time()
+        return stored is not None and stored >= self._oldest
 
 
 def prune(storage_root: StoragePath, older_than: timedelta) -> int:

@@ -110,3 +110,61 @@ def test_a_maximum_age_leaves_older_answers_out_and_prune_removes_them(tmp_path:
     assert prune(tmp_path, timedelta(days=30)) == 1
     assert AnswerStore(tmp_path).get(KEY) is None
     assert AnswerStore(tmp_path).get(young_key) is not None
+
+
+def test_an_answer_past_the_maximum_age_is_replaced_by_the_one_paid_for_again(tmp_path: Path) -> None:
+    old = (datetime.now(timezone.utc) - timedelta(days=40)).isoformat(timespec="seconds")
+    AnswerStore(tmp_path).put(answer(text="last season's", stored_at=old))
+    month = AnswerStore(tmp_path, ReusePolicy(timedelta(days=30)))
+    assert month.get(KEY) is None  # a miss: the request is sent again
+
+    assert month.put(answer(text="this month's")) is True
+
+    fresh = month.get(KEY)
+    assert fresh is not None
+    assert fresh.answer["text"] == "this month's"  # the next run reuses it instead of paying again
+
+
+def test_an_answer_a_lookup_still_takes_is_never_replaced(tmp_path: Path) -> None:
+    month = AnswerStore(tmp_path, ReusePolicy(timedelta(days=30)))
+    assert month.put(answer(text="first")) is True
+    assert month.put(answer(text="second")) is False
+    assert AnswerStore(tmp_path).put(answer(text="third")) is False  # no maximum age: any age is used
+    stored = month.get(KEY)
+    assert stored is not None
+    assert stored.answer["text"] == "first"
+
+
+def test_an_unreadable_entry_is_replaced_by_a_good_answer(tmp_path: Path) -> None:
+    AnswerStoreLayout(tmp_path).entry(KEY).parent.mkdir(parents=True)
+    AnswerStoreLayout(tmp_path).entry(KEY).write_bytes(b"{half an ans")
+
+    assert AnswerStore(tmp_path).put(answer(text="whole")) is True
+
+    stored = AnswerStore(tmp_path).get(KEY)
+    assert stored is not None
+    assert stored.answer["text"] == "whole"
+
+
+def test_of_two_runs_replacing_an_aged_out_answer_the_first_wins(tmp_path: Path) -> None:
+    old = (datetime.now(timezone.utc) - timedelta(days=40)).isoformat(timespec="seconds")
+    AnswerStore(tmp_path).put(answer(stored_at=old))
+    month = AnswerStore(tmp_path, ReusePolicy(timedelta(days=30)))
+    results: dict[int, bool] = {}
+    barrier = threading.Barrier(6)
+
+    def store(index: int) -> None:
+        barrier.wait()
+        results[index] = month.put(answer(text=f"run {index}"))
+
+    threads = [threading.Thread(target=store, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [index for index, stored in results.items() if stored]
+    assert len(winners) == 1, results
+    stored = month.get(KEY)
+    assert stored is not None
+    assert stored.answer["text"] == f"run {winners[0]}"
