@@ -14,18 +14,6 @@ from hypothesis import strategies as st
 from airflow_claude_batch.core.wait.poll_errors import (
     ErrorKind,
     PollError,
-    parse_batch,
-    poll_error_from_exception,
-)
-from airflow_claude_batch.core.wait.poll_messages import (
-    ProgressLog,
-    canceled_message,
-    deadline_message,
-    describe_progress,
-    done_fraction,
-    format_duration,
-    marker_note,
-    request_counts,
 )
 from airflow_claude_batch.core.wait.polling import (
     PollAction,
@@ -37,7 +25,6 @@ from airflow_claude_batch.core.wait.polling import (
     first_poll_delay,
     jittered_interval,
 )
-from airflow_claude_batch.exceptions import BatchNotFoundError, ConnectionConfigError
 
 NOW = 1_800_000_000.0
 LATER = NOW + 10_000.0
@@ -246,47 +233,6 @@ def status_error(status: int, error_type: str, headers: dict | None = None) -> a
     return client._make_status_error("message", body=body, response=response)
 
 
-@pytest.mark.parametrize(
-    ("exc", "kind", "status", "retry_after"),
-    [
-        (status_error(429, "rate_limit_error", {"retry-after": "7"}), ErrorKind.RATE_LIMITED, 429, 7.0),
-        (status_error(429, "rate_limit_error"), ErrorKind.RATE_LIMITED, 429, None),
-        (status_error(429, "rate_limit_error", {"retry-after-ms": "1500"}), ErrorKind.RATE_LIMITED, 429, 1.5),
-        (status_error(500, "api_error"), ErrorKind.SERVER_ERROR, 500, None),
-        (status_error(503, "api_error"), ErrorKind.SERVER_ERROR, 503, None),
-        (status_error(408, "timeout_error"), ErrorKind.SERVER_ERROR, 408, None),
-        (status_error(529, "overloaded_error", {"retry-after": "3"}), ErrorKind.OVERLOADED, 529, 3.0),
-        (status_error(404, "not_found_error"), ErrorKind.NOT_FOUND, 404, None),
-        (status_error(401, "authentication_error"), ErrorKind.AUTH, 401, None),
-        (status_error(403, "permission_error"), ErrorKind.AUTH, 403, None),
-        (status_error(400, "invalid_request_error"), ErrorKind.REJECTED, 400, None),
-    ],
-)
-def test_api_errors_are_classified(exc, kind: ErrorKind, status: int, retry_after: float | None) -> None:
-    error = poll_error_from_exception(exc, now=NOW)
-    assert error == PollError(kind, status=status, retry_after=retry_after, detail=error.detail)
-    assert error.detail == exc.body["error"]["type"]
-    assert "do not log me" not in error.describe()
-
-
-def test_connection_errors_and_timeouts_are_transient() -> None:
-    connection = poll_error_from_exception(anthropic.APIConnectionError(request=REQUEST), now=NOW)
-    timeout = poll_error_from_exception(anthropic.APITimeoutError(request=REQUEST), now=NOW)
-    assert connection.kind is ErrorKind.CONNECTION
-    assert connection.transient
-    assert timeout.kind is ErrorKind.CONNECTION
-    assert timeout.detail == "timed out"
-
-
-def test_package_errors_from_the_hook_are_permanent() -> None:
-    assert poll_error_from_exception(BatchNotFoundError("x"), now=NOW).kind is ErrorKind.NOT_FOUND
-    assert poll_error_from_exception(ConnectionConfigError("x"), now=NOW).kind is ErrorKind.AUTH
-
-
-def test_bugs_are_not_mistaken_for_api_errors() -> None:
-    assert poll_error_from_exception(KeyError("processing_status"), now=NOW) is None
-
-
 # --- deadlines and reporting ------------------------------------------------------------------------
 
 
@@ -299,150 +245,6 @@ def test_default_deadline_is_expiry_plus_margin() -> None:
 def test_without_a_batch_the_latest_possible_expiry_stands_in() -> None:
     assert default_end_time(None, margin=3600, now=NOW) == NOW + 24 * 3600 + 3600
     assert default_end_time({"expires_at": None}, margin=0, now=NOW) == NOW + 24 * 3600
-
-
-@pytest.mark.parametrize(
-    ("body", "ok"),
-    [
-        (b'{"id": "msgbatch_x", "processing_status": "in_progress"}', True),
-        (b"<html>Bad gateway</html>", False),
-        (b'["not", "a", "batch"]', False),
-        (b"", False),
-    ],
-)
-def test_parse_batch_refuses_what_is_not_a_batch_object(body: bytes, ok: bool) -> None:
-    batch, error = parse_batch(body)
-    if ok:
-        assert batch == {"id": "msgbatch_x", "processing_status": "in_progress"}
-        assert error is None
-    else:
-        assert batch is None
-        assert error.kind is ErrorKind.REJECTED
-        assert not error.transient
-
-
-def test_request_counts_are_five_integers() -> None:
-    assert request_counts({"request_counts": {"succeeded": 3, "expired": None}}) == {
-        "processing": 0,
-        "succeeded": 3,
-        "errored": 0,
-        "canceled": 0,
-        "expired": 0,
-    }
-
-
-def test_progress_lines_come_on_change_at_the_end_and_otherwise_every_so_often() -> None:
-    log = ProgressLog(every=600.0)
-    polls = [
-        (0, "in_progress", False, True),  # the first poll
-        (60, "in_progress", False, False),
-        (599, "in_progress", False, False),
-        (600, "in_progress", False, True),  # ten minutes later
-        (660, "canceling", False, True),  # a change of status
-        (720, "canceling", False, False),
-        (780, "ended", True, True),  # the end
-    ]
-    assert [log.due(status, now=NOW + t, final=final) for t, status, final, _ in polls] == [
-        due for *_, due in polls
-    ]
-
-
-def test_progress_line_says_status_requests_elapsed_and_time_left() -> None:
-    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
-    now = created + 3 * 3600 + 120
-    line = describe_progress(batch("in_progress", processing=1500), now=now, end_time=created + 25 * 3600)
-    assert line == (
-        "batch msgbatch_test is in_progress; 0 of 1,500 requests done (0%): 1,500 processing, "
-        "0 succeeded, 0 errored, 0 canceled, 0 expired; running for 3h02m; "
-        "20h58m left before it expires; deadline in 21h58m"
-    )
-
-
-def test_progress_line_says_how_much_is_done_and_how_it_went() -> None:
-    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
-    running = batch("in_progress", processing=1200, succeeded=770, errored=20, expired=11)
-    line = describe_progress(running, now=created + 600, end_time=created + 99_999)
-    assert "801 of 2,001 requests done (40%): 1,200 processing, 770 succeeded, 20 errored" in line
-    assert "11 expired" in line
-    assert done_fraction(running) == pytest.approx(801 / 2001)
-    assert done_fraction(batch("in_progress")) == 0.0
-
-
-def test_progress_is_logged_as_it_moves_but_at_most_once_a_minute() -> None:
-    log = ProgressLog(every=600.0, min_every=60.0, step=0.05)
-    polls = [
-        (0, 0.00, True),  # the first poll
-        (30, 0.20, False),  # moved, but within a minute of the last line
-        (60, 0.21, True),  # a minute on, and 21 points done since the last line
-        (120, 0.24, False),  # three points: not worth a line
-        (180, 0.26, True),  # five points since the last line
-        (240, 0.26, False),
-        (780, 0.26, True),  # ten minutes without a line
-    ]
-    assert [log.due("in_progress", now=NOW + t, done=done) for t, done, _ in polls] == [
-        due for *_, due in polls
-    ]
-
-
-def test_the_marker_is_explained_once_with_the_records_it_adds_to() -> None:
-    note = marker_note("msgbatch_1", records=2000)
-    assert note.startswith("Batch msgbatch_1 holds 2,001 requests: the shard's 2,000 and one marker request")
-    assert "the manifest do not" in note
-
-
-def test_progress_line_of_an_ended_batch_gives_the_outcomes() -> None:
-    created = datetime(2027, 1, 15, 8, tzinfo=timezone.utc).timestamp()
-    line = describe_progress(
-        batch("ended", succeeded=90, errored=5, expired=5), now=created + 65, end_time=created + 99_999
-    )
-    assert "100 of 100 requests done (100%)" in line
-    assert "90 succeeded, 5 errored, 0 canceled, 5 expired" in line
-    assert "left before" not in line
-
-
-@pytest.mark.parametrize(
-    ("cancel", "last_status", "cancel_error", "expected"),
-    [
-        (False, "in_progress", None, "left running (cancel_on_timeout=False)"),
-        (True, "in_progress", None, "It was canceled (cancel_on_timeout=True)"),
-        (True, "canceling", None, "already canceling"),
-        (True, "in_progress", "HTTP 500", "Cancelling it failed (HTTP 500)"),
-        (False, None, None, "its status could not be read"),
-    ],
-)
-def test_deadline_message_names_the_batch_and_what_was_done(
-    cancel: bool, last_status: str | None, cancel_error: str | None, expected: str
-) -> None:
-    message = deadline_message(
-        "msgbatch_abc",
-        end_time=datetime(2027, 1, 16, 9, tzinfo=timezone.utc).timestamp(),
-        last_status=last_status,
-        cancel_on_timeout=cancel,
-        cancel_error=cancel_error,
-    )
-    assert message.startswith(
-        "Batch msgbatch_abc did not end before the wait's deadline 2027-01-16T09:00:00+00:00"
-    )
-    assert expected in message
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0, "0.0s"),
-        (0.25, "0.2s"),
-        (9.96, "10.0s"),
-        (12.7, "12s"),
-        (59.9, "59s"),
-        (61, "1m01s"),
-        (3600, "1h00m"),
-        (90_061, "25h01m"),
-        (-61, "-1m01s"),
-        (-0.5, "-0.5s"),
-    ],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
 
 
 def test_a_batch_never_seen_that_is_not_found_is_looked_for_again_briefly() -> None:
@@ -460,10 +262,3 @@ def test_a_batch_never_seen_that_is_not_found_is_looked_for_again_briefly() -> N
         PollAction.FAIL
     )
     assert decide_on_error(error, attempt=1, now=NOW, end_time=LATER, policy=POLICY).action is PollAction.FAIL
-
-
-def test_a_batch_canceled_before_it_ended_says_how_many_requests_were_canceled_or_expired() -> None:
-    batch = {"request_counts": {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 5, "expired": 2}}
-    assert canceled_message("msgbatch_1", request_counts(batch)) == (
-        "Batch msgbatch_1 was canceled before it ended: 5 requests canceled, 2 expired."
-    )
