@@ -16,13 +16,12 @@ from airflow_claude_batch.core.api.request_rules import (
     first_violation,
     max_output_tokens,
 )
-from airflow_claude_batch.core.api.schema_rules import schema_subset_problem
 from airflow_claude_batch.core.requests.rendering import RequestTemplate
 from airflow_claude_batch.core.requests.request_stream import iter_requests
 from airflow_claude_batch.core.requests.sources import CallableRecords
-from airflow_claude_batch.core.requests.structured_output import api_schema, request_additions
+from airflow_claude_batch.core.requests.structured_output import request_additions
 from airflow_claude_batch.exceptions import InputError
-from tests.core.request_rule_cases import CASES, RAW_SCHEMA, Review, RuleCase, Tree
+from tests.core.request_rule_cases import CASES, RuleCase, Tree
 
 ARCHITECTURE = (Path(__file__).resolve().parents[3] / "docs" / "architecture.md").read_text(encoding="utf-8")
 MODELS = load_models()
@@ -96,21 +95,6 @@ def test_the_output_300k_beta_lifts_max_tokens_only_where_the_api_allows_it(mode
     spec = MODELS.get(model)
     assert max_output_tokens(spec, (OUTPUT_300K_BETA,)) == limit
     assert max_output_tokens(spec) == spec.max_output_tokens
-
-
-def test_output_schema_is_sent_in_the_apis_subset_as_the_sdk_transforms_it() -> None:
-    import anthropic
-
-    for schema in (Review, RAW_SCHEMA):
-        sent = request_additions("native", schema)["output_config"]["format"]["schema"]
-        assert schema_subset_problem(sent) is None
-        assert sent == anthropic.transform_schema(schema)
-    sent = api_schema(Review)
-    assert sent["additionalProperties"] is False
-    assert "minimum: 1" in sent["properties"]["score"]["description"]
-    assert "maxLength: 80" in sent["properties"]["summary"]["description"]
-    assert "minItems: 3" in sent["properties"]["tags"]["description"]
-    assert schema_subset_problem(Review.model_json_schema()) is not None  # raw, the API refuses it
 
 
 @pytest.mark.parametrize(
