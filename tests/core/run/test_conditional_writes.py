@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,8 @@ from airflow.sdk import ObjectStoragePath
 from airflow_claude_batch.core.run.claims import Claim, ClaimsIndex
 from airflow_claude_batch.core.run.conditional_writes import create_only, read_versioned, replace_if
 from airflow_claude_batch.core.run.layout import RunFolder
-from airflow_claude_batch.core.submit.intent_race import record_change
 from airflow_claude_batch.core.submit.state import INTENT, ShardStateFile, SubmitState
-from airflow_claude_batch.exceptions import AfterSubmitError, StorageError, WriteConflictError
+from airflow_claude_batch.exceptions import StorageError, WriteConflictError
 
 
 @pytest.fixture(params=["path", "file", "s3"])
@@ -80,37 +78,3 @@ def test_a_claim_is_created_once_and_kept_for_the_same_owner(tmp_path: Path) -> 
     claim = claims.read("msgbatch_1")
     assert claim is not None
     assert claim.owner == "owner-a"
-
-
-def test_a_record_that_lost_to_a_note_of_not_ours_is_made_again_over_it(tmp_path: Path) -> None:
-    folder = RunFolder(ObjectStoragePath(f"file://{tmp_path}/d/r/p"))
-    mine, peer = ShardStateFile(folder, 0, 0), ShardStateFile(folder, 0, 0)
-    assert mine.read() is None
-    intent = _intent("a")
-    mine.write(intent)
-    noted = peer.read()
-    assert noted is not None
-    peer.write(dataclasses.replace(noted, not_ours=("msgbatch_x",)))  # the other submit's lookup
-
-    recorded = record_change(mine, "s", intent, lambda state: state.submitted("msgbatch_1", None))
-
-    assert (recorded.status, recorded.batch_id, recorded.not_ours) == (
-        "submitted",
-        "msgbatch_1",
-        ("msgbatch_x",),
-    )
-    assert mine.read() == recorded
-
-
-def test_a_record_over_another_attempts_state_is_left_to_the_retry(tmp_path: Path) -> None:
-    folder = RunFolder(ObjectStoragePath(f"file://{tmp_path}/d/r/p"))
-    mine, peer = ShardStateFile(folder, 0, 0), ShardStateFile(folder, 0, 0)
-    assert mine.read() is None
-    intent = _intent("a")
-    mine.write(intent)
-    assert peer.read() is not None
-    peer.write(_intent("b"))
-
-    with pytest.raises(AfterSubmitError, match="changed by another submit"):
-        record_change(mine, "s", intent, lambda state: state.failed("HTTP 413"))
-    assert mine.read() == _intent("b")
