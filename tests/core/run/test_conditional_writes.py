@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batch.core.run.claims import Claim, ClaimsIndex
 from airflow_claude_batch.core.run.conditional_writes import create_only, read_versioned, replace_if
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.submit.state import INTENT, ShardStateFile, SubmitState
-from airflow_claude_batch.exceptions import StorageError, WriteConflictError
+from airflow_claude_batch.exceptions import WriteConflictError
 
 
 @pytest.fixture(params=["path", "file", "s3"])
@@ -67,14 +66,3 @@ def test_two_state_writers_that_both_read_nothing_cannot_both_write(tmp_path: Pa
     with pytest.raises(WriteConflictError):
         first.write(_intent("c"))  # its version is stale
     assert first.read() == _intent("b")
-
-
-def test_a_claim_is_created_once_and_kept_for_the_same_owner(tmp_path: Path) -> None:
-    claims = ClaimsIndex(tmp_path)
-    claims.write(Claim("msgbatch_1", "owner-a", "acb-marker-a", "t"))
-    claims.write(Claim("msgbatch_1", "owner-a", "acb-marker-a", "t2"))  # a retry after a crash
-    with pytest.raises(StorageError, match="already claimed by owner-a"):
-        claims.write(Claim("msgbatch_1", "owner-b", "acb-marker-b", "t"))
-    claim = claims.read("msgbatch_1")
-    assert claim is not None
-    assert claim.owner == "owner-a"

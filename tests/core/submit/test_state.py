@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from airflow_claude_batch.core.api.limits import batch_body_size
-from airflow_claude_batch.core.run.claims import Claim, ClaimsIndex
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.submit.state import (
     STATE_SCHEMA_VERSION,
@@ -125,25 +124,6 @@ def test_fingerprint_reads_the_first_requests_model(tmp_path: Path) -> None:
     assert fingerprint_shard(path).model == "claude-haiku-4-5"
     path.write_bytes(b'{"custom_id":"a","params":{}}\n')
     assert fingerprint_shard(path).model is None
-
-
-def test_claims_round_trip_and_name_their_owner(tmp_path: Path) -> None:
-    claims = ClaimsIndex(tmp_path)
-    assert claims.read("msgbatch_1") is None
-    claim = Claim("msgbatch_1", "s3://root/d/r/p/round-0/shard-00000.state.json", "acb-marker-x", "t")
-    claims.write(claim)
-    assert claims.read("msgbatch_1") == claim
-    assert (tmp_path / "_claims" / "msgbatch_1.json").is_file()
-
-
-def test_a_damaged_claim_is_an_error_and_a_batch_id_cannot_leave_the_index(tmp_path: Path) -> None:
-    claims = ClaimsIndex(tmp_path)
-    (tmp_path / "_claims").mkdir()
-    (tmp_path / "_claims" / "msgbatch_2.json").write_text('{"schema_version": 1}')
-    with pytest.raises(StorageError, match="not a valid claim"):
-        claims.read("msgbatch_2")
-    with pytest.raises(InputError, match="cannot be used in a storage path"):
-        claims.read("../escape")
 
 
 @pytest.mark.parametrize("folder", ["_claims", "_answers"])
