@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -12,26 +10,17 @@ import pytest
 from airflow_claude_batch.core.requests.sharding import ShardLimits
 from airflow_claude_batch.core.requeue.requeue import requeue_round
 from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
-from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError, SyncRetry
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.exceptions import StorageError
 from tests.core.batch_results import (
-    MODEL,
-    PRICES,
     canceled,
     errored,
     expired,
     fanned_out_shard,
     read_rows,
     succeeded,
-    usage,
     write_shard,
 )
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def original_lines(folder: RunFolder, round_index: int, index: int) -> dict[str, bytes]:
@@ -113,63 +102,3 @@ def test_a_shard_without_fanout_files_stops_the_requeue(folder: RunFolder) -> No
     with pytest.raises(StorageError, match="fanout did not finish"):
         requeue_round(folder, 0, [shard])
     assert read_requeue_record(folder, 0) is None
-
-
-class FakeMessages:
-    """Answers synchronous retries: ``a*`` succeed, ``busy*`` stay overloaded, ``bad*`` are invalid."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        prompt = params["messages"][0]["content"]
-        self.calls.append(prompt)
-        if prompt.startswith("busy"):
-            raise SyncRequestError("overloaded_error", "still busy", "req_s")
-        if prompt.startswith("bad"):
-            raise SyncRequestError("invalid_request_error", "nope", "req_s")
-        return {
-            "model": MODEL,
-            "content": [{"type": "text", "text": f"sync {prompt}"}],
-            "stop_reason": "end_turn",
-            "usage": usage(100, 10),
-        }
-
-
-def test_errored_requests_can_be_retried_synchronously_once_at_standard_prices(folder: RunFolder) -> None:
-    # write_shard uses "hello" as every prompt; give each request its own prompt to steer the fake
-    lines = [errored("a1"), errored("busy1"), errored("bad1"), expired("e1"), errored("x", "not_found_error")]
-    shard = fanned_out_shard(folder, 0, lines)
-    path = Path(str(folder.shard_requests(0, 0)))
-    rewritten = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    for request in rewritten:
-        request["params"]["messages"][0]["content"] = request["custom_id"]
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rewritten))
-
-    send = FakeMessages()
-    record = requeue_round(folder, 0, [shard], sync=SyncRetry(send, PRICES))
-
-    assert sorted(send.calls) == ["a1", "bad1", "busy1"]  # not the expired, not the non-retryable
-    rows = {row["custom_id"]: row for row in read_rows(folder.shard_sync_retry(0, 0))}
-    assert rows["a1"]["outcome"] == "succeeded"
-    assert rows["a1"]["price"] == "standard"
-    assert rows["a1"]["text"] == "sync a1"
-    assert rows["a1"]["cost_usd"] == pytest.approx((100 * 3 + 10 * 15) / 1e6)  # full price
-    assert rows["busy1"]["outcome"] == "errored"
-    assert rows["busy1"]["retryable"] is True
-    requeued = [
-        orjson.loads(line)["custom_id"]
-        for line in Path(str(folder.shard_requests(1, 0))).read_bytes().splitlines()
-    ]
-    assert sorted(requeued) == ["busy1", "e1"]
-    dead = {row["custom_id"]: row["reason"] for row in read_rows(folder.round_dead_letter(0))}
-    assert set(dead) == {"x", "bad1"}
-    assert dead["bad1"].startswith("on the synchronous retry")
-    assert (record.sync_succeeded, record.requeued, record.dead_lettered) == (1, 2, 2)
-    assert record.retry_errored_sync is True
-
-    # a requeue that died after paying for those calls does not pay again
-    (folder.round_dir(0) / "requeue.json").unlink()
-    again = FakeMessages()
-    assert requeue_round(folder, 0, [shard], sync=SyncRetry(again, PRICES)).sync_succeeded == 1
-    assert again.calls == []

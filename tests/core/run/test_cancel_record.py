@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_claude_batch.core.money.money_meter import MoneyMeter
 from airflow_claude_batch.core.report.ledger import accounting_failure, write_ledger
-from airflow_claude_batch.core.report.report_page import write_report
 from airflow_claude_batch.core.requeue.requeue import requeue_round
 from airflow_claude_batch.core.requeue.requeue_record import read_requeue_record
 from airflow_claude_batch.core.requeue.sync_retry import SyncRequestError, SyncRetry
@@ -229,52 +227,6 @@ def timed_out(params: Mapping[str, Any]) -> Mapping[str, Any]:
         endpoint_fault=True,
         outcome_unknown=True,
     )
-
-
-def test_an_unknown_synchronous_outcome_is_pending_and_counted_at_its_upper_cost(folder: RunFolder) -> None:
-    shard = fanned_out_shard(folder, 0, [succeeded("a"), errored("b"), errored("c")])
-    write_shard_list(folder, 0, [shard])
-    sync = SyncRetry(timed_out, PRICES, concurrency=1)
-
-    record = requeue_round(folder, 0, [shard], sync=sync)
-
-    # the first call timed out (unknown); the endpoint is then not used again: c definitely was not sent
-    assert (record.sync_unknown, record.sync_fell_back, record.requeued) == (1, 1, 1)
-    rows = read_rows(folder.shard_sync_retry(0, 0))
-    assert [row["outcome"] for row in rows] == ["unknown", "fell_back"]
-    unknown = rows[0]
-    assert unknown["custom_id"] == "b"
-    assert unknown["cost_usd_upper"] > 0
-    assert "cost_usd" not in unknown
-    params = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
-    assert unknown["cost_usd_upper"] == round(sync.upper_cost(params), 6)
-    assert (
-        sync.upper_cost(params)
-        >= MoneyMeter(PRICES, batch=False).price(MODEL, {"input_tokens": 1024, "output_tokens": 64})[1]
-    )
-    fanned_out_shard(folder, 0, [succeeded("c")], round_index=1)
-
-    manifest, samples = write_ledger(folder, prices=PRICES, max_rounds=2)
-    write_report(folder.report, manifest, samples, [])
-
-    assert "possibly billed" in folder.report.read_text()
-    assert pending(folder)["b"]["reason"] == "sync_outcome_unknown"
-    assert manifest.dispositions == {
-        "succeeded": 2,
-        "invalid_output": 0,
-        "dead_lettered": 0,
-        "pending": 1,
-        "refused": 0,
-        "rejected": 0,
-    }
-    assert manifest.reconciled, manifest.notes
-    money = manifest.money
-    assert money.sync_retry_unknown_usd == unknown["cost_usd_upper"]
-    assert money.actual_upper_usd == pytest.approx(money.actual_usd + money.sync_retry_unknown_usd)
-    assert manifest.rounds[0].sync_retry_unknown_usd == unknown["cost_usd_upper"]
-    # a rerun of the requeue never sends it again
-    (folder.round_dir(0) / "requeue.json").unlink()
-    assert requeue_round(folder, 0, [shard], sync=SyncRetry(never_sent, PRICES)).sync_unknown == 1
 
 
 # --- a report whose dispositions do not add up fails ---------------------------------------------------
