@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from airflow_claude_batch.core.results.answer_parsing import OutputValidator
 from airflow_claude_batch.core.results.fanout import fan_out_shard
 from airflow_claude_batch.core.run.layout import RunFolder
 from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES
-from airflow_claude_batch.exceptions import ReconciliationError, ResultsStreamInterrupted
+from airflow_claude_batch.exceptions import ResultsStreamInterrupted
 from tests.core.batch_results import (
     MODEL,
     canceled,
@@ -27,11 +26,6 @@ from tests.core.batch_results import (
 )
 
 PRICES = PriceTable.load()
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def fan_out(folder: RunFolder, ids: list[str], lines: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -111,30 +105,6 @@ def test_every_outcome_lands_in_its_file_with_its_row_shape(folder: RunFolder) -
     assert summary.cost_usd == pytest.approx(first["cost_usd"] + plain)
 
 
-def test_unknown_ids_and_duplicates_are_counted_and_left_out(
-    folder: RunFolder, caplog: pytest.LogCaptureFixture
-) -> None:
-    lines = [succeeded("a"), succeeded("stranger"), succeeded("a", "again"), expired("b"), expired("b")]
-    with caplog.at_level(logging.WARNING):
-        summary, _ = fan_out(folder, ["a", "b"], lines)
-
-    assert summary.unknown_ids == 1
-    assert summary.duplicates == 2
-    assert summary.descriptor_counts()["unknown_ids"] == 1
-    assert summary.descriptor_counts()["duplicates"] == 2
-    assert [r["text"] for r in rows(folder, "succeeded")] == ["ok"]
-    assert rows(folder, "expired") == [{"custom_id": "b"}]
-    assert "stranger" in caplog.text
-    assert "2 repeated result lines" in caplog.text
-
-
-def test_a_shortfall_is_an_error_and_publishes_nothing(folder: RunFolder) -> None:
-    with pytest.raises(ReconciliationError, match=r"msgbatch_test.*2 of 3 requests have no result line"):
-        fan_out(folder, ["a", "b", "c"], [succeeded("a")])
-    shard_dir = folder.shard_outcome(0, 0, "succeeded").parent
-    assert not shard_dir.exists() or list(shard_dir.iterdir()) == []
-
-
 def test_a_cut_stream_is_read_again_and_every_line_is_written_once(folder: RunFolder) -> None:
     ids = [f"r{i}" for i in range(10)]
     attempts: list[int] = []
@@ -159,22 +129,6 @@ def test_a_cut_stream_is_read_again_and_every_line_is_written_once(folder: RunFo
     assert sorted(written) == sorted(ids)
     assert len(written) == len(set(written))
     assert sorted(sunk) == sorted(ids)
-
-
-def test_a_duplicate_within_one_reading_is_still_counted_after_a_restart(folder: RunFolder) -> None:
-    calls: list[int] = []
-
-    def open_results() -> Iterator[dict[str, Any]]:
-        calls.append(1)
-        yield succeeded("a")
-        yield succeeded("a")
-        if len(calls) == 1:
-            raise ResultsStreamInterrupted("cut")
-        yield succeeded("b")
-
-    summary, _ = fan_out(folder, ["a", "b"], [], open_results=open_results)
-    assert summary.duplicates == 1
-    assert [r["custom_id"] for r in rows(folder, "succeeded")] == ["a", "b"]
 
 
 def test_too_many_cuts_give_up_and_publish_nothing(folder: RunFolder) -> None:
