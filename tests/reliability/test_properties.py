@@ -171,14 +171,22 @@ def test_no_generated_input_yields_a_shard_the_api_would_refuse(
             )
             sent_ids += [json.loads(line)["custom_id"] for line in lines]
     assert sent_ids == [row["id"] for row in rows], "every request once, in input order"
+    shards = result.shards
     position = 0
-    for shard in result.shards[:-1]:  # a shard closes only when the next request would not fit
+    for shard in shards[:-2]:  # a shard closes only when the next request would not fit
         position += shard.request_count
-        grown = batch_body_size(
-            shard.body_bytes - batch_body_size(0, shard.request_count) + sizes[position],
-            shard.request_count + 1,
-        )
-        assert shard.request_count == max_requests or grown > max_bytes
+        assert shard.request_count == max_requests or _grown(shard, sizes[position]) > max_bytes
+    if len(shards) >= 2:  # the last two are balanced: the earlier one gives lines while the later takes them
+        earlier, last = shards[-2], shards[-1]
+        moved_next = sizes[position + earlier.request_count - 1]  # the earlier shard's last request
+        assert earlier.request_count - last.request_count <= 1 or _grown(last, moved_next) > max_bytes
+
+
+def _grown(shard: Any, size: int) -> int:
+    """The create body of ``shard`` with one more request of ``size`` bytes."""
+    return batch_body_size(
+        shard.body_bytes - batch_body_size(0, shard.request_count) + size, shard.request_count + 1
+    )
 
 
 def test_a_shard_of_exactly_the_byte_limit_is_accepted_and_one_byte_more_is_not(
