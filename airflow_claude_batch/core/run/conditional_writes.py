@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, read_bytes
+from airflow_claude_batch.core.run.storage import StoragePath, atomic_writer, read_bytes, read_or_none
 from airflow_claude_batch.exceptions import (
     ConditionalWritesUnsupportedError,
     StorageError,
@@ -76,15 +76,8 @@ def check_supported(path: StoragePath, *, allow_unconditional: bool) -> None:
 def read_versioned(path: StoragePath) -> Versioned | None:
     """Read a file and its version; ``None`` when it does not exist, ``StorageError`` on any other failure."""
     if _protocol(path) in _S3:
-        try:
-            data, etag = _s3_get(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError(
-                f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
-            ) from exc
-        return Versioned(data, etag)
+        got = read_or_none(path, lambda: _s3_get(path))
+        return None if got is None else Versioned(*got)
     data = read_bytes(path)
     return None if data is None else Versioned(data, _digest(data))
 

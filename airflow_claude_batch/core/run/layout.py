@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from airflow_claude_batch.core.run.outcomes import ROW_OUTCOMES, Disposition
-from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.run.storage import StoragePath, folder_names
 from airflow_claude_batch.core.run.url_secrets import masked_url, url_secrets
-from airflow_claude_batch.exceptions import InputError, StorageError
+from airflow_claude_batch.exceptions import InputError
 
 #: The claims index's folder at the storage root (``core/run/claims.py``); no DAG may take its name.
 CLAIMS_FOLDER = "_claims"
@@ -79,18 +79,6 @@ def claims_folder(storage_root: StoragePath) -> StoragePath:
 def claim_file(storage_root: StoragePath, batch_id: str) -> StoragePath:
     """The claim on ``batch_id`` (``{storage}/_claims/{batch_id}.json``)."""
     return claims_folder(storage_root) / f"{safe_segment(batch_id, 'batch id')}.json"
-
-
-def _names(folder: StoragePath) -> list[str]:
-    """The names in ``folder``, sorted; none when it does not exist."""
-    try:
-        if not folder.exists():
-            return []
-        return sorted(entry.name for entry in folder.iterdir())  # type: ignore[attr-defined]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError as exc:
-        raise StorageError(f"cannot list {folder}: {exc}; check the storage root and its connection") from exc
 
 
 @dataclass(frozen=True)
@@ -173,7 +161,9 @@ class RunFolder:
 
     def round_indexes(self) -> list[int]:
         """The rounds the run folder holds, in order."""
-        return sorted(int(match.group(1)) for name in _names(self.root) if (match := _ROUND_DIR.match(name)))
+        return sorted(
+            int(match.group(1)) for name in folder_names(self.root) if (match := _ROUND_DIR.match(name))
+        )
 
     def shard_list(self, round_index: int) -> StoragePath:
         """``round-r/shards.json``: the round's descriptors, written last by the build or the requeue."""
@@ -202,7 +192,7 @@ class RunFolder:
 
     def state_file_shards(self, round_index: int) -> list[int]:
         """The shards of a round that have a state file, in order."""
-        names = _names(self.round_dir(round_index))
+        names = folder_names(self.round_dir(round_index))
         return [int(match.group(1)) for name in names if (match := _STATE_FILE.match(name))]
 
     def shard_dir(self, round_index: int, shard_index: int) -> StoragePath:
@@ -211,7 +201,7 @@ class RunFolder:
 
     def shard_dirs(self, round_index: int) -> list[int]:
         """The shards of a round that have a folder of outcome files, in order."""
-        names = _names(self.round_dir(round_index))
+        names = folder_names(self.round_dir(round_index))
         return [int(match.group(1)) for name in names if (match := _SHARD_DIR.match(name))]
 
     def shard_outcome(self, round_index: int, shard_index: int, outcome: str) -> StoragePath:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from airflow_claude_batch.exceptions import StorageError
 
+T = TypeVar("T")
 #: Bytes :func:`atomic_writer` gathers before it writes them to the storage's file.
 WRITE_BUFFER_BYTES = 1 << 20
 
@@ -125,15 +126,40 @@ def read_bytes(path: StoragePath) -> bytes | None:
     A read error is never taken to mean "no file": callers use ``None`` to decide that nothing was
     done yet, and guessing wrong there could pay twice.
     """
-    try:
+
+    def whole() -> bytes:
         with path.open("rb") as handle:
             return handle.read()
+
+    return read_or_none(path, whole)
+
+
+def read_or_none(path: StoragePath, read: Callable[[], T]) -> T | None:
+    """Return ``read()``; ``None`` when ``path`` does not exist, ``StorageError`` on any other failure.
+
+    :param path: the file ``read`` reads, for the message.
+    :param read: reads the file (its bytes, or its bytes and version).
+    """
+    try:
+        return read()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError(
             f"cannot read {path}: {exc}; the run will retry, fix access if it persists"
         ) from exc
+
+
+def folder_names(folder: StoragePath) -> list[str]:
+    """The names in ``folder``, sorted; none when it does not exist."""
+    try:
+        if not folder.exists():
+            return []
+        return sorted(entry.name for entry in folder.iterdir())  # type: ignore[attr-defined]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list {folder}: {exc}; check the storage root and its connection") from exc
 
 
 def read_json(path: StoragePath) -> Any | None:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 from airflow_claude_batch.core.run.layout import RunFolder, safe_segment
 from airflow_claude_batch.core.run.round_files import read_shard_list
-from airflow_claude_batch.core.run.storage import StoragePath
+from airflow_claude_batch.core.run.storage import StoragePath, folder_names
 from airflow_claude_batch.core.submit.state import FAILED, read_state
-from airflow_claude_batch.exceptions import StorageError
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class StoppedShard:
 
 def pipeline_ids(root: StoragePath, pipeline_id: str | None = None) -> list[str]:
     """The pipelines of one DAG run's folder (only ``pipeline_id`` when given)."""
-    return [safe_segment(pipeline_id, "pipeline_id")] if pipeline_id else _names(root)
+    return [safe_segment(pipeline_id, "pipeline_id")] if pipeline_id else folder_names(root)
 
 
 def stopped_shards(folder: RunFolder, pipeline: str) -> list[StoppedShard]:
@@ -162,14 +161,3 @@ def _pipeline_batches(folder: RunFolder, pipeline: str) -> Iterator[RecordedBatc
             state = read_state(folder.shard_state(round_index, shard_index))
             if state is not None:
                 yield RecordedBatch(pipeline, round_index, shard_index, state.status, state.batch_id)
-
-
-def _names(folder: StoragePath) -> list[str]:
-    try:
-        if not folder.exists():
-            return []
-        return sorted(entry.name for entry in folder.iterdir())  # type: ignore[attr-defined]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError as exc:
-        raise StorageError(f"cannot list {folder}: {exc}; check the storage root and its connection") from exc
