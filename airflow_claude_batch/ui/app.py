@@ -12,6 +12,7 @@ read (``get_authorized_dag_ids``): a DAG the user may not see is never named, co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time, timezone
 from typing import Annotated, Any
 
@@ -44,20 +45,10 @@ def create_app() -> FastAPI:
     return app
 
 
-def runs(
-    request: Request,
-    user: User,
-    dag_id: str | None = None,
-    run_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
-    """The pipeline runs the user may see, newest first, one page of them.
+@dataclass(frozen=True)
+class RunsQuery:
+    """What the JSON list and the page are asked for: filters and one page of the list.
 
-    :param request: the request (for Airflow's UI root in the DAG run links).
-    :param user: the signed-in user.
     :param dag_id: only this DAG.
     :param run_id: only this DAG run.
     :param since: runs due at or after this UTC date or time.
@@ -65,37 +56,64 @@ def runs(
     :param limit: runs per page (at most 1,000).
     :param offset: runs skipped before the page.
     """
-    listed, total, _dags = _list(user, dag_id, run_id, since, until, limit, offset, with_dags=False)
-    root = ui_root(request)
-    return {
-        "runs": [row.to_dict(root) for row in listed],
-        "total_entries": total,
-        "limit": limit,
-        "offset": offset,
-    }
+
+    dag_id: str | None
+    run_id: str | None
+    since: str | None
+    until: str | None
+    limit: int
+    offset: int
 
 
-def page(
-    request: Request,
-    user: User,
+def runs_query(
     dag_id: str | None = None,
     run_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> HTMLResponse:
-    """The page: filters, charts and the table (the same list as :func:`runs`)."""
-    listed, total, dags = _list(user, dag_id, run_id, since, until, limit, offset, with_dags=True)
+) -> RunsQuery:
+    """The query string's parameters, declared once for both routes (see :class:`RunsQuery`)."""
+    return RunsQuery(dag_id, run_id, since, until, limit, offset)
+
+
+Asked = Annotated[RunsQuery, Depends(runs_query)]
+
+
+def runs(request: Request, user: User, asked: Asked) -> dict[str, Any]:
+    """The pipeline runs the user may see, newest first, one page of them.
+
+    :param request: the request (for Airflow's UI root in the DAG run links).
+    :param user: the signed-in user.
+    :param asked: the filters and the page.
+    """
+    listed, total, _dags = _list(user, asked, with_dags=False)
     root = ui_root(request)
-    filters = {"dag_id": dag_id or "", "run_id": run_id or "", "since": since or "", "until": until or ""}
+    return {
+        "runs": [row.to_dict(root) for row in listed],
+        "total_entries": total,
+        "limit": asked.limit,
+        "offset": asked.offset,
+    }
+
+
+def page(request: Request, user: User, asked: Asked) -> HTMLResponse:
+    """The page: filters, charts and the table (the same list as :func:`runs`)."""
+    listed, total, dags = _list(user, asked, with_dags=True)
+    root = ui_root(request)
+    filters = {
+        "dag_id": asked.dag_id or "",
+        "run_id": asked.run_id or "",
+        "since": asked.since or "",
+        "until": asked.until or "",
+    }
     html = render_page(
         [row.to_dict(root) for row in listed],
         total=total,
         filters=filters,
         dag_ids=dags,
-        limit=limit,
-        offset=offset,
+        limit=asked.limit,
+        offset=asked.offset,
     )
     return HTMLResponse(html)
 
@@ -106,28 +124,18 @@ def ui_root(request: Request) -> str:
     return root_path[: -len(URL_PREFIX)] if root_path.endswith(URL_PREFIX) else root_path
 
 
-def _list(
-    user: Any,
-    dag_id: str | None,
-    run_id: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
-    offset: int,
-    *,
-    with_dags: bool,
-) -> tuple[list[Any], int, list[str]]:
+def _list(user: Any, asked: RunsQuery, *, with_dags: bool) -> tuple[list[Any], int, list[str]]:
     from airflow.utils.session import create_session
 
     run_filter = RunFilter(
         dag_ids=readable_dag_ids(user),
-        dag_id=dag_id or None,
-        run_id=run_id or None,
-        since=parse_moment(since, "since"),
-        until=parse_moment(until, "until"),
+        dag_id=asked.dag_id or None,
+        run_id=asked.run_id or None,
+        since=parse_moment(asked.since, "since"),
+        until=parse_moment(asked.until, "until"),
     )
     with create_session() as session:
-        records, total = list_report_records(session, run_filter, limit=limit, offset=offset)
+        records, total = list_report_records(session, run_filter, limit=asked.limit, offset=asked.offset)
         dags = dags_with_runs(session, run_filter.dag_ids) if with_dags else []
     return rows_for(records), total, dags
 
