@@ -3,8 +3,6 @@ and their requests are listed as pending with the reason."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from airflow_claude_batch.core.money.money_meter import MoneyMeter
@@ -32,11 +30,6 @@ from tests.core.batch_results import (
 ANSWER_USD = MoneyMeter(PRICES).price(MODEL, usage(100, 10))[1]
 #: The same at standard prices: a synchronous retry.
 SYNC_USD = MoneyMeter(PRICES, batch=False).price(MODEL, usage(100, 10))[1]
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def a_round_with_three_to_requeue(folder: RunFolder, budget: float, basis: str = "expected") -> list:

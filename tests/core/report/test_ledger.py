@@ -36,11 +36,6 @@ from tests.core.batch_results import (
 USER_CANCEL = "2026-01-01T00:00:00Z"
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
-
-
 def submitted(folder: RunFolder, shard: ShardDescriptor, batch_id: str) -> None:
     state = SubmitState(
         shard_uri=shard.uri,

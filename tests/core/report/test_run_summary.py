@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from airflow_claude_batch.core.report.ledger import write_ledger
@@ -21,11 +19,6 @@ from airflow_claude_batch.core.run.outcomes import DISPOSITIONS
 from airflow_claude_batch.core.run.storage import read_json
 from tests.core.batch_results import PRICES
 from tests.core.report.test_ledger import two_round_run
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def test_a_written_manifest_gives_the_same_figures_as_the_report(folder: RunFolder) -> None:

@@ -6,16 +6,9 @@ import csv
 import io
 from pathlib import Path
 
-import pytest
-
 from airflow_claude_batch.core.results.flat_output import flat_record, write_flat_output
 from airflow_claude_batch.core.run.layout import RunFolder
 from tests.core.batch_results import read_rows
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
 
 
 def test_flat_records_join_on_custom_id() -> None:

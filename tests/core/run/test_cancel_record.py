@@ -31,11 +31,6 @@ from tests.core.batch_results import (
 )
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> RunFolder:
-    return RunFolder.for_run(tmp_path, "dag", "run_1", "claude_batch")
-
-
 def ids_of(folder: RunFolder, round_index: int, shard_index: int) -> list[str]:
     return [row["custom_id"] for row in read_rows(folder.shard_requests(round_index, shard_index))]
 
